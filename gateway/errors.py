@@ -1,0 +1,62 @@
+"""The error tree of street-gateway.
+
+Library exceptions (pymodbus, aiomqtt, sqlite3, serial) are mapped to these at the adapter
+boundary with ``raise ... from exc``, so callers only ever catch our own types::
+
+    GatewayError
+    ├── ConfigError          a user mistake in the YAML; carries one line per problem
+    ├── BufferStoreError     the durable buffer
+    │   ├── BufferWriteError     disk full, read-only file system, I/O error
+    │   └── BufferCorruptError   the database file is not ours or is damaged
+    ├── DeviceError          a sensor did not give a usable answer
+    │   ├── DeviceTimeout        no answer within the transaction timeout
+    │   ├── DeviceProtocolError  exception response, CRC error, unexpected frame
+    │   └── ParseError           a serial line that does not parse
+    └── UplinkError          the MQTT link (refused, auth, TLS, lost)
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error street-gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; ``problems`` holds one printable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class BufferStoreError(GatewayError):
+    """The durable buffer could not do what was asked."""
+
+
+class BufferWriteError(BufferStoreError):
+    """A write to the buffer failed (disk full, read-only file system, I/O error)."""
+
+
+class BufferCorruptError(BufferStoreError):
+    """The buffer file is damaged or is not a street-gateway buffer."""
+
+
+class DeviceError(GatewayError):
+    """A sensor did not give a usable answer."""
+
+
+class DeviceTimeout(DeviceError):
+    """No answer within the transaction timeout."""
+
+
+class DeviceProtocolError(DeviceError):
+    """An exception response, a CRC error, or a frame we did not expect."""
+
+
+class ParseError(DeviceError):
+    """A serial line that does not parse into the configured points."""
+
+
+class UplinkError(GatewayError):
+    """The MQTT link failed: refused, bad credentials, TLS, or lost."""

@@ -1,0 +1,134 @@
+"""Value types that flow through the pipeline. Imports nothing of ours.
+
+A sensor produces :class:`Reading`; the alarm rules produce :class:`AlarmEvent`; the buffer
+assigns each a ``seq`` when it commits it and hands them back to the uplink as
+:class:`StoredItem`; what eviction or corruption gave up comes back as :class:`Gap`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+Value = float | int | bool
+
+AlarmState = Literal["raised", "cleared"]
+Priority = Literal["low", "normal", "high", "critical"]
+GapReason = Literal["max_size", "max_age", "corrupt_buffer"]
+
+
+class Lane(enum.IntEnum):
+    """Which queue an item is published from; alarms go before everything else."""
+
+    ALARM = 0
+    READING = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one point, stamped when it was acquired (Unix ms, UTC)."""
+
+    device: str
+    point: str
+    value: Value
+    ts_ms: int
+    unit: str | None = None
+    clock_synced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """An alarm rule changed state: ``alarm`` is its name, e.g. ``aq-1/pm25>50``."""
+
+    alarm: str
+    state: AlarmState
+    value: float
+    priority: Priority
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """A committed reading or alarm as the buffer returns it to the uplink.
+
+    ``body`` is the item's JSON object text without ``seq`` (made by ``uplink.payload``),
+    so publishing needs no re-encoding of the stored value.
+    """
+
+    seq: int
+    lane: Lane
+    ts_ms: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A seq range the buffer gave up (evicted or lost to corruption), to be published."""
+
+    gap_id: int
+    from_seq: int
+    to_seq: int
+    count: int
+    reason: GapReason
+
+
+# ---------------------------------------------------------------------------------------------
+# Live figures. Each component owns and updates its own; status and metrics only read them.
+
+DeviceState = Literal["ok", "failing", "down"]
+
+
+@dataclass(slots=True)
+class DeviceStats:
+    """One device's health, owned by its source adapter.
+
+    A device starts ``ok`` and is polled at once; ``failing`` after a failed poll; ``down`` after
+    several in a row, when it is polled with capped backoff so it does not starve its bus.
+    """
+
+    name: str
+    source: str
+    interval_s: float
+    state: DeviceState = "ok"
+    last_ok_ts: int | None = None
+    reads_ok: int = 0
+    reads_failed: int = 0
+    parse_errors: int = 0
+    polls_skipped: int = 0
+    requests_total: int = 0
+    last_error: str | None = None
+    last_values: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BufferStats:
+    """The durable buffer's figures, owned by the buffer."""
+
+    readings: int = 0  # rows held: readings and alarms not yet acknowledged
+    alarms: int = 0  # of which alarms
+    bytes: int = 0  # database + WAL on disk
+    oldest_ts: int | None = None
+    last_seq: int = 0  # highest seq committed
+    evicted_total: dict[str, int] = field(default_factory=dict)  # by gap reason
+    dropped_total: int = 0  # readings lost from the memory queue while the disk failed
+    write_errors_total: int = 0
+    writable: bool = True
+    last_error: str | None = None
+    corrupt_files: list[str] = field(default_factory=list)  # files moved aside at start
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    """The MQTT link's figures, owned by the uplink."""
+
+    connected: bool = False
+    server: str | None = None
+    published_total: int = 0  # readings acknowledged by the broker
+    alarms_published_total: int = 0
+    gaps_published_total: int = 0
+    messages_total: int = 0
+    last_publish_ts: int | None = None
+    connects_total: int = 0
+    connect_failures_total: int = 0
+    last_error: str | None = None
