@@ -15,7 +15,8 @@ Value = float | int | bool
 
 AlarmState = Literal["raised", "cleared"]
 Priority = Literal["low", "normal", "high", "critical"]
-GapReason = Literal["max_size", "max_age", "corrupt_buffer"]
+# "unclean_shutdown": seqs reserved before a crash and not found after it (see buffer.py).
+GapReason = Literal["max_size", "max_age", "corrupt_buffer", "unclean_shutdown"]
 
 
 class Lane(enum.IntEnum):

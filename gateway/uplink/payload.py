@@ -60,7 +60,7 @@ def with_seq(seq: int, body: str) -> str:
 
 
 def readings_message(gateway: str, items: Sequence[StoredItem], *, historical: bool) -> bytes:
-    """``{"gateway": G, "readings": [...]}`` in seq order; ``historical`` marks a backlog message."""
+    """``{"gateway": G, "readings": [...]}`` in seq order; ``historical`` marks backlog."""
     readings = ",".join(with_seq(item.seq, item.body) for item in items)
     tail = ',"historical":true}' if historical else "}"
     return f'{{"gateway":{_compact(gateway)},"readings":[{readings}]{tail}'.encode()

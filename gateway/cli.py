@@ -1,0 +1,185 @@
+"""The `street-gateway` command: argument parsing and logging set-up, then one handler per command.
+
+Each command module exposes ``register(subparsers)``, which adds its parser and sets
+``func(args) -> int`` (the exit code). Only this module configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import (
+    Config,
+    LoadedConfig,
+    ModbusRtuSource,
+    SerialSource,
+    default_config_path,
+    load_config,
+)
+from gateway.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_BAD_CONFIG
+    configure_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="street-gateway",
+        description="Edge gateway for street sensors: Modbus and serial in, "
+        "durable buffer, MQTT out.",
+    )
+    parser.add_argument("--version", action="version", version=f"street-gateway {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("STREET_GATEWAY_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO; env STREET_GATEWAY_LOG_LEVEL)",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground (systemd runs this)")
+    add_config_argument(run)
+    run.set_defaults(func=_run)
+
+    check = sub.add_parser("check", help="validate a config offline and summarise it")
+    add_config_argument(check)
+    check.set_defaults(func=_check)
+
+    from gateway import status_client  # noqa: PLC0415 - each command's module is imported once, here
+    from gateway.audit import command as audit_command  # noqa: PLC0415
+    from gateway.probe import command as probe_command  # noqa: PLC0415
+
+    status_client.register(sub)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on this machine with simulated sensors")
+    demo.add_argument("--outage", default=None, help="cut the uplink periodically, e.g. 20s")
+    demo.set_defaults(func=_demo)
+
+    audit_command.register(sub)
+    probe_command.register(sub)
+    return parser
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default $STREET_GATEWAY_CONFIG or /etc/street-gateway/gateway.yaml)",
+    )
+
+
+def configure_logging(level: str) -> None:
+    """Plain lines to stderr: journald adds the time stamp and the unit name."""
+    stream_is_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not stream_is_journal:
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+
+
+def load_or_report(path: Path | None) -> LoadedConfig | None:
+    """Load the config, or print one line per problem to stderr and return None."""
+    try:
+        loaded = load_config(path or default_config_path())
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return loaded
+
+
+def _check(args: argparse.Namespace) -> int:
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return EXIT_BAD_CONFIG
+    print(summarise(loaded))
+    return EXIT_OK
+
+
+def summarise(loaded: LoadedConfig) -> str:
+    """A short human summary of a valid config, as `check` prints it."""
+    config: Config = loaded.config
+    lines = [f"{loaded.path}: valid", f"gateway {config.gateway.id}"]
+    devices = points = 0
+    polls_per_minute = 0.0
+    for source in config.sources:
+        if isinstance(source, SerialSource):
+            mode = f"poll every {_seconds(source.poll_interval)}" if source.request else "stream"
+            lines.append(
+                f"  source {source.name} (serial {source.port} {source.baudrate} baud, {mode}): "
+                f"{len(source.points)} points"
+            )
+            devices += 1
+            points += len(source.points)
+            if source.request:
+                polls_per_minute += 60 / source.poll_interval
+            continue
+        where = (
+            f"{source.port} {source.baudrate} baud"
+            if isinstance(source, ModbusRtuSource)
+            else f"{source.host}:{source.port}"
+        )
+        lines.append(f"  source {source.name} ({source.kind} {where}):")
+        for device in source.devices:
+            lines.append(
+                f"    device {device.name} unit {device.unit}: {len(device.points)} points "
+                f"every {_seconds(device.interval)}"
+            )
+            devices += 1
+            points += len(device.points)
+            polls_per_minute += 60 / device.interval
+    assert all(
+        isinstance(s, ModbusRtuSource | ModbusTcpSource | SerialSource) for s in config.sources
+    )
+    lines.append(
+        f"{len(config.sources)} sources, {devices} devices, {points} points, "
+        f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
+    )
+    uplink = config.uplink
+    lines.append(
+        f"uplink: {', '.join(uplink.servers)} as {config.client_id}, "
+        f"topics {uplink.topic_prefix}/{config.gateway.id}/..., qos {uplink.qos}"
+    )
+    lines.append(f"buffer: {config.buffer.path} (max {config.buffer.max_size // 1024**2} MiB)")
+    lines.append(f"status: http://{config.status.listen}/")
+    return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
+
+
+def _run(args: argparse.Namespace) -> int:
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return EXIT_BAD_CONFIG
+    print("street-gateway run: not yet available (the daemon lands with issue 8)", file=sys.stderr)
+    return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    print("street-gateway demo: not yet available (lands with issue 7)", file=sys.stderr)
+    return 1
