@@ -151,9 +151,6 @@ def summarise(loaded: LoadedConfig) -> str:
             devices += 1
             points += len(device.points)
             polls_per_minute += 60 / device.interval
-    assert all(
-        isinstance(s, ModbusRtuSource | ModbusTcpSource | SerialSource) for s in config.sources
-    )
     lines.append(
         f"{len(config.sources)} sources, {devices} devices, {points} points, "
         f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
