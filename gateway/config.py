@@ -498,6 +498,12 @@ def _message(error: Mapping[str, Any]) -> str:
         return "required key 'kind' is missing (modbus-rtu, modbus-tcp or serial)"
     if kind == "string_pattern_mismatch":
         return f"{value!r} does not match {ctx.get('pattern')}"
+    if kind == "less_than_equal":
+        return f"{value!r} is more than the maximum, {ctx.get('le')}"
+    if kind == "greater_than_equal":
+        return f"{value!r} is less than the minimum, {ctx.get('ge')}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {value!r})"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what the tests need and run every check: ruff, mypy --strict, pytest.
+# Works on a fresh machine with only Python and apt: it makes .venv, installs the package with
+# its test extras, and installs mosquitto (the real broker the tests start), socat, systemd's
+# analyzer and chromium from apt when they are missing and this user may install packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packages+=(mosquitto)
+command -v socat >/dev/null 2>&1 || apt_packages+=(socat)
+command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    echo "== installing from apt: ${apt_packages[*]}"
+    if $sudo true 2>/dev/null; then
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${apt_packages[@]}" >/dev/null || echo "warning: apt could not install everything"
+    else
+        echo "warning: cannot install ${apt_packages[*]} (not root, no sudo); dependent tests skip or fail"
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    python3 -m venv .venv
+fi
+echo "== installing street-gateway[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+.venv/bin/ruff check gateway tests bench
+.venv/bin/ruff format --check gateway tests bench
+echo "== mypy --strict gateway"
+.venv/bin/mypy gateway
+echo "== pytest"
+.venv/bin/pytest "$@"

@@ -1,0 +1,418 @@
+"""The config loader: every file in configs/ loads, and every kind of mistake gets one clear line
+that names the file and the key path."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import (
+    ModbusRtuSource,
+    SerialSource,
+    load_config,
+    parse_duration,
+    parse_size,
+)
+from gateway.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+BASE: dict[str, Any] = {
+    "gateway": {"id": "lamppost-0421"},
+    "uplink": {"servers": ["mqtt://127.0.0.1:1883"]},
+    "sources": [
+        {
+            "name": "rs485-1",
+            "kind": "modbus-rtu",
+            "port": "/dev/ttyUSB0",
+            "devices": [
+                {
+                    "name": "aq-1",
+                    "unit": 1,
+                    "interval": "10s",
+                    "points": [
+                        {"name": "pm25", "table": "input", "address": 0, "type": "uint16"},
+                        {"name": "temp", "table": "holding", "address": 10, "type": "float32"},
+                        {"name": "door", "table": "discrete", "address": 0, "type": "bool"},
+                    ],
+                }
+            ],
+        },
+        {
+            "name": "noise-1",
+            "kind": "serial",
+            "port": "/dev/ttyAMA0",
+            "parse": {"regex": "LAeq=(?P<laeq>[0-9.]+) LAmax=(?P<lamax>[0-9.]+)"},
+            "points": [{"name": "laeq"}, {"name": "lamax"}],
+        },
+    ],
+    "alarms": [{"point": "aq-1/pm25", "above": 50, "clear_below": 40}],
+}
+
+
+def write(tmp_path: Path, data: Any, name: str = "gateway.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def problems_for(tmp_path: Path, data: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    return info.value.problems
+
+
+def mutated(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    change(data)
+    return data
+
+
+def point(data: dict[str, Any], index: int) -> dict[str, Any]:
+    points: list[dict[str, Any]] = data["sources"][0]["devices"][0]["points"]
+    return points[index]
+
+
+def add_point(data: dict[str, Any], **fields: Any) -> None:
+    data["sources"][0]["devices"][0]["points"].append(fields)
+
+
+def secret(tmp_path: Path, mode: int) -> str:
+    path = tmp_path / "secret"
+    path.write_text("s3cret\n")
+    path.chmod(mode)
+    return str(path)
+
+
+# (id, change to BASE, the key path the message must name, a fragment of the message)
+BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    ("type typo", lambda d: point(d, 0).update(type="flaot32"),
+     "sources[0].devices[0].points[0].type", "'flaot32' is not one of bool, int16"),
+    ("missing gateway id", lambda d: d["gateway"].pop("id"), "gateway.id", "required"),
+    ("gateway id pattern", lambda d: d["gateway"].update(id="Lamp Post"), "gateway.id", "match"),
+    ("unknown top-level key", lambda d: d.update(uplinks={}), "uplinks", "unknown key"),
+    ("unknown point key", lambda d: point(d, 0).update(adress=3),
+     "sources[0].devices[0].points[0].adress", "unknown key"),
+    ("no servers", lambda d: d["uplink"].update(servers=[]), "uplink.servers",
+     "needs at least 1 item"),
+    ("bad scheme", lambda d: d["uplink"].update(servers=["http://x:1"]),
+     "uplink.servers[0]", "mqtt:// or mqtts://"),
+    ("bad server port", lambda d: d["uplink"].update(servers=["mqtt://x:99999"]),
+     "uplink.servers[0]", "port"),
+    ("qos 2", lambda d: d["uplink"].update(qos=2), "uplink.qos", "not one of 0, 1"),
+    ("bare number duration", lambda d: d["sources"][0]["devices"][0].update(interval=10),
+     "sources[0].devices[0].interval", "with a unit"),
+    ("bad duration unit", lambda d: d["uplink"].update(keepalive="10 parsecs"),
+     "uplink.keepalive", "not a duration"),
+    ("bad size", lambda d: d.update(buffer={"max_size": "lots"}), "buffer.max_size", "not a size"),
+    ("bad sync", lambda d: d.update(buffer={"sync": "sometimes"}), "buffer.sync", "full, normal"),
+    ("unknown source kind", lambda d: d["sources"][0].update(kind="canbus"),
+     "sources[0]", "kind 'canbus' is not one of"),
+    ("source without kind", lambda d: d["sources"][0].pop("kind"), "sources[0]", "'kind'"),
+    ("duplicate source name", lambda d: d["sources"][1].update(name="rs485-1"),
+     "sources[1].name", "already the name of sources[0]"),
+    ("duplicate device name across sources", lambda d: d["sources"][1].update(name="aq-1"),
+     "sources[1].name", "device name 'aq-1' is already used"),
+    ("duplicate point name", lambda d: add_point(d, name="pm25", table="input", address=5,
+     type="uint16"), "sources[0].devices[0].points[3].name", "used twice"),
+    ("unit id too big", lambda d: d["sources"][0]["devices"][0].update(unit=248),
+     "sources[0].devices[0].unit", "248 is more than the maximum, 247"),
+    ("address too big", lambda d: point(d, 0).update(address=70000),
+     "sources[0].devices[0].points[0].address", "70000 is more than the maximum, 65535"),
+    ("address + width past the end", lambda d: point(d, 1).update(address=65535),
+     "sources[0].devices[0].points[1].address", "past 65535"),
+    ("overlapping registers", lambda d: add_point(d, name="t2", table="holding", address=11,
+     type="uint16"), "sources[0].devices[0].points[3].address", "overlaps 'temp'"),
+    ("same bit twice", lambda d: (add_point(d, name="b1", table="holding", address=20,
+     type="bool", bit=3), add_point(d, name="b2", table="holding", address=20, type="bool",
+     bit=3)), "sources[0].devices[0].points[4].address", "overlaps 'b1'"),
+    ("bit point inside a float", lambda d: add_point(d, name="b", table="holding", address=10,
+     type="bool", bit=1), "sources[0].devices[0].points[3].address", "overlaps 'temp'"),
+    ("bit on a non-bool", lambda d: point(d, 0).update(bit=2),
+     "sources[0].devices[0].points[0].bit", "only for a bool"),
+    ("bit on a coil", lambda d: point(d, 2).update(bit=2),
+     "sources[0].devices[0].points[2].bit", "only for a bool"),
+    ("bit out of range", lambda d: add_point(d, name="b", table="holding", address=30,
+     type="bool", bit=16), "sources[0].devices[0].points[3].bit",
+     "16 is more than the maximum, 15"),
+    ("float on a discrete table", lambda d: point(d, 2).update(type="float32"),
+     "sources[0].devices[0].points[2].type", "type must be bool"),
+    ("bad byte order", lambda d: point(d, 1).update(byte_order="ABDC"),
+     "sources[0].devices[0].points[1].byte_order", "not one of ABCD"),
+    ("bad table", lambda d: point(d, 0).update(table="holdings"),
+     "sources[0].devices[0].points[0].table", "not one of coil"),
+    ("no points", lambda d: d["sources"][0]["devices"][0].update(points=[]),
+     "sources[0].devices[0].points", "needs at least 1 item"),
+    ("bad parity", lambda d: d["sources"][0].update(parity="X"), "sources[0].parity", "N, E, O"),
+    ("serial with two parsers", lambda d: d["sources"][1]["parse"].update(format="kv"),
+     "sources[1].parse", "exactly one of regex or format"),
+    ("serial with no parser", lambda d: d["sources"][1].update(parse={}),
+     "sources[1].parse", "exactly one of regex or format"),
+    ("regex missing a point", lambda d: d["sources"][1]["parse"].update(regex="LAeq=(?P<laeq>.*)"),
+     "sources[1].parse.regex", "no named group for point(s) lamax"),
+    ("regex does not compile", lambda d: d["sources"][1]["parse"].update(regex="(?P<laeq>[0-9"),
+     "sources[1].parse.regex", "not a valid regular expression"),
+    ("csv without fields", lambda d: d["sources"][1].update(parse={"format": "csv"}),
+     "sources[1].parse.fields", "needs fields"),
+    ("csv fields missing a point", lambda d: d["sources"][1].update(
+        parse={"format": "csv", "fields": ["laeq", "other"]}),
+     "sources[1].parse.fields", "no column for point(s) lamax"),
+    ("fields with json", lambda d: d["sources"][1].update(
+        parse={"format": "json", "fields": ["laeq"]}), "sources[1].parse.fields", "only with"),
+    ("unknown parse format", lambda d: d["sources"][1].update(parse={"format": "xml"}),
+     "sources[1].parse.format", "not one of kv, csv, json"),
+    ("alarm on unknown device", lambda d: d["alarms"][0].update(point="aq-2/pm25"),
+     "alarms[0].point", "no device named 'aq-2' (did you mean 'aq-1'?)"),
+    ("alarm on unknown point", lambda d: d["alarms"][0].update(point="aq-1/pm10"),
+     "alarms[0].point", "has no point 'pm10'"),
+    ("alarm with above and below", lambda d: d["alarms"][0].update(below=3),
+     "alarms[0]", "exactly one of above or below"),
+    ("alarm with neither", lambda d: d["alarms"].append({"point": "aq-1/pm25"}),
+     "alarms[1]", "exactly one of above or below"),
+    ("clear_above with above", lambda d: d["alarms"][0].update(clear_above=60),
+     "alarms[0].clear_above", "goes with below"),
+    ("clear_below over above", lambda d: d["alarms"][0].update(clear_below=60),
+     "alarms[0].clear_below", "must not exceed above"),
+    ("bad priority", lambda d: d["alarms"][0].update(priority="urgent"),
+     "alarms[0].priority", "not one of low, normal, high, critical"),
+    ("status on a public address without token", lambda d: d.update(
+        status={"listen": "0.0.0.0:8470"}), "status.listen", "token_file is required"),
+    ("status listen without port", lambda d: d.update(status={"listen": "127.0.0.1"}),
+     "status.listen", "HOST:PORT"),
+    ("missing password file", lambda d: d["uplink"].update(username="u",
+     password_file="/nonexistent/pw"), "uplink.password_file", "file not found"),
+    ("password file without username", lambda d: d["uplink"].update(
+        password_file=str(CONFIGS / "city-ca.pem")), "uplink.username", "username is needed"),
+    ("topic prefix with wildcard", lambda d: d["uplink"].update(topic_prefix="city/#"),
+     "uplink.topic_prefix", "no wildcards"),
+    ("missing ca file", lambda d: d["uplink"].update(tls={"ca_file": "nope.pem"}),
+     "uplink.tls.ca_file", "file not found"),
+    ("batch too large", lambda d: d["uplink"].update(batch={"max_readings": 0}),
+     "uplink.batch.max_readings", "0 is less than the minimum, 1"),
+    ("sources missing", lambda d: d.pop("sources"), "sources", "required"),
+    ("labels not strings", lambda d: d["gateway"].update(labels={"site": ["a"]}),
+     "gateway.labels.site", "valid string"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "key_path", "fragment"), [b[1:] for b in BAD],
+                         ids=[b[0] for b in BAD])  # fmt: skip
+def test_bad_config_names_key_path(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], key_path: str, fragment: str
+) -> None:
+    problems = problems_for(tmp_path, mutated(change))
+    expected_prefix = f"{tmp_path / 'gateway.yaml'}: {key_path}: "
+    matching = [p for p in problems if p.startswith(expected_prefix)]
+    assert matching, f"no problem names {key_path!r}: {problems}"
+    assert any(fragment in p for p in matching), problems
+    assert all("\n" not in p for p in problems)
+
+
+def test_there_are_at_least_thirty_distinct_bad_configs() -> None:
+    assert len({b[0] for b in BAD}) >= 30
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    def two_mistakes(d: dict[str, Any]) -> None:
+        point(d, 0).update(type="flaot32")
+        d["uplink"].update(qos=5)
+
+    problems = problems_for(tmp_path, mutated(two_mistakes))
+    assert len(problems) == 2
+
+
+def test_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = secret(tmp_path, 0o644)
+    data = mutated(lambda d: d["uplink"].update(username="u", password_file=path))
+    problems = problems_for(tmp_path, data)
+    assert any("uplink.password_file" in p and "chmod 600" in p for p in problems)
+
+
+def test_tls_key_readable_by_group_is_refused(tmp_path: Path) -> None:
+    key = secret(tmp_path, 0o640)
+    data = mutated(lambda d: d["uplink"].update(tls={"cert_file": key, "key_file": key}))
+    problems = problems_for(tmp_path, data)
+    assert any(p.endswith("chmod 600 it") and "uplink.tls.key_file" in p for p in problems)
+
+
+def test_secret_is_read_stripped_and_token_allows_public_listen(tmp_path: Path) -> None:
+    path = secret(tmp_path, 0o600)
+    data = mutated(
+        lambda d: (
+            d["uplink"].update(username="u", password_file=path),
+            d.update(status={"listen": "0.0.0.0:8470", "token_file": path}),
+        )
+    )
+    loaded = load_config(write(tmp_path, data))
+    assert loaded.mqtt_password == "s3cret"
+    assert loaded.status_token == "s3cret"
+    assert "s3cret" not in repr(loaded)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, "gateway:\n  id: x\nuplink: [unclosed\n")
+    assert len(problems) == 1
+    assert "line 4" in problems[0] or "line 3" in problems[0]
+    assert "YAML syntax error" in problems[0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert info.value.problems == [f"{tmp_path / 'nope.yaml'}: file not found"]
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    assert "must be a mapping" in problems_for(tmp_path, "- just\n- a list\n")[0]
+
+
+def test_defaults_and_resolved_paths(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, BASE), environ={"STATE_DIRECTORY": "/srv/state:/x"})
+    config = loaded.config
+    assert config.buffer.path == Path("/srv/state/buffer.db")
+    assert config.buffer.max_size == 256 * 1024**2
+    assert config.buffer.max_age == 30 * 86400
+    assert config.uplink.qos == 1
+    assert config.uplink.topic_prefix == "street-gateway"
+    assert config.client_id == "lamppost-0421"
+    assert config.status.listen == "127.0.0.1:8470"
+    serial = config.sources[1]
+    assert isinstance(serial, SerialSource)
+    assert serial.poll_interval == 60.0  # stream mode: staleness window
+    assert config.alarms[0].name == "aq-1/pm25>50"
+    assert loaded.digest
+    assert not loaded.warnings
+
+
+def test_default_state_dir_without_systemd(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, BASE), environ={})
+    assert loaded.config.buffer.path == Path("/var/lib/street-gateway/buffer.db")
+
+
+def test_qos_zero_warns(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, mutated(lambda d: d["uplink"].update(qos=0))))
+    assert any("best-effort" in w for w in loaded.warnings)
+
+
+def test_bit_points_of_distinct_bits_share_a_register(tmp_path: Path) -> None:
+    def bits(d: dict[str, Any]) -> None:
+        for bit in range(16):
+            add_point(d, name=f"b{bit}", table="holding", address=20, type="bool", bit=bit)
+
+    loaded = load_config(write(tmp_path, mutated(bits)))
+    source = loaded.config.sources[0]
+    assert isinstance(source, ModbusRtuSource)
+    assert len(source.devices[0].points) == 19
+
+
+def test_include_appends_sources_and_alarms_and_names_the_included_file(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    extra = {
+        "sources": [
+            {
+                "name": "meter",
+                "kind": "modbus-tcp",
+                "host": "127.0.0.1",
+                "devices": [
+                    {"name": "energy-1", "unit": 1, "points": [
+                        {"name": "power", "table": "holding", "address": 0, "type": "float32"}]}
+                ],
+            }
+        ],
+        "alarms": [{"point": "energy-1/power", "above": 1000}],
+    }  # fmt: skip
+    write(tmp_path / "conf.d", extra, "meter.yaml")
+    loaded = load_config(write(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"]))))
+    assert [s.name for s in loaded.config.sources] == ["rs485-1", "noise-1", "meter"]
+    assert len(loaded.config.alarms) == 2
+
+    extra["sources"][0]["devices"][0]["points"][0]["type"] = "float"
+    write(tmp_path / "conf.d", extra, "meter.yaml")
+    problems = problems_for(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"])))
+    assert problems == [
+        f"{tmp_path / 'conf.d' / 'meter.yaml'}: sources[0].devices[0].points[0].type: "
+        "'float' is not one of bool, int16, uint16, int32, uint32, float32, int64, uint64, float64"
+    ]
+
+
+def test_include_of_a_missing_file_and_of_forbidden_keys(tmp_path: Path) -> None:
+    write(tmp_path, {"uplink": {"servers": []}}, "bad.yaml")
+    problems = problems_for(
+        tmp_path, mutated(lambda d: d.update(include=["missing.yaml", "bad.yaml"]))
+    )
+    assert any("include[0]: file not found" in p for p in problems)
+    assert any(p.startswith(f"{tmp_path / 'bad.yaml'}: uplink:") for p in problems)
+
+
+def test_empty_include_glob_is_fine(tmp_path: Path) -> None:
+    load_config(write(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"]))))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("10s", 10), ("5m", 300), ("1h", 3600), ("30d", 2592000)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("64MiB", 64 * 1024**2), ("1GiB", 1024**3), ("500kB", 500_000), ("10B", 10)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    load_config(path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STREET_GATEWAY_CONFIG": "/nonexistent/gateway.yaml"}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_check_prints_a_summary_of_the_example() -> None:
+    result = run_cli("check", "-c", str(CONFIGS / "example.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "4 devices, 15 points" in result.stdout
+    assert "mqtts://broker-a.city.example:8883" in result.stdout
+
+
+def test_check_reports_problems_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, mutated(lambda d: point(d, 0).update(type="flaot32")))
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"{path}: sources[0].devices[0].points[0].type: 'flaot32' is not one of bool, int16, "
+        "uint16, int32, uint32, float32, int64, uint64, float64"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_without_a_config_uses_the_environment_default() -> None:
+    result = run_cli("check")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "/nonexistent/gateway.yaml: file not found"
+
+
+def test_help_lists_every_command() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "check", "status", "demo", "audit", "probe"):
+        assert f"    {command} " in result.stdout
