@@ -1,0 +1,352 @@
+"""Modbus RTU and TCP sources: poll devices with pymodbus, decode with ``codec.registers``.
+
+One :class:`ModbusSource` per configured source owns one pymodbus client (one serial port or
+one TCP connection) and one task per device. The devices of a source share one lock, so one
+transaction is on the wire at a time: RS-485 is half duplex, and pymodbus serialises requests
+on a connection anyway (its client holds a lock around each transaction, no pipelining); taking
+the lock ourselves means a transaction's timeout measures the device, not the queue. A serial
+bus leaves a short gap between frames.
+
+Each device is polled at its ``interval`` on a drift-free schedule: a poll that comes late
+skips the ticks it missed (``polls_skipped``) instead of bursting. A device goes ``ok`` ->
+``failing`` on its first failed poll and ``down`` after :data:`DOWN_AFTER` in a row; a down
+device is tried with one attempt (no retries) after a backoff that doubles up to the source's
+``backoff_max``, so a dead unit costs the others at most one timeout per backoff period.
+Every exception is caught inside the device's poll: one device never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from gateway.codec.registers import DecodeError, ReadRequest, decode_request, plan_requests
+from gateway.codec.registers import split_request as _split
+from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
+from gateway.model import DeviceStats, Reading
+
+log = logging.getLogger(__name__)
+
+DOWN_AFTER = 3  # consecutive failed polls before a device is "down"
+ILLEGAL_DATA_ADDRESS = 2
+
+ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
+class ExceptionResponse(DeviceProtocolError):
+    """The device answered with a Modbus exception response."""
+
+    def __init__(self, code: int, request: ReadRequest) -> None:
+        super().__init__(
+            f"exception code {code} reading {request.table} {request.address}+{request.count}"
+        )
+        self.code = code
+
+
+@dataclass
+class _Device:
+    config: ModbusDevice
+    stats: DeviceStats
+    plan: list[ReadRequest]
+    failures: int = 0  # consecutive failed polls
+    backoff_s: float = 0.0
+    split: bool = False  # re-planned after "illegal data address"
+    errors: list[str] = field(default_factory=list)
+
+
+def default_frame_gap(baudrate: int) -> float:
+    """Modbus RTU's silent interval: 3.5 characters of 11 bits, at least 1.75 ms."""
+    return max(3.5 * 11 / baudrate, 0.00175)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ModbusSource:
+    """Polls every device of one Modbus source and hands each reading to ``sink``."""
+
+    def __init__(
+        self,
+        config: ModbusRtuSource | ModbusTcpSource,
+        sink: Callable[[Reading], None],
+        *,
+        frame_gap_s: float | None = None,
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        if frame_gap_s is None:
+            rtu = config if isinstance(config, ModbusRtuSource) else None
+            frame_gap_s = default_frame_gap(rtu.baudrate) if rtu else 0.0
+        self._frame_gap = frame_gap_s
+        self._devices = [
+            _Device(
+                config=device,
+                stats=DeviceStats(name=device.name, source=config.name, interval_s=device.interval),
+                plan=plan_requests(device.points),
+            )
+            for device in config.devices
+        ]
+        self._lock = asyncio.Lock()
+        self._client: ModbusClient | None = None
+        self._reconnect_at = 0.0
+        self._reconnect_delay = 0.0
+
+    @property
+    def devices(self) -> list[DeviceStats]:
+        return [d.stats for d in self._devices]
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    async def run(self) -> None:
+        """Poll every device until cancelled; the client is closed on every exit."""
+        self._client = self._make_client()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for device in self._devices:
+                    group.create_task(self._poll_loop(device), name=f"modbus:{device.stats.name}")
+        finally:
+            self._client.close()
+            self._client = None
+
+    def _make_client(self) -> ModbusClient:
+        c = self._config
+        # retries=0: we retry ourselves, so a down device can be tried once per backoff period;
+        # reconnect_delay=0: no reconnect task inside pymodbus, we reconnect with our backoff.
+        if isinstance(c, ModbusRtuSource):
+            return AsyncModbusSerialClient(
+                c.port,
+                framer=FramerType.RTU,
+                baudrate=c.baudrate,
+                parity=c.parity,
+                stopbits=c.stopbits,
+                bytesize=c.bytesize,
+                timeout=c.timeout,
+                retries=0,
+                reconnect_delay=0,
+            )
+        return AsyncModbusTcpClient(
+            c.host, port=c.port, timeout=c.timeout, retries=0, reconnect_delay=0
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # Scheduling
+
+    async def _poll_loop(self, device: _Device) -> None:
+        loop = asyncio.get_running_loop()
+        interval = device.config.interval
+        next_due = loop.time()
+        while True:
+            delay = next_due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._poll_guarded(device)
+            now = loop.time()
+            if device.stats.state == "down":
+                next_due = now + device.backoff_s  # not aligned: the ticks meanwhile are given up
+                continue
+            if device.backoff_s:  # back from down: restart the schedule from now
+                device.backoff_s = 0.0
+                next_due = now
+            next_due += interval
+            if next_due <= now:
+                missed = int((now - next_due) // interval) + 1
+                device.stats.polls_skipped += missed
+                next_due += missed * interval
+
+    async def _poll_guarded(self, device: _Device) -> None:
+        """One poll; every failure becomes the device's state, never an exception."""
+        try:
+            await self._poll(device)
+        except DeviceError as exc:
+            self._failed(device, str(exc))
+        except Exception as exc:  # one device must never stop the others
+            log.exception("%s: unexpected error while polling", device.stats.name)
+            self._failed(device, f"{type(exc).__name__}: {exc}")
+        else:
+            if device.errors:
+                self._failed(device, device.errors[-1])
+            else:
+                self._succeeded(device)
+
+    def _succeeded(self, device: _Device) -> None:
+        stats = device.stats
+        stats.reads_ok += 1
+        stats.last_ok_ts = now_ms()
+        if stats.state != "ok":
+            log.info(
+                "%s (unit %d): answering again after %d failed polls",
+                stats.name,
+                device.config.unit,
+                device.failures,
+            )
+        stats.state = "ok"
+        stats.last_error = None
+        device.failures = 0
+
+    def _failed(self, device: _Device, error: str) -> None:
+        stats = device.stats
+        stats.reads_failed += 1
+        stats.last_error = error
+        device.failures += 1
+        if device.failures >= DOWN_AFTER:
+            base = max(device.config.interval, self._config.timeout)
+            cap = max(self._config.backoff_max, device.config.interval)
+            device.backoff_s = min(base * 2 ** (device.failures - DOWN_AFTER + 1), cap)
+            if stats.state != "down":
+                log.warning(
+                    "%s (unit %d): down after %d failed polls (%s); retrying every %gs at most",
+                    stats.name,
+                    device.config.unit,
+                    device.failures,
+                    error,
+                    cap,
+                )
+            stats.state = "down"
+        elif stats.state == "ok":
+            log.warning("%s (unit %d): poll failed: %s", stats.name, device.config.unit, error)
+            stats.state = "failing"
+
+    # -----------------------------------------------------------------------------------------
+    # One poll: every request of the plan, in order
+
+    async def _poll(self, device: _Device) -> None:
+        device.errors.clear()
+        attempts = 1 if device.stats.state == "down" else self._config.retries + 1
+        index = 0
+        while index < len(device.plan):
+            request = device.plan[index]
+            try:
+                data, ts_ms = await self._read(device, request, attempts)
+            except ExceptionResponse as exc:
+                if exc.code == ILLEGAL_DATA_ADDRESS and len(request.points) > 1:
+                    parts = _split(request, device.config.points)
+                    device.plan[index : index + 1] = parts
+                    if not device.split:
+                        log.warning(
+                            "%s (unit %d): refuses merged reads (%s); reading point by point",
+                            device.stats.name,
+                            device.config.unit,
+                            exc,
+                        )
+                    device.split = True
+                    continue  # read the smaller pieces now
+                device.errors.append(str(exc))
+                index += 1
+                continue
+            self._deliver(device, request, data, ts_ms)
+            index += 1
+
+    def _deliver(self, device: _Device, request: ReadRequest, data: list[Any], ts_ms: int) -> None:
+        stats, points = device.stats, device.config.points
+        for i, value in decode_request(request, points, data):
+            point = points[i]
+            if isinstance(value, DecodeError):
+                stats.parse_errors += 1
+                continue
+            stats.last_values[point.name] = value
+            self._sink(
+                Reading(
+                    device=stats.name, point=point.name, value=value, ts_ms=ts_ms, unit=point.unit
+                )
+            )
+
+    async def _read(
+        self, device: _Device, request: ReadRequest, attempts: int
+    ) -> tuple[list[Any], int]:
+        """One transaction with up to ``attempts`` tries; (registers or bits, ts) or raise."""
+        last: DeviceError = DeviceTimeout("no attempt")
+        for _ in range(attempts):
+            try:
+                return await self._transact(device, request)
+            except DeviceTimeout as exc:
+                last = exc
+            except ExceptionResponse:
+                raise
+            except DeviceError as exc:  # not connected, bad frame: worth another try too
+                last = exc
+        raise last
+
+    async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
+        timeout = self._config.timeout
+        async with self._lock:
+            client = await self._connected_client()
+            device.stats.requests_total += 1
+            try:
+                # pymodbus times the answer out itself; this guard only bounds the worst case
+                async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
+                    response = await _call(client, request, device.config.unit)
+            except (TimeoutError, ModbusIOException) as exc:
+                raise DeviceTimeout(f"no answer within {timeout:g}s") from exc
+            except ConnectionException as exc:
+                raise DeviceError(f"connection lost: {exc}") from exc
+            except ModbusException as exc:
+                raise DeviceProtocolError(str(exc)) from exc
+            finally:
+                if self._frame_gap:
+                    await asyncio.sleep(self._frame_gap)
+        if response.isError():
+            raise ExceptionResponse(int(getattr(response, "exception_code", 0)), request)
+        ts_ms = now_ms()
+        if request.table in ("coil", "discrete"):
+            return list(response.bits[: request.count]), ts_ms
+        if len(response.registers) != request.count:
+            raise DeviceProtocolError(
+                f"asked {request.count} registers, got {len(response.registers)}"
+            )
+        return list(response.registers), ts_ms
+
+    async def _connected_client(self) -> ModbusClient:
+        """The client, (re)connected if needed, with capped backoff between attempts."""
+        timeout = self._config.timeout
+        client = self._client
+        if client is None:
+            raise DeviceError("source is not running")
+        if client.connected:
+            return client
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._reconnect_at:
+            raise DeviceError("not connected (waiting to reconnect)")
+        try:
+            async with asyncio.timeout(timeout + 1.0):
+                ok = await client.connect()
+        except TimeoutError:
+            ok = False
+        if ok and client.connected:
+            if self._reconnect_delay:
+                log.info("%s: connected again", self.name)
+            self._reconnect_delay = 0.0
+            return client
+        first = not self._reconnect_delay
+        self._reconnect_delay = min(max(2 * self._reconnect_delay, 0.1), self._config.backoff_max)
+        self._reconnect_at = loop.time() + self._reconnect_delay
+        if first:
+            log.warning("%s: cannot connect to %s", self.name, _where(self._config))
+        raise DeviceError(f"cannot connect to {_where(self._config)}")
+
+
+def _where(config: ModbusRtuSource | ModbusTcpSource) -> str:
+    if isinstance(config, ModbusRtuSource):
+        return config.port
+    return f"{config.host}:{config.port}"
+
+
+async def _call(client: ModbusClient, request: ReadRequest, unit: int) -> Any:
+    read = {
+        "coil": client.read_coils,
+        "discrete": client.read_discrete_inputs,
+        "holding": client.read_holding_registers,
+        "input": client.read_input_registers,
+    }[request.table]
+    return await read(request.address, count=request.count, device_id=unit)

@@ -1,0 +1,223 @@
+"""Register decoding (golden vectors) and request planning (exact plans)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from gateway.codec.registers import (
+    DecodeError,
+    ReadRequest,
+    decode,
+    decode_bits,
+    encode,
+    plan_requests,
+    split_request,
+)
+from gateway.config import ModbusPoint
+from gateway.sim.modbus import PROFILE_NAMES, profile_points
+
+
+def point(type_: str, address: int = 0, table: str = "holding", **kw: Any) -> ModbusPoint:
+    return ModbusPoint(name=kw.pop("name", f"p{address}"), table=table, address=address,
+                       type=type_, **kw)  # fmt: skip
+
+
+# words in, value out -- [0x0102, 0x0304] means bytes 01 02 03 04 on the wire
+GOLDEN = [
+    ("int16", "ABCD", [0x0102], 258),
+    ("int16", "DCBA", [0x0102], 258),  # one register: byte_order does not apply
+    ("int16", "ABCD", [0xFFFF], -1),
+    ("uint16", "ABCD", [0xFFFF], 65535),
+    ("uint16", "ABCD", [0x8000], 32768),
+    ("int16", "ABCD", [0x8000], -32768),
+    ("uint32", "ABCD", [0x0102, 0x0304], 0x01020304),
+    ("uint32", "CDAB", [0x0102, 0x0304], 0x03040102),
+    ("uint32", "BADC", [0x0102, 0x0304], 0x02010403),
+    ("uint32", "DCBA", [0x0102, 0x0304], 0x04030201),
+    ("int32", "ABCD", [0xFFFF, 0xFFFE], -2),
+    ("int32", "CDAB", [0xFFFE, 0xFFFF], -2),
+    ("int32", "BADC", [0xFFFF, 0xFEFF], -2),
+    ("int32", "DCBA", [0xFEFF, 0xFFFF], -2),
+    ("float32", "ABCD", [0x3F80, 0x0000], 1.0),
+    ("float32", "CDAB", [0x0000, 0x3F80], 1.0),
+    ("float32", "BADC", [0x803F, 0x0000], 1.0),
+    ("float32", "DCBA", [0x0000, 0x803F], 1.0),
+    ("float32", "ABCD", [0xC148, 0x0000], -12.5),
+    ("uint64", "ABCD", [0x0102, 0x0304, 0x0506, 0x0708], 0x0102030405060708),
+    ("uint64", "CDAB", [0x0102, 0x0304, 0x0506, 0x0708], 0x0708050603040102),
+    ("uint64", "BADC", [0x0102, 0x0304, 0x0506, 0x0708], 0x0201040306050807),
+    ("uint64", "DCBA", [0x0102, 0x0304, 0x0506, 0x0708], 0x0807060504030201),
+    ("int64", "ABCD", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFD], -3),
+    ("float64", "ABCD", [0x3FF0, 0, 0, 0], 1.0),
+    ("float64", "CDAB", [0, 0, 0, 0x3FF0], 1.0),
+    ("float64", "BADC", [0xF03F, 0, 0, 0], 1.0),
+    ("float64", "DCBA", [0, 0, 0, 0xF03F], 1.0),
+]
+
+
+@pytest.mark.parametrize(("type_", "order", "words", "expected"), GOLDEN)
+def test_golden_vectors(type_: str, order: str, words: list[int], expected: float) -> None:
+    value = decode(point(type_, byte_order=order), words)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("type_", "order", "words", "expected"), GOLDEN)
+def test_encode_is_the_inverse_of_decode(
+    type_: str, order: str, words: list[int], expected: float
+) -> None:
+    p = point(type_, byte_order=order)
+    assert decode(p, encode(p, expected)) == expected
+    if type_ not in ("int16", "uint16") or order == "ABCD":
+        assert encode(p, expected) == words
+
+
+@pytest.mark.parametrize(
+    "words", [[0x7FC0, 0x0000], [0x7F80, 0x0000], [0xFF80, 0x0000], [0xFFFF, 0xFFFF]]
+)
+def test_nan_and_infinity_are_a_decode_error(words: list[int]) -> None:
+    with pytest.raises(DecodeError):
+        decode(point("float32"), words)
+    assert issubclass(DecodeError, ValueError)
+
+
+def test_float64_nan_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode(point("float64"), [0x7FF8, 0, 0, 0])
+
+
+def test_wrong_number_of_words_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode(point("float32"), [0x3F80])
+
+
+@pytest.mark.parametrize(("bit", "expected"), [(0, True), (1, False), (3, True), (15, True)])
+def test_bit_of_a_register(bit: int, expected: bool) -> None:
+    assert decode(point("bool", bit=bit), [0b1000_0000_0000_1001]) is expected
+
+
+def test_bool_register_without_bit_is_nonzero() -> None:
+    assert decode(point("bool"), [0]) is False
+    assert decode(point("bool"), [0x0100]) is True
+
+
+def test_coil_and_discrete_bits() -> None:
+    assert decode_bits(point("bool", table="coil"), [True]) is True
+    assert decode_bits(point("bool", table="discrete"), [False]) is False
+    with pytest.raises(DecodeError):
+        decode_bits(point("bool", table="coil"), [])
+
+
+def test_scale_and_offset() -> None:
+    assert decode(point("uint16", scale=0.1), [123]) == pytest.approx(12.3)
+    assert decode(point("int16", scale=0.5, offset=-40), [0xFFFE]) == pytest.approx(-41.0)
+    assert decode(point("float32", scale=1000), [0x3F80, 0]) == pytest.approx(1000.0)
+    # scale 1 and offset 0 keep an integer an integer
+    assert isinstance(decode(point("uint32"), [0, 7]), int)
+    assert isinstance(decode(point("uint16", scale=0.1), [10]), float)
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_every_profile_is_a_valid_point_list(name: str) -> None:
+    points = [ModbusPoint.model_validate(p) for p in profile_points(name)]
+    assert plan_requests(points)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planner tables
+
+
+def u16(address: int, table: str = "holding") -> ModbusPoint:
+    return point("uint16", address, table)
+
+
+PLANS: list[tuple[str, list[ModbusPoint], list[ReadRequest]]] = [
+    ("one point", [u16(5)], [ReadRequest("holding", 5, 1, (0,))]),
+    (
+        "contiguous, out of order",
+        [point("float32", 2), u16(0), u16(1)],
+        [ReadRequest("holding", 0, 4, (1, 2, 0))],
+    ),
+    ("gap of 16 is bridged", [u16(0), u16(17)], [ReadRequest("holding", 0, 18, (0, 1))]),
+    (
+        "gap of 17 is not",
+        [u16(0), u16(18)],
+        [ReadRequest("holding", 0, 1, (0,)), ReadRequest("holding", 18, 1, (1,))],
+    ),
+    (
+        "tables never merge; coil, discrete, holding, input order",
+        [u16(0, "input"), u16(1, "holding"), point("bool", 0, "coil"),
+         point("bool", 3, "discrete")],
+        [ReadRequest("coil", 0, 1, (2,)), ReadRequest("discrete", 3, 1, (3,)),
+         ReadRequest("holding", 1, 1, (1,)), ReadRequest("input", 0, 1, (0,))],
+    ),
+    (
+        "at most 125 registers",
+        [u16(a) for a in range(0, 140, 10)],
+        [ReadRequest("holding", 0, 121, tuple(range(13))),
+         ReadRequest("holding", 130, 1, (13,))],
+    ),
+    (
+        "exactly 125 registers",
+        [u16(0), point("float32", 123)],
+        [ReadRequest("holding", 0, 1, (0,)), ReadRequest("holding", 123, 2, (1,))],
+    ),
+    (
+        "bit points share a register with each other",
+        [point("uint32", 0), point("bool", 8, bit=0, name="a"),
+         point("bool", 8, bit=3, name="b")],
+        [ReadRequest("holding", 0, 9, (0, 1, 2))],
+    ),
+    (
+        "at most 2000 bits",
+        [point("bool", a, "coil", name=f"c{a}") for a in range(0, 2001, 16)],
+        [ReadRequest("coil", 0, 1985, tuple(range(125))), ReadRequest("coil", 2000, 1, (125,))],
+    ),
+    (
+        "energy meter layout",
+        [ModbusPoint.model_validate(p) for p in profile_points("energy_meter")],
+        [ReadRequest("input", 0, 14, (0, 1, 2)), ReadRequest("input", 342, 2, (3,))],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("points", "expected"), [p[1:] for p in PLANS], ids=[p[0] for p in PLANS])
+def test_plan(points: list[ModbusPoint], expected: list[ReadRequest]) -> None:
+    assert plan_requests(points) == expected
+
+
+def test_plan_within_limit_with_words_at_the_edge() -> None:
+    points = [u16(0), u16(16), u16(32), u16(48)]
+    assert plan_requests(points, max_gap=14) == [
+        ReadRequest("holding", 0, 1, (0,)), ReadRequest("holding", 16, 1, (1,)),
+        ReadRequest("holding", 32, 1, (2,)), ReadRequest("holding", 48, 1, (3,)),
+    ]  # fmt: skip
+    assert plan_requests(points, max_registers=33) == [
+        ReadRequest("holding", 0, 33, (0, 1, 2)),
+        ReadRequest("holding", 48, 1, (3,)),
+    ]
+
+
+def test_split_request_reads_point_by_point_keeping_shared_bits_together() -> None:
+    points = [
+        u16(0, "input"),
+        point("float32", 10),
+        point("bool", 14, bit=1, name="x"),
+        point("bool", 14, bit=2, name="y"),
+        u16(20),
+    ]
+    (merged, _) = plan_requests(points)
+    assert merged == ReadRequest("holding", 10, 11, (1, 2, 3, 4))
+    assert split_request(merged, points) == [
+        ReadRequest("holding", 10, 2, (1,)),
+        ReadRequest("holding", 14, 1, (2, 3)),
+        ReadRequest("holding", 20, 1, (4,)),
+    ]
+
+
+def test_decoded_value_is_finite_or_raises() -> None:
+    value = decode(point("float32", scale=2.0), [0x7F7F, 0xFFFF])  # largest float32, doubled
+    assert math.isfinite(float(value))
