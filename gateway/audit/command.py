@@ -1,21 +1,161 @@
-"""`street-gateway audit`: the fleet's completeness proof, upstream."""
+"""`street-gateway audit`: the fleet's completeness proof, upstream.
+
+Wires the broker consumer, the state file and the report; see docs/audit.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
 import sys
+from pathlib import Path
 from typing import Any
+
+from gateway.audit.consumer import BrokerOptions, Consumer, client_id_for
+from gateway.audit.ledger import Fleet, merge_fleets
+from gateway.audit.report import exit_code, now_ms, summary_line, table, to_json
+from gateway.audit.store import AuditStateError, AuditStore, default_state_path
+from gateway.config import parse_duration, parse_server, read_secret
+from gateway.errors import ConfigError, UplinkError
+
+EXIT_USAGE = 2
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
-        "audit", help="upstream: report per gateway what arrived and what is missing"
+        "audit",
+        help="upstream: report per gateway what arrived and what is missing",
+        description="Subscribe to a fleet's topics and prove, per gateway, that every seq was "
+        "received or declared given up. Exit 0 when no hole is older than --grace, else 1.",
     )
-    parser.add_argument("--broker", required=True, help="broker URL, e.g. mqtt://127.0.0.1:1883")
+    parser.add_argument("--broker", help="broker URL, e.g. mqtt://127.0.0.1:1883 or mqtts://...")
     parser.add_argument("--prefix", default="street-gateway", help="topic prefix")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help=f"state file (default {default_state_path()}, from $XDG_STATE_HOME)",
+    )
+    parser.add_argument("--once", action="store_true", help="report once the stream settles")
+    parser.add_argument("--json", action="store_true", help="print the JSON document")
+    parser.add_argument("--settle", type=_duration, default=5.0, help="quiet time (default 5s)")
+    parser.add_argument(
+        "--grace", type=_duration, default=600.0, help="hole age that counts as loss (10m)"
+    )
+    parser.add_argument("--client-id", default=None, help="MQTT client id (default: from --state)")
+    parser.add_argument("--username", default=None)
+    parser.add_argument("--password-file", type=Path, default=None)
+    parser.add_argument("--ca-file", type=Path, default=None, help="CA bundle for mqtts://")
+    parser.add_argument(
+        "--group", default=None, help="shared subscription group: $share/GROUP/... (workers)"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="STATE",
+        help="report the union of several workers' state files; no broker",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=_duration,
+        default=None,
+        help="display period without --once (default 1s on a terminal, else 60s)",
+    )
     parser.set_defaults(func=_audit)
 
 
 def _audit(args: argparse.Namespace) -> int:
-    print("street-gateway audit: not yet available (lands with issue 9)", file=sys.stderr)
-    return 1
+    if args.merge:
+        return asyncio.run(merge(args.merge, args.json, args.grace))
+    if not args.broker:
+        print("audit: --broker is required (or --merge STATE...)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        parse_server(args.broker)
+        password = read_secret(args.password_file) if args.password_file else None
+    except ValueError as exc:
+        print(f"audit: --broker {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    state = args.state or default_state_path()
+    opts = BrokerOptions(
+        url=args.broker,
+        client_id=args.client_id or client_id_for(state),
+        username=args.username,
+        password=password,
+        ca_file=args.ca_file,
+    )
+    try:
+        return asyncio.run(run(args, state, opts))
+    except (AuditStateError, UplinkError) as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 1
+
+
+def _report(fleet: Fleet, as_json: bool, grace: float) -> int:
+    now = now_ms()
+    print(to_json(fleet, now) if as_json else table(fleet, now, grace), flush=True)
+    return exit_code(fleet, now, grace)
+
+
+async def merge(paths: list[Path], as_json: bool, grace: float) -> int:
+    fleets = []
+    try:
+        for path in paths:
+            async with AuditStore(path, readonly=True) as store:
+                fleets.append(await store.load(""))
+    except AuditStateError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 1
+    return _report(merge_fleets(fleets, now_ms()), as_json, grace)
+
+
+async def run(args: argparse.Namespace, state: Path, opts: BrokerOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with AuditStore(state) as store:
+            fleet = await store.load(args.prefix)
+            consumer = Consumer(opts, fleet, store, group=args.group)
+            if args.once:
+                await consumer.run(stop, settle=args.settle)
+                code = _report(fleet, args.json, args.grace)
+                return 0 if stop.is_set() else code
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(consumer.run(stop), name="audit-consumer")
+                tg.create_task(_display(fleet, args, stop), name="audit-display")
+            return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _display(fleet: Fleet, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    tty = sys.stdout.isatty() and not args.json
+    period = args.refresh or (1.0 if tty else 60.0)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(period):
+                await stop.wait()
+        now = now_ms()
+        if args.json:
+            print(to_json(fleet, now), flush=True)
+        elif tty:
+            print("\x1b[H\x1b[2J" + table(fleet, now, args.grace), flush=True)
+        else:
+            print(summary_line(fleet, now, args.grace), flush=True)

@@ -1,0 +1,137 @@
+"""The audit's answers: the JSON document SPEC.md fixes, a table for a person, an exit code.
+
+Pure: functions of a fleet ledger and the current time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gateway.audit.ledger import Fleet, GatewayLedger
+
+EXIT_COMPLETE = 0
+EXIT_HOLES = 1
+MAX_HOLES_SHOWN = 5
+
+
+def open_s(first_seen_ms: int, now_ms: int) -> int:
+    return max(0, (now_ms - first_seen_ms) // 1000)
+
+
+def gateway_doc(led: GatewayLedger, now_ms: int) -> dict[str, Any]:
+    gaps = sorted((lo, hi, reason) for reason, ranges in led.gaps.items() for lo, hi in ranges)
+    return {
+        "id": led.id,
+        "online": led.online,
+        "last_seen_ts": led.last_seen_ts,
+        "received": led.received.count,
+        "duplicates": led.duplicates,
+        "max_seq": led.max_seq or None,
+        "gaps": [{"from_seq": lo, "to_seq": hi, "reason": reason} for lo, hi, reason in gaps],
+        "holes": [
+            {"from_seq": h.from_seq, "to_seq": h.to_seq, "open_s": open_s(h.first_seen_ms, now_ms)}
+            for h in led.holes
+        ],
+    }
+
+
+def fleet_doc(fleet: Fleet, now_ms: int) -> dict[str, Any]:
+    """``{"gateways": [...]}`` as SPEC.md defines it, plus the count of unusable messages."""
+    return {
+        "gateways": [gateway_doc(fleet.gateways[g], now_ms) for g in sorted(fleet.gateways)],
+        "rejected_messages": fleet.rejected,
+    }
+
+
+def to_json(fleet: Fleet, now_ms: int) -> str:
+    return json.dumps(fleet_doc(fleet, now_ms), indent=2)
+
+
+def overdue_holes(fleet: Fleet, now_ms: int, grace_s: float) -> int:
+    return sum(
+        1
+        for led in fleet.gateways.values()
+        for h in led.holes
+        if (now_ms - h.first_seen_ms) / 1000 > grace_s
+    )
+
+
+def exit_code(fleet: Fleet, now_ms: int, grace_s: float) -> int:
+    """0 when no hole has been open longer than the grace period, 1 otherwise."""
+    return EXIT_HOLES if overdue_holes(fleet, now_ms, grace_s) else EXIT_COMPLETE
+
+
+def _ago(ts_ms: int | None, now_ms: int) -> str:
+    if ts_ms is None:
+        return "never"
+    return _duration(max(0, now_ms - ts_ms) / 1000) + " ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def summary_line(fleet: Fleet, now_ms: int, grace_s: float) -> str:
+    leds = fleet.gateways.values()
+    online = sum(1 for led in leds if led.online)
+    with_holes = sum(1 for led in leds if led.holes)
+    received = sum(led.received.count for led in leds)
+    return (
+        f"{len(fleet.gateways)} gateways, {online} online, {received} seqs received, "
+        f"{with_holes} with open holes, {overdue_holes(fleet, now_ms, grace_s)} holes past "
+        f"grace {_duration(grace_s)}, {fleet.rejected} messages rejected"
+    )
+
+
+def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
+    """A fixed-width table, one gateway a line, then the open holes worth a look."""
+    header = ("GATEWAY", "ONLINE", "LAST SEEN", "RECEIVED", "DUPS", "MAX SEQ", "GAPS", "HOLES")
+    rows: list[tuple[str, ...]] = [header]
+    details: list[str] = []
+    for gid in sorted(fleet.gateways):
+        led = fleet.gateways[gid]
+        gapped = sum(r.count for r in led.gaps.values())
+        missing = sum(h.to_seq - h.from_seq + 1 for h in led.holes)
+        online = {None: "?", True: "yes", False: "no"}[led.online]
+        rows.append(
+            (
+                gid,
+                online,
+                _ago(led.last_seen_ts, now_ms),
+                str(led.received.count),
+                str(led.duplicates),
+                str(led.max_seq or "-"),
+                f"{gapped} ({', '.join(sorted(led.gaps))})" if led.gaps else "0",
+                f"{missing} in {len(led.holes)}" if led.holes else "0",
+            )
+        )
+        for h in led.holes[:MAX_HOLES_SHOWN]:
+            age = (now_ms - h.first_seen_ms) / 1000
+            mark = " PAST GRACE" if age > grace_s else ""
+            details.append(f"  {gid}: seq {h.from_seq}..{h.to_seq} open {_duration(age)}{mark}")
+        if len(led.holes) > MAX_HOLES_SHOWN:
+            details.append(f"  {gid}: ... {len(led.holes) - MAX_HOLES_SHOWN} more holes")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    if details:
+        lines += ["", "open holes:", *details]
+    if fleet.last_rejected:
+        lines += ["", f"last rejected message: {fleet.last_rejected}"]
+    lines += ["", summary_line(fleet, now_ms, grace_s)]
+    return "\n".join(lines)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
