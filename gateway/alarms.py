@@ -1,0 +1,102 @@
+"""Threshold alarms: readings in, raised/cleared events out. Pure: no I/O, no clock.
+
+A rule watches one point (``device/point``) and is either ``above`` or ``below`` a threshold:
+
+* ``above: 50`` raises when a value is greater than 50; it clears when a value is below
+  ``clear_below`` (hysteresis) or, without it, when a value is no longer above 50.
+* ``below: 5`` raises when a value is less than 5; it clears when a value is above
+  ``clear_above`` or, without it, when a value is no longer below 5.
+* ``hold: 60s``: the raise condition must hold, reading after reading, for that long before the
+  alarm is raised. Time is judged on the readings' own timestamps, so a slow poll or a busy
+  event loop does not change the outcome. Clearing is immediate (hysteresis covers flapping).
+
+Booleans count as 0 and 1, so ``{point: cab/door_open, above: 0}`` alarms on an open door.
+NaN says nothing about a condition and is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.config import AlarmRule
+from gateway.model import AlarmEvent, AlarmState, Reading
+
+
+@dataclass(slots=True)
+class _RuleState:
+    rule: AlarmRule
+    name: str
+    raised: bool = False
+    pending_since_ms: int | None = None  # when the raise condition started to hold
+
+    def is_bad(self, value: float) -> bool:
+        rule = self.rule
+        if rule.above is not None:
+            return value > rule.above
+        return rule.below is not None and value < rule.below
+
+    def is_clear(self, value: float) -> bool:
+        rule = self.rule
+        if rule.above is not None:
+            return value < rule.clear_below if rule.clear_below is not None else value <= rule.above
+        if rule.below is not None:
+            return value > rule.clear_above if rule.clear_above is not None else value >= rule.below
+        return True
+
+    def observe(self, value: float, ts_ms: int) -> AlarmEvent | None:
+        if self.raised:
+            if self.is_clear(value):
+                self.raised = False
+                self.pending_since_ms = None
+                return self._event("cleared", value, ts_ms)
+            return None
+        if not self.is_bad(value):
+            self.pending_since_ms = None
+            return None
+        if self.pending_since_ms is None or ts_ms < self.pending_since_ms:
+            # First bad value, or the clock stepped back: the hold starts again from here.
+            self.pending_since_ms = ts_ms
+        if ts_ms - self.pending_since_ms >= self.rule.hold * 1000:
+            self.raised = True
+            return self._event("raised", value, ts_ms)
+        return None
+
+    def _event(self, state: AlarmState, value: float, ts_ms: int) -> AlarmEvent:
+        return AlarmEvent(
+            alarm=self.name,
+            state=state,
+            value=value,
+            priority=self.rule.priority,
+            ts_ms=ts_ms,
+        )
+
+
+class AlarmEngine:
+    """Evaluates every rule of a reading's point; keeps only per-rule state."""
+
+    def __init__(self, rules: Sequence[AlarmRule]) -> None:
+        self._states: list[_RuleState] = [_RuleState(rule, rule.name) for rule in rules]
+        self._by_point: dict[str, list[_RuleState]] = {}
+        for state in self._states:
+            self._by_point.setdefault(state.rule.point, []).append(state)
+
+    def observe(self, reading: Reading) -> list[AlarmEvent]:
+        """The events this reading causes: usually none, one when a rule changes state."""
+        states = self._by_point.get(f"{reading.device}/{reading.point}")
+        if not states:
+            return []
+        value = float(reading.value)
+        if math.isnan(value):
+            return []
+        events = []
+        for state in states:
+            event = state.observe(value, reading.ts_ms)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def active(self) -> list[str]:
+        """Names of the alarms raised now, in rule order."""
+        return [state.name for state in self._states if state.raised]
