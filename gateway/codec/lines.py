@@ -102,6 +102,11 @@ class LineFramer:
             return FrameError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at {exc.start})")
 
 
+def unescape(text: str) -> bytes:
+    """``'MEAS?\\r\\n'`` as typed on a command line -> ``b'MEAS?\\r\\n'``; other text as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("unicode_escape").encode("latin-1")
+
+
 # ---------------------------------------------------------------------------------------------
 # Parsers
 

@@ -6,14 +6,17 @@ import argparse
 import sys
 from typing import Any
 
+from gateway.probe import modbus as modbus_probe
+from gateway.probe import serial as serial_probe
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("probe", help="commissioning: scan a Modbus bus, read a serial sensor")
     probes = parser.add_subparsers(title="probes", metavar="PROBE")
-    modbus = probes.add_parser("modbus", help="scan unit ids, read and decode raw registers")
-    modbus.set_defaults(func=_not_yet)
+    modbus_probe.register(probes)
     serial = probes.add_parser("serial", help="print and parse lines from a serial sensor")
-    serial.set_defaults(func=_not_yet)
+    serial_probe.add_arguments(serial)
+    serial.set_defaults(func=serial_probe.run)
 
 
 def _not_yet(args: argparse.Namespace) -> int:
