@@ -1,0 +1,173 @@
+"""The seq reservation file beside the database, and what is left on disk after a crash.
+
+``buffer.db.seq`` is one line of JSON, replaced atomically (write, fsync, rename, fsync the
+directory)::
+
+    {"v": 1, "reserved": 41000, "clean": null, "boot": "<boot id>", "base": 0}
+
+- ``reserved``: no seq above it has ever been handed out. The buffer raises it (by whole blocks)
+  before it commits a seq above it, so it survives anything that loses the WAL's tail.
+- ``clean``: the exact last seq, written only by a clean close; ``null`` while a buffer is open.
+- ``boot``: the kernel's boot id when it was written, to tell a process crash (the page cache
+  kept every write) from a power cut or reboot (it may not have).
+- ``base``: the last seq before the current database file was created, so a corrupt file's seq
+  range is ``base + 1 .. reserved``.
+
+Blocking file I/O: call it from a worker thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.model import GapReason
+
+log = logging.getLogger(__name__)
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+_WAL_HEADER = 32
+_WAL_FRAME_HEADER = 24
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_SHM_VERSION = 3007000
+
+
+@dataclass(frozen=True, slots=True)
+class SeqState:
+    reserved: int
+    clean: int | None
+    boot: str | None
+    base: int
+
+
+def boot_id() -> str | None:
+    try:
+        return BOOT_ID_PATH.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def read_state(path: Path) -> SeqState | None:
+    """The recorded state, or None when the file is missing or unreadable (logged)."""
+    try:
+        raw = json.loads(path.read_text())
+        clean = raw["clean"]
+        boot = raw.get("boot")
+        state = SeqState(
+            reserved=int(raw["reserved"]),
+            clean=None if clean is None else int(clean),
+            boot=boot if isinstance(boot, str) else None,
+            base=int(raw.get("base", 0)),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("seq reservation file %s unreadable (%s): ignoring it", path, exc)
+        return None
+    if state.reserved < 0 or state.base < 0 or state.base > state.reserved:
+        log.warning("seq reservation file %s holds impossible values: ignoring it", path)
+        return None
+    return state
+
+
+def write_state(path: Path, state: SeqState) -> None:
+    """Replace the file atomically and durably; raises OSError."""
+    text = json.dumps(
+        {
+            "v": 1,
+            "reserved": state.reserved,
+            "clean": state.clean,
+            "boot": state.boot,
+            "base": state.base,
+        }
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def wal_intact(db_path: Path) -> bool:
+    """After a process crash: does the WAL still hold every frame the last writer committed?
+
+    SQLite keeps the count of valid WAL frames (``mxFrame``) and the WAL's salts in the shared
+    memory file ``-shm``, which outlives a killed process (but not a reboot: it is never
+    fsynced, so only trust this when the boot id is unchanged). A WAL shorter than ``mxFrame``
+    frames, or with other salts, lost its tail after the commits were made visible. No WAL and
+    no shm means the last connection closed and checkpointed. Anything else is "not provable".
+    """
+    wal = db_path.with_name(db_path.name + "-wal")
+    shm = db_path.with_name(db_path.name + "-shm")
+    try:
+        wal_size = wal.stat().st_size if wal.exists() else None
+        if not shm.exists():
+            return wal_size in (None, 0)
+        with shm.open("rb") as f:
+            header = f.read(48)
+        if wal_size is None:
+            return False
+        with wal.open("rb") as f:
+            wal_header = f.read(_WAL_HEADER)
+    except OSError:
+        return False
+    if len(header) < 48:
+        return False
+    version, _, _, is_init, _, sz_page, mx_frame = struct.unpack_from("=IIIBBHI", header, 0)
+    if version != _SHM_VERSION or not is_init:
+        return False
+    if mx_frame == 0:
+        return True
+    if len(wal_header) < _WAL_HEADER:
+        return False
+    (magic,) = struct.unpack_from(">I", wal_header, 0)
+    # the wal-index copies the WAL header's salt bytes verbatim (wal.c)
+    if magic not in _WAL_MAGIC or wal_header[16:24] != header[32:40]:
+        return False
+    page = 65536 if sz_page == 1 else sz_page
+    return bool(wal_size >= _WAL_HEADER + mx_frame * (_WAL_FRAME_HEADER + page))
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where seqs continue after open, and the ranges to report as gaps."""
+
+    last_seq: int
+    gaps: list[tuple[int, int, GapReason]]
+
+
+def plan_start(
+    state: SeqState | None, *, fresh: bool, db_last: int, same_boot: bool, intact: bool
+) -> Start:
+    """Decide the seq to continue from (the reasoning is in ``buffer/core.py``'s docstring).
+
+    ``fresh``: the database file was just created (absent, or moved aside as corrupt);
+    ``db_last``: the highest seq the existing database knows (``meta.last_seq``, its rows and
+    its gaps); ``same_boot``: the seq file was written in this boot; ``intact``: the WAL holds
+    every frame the wal-index says was committed.
+    """
+    if fresh:
+        if state is None:
+            return Start(0, [])
+        lost_to = state.clean if state.clean is not None else state.reserved
+        gaps: list[tuple[int, int, GapReason]] = []
+        if lost_to > state.base:
+            gaps.append((state.base + 1, lost_to, "corrupt_buffer"))
+        return Start(state.reserved, gaps)
+    if state is None or state.clean == db_last or state.reserved <= db_last:
+        return Start(db_last, [])
+    if same_boot and intact:
+        return Start(db_last, [])
+    return Start(state.reserved, [(db_last + 1, state.reserved, "unclean_shutdown")])
