@@ -1,0 +1,284 @@
+"""The status endpoint on a real aiohttp server on 127.0.0.1, fed by a provider of real stats."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from html.parser import HTMLParser
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from status_support import FakeProvider, healthy_provider, now_ms
+
+from gateway.model import DeviceStats
+from gateway.status import SourceView, StatusServer, build_status, health
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return healthy_provider()
+
+
+@pytest.fixture
+async def base(provider: FakeProvider) -> AsyncIterator[str]:
+    async with StatusServer(provider, host="127.0.0.1", port=0, token=None) as server:
+        yield f"http://127.0.0.1:{server.port}"
+
+
+async def get(url: str, **headers: str) -> tuple[int, dict[str, str], str]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
+        return r.status, dict(r.headers), await r.text()
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        return r.status, await r.json()
+
+
+# ---------------------------------------------------------------------------------------------
+# /status
+
+
+async def test_status_document_has_every_spec_field(base: str) -> None:
+    status, doc = await get_json(f"{base}/status")
+    assert status == 200
+    assert {"gateway", "uplink", "buffer", "sources"} <= doc.keys()
+    assert {"id", "version", "uptime_s", "clock_synced"} <= doc["gateway"].keys()
+    assert doc["gateway"]["id"] == "lamppost-0421"
+    assert doc["gateway"]["clock_synced"] is True
+    assert doc["gateway"]["labels"] == {"site": "grand-place"}
+    assert {"connected", "server", "published_total", "last_publish_ts", "backlog"} <= doc[
+        "uplink"
+    ].keys()
+    assert doc["uplink"]["connected"] is True
+    assert doc["uplink"]["published_total"] == 1234
+    assert doc["uplink"]["backlog"] == 12
+    assert {"readings", "bytes", "oldest_ts", "evicted_total"} <= doc["buffer"].keys()
+    assert doc["buffer"]["evicted_total"] == 3
+    assert doc["buffer"]["evicted_by_reason"] == {"max_age": 3}
+    assert [s["name"] for s in doc["sources"]] == ["rs485-1", "noise-1"]
+    assert [s["kind"] for s in doc["sources"]] == ["modbus-rtu", "serial"]
+    device = doc["sources"][0]["devices"][0]
+    spec_fields = {
+        "name", "state", "last_ok_ts", "reads_ok", "reads_failed", "parse_errors", "last_error"
+    }  # fmt: skip
+    assert spec_fields <= device.keys()
+    assert device["name"] == "aq-1"
+    assert device["state"] == "ok"
+    assert device["reads_ok"] == 360
+    assert device["last_values"] == {"pm25": 12.3, "temp": 21.52}
+    assert doc["sources"][0]["devices"][1]["state"] == "failing"
+    assert doc["health"] == {"status": "ok", "problems": []}
+
+
+async def test_status_turns_nan_values_into_null(base: str, provider: FakeProvider) -> None:
+    provider.devices()[0].last_values["pm25"] = math.nan
+    status, doc = await get_json(f"{base}/status")
+    assert status == 200
+    assert doc["sources"][0]["devices"][0]["last_values"]["pm25"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# /health
+
+
+async def test_health_ok(base: str) -> None:
+    assert await get_json(f"{base}/health") == (200, {"status": "ok"})
+
+
+async def test_health_503_when_the_buffer_cannot_be_written(
+    base: str, provider: FakeProvider
+) -> None:
+    provider.buffer.writable = False
+    provider.buffer.last_error = "disk full"
+    status, body = await get_json(f"{base}/health")
+    assert status == 503
+    assert body["status"] == "degraded"
+    assert body["problems"] == ["buffer cannot be written: disk full"]
+
+
+async def test_health_503_when_no_device_read_within_three_intervals(
+    base: str, provider: FakeProvider
+) -> None:
+    for device in provider.devices():
+        device.last_ok_ts = now_ms() - int(3.5 * device.interval_s * 1000)
+    status, body = await get_json(f"{base}/health")
+    assert status == 503
+    assert len(body["problems"]) == 1
+    assert "no device produced a reading" in body["problems"][0]
+
+
+async def test_one_dead_device_is_not_a_health_problem(base: str, provider: FakeProvider) -> None:
+    aq1, hostile, _ = provider.devices()
+    aq1.state, aq1.last_ok_ts = "down", now_ms() - 3_600_000
+    hostile.state, hostile.last_ok_ts = "down", None
+    status, _ = await get_json(f"{base}/health")
+    assert status == 200
+    _, doc = await get_json(f"{base}/status")
+    assert [d["state"] for d in doc["sources"][0]["devices"]] == ["down", "down"]
+
+
+def test_health_grants_three_intervals_of_grace_after_start() -> None:
+    never = DeviceStats("aq-1", "rs485-1", 10.0)
+    provider = FakeProvider(
+        uptime_s=25.0, source_views=[SourceView("rs485-1", "modbus-tcp", [never])]
+    )
+    assert health(provider) == (True, [])
+    provider.uptime_s = 31.0
+    healthy, problems = health(provider)
+    assert not healthy
+    assert problems == ["no device produced a reading within 3 of its intervals (1 device)"]
+
+
+def test_health_lists_both_causes_and_build_status_reports_them() -> None:
+    provider = healthy_provider()
+    provider.buffer.writable = False
+    now = now_ms() + 3_600_000
+    doc = build_status(provider, now)
+    assert doc["ts"] == now
+    assert doc["health"]["status"] == "degraded"
+    assert len(doc["health"]["problems"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# /metrics
+
+
+async def test_metrics_parse_and_carry_the_figures(base: str) -> None:
+    status, headers, text = await get(f"{base}/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name.startswith("street_gateway_")
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    aq1 = (("device", "aq-1"), ("source", "rs485-1"))
+    assert samples[("street_gateway_device_reads_ok_total", aq1)] == 360
+    assert samples[("street_gateway_device_reads_failed_total", aq1)] == 2
+    noise = (("device", "noise-1"), ("source", "noise-1"))
+    assert samples[("street_gateway_device_parse_errors_total", noise)] == 4
+    hostile = '<script>alert("x")</script>'
+    state = (("device", hostile), ("source", "rs485-1"), ("state", "failing"))
+    assert samples[("street_gateway_device_state", state)] == 1
+    assert samples[("street_gateway_buffer_readings", ())] == 12
+    assert samples[("street_gateway_buffer_bytes", ())] == 3 * 1024 * 1024
+    assert samples[("street_gateway_buffer_evicted_total", (("reason", "max_age"),))] == 3
+    assert samples[("street_gateway_buffer_evicted_total", (("reason", "max_size"),))] == 0
+    assert samples[("street_gateway_buffer_dropped_total", ())] == 0
+    assert samples[("street_gateway_uplink_connected", ())] == 1
+    assert samples[("street_gateway_uplink_published_total", ())] == 1234
+    assert samples[("street_gateway_uplink_backlog", ())] == 12
+    assert samples[("street_gateway_clock_synced", ())] == 1
+    assert samples[("street_gateway_healthy", ())] == 1
+
+
+async def test_metrics_read_the_provider_at_scrape_time(base: str, provider: FakeProvider) -> None:
+    provider.uplink.published_total = 5000
+    provider.uplink.connected = False
+    _, _, text = await get(f"{base}/metrics")
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert values["street_gateway_uplink_published_total"] == 5000
+    assert values["street_gateway_uplink_connected"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+class _PageParser(HTMLParser):
+    """Checks nesting and collects device rows, script and text."""
+
+    VOID = frozenset({"meta", "br", "img", "input", "link", "hr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.rows: list[str] = []
+        self.scripts = 0
+        self.text: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr" and a.get("class") == "device":
+            self.rows.append(a["data-device"] or "")
+        if tag == "script":
+            self.scripts += 1
+        self.external += [v for k, v in attrs if k in ("src", "href") and v]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1:]}>"
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.stack and self.stack[-1] not in ("script", "style"):
+            self.text.append(data)
+
+
+async def test_page_is_valid_html_with_every_device_and_escapes_names(base: str) -> None:
+    status, headers, page = await get(f"{base}/")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    parser = _PageParser()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == []
+    assert parser.rows == ["aq-1", '<script>alert("x")</script>', "noise-1"]
+    assert parser.scripts == 1  # ours; the hostile name is text, not a tag
+    assert parser.external == []  # self-contained
+    text = " ".join(parser.text)
+    assert "lamppost-0421" in text
+    assert "timeout after 1s & <retry>" in text
+    assert "12.3" in text
+    assert "pm25" in text
+    assert "<script>alert" not in page.split("<script>")[0]
+
+
+async def test_page_shows_problems_when_degraded(base: str, provider: FakeProvider) -> None:
+    provider.buffer.writable = False
+    provider.buffer.last_error = "read-only file system"
+    _, _, page = await get(f"{base}/")
+    assert "degraded" in page
+    assert "buffer cannot be written: read-only file system" in page
+
+
+# ---------------------------------------------------------------------------------------------
+# Token
+
+
+@pytest.fixture
+async def guarded(provider: FakeProvider) -> AsyncIterator[str]:
+    async with StatusServer(provider, host="127.0.0.1", port=0, token=TOKEN) as server:
+        yield f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics", "/"])
+async def test_token_is_required_on_every_path_but_health(guarded: str, path: str) -> None:
+    status, headers, _ = await get(f"{guarded}{path}")
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, headers, _ = await get(f"{guarded}{path}", Authorization="Bearer wrong")
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = await get(f"{guarded}{path}", Authorization=f"Bearer {TOKEN}")
+    assert status == 200
+
+
+async def test_health_needs_no_token(guarded: str) -> None:
+    status, _, _ = await get(f"{guarded}/health")
+    assert status == 200
+
+
+async def test_query_token_opens_the_page_only(guarded: str) -> None:
+    assert (await get(f"{guarded}/?token={TOKEN}"))[0] == 200
+    assert (await get(f"{guarded}/?token=wrong"))[0] == 401
+    assert (await get(f"{guarded}/status?token={TOKEN}"))[0] == 401
+    assert (await get(f"{guarded}/metrics?token={TOKEN}"))[0] == 401
