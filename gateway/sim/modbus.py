@@ -242,6 +242,7 @@ class SimBus:
     def __init__(self, units: Sequence[SimUnit]) -> None:
         self.units = {u.unit: u for u in units}
         self.requests_total = 0
+        self.on_request: Callable[[int], None] | None = None  # called with each request's unit
 
     def unit(self, unit_id: int) -> SimUnit:
         return self.units[unit_id]
@@ -254,6 +255,8 @@ class SimBus:
         if sending:
             return pdu
         self.requests_total += 1
+        if self.on_request is not None:
+            self.on_request(pdu.dev_id)
         unit = self.units.get(pdu.dev_id)
         if unit is None:
             return None  # like a real RS-485 bus: nobody there, nobody answers

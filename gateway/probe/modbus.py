@@ -1,0 +1,235 @@
+"""`street-gateway probe modbus`: scan a bus for unit ids; read raw registers, decoded every way.
+
+    street-gateway probe modbus --port /dev/ttyUSB0 --baudrate 9600 --scan 1-247
+    street-gateway probe modbus --host 10.0.0.5 --unit 3 --read holding:0:10
+
+A unit "answers" when it sends anything back, an exception response included (it is there,
+it just does not have that register). Exit 0 when something answered, 1 when nothing did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+
+from gateway.codec.registers import DecodeError, decode
+from gateway.config import ModbusPoint
+
+EXIT_OK = 0
+EXIT_NO_ANSWER = 1
+EXIT_USAGE = 2
+TABLES = ("coil", "discrete", "holding", "input")
+ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
+
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
+def register(probes: Any) -> None:
+    parser = probes.add_parser(
+        "modbus",
+        help="scan unit ids, read and decode raw registers",
+        description="Scan a Modbus bus for units that answer, or read raw registers of one "
+        "unit and show them decoded as each type and byte order.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the RS-485 bus (Modbus RTU)")
+    where.add_argument("--host", help="Modbus TCP host")
+    parser.add_argument("--tcp-port", type=int, default=502, help="Modbus TCP port (502)")
+    parser.add_argument("--baudrate", type=int, default=9600)
+    parser.add_argument("--parity", choices=["N", "E", "O"], default="N")
+    parser.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    parser.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per request (0.2 scanning, else 1)"
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--scan", metavar="FROM-TO", help="unit ids to try, e.g. 1-247")
+    what.add_argument("--read", metavar="TABLE:ADDRESS:COUNT", help="e.g. holding:0:10")
+    parser.add_argument("--unit", type=int, default=1, help="unit id for --read (default 1)")
+    parser.add_argument(
+        "--scan-register",
+        metavar="TABLE:ADDRESS",
+        default="holding:0",
+        help="what --scan reads from each unit (default holding:0)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # pymodbus logs every unanswered request with a frame dump; a scan expects silence
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        if args.scan:
+            first, last = _unit_range(args.scan)
+            table, address, _ = _table_spec(args.scan_register + ":1")
+            return asyncio.run(_scan(args, range(first, last + 1), table, address))
+        table, address, count = _table_spec(args.read)
+    except ValueError as exc:
+        print(f"street-gateway probe modbus: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_read(args, table, address, count))
+
+
+def _unit_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(f"--scan {text!r}: write FROM-TO, like 1-247") from None
+    if not 0 <= lo <= hi <= 247:
+        raise ValueError(f"--scan {text!r}: unit ids go from 0 to 247")
+    return lo, hi
+
+
+def _table_spec(text: str) -> tuple[str, int, int]:
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in TABLES:
+        raise ValueError(f"{text!r}: write TABLE:ADDRESS:COUNT with TABLE one of {TABLES}")
+    try:
+        address, count = int(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"{text!r}: ADDRESS and COUNT are numbers") from None
+    limit = 2000 if parts[0] in ("coil", "discrete") else 125
+    if not (0 <= address <= 65535 and 1 <= count <= limit and address + count <= 65536):
+        raise ValueError(f"{text!r}: address 0-65535, count 1-{limit}")
+    return parts[0], address, count
+
+
+def _client(args: argparse.Namespace, timeout: float) -> Client:
+    if args.port:
+        return AsyncModbusSerialClient(
+            args.port,
+            framer=FramerType.RTU,
+            baudrate=args.baudrate,
+            parity=args.parity,
+            stopbits=args.stopbits,
+            bytesize=args.bytesize,
+            timeout=timeout,
+            retries=0,
+            reconnect_delay=0,
+        )
+    return AsyncModbusTcpClient(
+        args.host, port=args.tcp_port, timeout=timeout, retries=0, reconnect_delay=0
+    )
+
+
+async def _request(client: Client, table: str, address: int, count: int, unit: int) -> Any:
+    """The response (maybe an exception response), or None when nothing answered in time."""
+    read = {
+        "coil": client.read_coils,
+        "discrete": client.read_discrete_inputs,
+        "holding": client.read_holding_registers,
+        "input": client.read_input_registers,
+    }[table]
+    timeout = client.comm_params.timeout_connect or 1.0
+    try:
+        async with asyncio.timeout(timeout + 0.5):
+            return await read(address, count=count, device_id=unit)
+    except (TimeoutError, ModbusException):
+        return None
+
+
+async def _connect(args: argparse.Namespace, wait_s: float) -> Client | None:
+    client = _client(args, wait_s)
+    try:
+        async with asyncio.timeout(wait_s + 2.0):
+            ok = await client.connect()
+    except TimeoutError:
+        ok = False
+    if not ok:
+        where = args.port or f"{args.host}:{args.tcp_port}"
+        print(f"cannot open {where}", file=sys.stderr)
+        client.close()
+        return None
+    return client
+
+
+async def _scan(args: argparse.Namespace, units: range, table: str, address: int) -> int:
+    timeout = args.timeout if args.timeout is not None else 0.2
+    client = await _connect(args, timeout)
+    if client is None:
+        return EXIT_NO_ANSWER
+    found: list[int] = []
+    try:
+        print(f"scanning units {units.start}-{units.stop - 1} ({table} {address}, {timeout:g}s)")
+        for unit in units:
+            response = await _request(client, table, address, 1, unit)
+            if response is None:
+                continue
+            found.append(unit)
+            if response.isError():
+                print(f"unit {unit:3d}: answers (exception code {response.exception_code})")
+            elif table in ("coil", "discrete"):
+                print(f"unit {unit:3d}: answers ({table} {address} = {int(response.bits[0])})")
+            else:
+                word = response.registers[0]
+                print(f"unit {unit:3d}: answers ({table} {address} = 0x{word:04X} = {word})")
+            if args.port:
+                await asyncio.sleep(0.005)  # a quiet line between frames
+    finally:
+        client.close()
+    if not found:
+        print("no unit answered", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    print(f"{len(found)} unit(s) answered: {', '.join(map(str, found))}")
+    return EXIT_OK
+
+
+async def _read(args: argparse.Namespace, table: str, address: int, count: int) -> int:
+    timeout = args.timeout if args.timeout is not None else 1.0
+    client = await _connect(args, timeout)
+    if client is None:
+        return EXIT_NO_ANSWER
+    try:
+        response = await _request(client, table, address, count, args.unit)
+    finally:
+        client.close()
+    if response is None:
+        print(f"unit {args.unit}: no answer within {timeout:g}s", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    if response.isError():
+        print(f"unit {args.unit}: exception code {response.exception_code}")
+        return EXIT_OK
+    print(f"unit {args.unit} {table} {address}..{address + count - 1}")
+    if table in ("coil", "discrete"):
+        for i, bit in enumerate(response.bits[:count]):
+            print(f"{address + i:6d}  {int(bit)}")
+    else:
+        print("\n".join(format_registers(address, list(response.registers))))
+    return EXIT_OK
+
+
+def format_registers(address: int, words: list[int]) -> list[str]:
+    """Raw words beside every plausible decoding, one row per start address."""
+    lines = [
+        f"{'addr':>6}  {'hex':>6}  {'uint16':>6}  {'int16':>6}  "
+        + "  ".join(f"{'int32 ' + o:>12} {'uint32 ' + o:>12} {'float32 ' + o:>14}" for o in ORDERS)
+    ]
+    for i, word in enumerate(words):
+        row = f"{address + i:6d}  0x{word:04X}  {word:6d}  {_one('int16', [word]):>6}"
+        pair = words[i : i + 2]
+        for order in ORDERS:
+            if len(pair) < 2:
+                break
+            row += (
+                f"  {_one('int32', pair, order):>12} {_one('uint32', pair, order):>12}"
+                f" {_one('float32', pair, order):>14}"
+            )
+        lines.append(row)
+    return lines
+
+
+def _one(type_: str, words: list[int], order: str = "ABCD") -> str:
+    point = ModbusPoint(name="probe", table="holding", address=0, type=type_, byte_order=order)  # type: ignore[arg-type]
+    try:
+        value = decode(point, words)
+    except DecodeError:
+        return "nan/inf"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

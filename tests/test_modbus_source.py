@@ -1,0 +1,250 @@
+"""ModbusSource against real pymodbus servers: TCP on loopback, RTU over a fresh pty pair."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from support import free_port, stop_process
+
+from gateway.config import ModbusPoint, ModbusRtuSource, ModbusTcpSource
+from gateway.model import DeviceStats, Reading
+from gateway.sim.modbus import SimUnit, profile_points, serve_rtu, serve_tcp
+from gateway.sources.modbus import DOWN_AFTER, ModbusSource
+
+TIMEOUT = 0.2
+
+
+@contextlib.contextmanager
+def socat_pty_pair() -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals made by socat, stopped by pid on exit."""
+    proc = subprocess.Popen(
+        ["socat", "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stderr is not None
+        paths: list[str] = []
+        while len(paths) < 2:
+            line = proc.stderr.readline().decode()
+            assert line, "socat exited before making the pty pair"
+            found = re.search(r"PTY is (\S+)", line)
+            if found:
+                paths.append(found.group(1))
+        yield paths[0], paths[1]
+    finally:
+        stop_process(proc)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[tuple[str, str]]:
+    """A fresh pty pair per test: bytes left in a reused pair leak into the next test."""
+    with socat_pty_pair() as pair:
+        yield pair
+
+
+def device(name: str, unit: int, profile: str, interval: str = "100ms") -> dict[str, Any]:
+    return {"name": name, "unit": unit, "interval": interval, "points": profile_points(profile)}
+
+
+def tcp_source(port: int, *devices: dict[str, Any], **kw: Any) -> ModbusTcpSource:
+    return ModbusTcpSource.model_validate(
+        {"name": "tcp", "kind": "modbus-tcp", "host": "127.0.0.1", "port": port,
+         "timeout": f"{TIMEOUT}s", "retries": 0, "backoff_max": "400ms",
+         "devices": list(devices), **kw}
+    )  # fmt: skip
+
+
+def rtu_source(tty: str, *devices: dict[str, Any], **kw: Any) -> ModbusRtuSource:
+    return ModbusRtuSource.model_validate(
+        {"name": "rtu", "kind": "modbus-rtu", "port": tty, "baudrate": 19200,
+         "timeout": f"{TIMEOUT}s", "retries": 1, "backoff_max": "400ms",
+         "devices": list(devices), **kw}
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running(source: ModbusSource) -> AsyncIterator[ModbusSource]:
+    task = asyncio.create_task(source.run(), name="source under test")
+    try:
+        yield source
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    async with asyncio.timeout(within_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def by_name(source: ModbusSource) -> dict[str, DeviceStats]:
+    return {d.name: d for d in source.devices}
+
+
+def check_values(readings: list[Reading], sim: SimUnit, device_name: str) -> None:
+    """Each point's last reading is what the simulated unit holds, within its resolution."""
+    last = {r.point: r for r in readings if r.device == device_name}
+    expected = sim.values()
+    assert set(last) == set(expected)
+    specs = {p.name: p for p, _ in sim.points}
+    for name, reading in last.items():
+        point: ModbusPoint = specs[name]
+        assert reading.unit == point.unit
+        if isinstance(expected[name], bool):
+            assert reading.value == expected[name]
+        elif point.type.startswith("float"):
+            assert reading.value == pytest.approx(expected[name], rel=1e-3)
+        else:  # integers scaled: within a few steps (values move while we look)
+            assert reading.value == pytest.approx(expected[name], abs=5 * point.scale + 2)
+
+
+async def test_tcp_values_end_to_end_in_the_planned_number_of_requests() -> None:
+    port = free_port()
+    units = [SimUnit(1, "air_quality"), SimUnit(2, "energy_meter"), SimUnit(3, "traffic_counter")]
+    readings: list[Reading] = []
+    config = tcp_source(
+        port,
+        device("aq-1", 1, "air_quality", "300ms"),
+        device("meter-1", 2, "energy_meter", "300ms"),
+        device("traffic-1", 3, "traffic_counter", "300ms"),
+    )
+    source = ModbusSource(config, readings.append)
+    async with serve_tcp(units, port) as bus, running(source):
+        await until(lambda: all(d.reads_ok >= 2 for d in source.devices))
+    stats = by_name(source)
+    for name, sim in zip(stats, units, strict=True):
+        check_values(readings, sim, name)
+    # requests per poll cycle equal the plan: 2 for the air sensor (input 0-2, holding 10-13),
+    # 2 for the meter (0-13 bridged, 342), 1 for the counter (counts and bits in 0-8)
+    assert [s.requests_total / s.reads_ok for s in stats.values()] == [2, 2, 1]
+    assert [u.requests for u in units] == [s.requests_total for s in stats.values()]
+    assert bus.requests_total == sum(s.requests_total for s in stats.values())
+    assert all(s.state == "ok" and s.reads_failed == 0 for s in stats.values())
+    assert stats["traffic-1"].last_values["loop_fault"] is False
+    assert all(r.ts_ms > 1_600_000_000_000 for r in readings)
+
+
+async def test_rtu_values_end_to_end_on_a_shared_bus(pty_pair: tuple[str, str]) -> None:
+    server_tty, client_tty = pty_pair
+    units = [SimUnit(1, "water_level"), SimUnit(7, "energy_meter")]
+    readings: list[Reading] = []
+    config = rtu_source(
+        client_tty,
+        device("level-1", 1, "water_level", "300ms"),
+        device("meter-7", 7, "energy_meter", "300ms"),
+    )
+    source = ModbusSource(config, readings.append, frame_gap_s=0.002)
+    async with serve_rtu(units, server_tty, baudrate=19200), running(source):
+        await until(lambda: all(d.reads_ok >= 2 for d in source.devices))
+    stats = by_name(source)
+    check_values(readings, units[0], "level-1")
+    check_values(readings, units[1], "meter-7")
+    assert stats["level-1"].requests_total == 2 * stats["level-1"].reads_ok  # input, discrete
+    assert stats["meter-7"].requests_total == 2 * stats["meter-7"].reads_ok
+    assert [u.requests for u in units] == [s.requests_total for s in stats.values()]
+
+
+async def test_exception_response_then_timeout_then_recovery() -> None:
+    port = free_port()
+    unit = SimUnit(1, "air_quality")
+    source = ModbusSource(tcp_source(port, device("aq-1", 1, "air_quality", "50ms")), [].append)
+    stats = source.devices[0]
+    async with serve_tcp([unit], port), running(source):
+        await until(lambda: stats.reads_ok >= 1)
+        unit.answer_exceptions(4)
+        await until(lambda: stats.state != "ok")
+        assert stats.state == "failing"
+        assert stats.last_error is not None and "exception code 4" in stats.last_error
+        await until(lambda: stats.state == "down")
+        assert stats.reads_failed == DOWN_AFTER
+        unit.recover()
+        await until(lambda: stats.state == "ok")
+        assert stats.last_error is None
+        unit.silence()
+        await until(lambda: stats.state != "ok")
+        assert stats.state == "failing"
+        assert stats.last_error is not None and "no answer" in stats.last_error
+        await until(lambda: stats.state == "down")
+        failed = stats.reads_failed
+        unit.recover()
+        await until(lambda: stats.state == "ok")
+    assert failed == 2 * DOWN_AFTER
+    assert stats.reads_ok >= 3
+
+
+async def test_illegal_data_address_replans_the_device_and_remembers_it() -> None:
+    port = free_port()
+    # strict: only the meter's own registers exist, so reading 0-13 in one go is refused
+    unit = SimUnit(2, "energy_meter", strict=True)
+    readings: list[Reading] = []
+    source = ModbusSource(tcp_source(port, device("meter", 2, "energy_meter", "300ms")),
+                          readings.append)  # fmt: skip
+    stats = source.devices[0]
+    async with serve_tcp([unit], port), running(source):
+        await until(lambda: stats.reads_ok >= 3)
+    # first poll: the merged read refused, then 3 single reads, then 342; later polls: 4 reads
+    assert stats.requests_total == 5 + 4 * (stats.reads_ok - 1)
+    assert stats.state == "ok" and stats.reads_failed == 0
+    assert set(stats.last_values) == {"voltage", "current", "power", "energy"}
+    check_values(readings, unit, "meter")
+
+
+async def test_dead_unit_on_a_shared_rtu_bus_costs_one_timeout_per_backoff_period(
+    pty_pair: tuple[str, str],
+) -> None:
+    server_tty, client_tty = pty_pair
+    units = [SimUnit(1, "air_quality"), SimUnit(2, "water_level")]
+    units[1].silence()
+    order: list[int] = []
+    config = rtu_source(
+        client_tty,
+        device("aq-1", 1, "air_quality", "50ms"),
+        device("dead-2", 2, "water_level", "50ms"),
+    )
+    source = ModbusSource(config, [].append, frame_gap_s=0.002)
+    stats = by_name(source)
+    async with serve_rtu(units, server_tty, baudrate=19200) as bus, running(source):
+        bus.on_request = order.append
+        await until(lambda: stats["dead-2"].state == "down")
+        down_at = len(order)
+        await until(lambda: order[down_at:].count(2) >= 4)
+    healthy, dead = stats["aq-1"], stats["dead-2"]
+    assert healthy.state == "ok" and healthy.reads_failed == 0
+    # failing: retries + 1 = 2 attempts per poll for the first DOWN_AFTER polls ...
+    assert order[:down_at].count(2) == 2 * DOWN_AFTER
+    # ... then one attempt per backoff period (0.1s, 0.2s, 0.4s cap), during which the healthy
+    # unit keeps its 50 ms schedule: several of its polls (2 requests each) between dead tries
+    tail = order[down_at:]
+    tries = [i for i, u in enumerate(tail) if u == 2]
+    between = [tail[a + 1 : b].count(1) for a, b in itertools.pairwise(tries)]
+    assert all(n >= 4 for n in between), between
+    assert dead.requests_total == order.count(2)
+    assert dead.state == "down"
+
+
+async def test_lost_tcp_server_is_reconnected() -> None:
+    port = free_port()
+    unit = SimUnit(1, "water_level")
+    source = ModbusSource(tcp_source(port, device("level", 1, "water_level", "50ms")), [].append)
+    stats = source.devices[0]
+    async with running(source):
+        await until(lambda: stats.state == "down")  # nothing listens yet
+        assert stats.last_error is not None and "connect" in stats.last_error
+        async with serve_tcp([unit], port):
+            await until(lambda: stats.state == "ok")
+            ok = stats.reads_ok
+        await until(lambda: stats.state != "ok")
+        async with serve_tcp([unit], port):
+            await until(lambda: stats.state == "ok" and stats.reads_ok > ok)
