@@ -17,10 +17,10 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerType
 
 from gateway.codec.registers import DecodeError, decode
 from gateway.config import ModbusPoint
+from gateway.sources.modbus import read_table, serial_client, tcp_client
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
@@ -104,34 +104,18 @@ def _table_spec(text: str) -> tuple[str, int, int]:
 
 def _client(args: argparse.Namespace, timeout: float) -> Client:
     if args.port:
-        return AsyncModbusSerialClient(
-            args.port,
-            framer=FramerType.RTU,
-            baudrate=args.baudrate,
-            parity=args.parity,
-            stopbits=args.stopbits,
-            bytesize=args.bytesize,
-            timeout=timeout,
-            retries=0,
-            reconnect_delay=0,
+        return serial_client(
+            args.port, args.baudrate, args.parity, args.stopbits, args.bytesize, timeout_s=timeout
         )
-    return AsyncModbusTcpClient(
-        args.host, port=args.tcp_port, timeout=timeout, retries=0, reconnect_delay=0
-    )
+    return tcp_client(args.host, args.tcp_port, timeout_s=timeout)
 
 
 async def _request(client: Client, table: str, address: int, count: int, unit: int) -> Any:
     """The response (maybe an exception response), or None when nothing answered in time."""
-    read = {
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-    }[table]
     timeout = client.comm_params.timeout_connect or 1.0
     try:
         async with asyncio.timeout(timeout + 0.5):
-            return await read(address, count=count, device_id=unit)
+            return await read_table(client, table, address, count, unit)
     except (TimeoutError, ModbusException):
         return None
 

@@ -122,23 +122,11 @@ class ModbusSource:
 
     def _make_client(self) -> ModbusClient:
         c = self._config
-        # retries=0: we retry ourselves, so a down device can be tried once per backoff period;
-        # reconnect_delay=0: no reconnect task inside pymodbus, we reconnect with our backoff.
         if isinstance(c, ModbusRtuSource):
-            return AsyncModbusSerialClient(
-                c.port,
-                framer=FramerType.RTU,
-                baudrate=c.baudrate,
-                parity=c.parity,
-                stopbits=c.stopbits,
-                bytesize=c.bytesize,
-                timeout=c.timeout,
-                retries=0,
-                reconnect_delay=0,
+            return serial_client(
+                c.port, c.baudrate, c.parity, c.stopbits, c.bytesize, timeout_s=c.timeout
             )
-        return AsyncModbusTcpClient(
-            c.host, port=c.port, timeout=c.timeout, retries=0, reconnect_delay=0
-        )
+        return tcp_client(c.host, c.port, timeout_s=c.timeout)
 
     # -----------------------------------------------------------------------------------------
     # Scheduling
@@ -286,7 +274,9 @@ class ModbusSource:
             try:
                 # pymodbus times the answer out itself; this guard only bounds the worst case
                 async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
-                    response = await _call(client, request, device.config.unit)
+                    response = await read_table(
+                        client, request.table, request.address, request.count, device.config.unit
+                    )
             except (TimeoutError, ModbusIOException) as exc:
                 raise DeviceTimeout(f"no answer within {timeout:g}s") from exc
             except ConnectionException as exc:
@@ -342,11 +332,38 @@ def _where(config: ModbusRtuSource | ModbusTcpSource) -> str:
     return f"{config.host}:{config.port}"
 
 
-async def _call(client: ModbusClient, request: ReadRequest, unit: int) -> Any:
+# retries=0: we retry ourselves, so a down device can be tried once per backoff period;
+# reconnect_delay=0: no reconnect task inside pymodbus, we reconnect with our own backoff.
+
+
+def serial_client(
+    port: str, baudrate: int, parity: str, stopbits: int, bytesize: int, *, timeout_s: float
+) -> AsyncModbusSerialClient:
+    """A Modbus RTU client that neither retries nor reconnects on its own."""
+    return AsyncModbusSerialClient(
+        port,
+        framer=FramerType.RTU,
+        baudrate=baudrate,
+        parity=parity,
+        stopbits=stopbits,
+        bytesize=bytesize,
+        timeout=timeout_s,
+        retries=0,
+        reconnect_delay=0,
+    )
+
+
+def tcp_client(host: str, port: int, *, timeout_s: float) -> AsyncModbusTcpClient:
+    """A Modbus TCP client that neither retries nor reconnects on its own."""
+    return AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0)
+
+
+async def read_table(client: ModbusClient, table: str, address: int, count: int, unit: int) -> Any:
+    """One read of ``count`` registers or bits of ``table``; pymodbus's response as is."""
     read = {
         "coil": client.read_coils,
         "discrete": client.read_discrete_inputs,
         "holding": client.read_holding_registers,
         "input": client.read_input_registers,
-    }[request.table]
-    return await read(request.address, count=request.count, device_id=unit)
+    }[table]
+    return await read(address, count=count, device_id=unit)
