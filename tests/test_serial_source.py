@@ -1,0 +1,223 @@
+"""The serial source against a simulated sensor on a real pseudo-terminal (a fresh one per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import SerialSource
+from gateway.model import DeviceStats, Reading
+from gateway.sim.serial import SimulatedSerialSensor
+from gateway.sources.serial import SerialSensorSource
+
+NOISE_REGEX = r"LAeq=(?P<laeq>\S+) LAmax=(?P<lamax>\S+)"
+NOISE_POINTS = [{"name": "laeq", "unit": "dBA"}, {"name": "lamax", "unit": "dBA"}]
+AIR_POINTS = [{"name": "pm25", "unit": "ug/m3"}, {"name": "temp", "unit": "C"}]
+
+
+def serial_config(port: str, **overrides: Any) -> SerialSource:
+    raw: dict[str, Any] = {
+        "name": "noise-1",
+        "kind": "serial",
+        "port": port,
+        "line_end": "\r\n",
+        "interval": "1s",
+        "timeout": "200ms",
+        "retries": 1,
+        "backoff_max": "100ms",
+        "parse": {"regex": NOISE_REGEX},
+        "points": NOISE_POINTS,
+    }
+    raw.update(overrides)
+    return SerialSource.model_validate(raw)
+
+
+@pytest.fixture
+def link(tmp_path: Path) -> Path:
+    return tmp_path / "ttySENSOR"
+
+
+@pytest.fixture
+def make_sim(link: Path) -> Iterator[Callable[..., SimulatedSerialSensor]]:
+    """Start a simulated sensor behind ``link``; stopped after the test."""
+    started: list[SimulatedSerialSensor] = []
+
+    def make(**options: Any) -> SimulatedSerialSensor:
+        sim = SimulatedSerialSensor(link, seed=1, **options)
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(config: SerialSource) -> AsyncIterator[tuple[DeviceStats, list[Reading]]]:
+    readings: list[Reading] = []
+    source = SerialSensorSource(config, readings.append)
+    task = asyncio.create_task(source.run(), name="serial-source")
+    try:
+        yield source.devices[0], readings
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_stream_mode_gives_readings(make_sim: Callable[..., SimulatedSerialSensor]) -> None:
+    sim = make_sim(mode="stream", period=0.02)
+    before = time.time_ns() // 1_000_000
+    async with running(serial_config(sim.path)) as (stats, readings):
+        await until(lambda: stats.reads_ok >= 5, "five lines")
+    assert {(r.device, r.point, r.unit) for r in readings} == {
+        ("noise-1", "laeq", "dBA"),
+        ("noise-1", "lamax", "dBA"),
+    }
+    assert all(35 <= r.value <= 105 and r.ts_ms >= before for r in readings)
+    assert stats.state == "ok"
+    assert stats.parse_errors == 0
+    assert stats.last_ok_ts == readings[-1].ts_ms
+    assert stats.last_values == {r.point: r.value for r in readings[-2:]}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "parse"),
+    [
+        ("kv", {"format": "kv"}),
+        ("csv", {"format": "csv", "fields": ["pm25", "pm10", "temp"]}),
+        ("json", {"format": "json"}),
+    ],
+)
+async def test_poll_mode_gives_readings(
+    make_sim: Callable[..., SimulatedSerialSensor], fmt: str, parse: dict[str, Any]
+) -> None:
+    sim = make_sim(mode="poll", fmt=fmt)
+    config = serial_config(
+        sim.path, request="MEAS?\r\n", interval="50ms", parse=parse, points=AIR_POINTS
+    )
+    async with running(config) as (stats, readings):
+        await until(lambda: stats.reads_ok >= 3, "three answers")
+    assert {r.point for r in readings} == {"pm25", "temp"}
+    assert stats.state == "ok"
+    assert stats.reads_failed == 0
+    assert stats.requests_total >= stats.reads_ok
+    assert sim.requests_seen >= stats.reads_ok
+
+
+async def test_bad_lines_are_counted_and_logged_once(
+    make_sim: Callable[..., SimulatedSerialSensor], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = make_sim(period=0.01, garbage_every=3, long_every=5, bad_utf8_every=7)
+    caplog.set_level(logging.INFO, logger="gateway.sources.serial")
+    async with running(serial_config(sim.path)) as (stats, readings):
+        await until(lambda: stats.parse_errors >= 6 and stats.reads_ok >= 10, "good and bad")
+    assert stats.state == "ok"
+    assert all(35 <= r.value <= 105 for r in readings)  # nothing of a bad line got through
+    dropping = [r for r in caplog.records if "dropping lines" in r.getMessage()]
+    assert len(dropping) == 1
+
+
+async def test_poll_mode_retries_then_recovers_from_a_silent_sensor(
+    make_sim: Callable[..., SimulatedSerialSensor],
+) -> None:
+    sim = make_sim(mode="poll", fmt="kv")
+    config = serial_config(
+        sim.path,
+        request="MEAS?\r\n",
+        interval="50ms",
+        timeout="50ms",
+        parse={"format": "kv"},
+        points=AIR_POINTS,
+    )
+    async with running(config) as (stats, _):
+        await until(lambda: stats.reads_ok >= 1, "a first answer")
+        sim.silent = True
+        await until(lambda: stats.state == "down", "down after failed polls")
+        assert stats.reads_failed >= 3
+        assert stats.last_error == "no answer within 0.05s"
+        assert stats.requests_total >= stats.reads_ok + 2 * stats.reads_failed  # retried once
+        sim.silent = False
+        await until(lambda: stats.state == "ok", "recovery")
+
+
+async def test_stream_silence_makes_the_device_failing_then_down(
+    make_sim: Callable[..., SimulatedSerialSensor],
+) -> None:
+    sim = make_sim(period=0.01)
+    states: list[str] = []
+    async with running(serial_config(sim.path, interval="100ms")) as (stats, _):
+        await until(lambda: stats.reads_ok >= 1, "a first line")
+        sim.silent = True
+
+        def watch() -> bool:
+            if not states or states[-1] != stats.state:
+                states.append(stats.state)
+            return stats.state == "down"
+
+        await until(watch, "down after silence")
+        assert states == ["ok", "failing", "down"]
+        assert stats.last_error is not None
+        assert stats.last_error.startswith("no line for")
+        sim.silent = False
+        await until(lambda: stats.state == "ok", "recovery")
+
+
+async def test_a_vanished_port_is_reopened(make_sim: Callable[..., SimulatedSerialSensor]) -> None:
+    sim = make_sim(period=0.01)
+    async with running(serial_config(sim.path)) as (stats, readings):
+        await until(lambda: stats.reads_ok >= 3, "lines before the unplug")
+        sim.unplug()
+        await until(lambda: stats.state == "down", "down after the unplug")
+        await asyncio.sleep(0.3)  # several reopen attempts fail meanwhile
+        assert stats.last_error is not None
+        assert "No such file or directory" in stats.last_error
+        count = len(readings)
+        sim.plug()  # a new pty behind the same path
+        await until(lambda: len(readings) > count + 4, "lines after the replug")
+        assert stats.state == "ok"
+
+
+async def test_a_port_missing_at_start_is_opened_when_it_appears(
+    link: Path, make_sim: Callable[..., SimulatedSerialSensor]
+) -> None:
+    async with running(serial_config(str(link))) as (stats, _):
+        await until(lambda: stats.state == "down", "down without a port")
+        assert stats.last_error == f"cannot open {link}: No such file or directory"
+        make_sim(period=0.01)
+        await until(lambda: stats.reads_ok >= 3 and stats.state == "ok", "lines once plugged")
+
+
+async def test_the_port_is_closed_when_the_source_stops(
+    make_sim: Callable[..., SimulatedSerialSensor],
+) -> None:
+    sim = make_sim(period=0.01)
+    async with running(serial_config(sim.path)) as (stats, _):
+        await until(lambda: stats.reads_ok >= 1, "a line")
+        assert _open_fds_to(sim.slave_name) == 2  # the sensor's own slave fd and ours
+    assert _open_fds_to(sim.slave_name) == 1
+
+
+def _open_fds_to(device: str) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == device
+    return count
