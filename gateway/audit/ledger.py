@@ -87,11 +87,13 @@ def parse_message(prefix: str, topic: str, payload: bytes) -> Event:
     readings = doc.get("readings")
     if not isinstance(readings, list) or not readings:
         raise RejectedMessage("readings is not a non-empty list")
-    seqs = []
-    for item in readings:
-        if not isinstance(item, dict):
-            raise RejectedMessage("a reading is not a JSON object")
-        seqs.append(_seq(item.get("seq"), "reading seq"))
+    try:  # the hot path: one comprehension, then one check over all seqs
+        seqs = [item["seq"] for item in readings]
+    except (TypeError, KeyError, IndexError):
+        raise RejectedMessage("a reading is not a JSON object with a seq") from None
+    if not all(type(s) is int for s in seqs) or min(seqs) < 1:
+        bad = next(s for s in seqs if type(s) is not int or s < 1)
+        raise RejectedMessage(f"reading seq is not a positive integer: {bad!r}")
     return Seqs(gateway, seqs)
 
 
