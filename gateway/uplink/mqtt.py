@@ -1,0 +1,500 @@
+"""The MQTT uplink: committed readings and alarms from the buffer to the broker, at least once.
+
+One connection at a time, to the first of ``uplink.servers`` that accepts (failover in list
+order); when every server failed, a capped exponential backoff with full jitter
+(:mod:`gateway.uplink.backoff`) before the next round. A link that was up and drops starts a
+new round from the first server.
+
+On each connection:
+
+* the retained birth message goes to ``P/G/status`` (the retained will, set in CONNECT, says
+  ``{"state": "offline"}`` if the gateway vanishes);
+* the buffer's ``last_seq`` at that moment is the *boundary*: readings at or below it are the
+  backlog and go out with ``"historical": true``;
+* a window of ``uplink.max_inflight`` messages is kept in flight; which lane fills a free slot
+  is decided by :class:`gateway.uplink.scheduler.LaneScheduler` (alarms, gaps, then live and
+  backlog in turn);
+* a message's seqs are acknowledged to the buffer only after the broker's PUBACK for it (QoS 1;
+  with QoS 0 once paho has written it). Nothing else is ever taken out of the buffer, so after
+  a reconnect everything unacknowledged is simply fetched and sent again.
+
+Memory: at most ``max_inflight`` messages (each up to ``batch.max_readings`` readings) are read
+from the buffer at any time, whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiomqtt
+from aiomqtt import MqttCodeError, MqttError
+from aiomqtt.exceptions import MqttConnectError
+
+from gateway.config import UplinkConfig, parse_server
+from gateway.errors import BufferStoreError, UplinkError
+from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats
+from gateway.uplink import payload
+from gateway.uplink.backoff import Backoff
+from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
+
+log = logging.getLogger(__name__)
+# paho's own lines ("failed to receive on socket: ...") go here, below our state-change lines.
+_paho_log = logging.getLogger(f"{__name__}.paho")
+
+# CONNACK return codes (MQTT 3.1.1) that mean the credentials were refused.
+_AUTH_REFUSED = {4, 5}
+
+
+class BufferLike(Protocol):
+    """What the uplink needs of :class:`gateway.buffer.Buffer`."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def stats(self) -> BufferStats: ...
+
+    async def wait_for_commit(self, after_seq: int) -> int: ...
+
+    async def fetch(
+        self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
+    ) -> list[StoredItem]: ...
+
+    async def ack(self, seqs: list[int]) -> None: ...
+
+    async def pending_gaps(self) -> list[Gap]: ...
+
+    async def ack_gap(self, gap_id: int) -> None: ...
+
+
+class _ConnectFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Job:
+    """One message to publish and what its PUBACK settles."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    seqs: list[int] = field(default_factory=list)
+    readings: int = 0
+    alarms: int = 0
+    gap_id: int | None = None
+
+
+@dataclass
+class _Session:
+    """One connection's state."""
+
+    server: str
+    client: aiomqtt.Client
+    scheduler: LaneScheduler
+    slots: asyncio.Semaphore
+    ready: collections.deque[_Job] = field(default_factory=collections.deque)
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    gaps_inflight: set[int] = field(default_factory=set)
+    evicted_seen: int = 0
+
+
+class Uplink:
+    def __init__(
+        self,
+        config: UplinkConfig,
+        *,
+        gateway_id: str,
+        client_id: str,
+        buffer: BufferLike,
+        password: str | None,
+        version: str,
+        config_digest: str,
+        started_ms: int,
+        reconnect_min_s: float = 0.1,
+    ) -> None:
+        self._config = config
+        self._gateway_id = gateway_id
+        self._client_id = client_id
+        self._buffer = buffer
+        self._password = password
+        self._birth = payload.birth_message(version, started_ms, config_digest)
+        self._topics = payload.Topics.for_gateway(config.topic_prefix, gateway_id)
+        self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
+        self._keepalive = max(1, round(config.keepalive))
+        # Connect, birth and shutdown: a broker that does not answer within this is gone.
+        self._op_timeout = max(5.0, 3.0 * config.keepalive)
+        # A PUBACK behind a full window on a slow link may take a while; a dead link is found
+        # sooner by the keepalive (no answer to PINGREQ within keepalive closes it).
+        self._publish_timeout = max(30.0, 4.0 * config.keepalive)
+        self._stats = UplinkStats()
+        self._stopping = asyncio.Event()
+        self._shutdown_timeout_s = 2.0
+        self._finished = asyncio.Event()
+        self._acks: list[int] = []
+        self._acks_due = asyncio.Event()
+        self._tls: dict[str, ssl.SSLContext] = {}
+        self._logged_failure: dict[str, str] = {}  # server -> last failure logged for it
+
+    @property
+    def stats(self) -> UplinkStats:
+        return self._stats
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and publish until cancelled or shut down; link errors are retried, not raised."""
+        self._finished.clear()
+        try:
+            while not self._stopping.is_set():
+                await self._one_round()
+                if not self._stopping.is_set():
+                    await self._sleep(self._backoff.next_delay())
+        finally:
+            self._set_disconnected()
+            self._finished.set()
+
+    async def shutdown(self, timeout_s: float = 2.0) -> None:
+        """Finish the messages in flight (bounded), say goodbye on the status topic, disconnect.
+
+        Returns once :meth:`run` has returned (or after about ``timeout_s`` plus the time to
+        publish the shutdown status, if run is stuck).
+        """
+        self._shutdown_timeout_s = timeout_s
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s + self._op_timeout):
+                await self._finished.wait()
+
+    async def _sleep(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._stopping.wait()
+
+    async def _one_round(self) -> None:
+        """Try each server in order; stay on the first that accepts until its link drops."""
+        servers = self._config.servers
+        for index, server in enumerate(servers):
+            if self._stopping.is_set():
+                return
+            try:
+                client = await self._connect(server)
+            except _ConnectFailed as exc:
+                self._stats.connect_failures_total += 1
+                self._stats.last_error = exc.message
+                if self._logged_failure.get(server) == exc.message:
+                    log.debug("uplink: %s", exc.message)
+                    continue
+                # Logged once per change, not once per retry.
+                self._logged_failure[server] = exc.message
+                log.warning("uplink: %s", exc.message)
+                if index + 1 < len(servers):
+                    log.warning("uplink: failover to next server %s", servers[index + 1])
+                continue
+            if client is None:  # shutdown while connecting
+                return
+            self._logged_failure.pop(server, None)
+            self._stats.connects_total += 1
+            started = time.monotonic()
+            await self._serve(server, client)
+            if time.monotonic() - started > self._backoff.cap_s:
+                self._backoff.reset()  # a link that held a while starts the backoff afresh
+            return
+
+    async def _connect(self, server: str) -> aiomqtt.Client | None:
+        """A connected client; None when shutdown came first; raises _ConnectFailed."""
+        try:
+            client = await self._make_client(server)
+        except (OSError, ssl.SSLError) as exc:
+            raise _ConnectFailed(f"TLS set-up for {server} failed: {exc}") from exc
+        connecting = asyncio.ensure_future(client.__aenter__())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                {connecting, stopping},
+                timeout=2 * self._op_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for future in (connecting, stopping):
+                future.cancel()
+            await asyncio.gather(connecting, stopping, return_exceptions=True)
+        if connecting.cancelled():
+            if self._stopping.is_set():
+                return None
+            raise _ConnectFailed(f"cannot connect to {server}: no answer")
+        failure = connecting.exception()
+        if failure is not None:
+            raise _ConnectFailed(_describe_connect_failure(server, failure)) from failure
+        return client
+
+    async def _make_client(self, server: str) -> aiomqtt.Client:
+        scheme, host, port = parse_server(server)
+        tls_context = None
+        if scheme == "mqtts":
+            tls_context = self._tls.get(server)
+            if tls_context is None:
+                tls_context = await asyncio.to_thread(self._tls_context)
+                self._tls[server] = tls_context
+        client = aiomqtt.Client(
+            host,
+            port,
+            username=self._config.username,
+            password=self._password,
+            identifier=self._client_id,
+            will=aiomqtt.Will(self._topics.status, payload.WILL_MESSAGE, qos=1, retain=True),
+            keepalive=self._keepalive,
+            timeout=self._op_timeout,
+            # paho's own window is wider than ours by the birth and shutdown messages.
+            max_inflight_messages=self._config.max_inflight + 4,
+            tls_context=tls_context,
+            logger=_paho_log,
+        )
+        # aiomqtt warns above this many pending calls; our window bounds them by design.
+        client.pending_calls_threshold = 2 * self._config.max_inflight + 8
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self._config.tls
+        ca_file = str(tls.ca_file) if tls and tls.ca_file else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        if tls and tls.cert_file and tls.key_file:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        if tls and tls.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _set_disconnected(self) -> None:
+        self._stats.connected = False
+
+    # -- one connection -------------------------------------------------------------------
+
+    async def _serve(self, server: str, client: aiomqtt.Client) -> None:
+        graceful = False
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await client.publish(self._topics.status, self._birth, qos=1, retain=True)
+            boundary = self._buffer.last_seq
+            self._stats.connected = True
+            self._stats.server = server
+            log.info("uplink: connected to %s (backlog up to seq %d)", server, boundary)
+            session = _Session(
+                server=server,
+                client=client,
+                scheduler=LaneScheduler(
+                    boundary=boundary,
+                    batch_size=self._config.batch.max_readings,
+                    max_wait_s=self._config.batch.max_wait,
+                    alarm_fetch=self._config.max_inflight,
+                    now=time.monotonic(),
+                ),
+                slots=asyncio.Semaphore(self._config.max_inflight),
+                evicted_seen=_evicted(self._buffer.stats),
+            )
+            graceful = await self._pipeline(session)
+        except* (MqttError, TimeoutError, UplinkError, OSError) as group:
+            reason = _first_reason(group)
+            self._stats.last_error = f"lost link to {server}: {reason}"
+            log.warning("uplink: lost link to %s (%s)", server, reason)
+        except* BufferStoreError as group:
+            log.error("uplink: the buffer failed (%s); reconnecting", _first_reason(group))  # noqa: TRY400
+        finally:
+            self._set_disconnected()
+            await self._flush_acks()
+            await self._close(client, goodbye=graceful)
+
+    async def _pipeline(self, session: _Session) -> bool:
+        """Publish until the link fails (raises) or shutdown is asked (returns True)."""
+        async with asyncio.TaskGroup() as tg:
+            watcher = tg.create_task(self._watch(session.client), name="uplink-watch")
+            acker = tg.create_task(self._acker(), name="uplink-acker")
+            pump = tg.create_task(self._pump(session, tg), name="uplink-pump")
+            await self._stopping.wait()
+            # Graceful: no new batches; let what is in flight get its PUBACK, bounded.
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            if session.inflight:
+                await asyncio.wait(set(session.inflight), timeout=self._shutdown_timeout_s)
+            for task in (*session.inflight, watcher, acker):
+                task.cancel()
+        return True
+
+    async def _close(self, client: aiomqtt.Client, *, goodbye: bool) -> None:
+        if goodbye:
+            try:
+                async with asyncio.timeout(self._op_timeout):
+                    await client.publish(
+                        self._topics.status, payload.SHUTDOWN_MESSAGE, qos=1, retain=True
+                    )
+            except (MqttError, TimeoutError) as exc:
+                log.warning("uplink: could not publish the shutdown status: %s", exc)
+        with contextlib.suppress(MqttError, TimeoutError, OSError):
+            async with asyncio.timeout(1.0):
+                await client.__aexit__(None, None, None)
+        if goodbye:
+            log.info("uplink: disconnected (shutdown)")
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Raises when the connection drops (the message iterator ends with an MqttError)."""
+        async for _ in client.messages:
+            pass
+        raise UplinkError("connection closed")
+
+    # -- the window -----------------------------------------------------------------------
+
+    async def _pump(self, session: _Session, tg: asyncio.TaskGroup) -> None:
+        while True:
+            await session.slots.acquire()
+            try:
+                job = await self._next_job(session)
+            except BaseException:
+                session.slots.release()
+                raise
+            task = tg.create_task(self._publish(session, job))
+            session.inflight.add(task)
+            task.add_done_callback(session.inflight.discard)
+
+    async def _next_job(self, session: _Session) -> _Job:
+        sched = session.scheduler
+        while True:
+            if session.ready:
+                return session.ready.popleft()
+            now = time.monotonic()
+            sched.committed(self._buffer.last_seq, now)
+            evicted = _evicted(self._buffer.stats)
+            if evicted != session.evicted_seen:
+                session.evicted_seen = evicted
+                sched.gaps_changed(now)
+            pick = sched.next(now)
+            if isinstance(pick, Wait):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, pick.until - now)):
+                        await self._buffer.wait_for_commit(sched.seen)
+                continue
+            checked_to = self._buffer.last_seq
+            if pick is Pick.GAPS:
+                gaps = await self._buffer.pending_gaps()
+                session.ready.extend(
+                    self._gap_job(g) for g in gaps if g.gap_id not in session.gaps_inflight
+                )
+                session.gaps_inflight.update(g.gap_id for g in gaps)
+                sched.fetched(pick, last_seq=None, count=len(gaps), checked_to=checked_to, now=now)
+                continue
+            fetch = sched.fetch_range(pick)
+            items = await self._buffer.fetch(
+                fetch.lane, after_seq=fetch.after_seq, up_to_seq=fetch.up_to_seq, limit=fetch.limit
+            )
+            sched.fetched(
+                pick,
+                last_seq=items[-1].seq if items else None,
+                count=len(items),
+                checked_to=checked_to,
+                now=time.monotonic(),
+            )
+            if not items:
+                continue
+            if pick is Pick.ALARMS:
+                session.ready.extend(self._alarm_job(item) for item in items)
+            else:
+                session.ready.append(self._readings_job(items, historical=pick is Pick.BACKLOG))
+
+    def _readings_job(self, items: list[StoredItem], *, historical: bool) -> _Job:
+        return _Job(
+            self._topics.readings,
+            payload.readings_message(self._gateway_id, items, historical=historical),
+            self._config.qos,
+            seqs=[item.seq for item in items],
+            readings=len(items),
+        )
+
+    def _alarm_job(self, item: StoredItem) -> _Job:
+        body = payload.alarm_message(self._gateway_id, item)
+        return _Job(self._topics.alarms, body, 1, seqs=[item.seq], alarms=1)
+
+    def _gap_job(self, gap: Gap) -> _Job:
+        body = payload.gap_message(self._gateway_id, gap)
+        return _Job(self._topics.gaps, body, 1, gap_id=gap.gap_id)
+
+    async def _publish(self, session: _Session, job: _Job) -> None:
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await session.client.publish(job.topic, job.payload, qos=job.qos, timeout=math.inf)
+        except TimeoutError:
+            raise UplinkError(f"no PUBACK within {self._publish_timeout:.0f}s") from None
+        finally:
+            session.slots.release()
+        stats = self._stats
+        stats.messages_total += 1
+        stats.published_total += job.readings
+        stats.alarms_published_total += job.alarms
+        stats.last_publish_ts = int(time.time() * 1000)
+        if job.seqs:
+            self._acks.extend(job.seqs)
+            self._acks_due.set()
+        if job.gap_id is not None:
+            await self._buffer.ack_gap(job.gap_id)
+            session.gaps_inflight.discard(job.gap_id)
+            stats.gaps_published_total += 1
+
+    # -- acknowledgements to the buffer ---------------------------------------------------
+
+    async def _acker(self) -> None:
+        """Hands PUBACKed seqs to the buffer, many at a time when the link is fast."""
+        while True:
+            await self._acks_due.wait()
+            self._acks_due.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            seqs, self._acks = self._acks, []
+            acking = asyncio.ensure_future(self._buffer.ack(sorted(seqs)))
+            try:
+                await asyncio.shield(acking)
+            except asyncio.CancelledError:
+                # Never cut a delete off halfway inside its SQLite transaction: let it finish.
+                await asyncio.wait([acking])
+                raise
+            except BufferStoreError as exc:
+                # They stay in the buffer and go out again after the next reconnect.
+                log.warning("uplink: could not acknowledge %d items: %s", len(seqs), exc)
+                return
+
+
+def _evicted(stats: BufferStats) -> int:
+    return sum(stats.evicted_total.values()) + len(stats.corrupt_files)
+
+
+def _first_reason(group: BaseExceptionGroup[BaseException]) -> str:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MqttCodeError) and isinstance(cause, Exception) and str(cause):
+        text = f"{text}: {cause}"
+    return text
+
+
+def _describe_connect_failure(server: str, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", None)
+        if rc in _AUTH_REFUSED or "not authori" in text.lower() or "password" in text.lower():
+            return f"auth refused by {server}: {text}"
+        return f"{server} refused the connection: {text}"
+    if isinstance(exc, ssl.SSLError) or "SSL" in text or "certificate" in text:
+        return f"TLS failure with {server}: {text}"
+    if isinstance(exc, TimeoutError):
+        return f"cannot connect to {server}: no answer"
+    return f"cannot connect to {server}: {text}"

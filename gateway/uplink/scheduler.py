@@ -1,0 +1,152 @@
+"""Which lane feeds the next free slot of the publish window. Pure: no I/O, time is passed in.
+
+One :class:`LaneScheduler` lives for one connection. At connect the uplink notes the buffer's
+``last_seq`` as the *boundary*: readings at or below it are the backlog (published with
+``"historical": true``), readings above it are live. The order of preference for a free slot:
+
+1. **alarms**, whenever a commit may have brought one (so they are drained first on connect);
+2. **gaps**, at connect, when the buffer evicted something, and every ``gaps_every_s``;
+3. **live readings**, once a batch is full or its oldest commit waited ``max_wait_s``;
+4. **backlog**, otherwise, so it drains at link speed.
+
+Live and backlog alternate when both are ready, so a backlog delays live readings by at most
+about one batch, and a busy live stream cannot starve the backlog either.
+
+The uplink asks :meth:`next`, fetches what it says (:meth:`fetch_range`), and reports back with
+:meth:`fetched`; it reports new commits with :meth:`committed`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway.model import Lane
+
+
+class Pick(enum.Enum):
+    ALARMS = "alarms"
+    GAPS = "gaps"
+    LIVE = "live"
+    BACKLOG = "backlog"
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to send: wait for the next commit, or until ``until`` (monotonic) at the latest."""
+
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRange:
+    lane: Lane
+    after_seq: int
+    up_to_seq: int | None
+    limit: int
+
+
+class LaneScheduler:
+    def __init__(
+        self,
+        *,
+        boundary: int,
+        batch_size: int,
+        max_wait_s: float,
+        alarm_fetch: int,
+        now: float,
+        gaps_every_s: float = 30.0,
+    ) -> None:
+        self.boundary = boundary
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.alarm_fetch = alarm_fetch
+        self.gaps_every_s = gaps_every_s
+        self.seen = boundary  # highest seq known to be committed
+        self.alarm_after = 0
+        self.alarms_checked_to = -1  # every alarm up to this seq was fetched; -1: look now
+        self.backlog_after = 0
+        self.backlog_done = boundary == 0
+        self.live_after = boundary
+        self.live_checked_to = boundary
+        self.live_since: float | None = None  # when unfetched live readings were first seen
+        self.gaps_due_at = now
+        self._last_reading_pick: Pick | None = None
+
+    # -- events ---------------------------------------------------------------------------
+
+    def committed(self, last_seq: int, now: float) -> None:
+        """The buffer's last committed seq is now ``last_seq``."""
+        if last_seq <= self.seen:
+            return
+        self.seen = last_seq
+        if self.live_since is None and last_seq > self.live_checked_to:
+            self.live_since = now
+
+    def gaps_changed(self, now: float) -> None:
+        """The buffer recorded a new gap (an eviction): look at once."""
+        self.gaps_due_at = min(self.gaps_due_at, now)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def next(self, now: float) -> Pick | Wait:
+        if self.alarms_checked_to < self.seen:
+            return Pick.ALARMS
+        if now >= self.gaps_due_at:
+            return Pick.GAPS
+        live = self._live_ready(now)
+        if live and (self.backlog_done or self._last_reading_pick is not Pick.LIVE):
+            return Pick.LIVE
+        if not self.backlog_done:
+            return Pick.BACKLOG
+        until = self.gaps_due_at
+        if self.live_since is not None:
+            until = min(until, self.live_since + self.max_wait_s)
+        return Wait(until)
+
+    def _live_ready(self, now: float) -> bool:
+        if self.live_since is None:
+            return False
+        return (
+            self.seen - self.live_after >= self.batch_size
+            or now - self.live_since >= self.max_wait_s
+        )
+
+    def fetch_range(self, pick: Pick) -> FetchRange:
+        if pick is Pick.ALARMS:
+            return FetchRange(Lane.ALARM, self.alarm_after, None, self.alarm_fetch)
+        if pick is Pick.LIVE:
+            return FetchRange(Lane.READING, self.live_after, None, self.batch_size)
+        if pick is Pick.BACKLOG:
+            return FetchRange(Lane.READING, self.backlog_after, self.boundary, self.batch_size)
+        raise ValueError(f"{pick} is not fetched by seq range")
+
+    def fetched(
+        self, pick: Pick, *, last_seq: int | None, count: int, checked_to: int, now: float
+    ) -> None:
+        """A fetch for ``pick`` returned ``count`` items, the last with seq ``last_seq``.
+
+        ``checked_to`` is the buffer's ``last_seq`` read just before the fetch: a short answer
+        means every item of that lane up to it has now been seen.
+        """
+        if pick is Pick.GAPS:
+            self.gaps_due_at = now + self.gaps_every_s
+            return
+        short = count < self.fetch_range(pick).limit
+        if pick is Pick.ALARMS:
+            if last_seq is not None:
+                self.alarm_after = last_seq
+            if short:
+                self.alarms_checked_to = max(checked_to, self.alarm_after)
+            return
+        self._last_reading_pick = pick
+        if pick is Pick.BACKLOG:
+            if last_seq is not None:
+                self.backlog_after = last_seq
+            self.backlog_done = self.backlog_done or short
+            return
+        if last_seq is not None:
+            self.live_after = last_seq
+        if short:
+            self.live_checked_to = max(checked_to, self.live_after)
+            self.live_since = now if self.seen > self.live_checked_to else None

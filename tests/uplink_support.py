@@ -1,0 +1,193 @@
+"""Helpers for the uplink tests: a collecting subscriber, a running uplink, a test PKI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from gateway.config import UplinkConfig
+from gateway.model import Reading
+from gateway.uplink.mqtt import Uplink
+
+PREFIX = "t"
+GATEWAY = "gw-1"
+
+
+def uplink_config(servers: list[str], **overrides: Any) -> UplinkConfig:
+    """Short intervals so outages are noticed and healed within a second or two."""
+    raw: dict[str, Any] = {
+        "servers": servers,
+        "topic_prefix": PREFIX,
+        "keepalive": "1s",
+        "reconnect_max": "500ms",
+        "batch": {"max_readings": 50, "max_wait": "50ms"},
+        "max_inflight": 8,
+    }
+    raw.update(overrides)
+    return UplinkConfig.model_validate(raw)
+
+
+def make_uplink(config: UplinkConfig, buffer: Any, password: str | None = None) -> Uplink:
+    return Uplink(
+        config,
+        gateway_id=GATEWAY,
+        client_id=GATEWAY,
+        buffer=buffer,
+        password=password,
+        version="0.1.0-test",
+        config_digest="abc",
+        started_ms=1,
+        reconnect_min_s=0.05,
+    )
+
+
+def reading(i: int) -> Reading:
+    return Reading(device="aq-1", point="pm25", value=float(i), ts_ms=1_764_169_200_000 + i)
+
+
+@dataclass
+class Received:
+    topic: str
+    data: dict[str, Any]
+    retain: bool
+    at: float  # monotonic
+
+
+@dataclass
+class Subscriber:
+    """Everything published under ``PREFIX/GATEWAY/#``, in arrival order."""
+
+    messages: list[Received] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def of(self, kind: str) -> list[Received]:
+        return [m for m in self.messages if m.topic == f"{PREFIX}/{GATEWAY}/{kind}"]
+
+    def seq_counts(self, since: int = 0) -> Counter[int]:
+        """How often each seq arrived in readings or alarms (messages from index ``since``)."""
+        counts: Counter[int] = Counter()
+        for m in self.messages[since:]:
+            if m.topic.endswith("/readings"):
+                counts.update(r["seq"] for r in m.data["readings"])
+            elif m.topic.endswith("/alarms"):
+                counts[m.data["seq"]] += 1
+        return counts
+
+    def covered(self) -> set[int]:
+        """Seqs received, or declared lost in a gap message."""
+        seqs = set(self.seq_counts())
+        for m in self.of("gaps"):
+            seqs.update(range(m.data["from_seq"], m.data["to_seq"] + 1))
+        return seqs
+
+    async def wait_for(self, predicate: Callable[[], bool], within_s: float = 10.0) -> None:
+        async with asyncio.timeout(within_s):
+            while not predicate():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@contextlib.asynccontextmanager
+async def subscribed(port: int, topic: str = f"{PREFIX}/{GATEWAY}/#") -> AsyncIterator[Subscriber]:
+    sub = Subscriber()
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sub-{time.monotonic_ns()}") as client:
+        await client.subscribe(topic, qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                body = message.payload
+                assert isinstance(body, bytes)
+                sub.messages.append(
+                    Received(str(message.topic), json.loads(body), message.retain, time.monotonic())
+                )
+                sub.arrived.set()
+
+        task = asyncio.create_task(collect(), name="test-subscriber")
+        try:
+            yield sub
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running(uplink: Uplink) -> AsyncIterator[Uplink]:
+    """``uplink.run()`` in a task, cancelled and awaited on exit."""
+    task = asyncio.create_task(uplink.run(), name="test-uplink")
+    try:
+        yield uplink
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
+    async with asyncio.timeout(within_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# A throwaway PKI made with the openssl command (the cryptography package is not installed).
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    other_ca: Path  # a CA that signed nothing the broker shows
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def mosquitto_tls(self, *, require_client_cert: bool) -> str:
+        lines = [f"cafile {self.ca}", f"certfile {self.server_cert}", f"keyfile {self.server_key}"]
+        if require_client_cert:
+            lines.append("require_certificate true")
+        return "\n".join(lines)
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+
+def _new_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    return cert, key
+
+
+def _signed(folder: Path, name: str, ca: tuple[Path, Path], ext: str) -> tuple[Path, Path]:
+    cert, key, csr = folder / f"{name}.pem", folder / f"{name}.key", folder / f"{name}.csr"
+    extfile = folder / f"{name}.ext"
+    extfile.write_text(ext + "\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", f"/CN={name}")  # fmt: skip
+    _openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", extfile)  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def make_pki(folder: Path) -> Pki:
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = _new_ca(folder, "test-ca")
+    other, _ = _new_ca(folder, "other-ca")
+    server = _signed(
+        folder, "server", ca, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+    )
+    client = _signed(folder, "client", ca, "extendedKeyUsage=clientAuth")
+    return Pki(ca[0], other, server[0], server[1], client[0], client[1])
