@@ -315,16 +315,20 @@ vertical-align:0}
 .dot.ok{background:var(--ok)}.dot.bad{background:var(--bad)}
 table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 th{text-align:left;font-size:12px;text-transform:uppercase;letter-spacing:.05em;
-color:var(--mute);font-weight:600;padding:6px 10px;border-bottom:2px solid var(--line)}
+color:var(--mute);font-weight:600;padding:6px 10px;border-bottom:2px solid var(--line);
+white-space:nowrap}
 td{padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top}
 tr.device:last-child td{border-bottom:0}
 td.num,th.num{text-align:right}
-td.dev{font-weight:600}td.src{color:var(--mute)}
+td.dev{font-weight:600;white-space:nowrap}td.src{white-space:nowrap}
+td.src small{display:block;color:var(--mute);font-size:12px}
+td.ago{white-space:nowrap}
 .state{display:inline-block;min-width:64px;text-align:center;padding:2px 10px;
 border-radius:6px;color:#fff;font-weight:600;font-size:13px}
 .vals span{display:inline-block;margin-right:12px;white-space:nowrap}
 .vals b{font-weight:600}.vals i{font-style:normal;color:var(--mute);margin-right:3px}
-td.err{color:#b42318;font-size:13px;max-width:260px;overflow-wrap:anywhere}
+td.err{color:#b42318;font-size:13px;max-width:260px;overflow-wrap:break-word}
+.card.wide{overflow-x:auto}
 .bad-text{color:var(--bad);font-weight:600}
 footer{color:var(--mute);font-size:13px;margin-top:12px}
 body.is-stale main{opacity:.72}
@@ -350,6 +354,8 @@ function bytes(n){var u=["B","KiB","MiB","GiB"],i=0;while(n>=1024&&i<3){n/=1024;
 return (i?n.toFixed(1):n)+" "+u[i];}
 function num(v){if(v===null)return "NaN";if(typeof v==="boolean")return v?"true":"false";
 return String(Math.round(v*1000)/1000);}
+function hms(t){return [t.getHours(),t.getMinutes(),t.getSeconds()].map(function(n){
+return (n<10?"0":"")+n;}).join(":");}
 function count(n){return Number(n).toLocaleString("en-US");}
 function dl(rows){var d=el("dl");rows.forEach(function(r){add(d,el("dt",null,r[0]));
 var dd=el("dd");if(r[2])add(dd,el("span","dot "+r[2]));
@@ -387,12 +393,12 @@ doc.sources.forEach(function(s){s.devices.forEach(function(d){
 var tr=el("tr","device");tr.dataset.device=d.name;var vals=el("td","vals");
 Object.keys(d.last_values).forEach(function(k){add(vals,add(el("span"),el("i",null,k),
 el("b",null,num(d.last_values[k]))));});
-add(tr,el("td","dev",d.name),el("td","src",s.name+" · "+s.kind),
-add(el("td"),el("span","state "+d.state,d.state)),el("td",null,ago(d.last_ok_ts,now)),vals,
+add(tr,el("td","dev",d.name),add(el("td","src",s.name),el("small",null,s.kind)),
+add(el("td"),el("span","state "+d.state,d.state)),el("td","ago",ago(d.last_ok_ts,now)),vals,
 el("td","num",count(d.reads_ok)),el("td","num",count(d.reads_failed)),
 el("td","num",count(d.parse_errors)),el("td","err",d.last_error||""));add(tb,tr);});});
-add(t,tb);add(m,add(el("section","card"),el("h2",null,"Devices"),t));
-add(m,add(el("footer"),document.createTextNode("updated "+new Date(now).toLocaleTimeString()+
+add(t,tb);add(m,add(el("section","card wide"),el("h2",null,"Devices"),t));
+add(m,add(el("footer"),document.createTextNode("updated "+hms(new Date(now))+
 " · refreshes every "+every/1000+" s")));
 return m;}
 var refreshes=0;
@@ -504,7 +510,8 @@ def _render_body(doc: dict[str, Any]) -> Iterator[str]:
         ("dropped", f"{b['dropped_total']:,}"),
         ("last error", b["last_error"] or "-"),
     ])  # fmt: skip
-    yield '</div></section><section class="card"><h2>Devices</h2><table id="devices"><thead><tr>'
+    yield '</div></section><section class="card wide"><h2>Devices</h2>'
+    yield '<table id="devices"><thead><tr>'
     for title, cls in [("Device", ""), ("Source", ""), ("State", ""), ("Last ok", ""),
                        ("Last values", ""), ("OK", "num"), ("Failed", "num"),
                        ("Parse err.", "num"), ("Last error", "")]:  # fmt: skip
@@ -519,9 +526,9 @@ def _render_body(doc: dict[str, Any]) -> Iterator[str]:
             yield (
                 f'<tr class="device" data-device="{_e(d["name"])}">'
                 f'<td class="dev">{_e(d["name"])}</td>'
-                f'<td class="src">{_e(s["name"])} · {_e(s["kind"])}</td>'
+                f'<td class="src">{_e(s["name"])}<small>{_e(s["kind"])}</small></td>'
                 f'<td><span class="state {_e(d["state"])}">{_e(d["state"])}</span></td>'
-                f"<td>{_e(_ago(d['last_ok_ts'], now))}</td>"
+                f'<td class="ago">{_e(_ago(d["last_ok_ts"], now))}</td>'
                 f'<td class="vals">{values}</td>'
                 f'<td class="num">{d["reads_ok"]:,}</td>'
                 f'<td class="num">{d["reads_failed"]:,}</td>'

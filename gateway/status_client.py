@@ -214,4 +214,9 @@ def format_status(doc: dict[str, Any]) -> str:
         if d["state"] != "ok" and d.get("last_error"):
             line += f"  ({d['last_error']})"
         lines.append(line)
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)
+
+
+def _printable(text: str) -> str:
+    """No terminal control characters from a device's error text or a label."""
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -1,0 +1,138 @@
+"""`street-gateway status` as a subprocess against a real status server (in a thread)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from status_support import FakeProvider, healthy_provider, serve_in_thread
+from support import free_port
+
+TOKEN = "tok-3f9a"
+
+
+def status_command(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREET_GATEWAY_")}
+    environ["STREET_GATEWAY_CONFIG"] = "/nonexistent/gateway.yaml"
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environ,
+        check=False,
+    )
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return healthy_provider()
+
+
+@pytest.fixture
+def server(provider: FakeProvider) -> Iterator[str]:
+    with serve_in_thread(provider) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def guarded(provider: FakeProvider) -> Iterator[str]:
+    with serve_in_thread(provider, token=TOKEN) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_healthy_exits_0_and_prints_every_part(server: str) -> None:
+    result = status_command("--url", server)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "lamppost-0421" in out
+    assert "health   ok" in out
+    assert "connected to mqtt://127.0.0.1:1883" in out
+    assert "1234 readings published" in out
+    assert "backlog 12" in out
+    assert "12 held" in out
+    lines = out.splitlines()
+    for device, state in [("aq-1", "ok"), ('<script>alert("x")</script>', "failing")]:
+        row = next(line for line in lines if line.strip().startswith(device))
+        assert state in row
+    noise = next(line for line in lines if line.strip().startswith("noise-1"))
+    assert "parse 4" in noise
+    assert "laeq=61.2" in noise
+
+
+def test_degraded_exits_1_and_says_why(server: str, provider: FakeProvider) -> None:
+    provider.buffer.writable = False
+    provider.buffer.last_error = "disk full"
+    result = status_command("--url", server)
+    assert result.returncode == 1, result.stderr
+    assert "DEGRADED" in result.stdout
+    assert "buffer cannot be written: disk full" in result.stdout
+
+
+def test_nothing_listening_exits_3_and_says_why() -> None:
+    result = status_command("--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 3
+    assert "unreachable" in result.stderr
+    assert "cannot connect" in result.stderr
+    assert "refused" in result.stderr.lower()
+
+
+def test_token_from_file_or_environment(guarded: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {TOKEN}\n")
+    token_file.chmod(0o600)
+    assert status_command("--url", guarded, "--token-file", str(token_file)).returncode == 0
+    assert status_command("--url", guarded, env={"STREET_GATEWAY_TOKEN": TOKEN}).returncode == 0
+    missing = status_command("--url", guarded)
+    assert missing.returncode == 3
+    assert "401" in missing.stderr
+    wrong = status_command("--url", guarded, env={"STREET_GATEWAY_TOKEN": "nope"})
+    assert wrong.returncode == 3
+    assert "wrong token" in wrong.stderr
+
+
+def test_address_and_token_come_from_the_config(guarded: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "status-token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"id": "lamppost-0421"},
+                "uplink": {"servers": ["mqtt://127.0.0.1:1883"]},
+                "status": {"listen": guarded.removeprefix("http://"), "token_file": "status-token"},
+                "sources": [
+                    {
+                        "name": "noise-1",
+                        "kind": "serial",
+                        "port": "/dev/ttyAMA0",
+                        "parse": {"format": "kv"},
+                        "points": [{"name": "laeq"}],
+                    }
+                ],
+            }
+        )
+    )
+    result = status_command("-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "lamppost-0421" in result.stdout
+    # and through $STREET_GATEWAY_CONFIG
+    assert status_command(env={"STREET_GATEWAY_CONFIG": str(config)}).returncode == 0
+
+
+def test_a_broken_config_without_url_exits_3(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("gateway: {id: 'Not Valid'}\n")
+    result = status_command("-c", str(config))
+    assert result.returncode == 3
+    assert "cannot tell where the daemon listens" in result.stderr
+    assert "gateway.id" in result.stderr
