@@ -96,6 +96,9 @@ def configure_logging(level: str) -> None:
     if not stream_is_journal:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    # pymodbus logs every unanswered request at ERROR with a frame dump: a dead unit would fill
+    # the journal on every poll. Our sources log each device's state changes instead.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def load_or_report(path: Path | None) -> LoadedConfig | None:
@@ -173,10 +176,12 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_BAD_CONFIG
-    print("street-gateway run: not yet available (the daemon lands with issue 8)", file=sys.stderr)
-    return 1
+    from gateway.daemon import run_daemon  # noqa: PLC0415 - keeps `check` free of the I/O stack
+
+    return run_daemon(loaded)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    print("street-gateway demo: not yet available (lands with issue 7)", file=sys.stderr)
-    return 1
+    from gateway import demo  # noqa: PLC0415 - the demo pulls in the simulators
+
+    return demo.main(args.outage)

@@ -10,7 +10,7 @@ apt_packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packages+=(mosquitto)
 command -v socat >/dev/null 2>&1 || apt_packages+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
-command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo -n"

@@ -1,0 +1,335 @@
+"""The composition root: sources -> alarms -> buffer -> uplink, with status and systemd beside.
+
+Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer outlives the pipeline
+(sources, alarm rules, uplink), so a SIGHUP reload swaps the pipeline and never touches the
+buffer. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop polling -> commit in-flight
+readings -> let the uplink finish the publish in progress (bounded) -> close the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway import __version__, systemd
+from gateway.alarms import AlarmEngine
+from gateway.buffer import Buffer
+from gateway.clock import SystemClock
+from gateway.config import (
+    Config,
+    LoadedConfig,
+    ModbusRtuSource,
+    ModbusTcpSource,
+    SerialSource,
+    load_config,
+)
+from gateway.errors import ConfigError
+from gateway.model import BufferStats, DeviceStats, Reading, UplinkStats
+from gateway.sources.modbus import ModbusSource
+from gateway.sources.serial import SerialSensorSource
+from gateway.status import SourceView, StatusServer
+from gateway.uplink.mqtt import Uplink
+
+log = logging.getLogger(__name__)
+
+UPLINK_SHUTDOWN_S = 2.0
+STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
+
+SourceAdapter = ModbusSource | SerialSensorSource
+
+
+class Pipeline:
+    """What a reload replaces: the sources, the alarm rules and the uplink of one config."""
+
+    def __init__(self, loaded: LoadedConfig, buffer: Buffer, clock: SystemClock, started_ms: int):
+        config = loaded.config
+        self.loaded = loaded
+        self.buffer = buffer
+        self.clock = clock
+        self.alarms = AlarmEngine(config.alarms)
+        self.sources: list[tuple[str, str, SourceAdapter]] = [
+            (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
+        ]
+        self.uplink = Uplink(
+            config.uplink,
+            gateway_id=config.gateway.id,
+            client_id=config.client_id,
+            buffer=buffer,
+            password=loaded.mqtt_password,
+            version=__version__,
+            config_digest=loaded.digest,
+            started_ms=started_ms,
+        )
+        self.readings_total = 0
+        self.alarms_total = 0
+
+    def accept(self, reading: Reading) -> None:
+        """The sink every source calls: flag unsynced time, buffer it, then run the alarm rules."""
+        if not self.clock.synced:
+            reading = dataclasses.replace(reading, clock_synced=False)
+        self.readings_total += 1
+        self.buffer.put(reading)
+        for event in self.alarms.observe(reading):
+            self.alarms_total += 1
+            log.warning(
+                "alarm %s %s (value %s, priority %s)",
+                event.alarm,
+                event.state,
+                event.value,
+                event.priority,
+            )
+            self.buffer.put(event)
+
+    async def run_sources(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for name, _, source in self.sources:
+                group.create_task(source.run(), name=f"source:{name}")
+
+    def devices(self) -> list[DeviceStats]:
+        return [d for _, _, source in self.sources for d in source.devices]
+
+
+def make_source(
+    config: ModbusRtuSource | ModbusTcpSource | SerialSource, sink: Callable[[Reading], None]
+) -> SourceAdapter:
+    if isinstance(config, SerialSource):
+        return SerialSensorSource(config, sink)
+    return ModbusSource(config, sink)
+
+
+class Daemon:
+    """`street-gateway run`: owns the buffer, the status server and the current pipeline."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.started_ms = int(time.time() * 1000)
+        self.started_monotonic = time.monotonic()
+        self.clock = SystemClock()
+        self._wake = asyncio.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+        self._buffer: Buffer | None = None
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    # -- the StatusProvider interface ---------------------------------------------------------
+
+    def gateway_info(self) -> dict[str, Any]:
+        return {
+            "id": self.config.gateway.id,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+            "clock_synced": self.clock.synced,
+            "labels": dict(self.config.gateway.labels),
+        }
+
+    def uplink_stats(self) -> UplinkStats:
+        return self._pipeline.uplink.stats if self._pipeline else UplinkStats()
+
+    def buffer_stats(self) -> BufferStats:
+        return self._buffer.stats if self._buffer else BufferStats()
+
+    def sources(self) -> list[SourceView]:
+        if self._pipeline is None:
+            return []
+        return [
+            SourceView(name=name, kind=kind, devices=source.devices)
+            for name, kind, source in self._pipeline.sources
+        ]
+
+    def backlog(self) -> int:
+        return self.buffer_stats().readings
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await self._run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    async def _run(self) -> None:
+        config = self.config
+        buffer_config = config.buffer
+        assert buffer_config.path is not None  # load_config resolves it
+        host, port = self.loaded.status_host_port
+        async with (
+            Buffer(
+                buffer_config.path,
+                max_size=buffer_config.max_size,
+                max_age_s=buffer_config.max_age,
+                sync=buffer_config.sync,
+            ) as buffer,
+            StatusServer(self, host=host, port=port, token=self.loaded.status_token) as status,
+        ):
+            self._buffer = buffer
+            log.info(
+                "street-gateway %s started as %s: buffer %s, status http://%s:%d/",
+                __version__,
+                config.gateway.id,
+                buffer_config.path,
+                host,
+                status.port,
+            )
+            async with asyncio.TaskGroup() as group:
+                watch = group.create_task(self._watch(), name="watchdog")
+                while not self._stop_requested:
+                    self._pipeline = Pipeline(self.loaded, buffer, self.clock, self.started_ms)
+                    await self._run_pipeline(self._pipeline)
+                watch.cancel()
+            log.info("stopped: buffer closed with %d readings waiting", buffer.stats.readings)
+
+    async def _run_pipeline(self, pipeline: Pipeline) -> None:
+        """Run one pipeline until a stop or a valid reload, then stop it in the shutdown order."""
+        async with asyncio.TaskGroup() as group:
+            sources = group.create_task(pipeline.run_sources(), name="sources")
+            uplink = group.create_task(pipeline.uplink.run(), name="uplink")
+            systemd.ready()
+            systemd.status(self.status_line())
+            next_loaded = await self._next_config()
+            await self._stop_pipeline(pipeline, sources, uplink)
+        if next_loaded is not None:
+            self.loaded = next_loaded
+            log.info("reloaded %s: %s", next_loaded.path, _summary(next_loaded.config))
+
+    async def _next_config(self) -> LoadedConfig | None:
+        """Wait for SIGTERM (None) or a SIGHUP whose new config is valid (that config)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stop_requested:
+                return None
+            if self._reload_requested:
+                self._reload_requested = False
+                loaded = self._load_new_config()
+                if loaded is not None:
+                    return loaded
+
+    async def _stop_pipeline(
+        self, pipeline: Pipeline, sources: asyncio.Task[None], uplink: asyncio.Task[None]
+    ) -> None:
+        if self._stop_requested:
+            systemd.stopping()
+            log.info("stopping: polling stopped, committing and finishing the publish in progress")
+        sources.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sources
+        assert self._buffer is not None
+        try:
+            await asyncio.wait_for(self._buffer.flush(), timeout=1.0)
+        except TimeoutError:
+            log.warning("could not commit the last readings within 1 s; they stay queued")
+        try:
+            await asyncio.wait_for(
+                pipeline.uplink.shutdown(UPLINK_SHUTDOWN_S), UPLINK_SHUTDOWN_S + 0.5
+            )
+        except TimeoutError:
+            log.warning("uplink did not finish in time; unacknowledged readings stay buffered")
+        if not uplink.done():
+            uplink.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await uplink
+
+    def _load_new_config(self) -> LoadedConfig | None:
+        problems: list[str] = []
+        try:
+            loaded = load_config(self.loaded.path)
+        except ConfigError as exc:
+            problems = exc.problems
+        if problems:
+            log.error("reload refused, the running config stays:\n  %s", "\n  ".join(problems))
+            return None
+        if loaded.config.buffer != self.config.buffer:
+            log.warning("reload: buffer settings change only on restart; the buffer is untouched")
+        if loaded.config.status != self.config.status:
+            log.warning("reload: status settings change only on restart")
+        return loaded
+
+    async def _watch(self) -> None:
+        """Ping the systemd watchdog only while the buffer commits and the devices get polled.
+
+        The buffer proves itself by completing a flush (its commit path and database thread
+        answer); the sources by their devices' poll counters moving. A wedged stage stops the
+        pings, so systemd restarts the service. STATUS= is kept current on the way.
+        """
+        watchdog = systemd.Watchdog()
+        period = min(watchdog.period_s, STATUS_LINE_INTERVAL_S)
+        buffer_beat = watchdog.register("buffer", allowance_s=max(30.0, 4 * period))
+        sources_beat = watchdog.register("sources", allowance_s=self._polling_allowance())
+        last_polls = -1
+        while True:
+            assert self._buffer is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._buffer.flush(), timeout=period)
+                buffer_beat.beat()
+            polls = sum(d.reads_ok + d.reads_failed + d.parse_errors for d in self._devices())
+            if polls != last_polls:
+                sources_beat.beat()
+                last_polls = polls
+            sources_beat.allowance_s = self._polling_allowance()
+            watchdog.tick()
+            systemd.status(self.status_line())
+            await asyncio.sleep(period)
+
+    def _devices(self) -> list[DeviceStats]:
+        return self._pipeline.devices() if self._pipeline else []
+
+    def _polling_allowance(self) -> float:
+        """Long enough that even a down device (polled once per backoff period) shows a poll."""
+        slowest = 0.0
+        for source in self.config.sources:
+            intervals = (
+                [source.poll_interval]
+                if isinstance(source, SerialSource)
+                else [d.interval for d in source.devices]
+            )
+            slowest = max(slowest, *intervals, source.backoff_max)
+        return 3 * slowest + 30.0
+
+    def status_line(self) -> str:
+        uplink = self.uplink_stats()
+        buffer = self.buffer_stats()
+        devices = self._devices()
+        ok = sum(1 for d in devices if d.state == "ok")
+        link = f"up ({uplink.server})" if uplink.connected else "down"
+        return (
+            f"{ok}/{len(devices)} devices ok, uplink {link}, backlog {buffer.readings}, "
+            f"published {uplink.published_total}"
+        )
+
+
+def _summary(config: Config) -> str:
+    devices = sum(1 for _ in config.devices())
+    return f"{len(config.sources)} sources, {devices} devices, {len(config.alarms)} alarms"
+
+
+def run_daemon(loaded: LoadedConfig) -> int:
+    """Run until SIGTERM/SIGINT; 0 after a clean shutdown, 1 after a fatal runtime error."""
+    try:
+        return asyncio.run(Daemon(loaded).run())
+    except Exception:
+        log.exception("fatal error")
+        return 1

@@ -1,0 +1,378 @@
+"""`street-gateway demo`: the whole pipeline on one machine, no hardware and no config.
+
+Simulated street sensors (Modbus TCP units and a serial noise meter on a pseudo-terminal), a local
+MQTT broker (mosquitto when installed, else the embedded amqtt broker), a cuttable link between
+the daemon and the broker, the daemon itself with its status page, and an upstream subscriber
+that counts what arrives. A live view shows each device's latest values, readings/s, the backlog,
+the uplink state and "delivered N of M". ``--outage 20s`` cuts the link for 20 s every 40 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import yaml
+
+from gateway.config import load_config, parse_duration
+from gateway.daemon import Daemon
+from gateway.sim.link import CuttableLink
+from gateway.sim.modbus import SimUnit, profile_points, serve_tcp
+from gateway.sim.serial import SimulatedSerialSensor
+
+log = logging.getLogger(__name__)
+
+GATEWAY_ID = "demo-lamppost"
+TOPIC_PREFIX = "street-gateway"
+MODBUS_UNITS = [
+    (1, "air-quality", "air_quality", "2s"),
+    (2, "river-level", "water_level", "1s"),
+    (3, "cabinet-meter", "energy_meter", "5s"),
+    (4, "traffic-count", "traffic_counter", "2s"),
+]
+NOISE_METER = "noise-1"
+REFRESH_S = 0.5
+
+
+def demo_config(
+    *, modbus_port: int, noise_tty: str, broker_port: int, status_port: int, state_dir: Path
+) -> dict[str, Any]:
+    """The demo's gateway.yaml (configs/demo.yaml is the same with fixed ports)."""
+    return {
+        "gateway": {"id": GATEWAY_ID, "labels": {"site": "demo"}},
+        "buffer": {"path": str(state_dir / "buffer.db"), "max_size": "64MiB", "sync": "normal"},
+        "uplink": {
+            "servers": [f"mqtt://127.0.0.1:{broker_port}"],
+            "topic_prefix": TOPIC_PREFIX,
+            "batch": {"max_readings": 500, "max_wait": "100ms"},
+            "keepalive": "5s",
+            "reconnect_max": "2s",
+        },
+        "status": {"listen": f"127.0.0.1:{status_port}"},
+        "sources": [
+            {
+                "name": "cabinet-bus",
+                "kind": "modbus-tcp",
+                "host": "127.0.0.1",
+                "port": modbus_port,
+                "timeout": "500ms",
+                "retries": 1,
+                "devices": [
+                    {"name": name, "unit": unit, "interval": interval,
+                     "points": profile_points(profile)}
+                    for unit, name, profile, interval in MODBUS_UNITS
+                ],
+            },
+            {
+                "name": NOISE_METER,
+                "kind": "serial",
+                "port": noise_tty,
+                "line_end": "\r\n",
+                "interval": "2s",
+                "parse": {"regex": r"LAeq=(?P<laeq>-?[0-9.]+) LAmax=(?P<lamax>-?[0-9.]+)"},
+                "points": [{"name": "laeq", "unit": "dBA"}, {"name": "lamax", "unit": "dBA"}],
+            },
+        ],
+        "alarms": [
+            {"point": "noise-1/laeq", "above": 68, "clear_below": 64, "priority": "normal"},
+            {"point": "river-level/level", "above": 1.45, "clear_below": 1.4,
+             "priority": "critical"},
+        ],
+    }  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The local broker
+
+
+@contextlib.asynccontextmanager
+async def local_broker(workdir: Path) -> AsyncIterator[tuple[int, str]]:
+    """Mosquitto when it is installed, else amqtt in this process: (port, description)."""
+    port = free_port()
+    binary = find_mosquitto()
+    if binary is not None:
+        proc = _start_mosquitto(binary, workdir, port)
+        try:
+            await _wait_for_port(port)
+            yield port, f"mosquitto (pid {proc.pid})"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return
+    try:
+        from amqtt.broker import Broker  # noqa: PLC0415 - optional: only when mosquitto is absent
+    except ImportError:
+        raise SystemExit(
+            "the demo needs an MQTT broker: install mosquitto (apt-get install mosquitto) "
+            "or the demo extra (pip install 'street-gateway[demo]')"
+        ) from None
+    logging.getLogger("amqtt").setLevel(logging.ERROR)
+    logging.getLogger("transitions").setLevel(logging.ERROR)
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield port, "embedded amqtt broker (mosquitto is not installed)"
+    finally:
+        await broker.shutdown()
+
+
+def find_mosquitto() -> str | None:
+    """Debian puts mosquitto in /usr/sbin, which is not on every user's PATH."""
+    found = shutil.which("mosquitto")
+    return found or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def _start_mosquitto(binary: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 100000\n"
+    )
+    with (workdir / "mosquitto.log").open("ab") as log_file:
+        return subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+
+async def _wait_for_port(port: int, limit_s: float = 10.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream: what the city's platform sees
+
+
+@dataclass
+class Upstream:
+    """Counts what reached the broker: distinct seqs (readings, alarms, gaps) and latest values."""
+
+    seqs: set[int] = field(default_factory=set)
+    gap_seqs: int = 0
+    alarms: list[str] = field(default_factory=list)
+    latest: dict[tuple[str, str], Any] = field(default_factory=dict)
+    received_times: list[float] = field(default_factory=list)
+    online: str = "unknown"
+
+    def take(self, topic: str, payload: bytes) -> None:
+        message = json.loads(payload)
+        kind = topic.rsplit("/", 1)[-1]
+        if kind == "readings":
+            for reading in message["readings"]:
+                self.seqs.add(reading["seq"])
+                self.latest[(reading["device"], reading["point"])] = reading["value"]
+            self.received_times.append(time.monotonic())
+        elif kind == "alarms":
+            self.seqs.add(message["seq"])
+            self.alarms.append(f"{message['alarm']} {message['state']} ({message['value']:g})")
+            self.alarms = self.alarms[-3:]
+        elif kind == "gaps":
+            self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
+            self.gap_seqs += message["count"]
+        elif kind == "status":
+            self.online = message.get("state", "unknown")
+
+    def delivered(self) -> int:
+        return len(self.seqs)
+
+
+async def subscribe(port: int, upstream: Upstream) -> None:
+    while True:
+        try:
+            async with aiomqtt.Client("127.0.0.1", port, identifier="demo-upstream") as client:
+                await client.subscribe(f"{TOPIC_PREFIX}/{GATEWAY_ID}/#", qos=1)
+                async for message in client.messages:
+                    upstream.take(str(message.topic), bytes(message.payload))
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The live view
+
+
+def render(daemon: Daemon, upstream: Upstream, link: CuttableLink, status_url: str) -> str:
+    uplink = daemon.uplink_stats()
+    buffer = daemon.buffer_stats()
+    now = time.monotonic()
+    rate = sum(1 for t in upstream.received_times if now - t < 5) / 5
+    del upstream.received_times[: max(0, len(upstream.received_times) - 2000)]
+    lines = [
+        f"street-gateway demo — gateway {GATEWAY_ID} — status page {status_url}",
+        "",
+        f"{'device':<16} {'state':<8} {'reads':>6}  latest values",
+    ]
+    for source in daemon.sources():
+        for device in source.devices:
+            values = "  ".join(
+                f"{point}={_fmt(value)}" for point, value in list(device.last_values.items())[:5]
+            )
+            lines.append(f"{device.name:<16} {device.state:<8} {device.reads_ok:>6}  {values}")
+    link_state = "UP" if link.is_up else "CUT (simulated outage)"
+    uplink_state = f"connected to {uplink.server}" if uplink.connected else "disconnected"
+    committed = buffer.last_seq
+    lines += [
+        "",
+        f"link: {link_state:<24} uplink: {uplink_state}",
+        f"messages/s upstream: {rate:5.1f}   backlog in buffer: {buffer.readings:>6}   "
+        f"published: {uplink.published_total}",
+        f"delivered {upstream.delivered():,} of {committed:,} stored readings and alarms"
+        + ("  — nothing lost" if upstream.delivered() >= committed > 0 else ""),
+    ]
+    if upstream.alarms:
+        lines.append("recent alarms: " + "; ".join(upstream.alarms))
+    lines.append("")
+    lines.append("Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+async def show(
+    daemon: Daemon, upstream: Upstream, link: CuttableLink, status_url: str, tty: bool
+) -> None:
+    last_plain = 0.0
+    while True:
+        await asyncio.sleep(REFRESH_S)
+        text = render(daemon, upstream, link, status_url)
+        if tty:
+            sys.stdout.write("\x1b[H\x1b[J" + text + "\n")
+            sys.stdout.flush()
+        elif time.monotonic() - last_plain >= 5:
+            last_plain = time.monotonic()
+            print(text.splitlines()[-4 if not upstream.alarms else -5], flush=True)
+
+
+async def outages(link: CuttableLink, outage_s: float) -> None:
+    """Up for outage_s, cut for outage_s, and again."""
+    while True:
+        await asyncio.sleep(outage_s)
+        link.cut()
+        log.warning("demo: cutting the uplink for %gs", outage_s)
+        await asyncio.sleep(outage_s)
+        link.restore()
+        log.warning("demo: uplink restored")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="street-gateway-demo-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def run_demo(outage_s: float | None, status_port: int | None = None) -> int:
+    tty = sys.stdout.isatty()
+    with _workdir() as workdir:
+        async with contextlib.AsyncExitStack() as stack:
+            broker_port, broker_name = await stack.enter_async_context(local_broker(workdir))
+            link = await stack.enter_async_context(CuttableLink("127.0.0.1", broker_port))
+            modbus_port = free_port()
+            units = [SimUnit(unit, profile) for unit, _, profile, _ in MODBUS_UNITS]
+            await stack.enter_async_context(serve_tcp(units, modbus_port))
+            noise = await stack.enter_async_context(
+                SimulatedSerialSensor(workdir / "noise-tty", mode="stream", period=1.0)
+            )
+            if status_port is None:
+                status_port = 8470 if port_is_free(8470) else free_port()
+            config = demo_config(
+                modbus_port=modbus_port,
+                noise_tty=noise.path,
+                broker_port=link.port,
+                status_port=status_port,
+                state_dir=workdir,
+            )
+            config_path = workdir / "gateway.yaml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+            daemon = Daemon(load_config(config_path))
+            status_url = f"http://127.0.0.1:{status_port}/"
+            print(f"broker: {broker_name} on 127.0.0.1:{broker_port}")
+            print(f"config: {config_path}")
+            print(f"status page: {status_url}")
+            upstream = Upstream()
+            async with asyncio.TaskGroup() as group:
+                helpers = [
+                    group.create_task(subscribe(broker_port, upstream), name="upstream"),
+                    group.create_task(show(daemon, upstream, link, status_url, tty), name="view"),
+                ]
+                if outage_s:
+                    helpers.append(group.create_task(outages(link, outage_s), name="outages"))
+                await daemon.run()  # returns after Ctrl-C / SIGTERM and a clean shutdown
+                link.restore()
+                for task in helpers:
+                    task.cancel()
+            delivered, committed = upstream.delivered(), daemon.buffer_stats().last_seq
+            print(
+                f"\ndemo stopped: delivered {delivered:,} of {committed:,} stored readings and "
+                f"alarms; {committed - delivered:,} wait in the buffer for the next run"
+                if delivered < committed
+                else f"\ndemo stopped: delivered {delivered:,} of {committed:,}, nothing lost"
+            )
+    return 0
+
+
+def main(outage: str | None) -> int:
+    outage_s = parse_duration(outage) if outage else None
+    if not os.environ.get("STREET_GATEWAY_CLOCK"):
+        os.environ["STREET_GATEWAY_CLOCK"] = "synced"  # a demo machine's clock is what it is
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_demo(outage_s))
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return 0
