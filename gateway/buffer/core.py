@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -230,7 +231,7 @@ class Buffer:
             return
         try:
             if clean:
-                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             clean = False
             log.warning("buffer checkpoint at close failed: %s", exc)
@@ -588,7 +589,7 @@ class Buffer:
                     continue
                 await self._evict_logged()
                 try:
-                    await self._require_db().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    await self._require_db().execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
                 except (sqlite3.Error, BufferStoreError) as exc:
                     log.warning("buffer checkpoint failed: %s", exc)
                 self._refresh_bytes()
@@ -619,15 +620,17 @@ class Buffer:
                 rows = self._stats.readings
                 if rows == 0:
                     break
-                live = used - self._wal_allowance
-                n = max(1, min(self._evict_chunk, -int((target - used) * rows // -max(live, 1))))
+                live = max(used - self._wal_allowance, 1)
+                n = min(self._evict_chunk, math.ceil((used - target) * rows / live))
                 table = "readings" if rows > self._stats.alarms else "alarms"
                 if not await self._evict_head(db, table, n, "max_size"):
                     break
         file_pages = await self._pragma(db, "page_count")
         excess = file_pages - (limit - self._wal_allowance) // page
         if excess > 0:
-            await db.execute(f"PRAGMA incremental_vacuum({excess})")
+            await db.execute_fetchall(f"PRAGMA incremental_vacuum({excess})")
+        if sum(self._file_bytes()) > limit:  # the WAL grew past its allowance: give it back
+            await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _size_limit(self) -> int:
         limit = self._max_size
@@ -663,39 +666,45 @@ class Buffer:
             if not PLAUSIBLE_MS <= stored < cutoff:
                 break
             n += 1
-        return await self._evict_head(db, table, n, "max_age") and n == self._evict_chunk
+        return n > 0 and await self._evict_head(db, table, n, "max_age") > 0
 
     async def _evict_head(
         self, db: aiosqlite.Connection, table: str, n: int, reason: GapReason
-    ) -> bool:
-        """Delete the ``n`` lowest-seq rows of ``table`` and record them as one gap."""
+    ) -> int:
+        """Delete up to ``n`` lowest-seq rows of ``table``, recorded as one gap; return how many.
+
+        The range stops below the other lane's lowest row, so a gap never encloses a seq
+        that is still to be published: each seq in a gap was evicted by it or acknowledged.
+        """
         rows = await db.execute_fetchall(
-            f"SELECT min(seq), max(seq), count(*) FROM"
-            f" (SELECT seq FROM {table} ORDER BY seq LIMIT ?)",
-            (n,),
+            f"SELECT min(seq), max(seq) FROM (SELECT seq FROM {table} ORDER BY seq LIMIT ?)", (n,)
         )
-        first, last, count = next(iter(rows))
-        if not count:
-            return False
+        first, last = next(iter(rows))
+        if first is None:
+            return 0
+        other = "alarms" if table == "readings" else "readings"
+        blocker = await store.scalar(db, f"SELECT min(seq) FROM {other} WHERE seq > ?", (first,))
+        if blocker is not None and blocker <= last:
+            last = blocker - 1
         await db.execute("BEGIN IMMEDIATE")
         try:
             cursor = await db.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,))
+            removed = cursor.rowcount
             await db.execute(
                 "INSERT INTO gaps (from_seq, to_seq, count, reason, created_ms) VALUES (?,?,?,?,?)",
-                (first, last, cursor.rowcount, reason, self._now_ms()),
+                (first, last, removed, reason, self._now_ms()),
             )
             await db.execute("COMMIT")
         except BaseException:
             await self._rollback(db)
             raise
-        removed = cursor.rowcount
         self._stats.readings -= removed
         if table == "alarms":
             self._stats.alarms -= removed
         self._stats.evicted_total[reason] = self._stats.evicted_total.get(reason, 0) + removed
         log.warning("buffer: evicted %d %s (seq %d..%d, %s)", removed, table, first, last, reason)
         await self._refresh_oldest()
-        return True
+        return int(removed)
 
     # -- stats and errors ------------------------------------------------------------------
 

@@ -165,7 +165,7 @@ def plan_start(
         gaps: list[tuple[int, int, GapReason]] = []
         if lost_to > state.base:
             gaps.append((state.base + 1, lost_to, "corrupt_buffer"))
-        return Start(state.reserved, gaps)
+        return Start(lost_to, gaps)
     if state is None or state.clean == db_last or state.reserved <= db_last:
         return Start(db_last, [])
     if same_boot and intact:

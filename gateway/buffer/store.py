@@ -90,9 +90,9 @@ async def open_db(
         raise map_error(exc, f"cannot open {path}") from exc
     try:
         fresh = await _check_or_create(db, path)
-        await db.execute(f"PRAGMA synchronous = {sync.upper()}")
-        await db.execute(f"PRAGMA wal_autocheckpoint = {wal_limit_pages}")
-        await db.execute(f"PRAGMA journal_size_limit = {wal_limit_pages * PAGE_SIZE}")
+        await db.execute_fetchall(f"PRAGMA synchronous = {sync.upper()}")
+        await db.execute_fetchall(f"PRAGMA wal_autocheckpoint = {wal_limit_pages}")
+        await db.execute_fetchall(f"PRAGMA journal_size_limit = {wal_limit_pages * PAGE_SIZE}")
     except BaseException as exc:
         await db.close()
         if isinstance(exc, sqlite3.Error):
@@ -105,8 +105,8 @@ async def _check_or_create(db: aiosqlite.Connection, path: Path) -> bool:
     tables = {row[0] for row in await db.execute_fetchall("SELECT name FROM sqlite_schema")}
     app_id = await scalar(db, "PRAGMA application_id")
     if not tables and app_id == 0:
-        await db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        await db.execute_fetchall(f"PRAGMA page_size = {PAGE_SIZE}")
+        await db.execute_fetchall("PRAGMA auto_vacuum = INCREMENTAL")
         mode = await scalar(db, "PRAGMA journal_mode = WAL")
         if mode != "wal":
             raise BufferWriteError(f"{path}: cannot switch to WAL mode (got {mode})")
