@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import subprocess
 import time
@@ -137,6 +138,12 @@ async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+def as_me() -> str:
+    """Keep mosquitto as this user: started as root it would drop to ``mosquitto`` and could
+    not read the test's files (harmless when not root)."""
+    return f"user {getpass.getuser()}"
+
+
 # ---------------------------------------------------------------------------------------------
 # A throwaway PKI made with the openssl command (the cryptography package is not installed).
 
@@ -151,7 +158,12 @@ class Pki:
     client_key: Path
 
     def mosquitto_tls(self, *, require_client_cert: bool) -> str:
-        lines = [f"cafile {self.ca}", f"certfile {self.server_cert}", f"keyfile {self.server_key}"]
+        lines = [
+            as_me(),
+            f"cafile {self.ca}",
+            f"certfile {self.server_cert}",
+            f"keyfile {self.server_key}",
+        ]
         if require_client_cert:
             lines.append("require_certificate true")
         return "\n".join(lines)

@@ -32,7 +32,7 @@ import math
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiomqtt
 from aiomqtt import MqttCodeError, MqttError
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 # paho's own lines ("failed to receive on socket: ...") go here, below our state-change lines.
 _paho_log = logging.getLogger(f"{__name__}.paho")
 
-# CONNACK return codes (MQTT 3.1.1) that mean the credentials were refused.
-_AUTH_REFUSED = {4, 5}
+# CONNACK codes that mean the credentials were refused: MQTT 3.1.1 (4, 5) and as paho 2 maps
+# them to MQTT 5 reason codes (134 bad user name or password, 135 not authorized).
+_AUTH_REFUSED = {4, 5, 134, 135}
 
 
 class BufferLike(Protocol):
@@ -73,6 +74,18 @@ class BufferLike(Protocol):
     async def pending_gaps(self) -> list[Gap]: ...
 
     async def ack_gap(self, gap_id: int) -> None: ...
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho leaves a socket whose TLS handshake failed for the garbage collector; close it now,
+    so a gateway retrying against a broker with the wrong certificate holds no stray sockets."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 class _ConnectFailed(Exception):
@@ -121,6 +134,7 @@ class Uplink:
         config_digest: str,
         started_ms: int,
         reconnect_min_s: float = 0.1,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self._config = config
         self._gateway_id = gateway_id
@@ -131,8 +145,8 @@ class Uplink:
         self._topics = payload.Topics.for_gateway(config.topic_prefix, gateway_id)
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
         self._keepalive = max(1, round(config.keepalive))
-        # Connect, birth and shutdown: a broker that does not answer within this is gone.
-        self._op_timeout = max(5.0, 3.0 * config.keepalive)
+        # Connect (TCP, TLS, CONNACK), birth and goodbye: a broker silent this long is gone.
+        self._op_timeout = connect_timeout_s
         # A PUBACK behind a full window on a slow link may take a while; a dead link is found
         # sooner by the keepalive (no answer to PINGREQ within keepalive closes it).
         self._publish_timeout = max(30.0, 4.0 * config.keepalive)
@@ -221,7 +235,7 @@ class Uplink:
         try:
             await asyncio.wait(
                 {connecting, stopping},
-                timeout=2 * self._op_timeout,
+                timeout=self._op_timeout + 1.0,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -261,6 +275,8 @@ class Uplink:
         )
         # aiomqtt warns above this many pending calls; our window bounds them by design.
         client.pending_calls_threshold = 2 * self._config.max_inflight + 8
+        client._client.connect_timeout = self._op_timeout
+        _fail_fast_before_connack(client)
         return client
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -272,6 +288,7 @@ class Uplink:
         if tls and tls.insecure_skip_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        context.sslsocket_class = _ClosingSSLSocket
         return context
 
     def _set_disconnected(self) -> None:
@@ -471,6 +488,23 @@ class Uplink:
                 return
 
 
+def _fail_fast_before_connack(client: aiomqtt.Client) -> None:
+    """A connection closed before CONNACK (a TLS-only port, a broker at its connection limit)
+    fails the connect at once; aiomqtt alone would wait for its timeout (aiomqtt 2.5 ignores a
+    disconnect before CONNACK)."""
+    paho = client._client
+    inner = paho.on_disconnect
+
+    def on_disconnect(*args: Any) -> None:
+        if inner is not None:
+            inner(*args)
+        connected = client._connected
+        if not connected.done():
+            connected.set_exception(MqttError("the connection closed before CONNACK"))
+
+    paho.on_disconnect = on_disconnect
+
+
 def _evicted(stats: BufferStats) -> int:
     return sum(stats.evicted_total.values()) + len(stats.corrupt_files)
 
@@ -490,9 +524,10 @@ def _describe_connect_failure(server: str, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, MqttConnectError):
         rc = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", None)
-        if rc in _AUTH_REFUSED or "not authori" in text.lower() or "password" in text.lower():
-            return f"auth refused by {server}: {text}"
-        return f"{server} refused the connection: {text}"
+        reason = str(exc.rc) if exc.rc is not None and not isinstance(exc.rc, int) else text
+        if rc in _AUTH_REFUSED:
+            return f"auth refused by {server}: {reason} (check uplink.username and password_file)"
+        return f"{server} refused the connection: {reason}"
     if isinstance(exc, ssl.SSLError) or "SSL" in text or "certificate" in text:
         return f"TLS failure with {server}: {text}"
     if isinstance(exc, TimeoutError):
