@@ -55,13 +55,19 @@ def test_probe_prints_and_parses_stream_lines(
         code = main(
             ["probe", "serial", "-c", str(config_file), "--source", "noise-1", "--count", "6"]
         )
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert "# 6 lines" in out
-    assert "4 parsed, 2 rejected" in out
-    assert out.count("'LAeq=") == 4
-    assert out.count(" dBA, lamax=") == 4
-    assert out.count("-> parse error: does not match the regex") == 2
+    assert out[-1].startswith("# 6 lines")
+    shown = out[1:-1]
+    # Each line as received, then what the parser made of it. (The first may be cut in two:
+    # the probe can open the port in the middle of a line.)
+    pairs = list(zip(shown[0::2], shown[1::2], strict=True))
+    good = [result for line, result in pairs if "'LAeq=" in line]
+    bad = [result for line, result in pairs if "sensor self-test" in line]
+    assert len(good) >= 3
+    assert all(result.startswith("    -> laeq=") and " dBA, lamax=" in result for result in good)
+    assert 1 <= len(bad) <= 2
+    assert all(r.startswith("    -> parse error: does not match the regex") for r in bad)
 
 
 def test_probe_polls_with_a_request(

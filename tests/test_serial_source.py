@@ -93,7 +93,7 @@ async def test_stream_mode_gives_readings(make_sim: Callable[..., SimulatedSeria
     }
     assert all(35 <= r.value <= 105 and r.ts_ms >= before for r in readings)
     assert stats.state == "ok"
-    assert stats.parse_errors == 0
+    assert stats.parse_errors <= 1  # the port may open in the middle of a line
     assert stats.last_ok_ts == readings[-1].ts_ms
     assert stats.last_values == {r.point: r.value for r in readings[-2:]}
 
@@ -159,25 +159,21 @@ async def test_poll_mode_retries_then_recovers_from_a_silent_sensor(
 
 
 async def test_stream_silence_makes_the_device_failing_then_down(
-    make_sim: Callable[..., SimulatedSerialSensor],
+    make_sim: Callable[..., SimulatedSerialSensor], caplog: pytest.LogCaptureFixture
 ) -> None:
     sim = make_sim(period=0.01)
-    states: list[str] = []
-    async with running(serial_config(sim.path, interval="100ms")) as (stats, _):
+    caplog.set_level(logging.INFO, logger="gateway.sources.serial")
+    async with running(serial_config(sim.path, interval="200ms")) as (stats, _):
         await until(lambda: stats.reads_ok >= 1, "a first line")
         sim.silent = True
-
-        def watch() -> bool:
-            if not states or states[-1] != stats.state:
-                states.append(stats.state)
-            return stats.state == "down"
-
-        await until(watch, "down after silence")
-        assert states == ["ok", "failing", "down"]
+        await until(lambda: stats.state == "down", "down after silence")
         assert stats.last_error is not None
         assert stats.last_error.startswith("no line for")
         sim.silent = False
         await until(lambda: stats.state == "ok", "recovery")
+    messages = [r.getMessage() for r in caplog.records]
+    changes = [m.split(":")[1].strip() for m in messages if "parse" not in m]
+    assert changes == ["failing", "down", "reading again (was down)"]
 
 
 async def test_a_vanished_port_is_reopened(make_sim: Callable[..., SimulatedSerialSensor]) -> None:
