@@ -71,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     status_client.register(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on this machine with simulated sensors")
-    demo.add_argument("--outage", default=None, help="cut the uplink periodically, e.g. 20s")
+    demo.add_argument(
+        "--outage", default=None, help="cut the uplink for this long, every other period (e.g. 20s)"
+    )
+    demo.add_argument(
+        "--status-port",
+        type=int,
+        default=None,
+        help="status page port (default 8470, or a free one)",
+    )
     demo.set_defaults(func=_demo)
 
     audit_command.register(sub)
@@ -184,4 +192,4 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway import demo  # noqa: PLC0415 - the demo pulls in the simulators
 
-    return demo.main(args.outage)
+    return demo.main(args.outage, args.status_port)

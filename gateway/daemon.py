@@ -151,7 +151,11 @@ class Daemon:
 
     # -- running --------------------------------------------------------------------------------
 
-    async def run(self) -> int:
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or request_stop); SIGHUP reloads the config."""
+        if not handle_signals:
+            await self._run()
+            return 0
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)

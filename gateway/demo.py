@@ -306,6 +306,31 @@ async def outages(link: CuttableLink, outage_s: float) -> None:
         log.warning("demo: uplink restored")
 
 
+async def stop_on_signal(
+    daemon: Daemon, link: CuttableLink, helpers: list[asyncio.Task[None]]
+) -> None:
+    """On Ctrl-C or SIGTERM: end any outage, let the backlog drain (up to 10 s), then stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        for task in helpers[2:]:  # the outage cycle
+            task.cancel()
+        link.restore()
+        print("\nstopping: waiting for the backlog to drain (Ctrl-C again to stop at once)")
+        stop.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while daemon.backlog() and not stop.is_set():  # noqa: ASYNC110 - a figure
+                    await asyncio.sleep(0.1)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        daemon.request_stop()
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -332,6 +357,8 @@ async def run_demo(outage_s: float | None, status_port: int | None = None) -> in
             )
             if status_port is None:
                 status_port = 8470 if port_is_free(8470) else free_port()
+            elif status_port == 0:
+                status_port = free_port()
             config = demo_config(
                 modbus_port=modbus_port,
                 noise_tty=noise.path,
@@ -354,8 +381,11 @@ async def run_demo(outage_s: float | None, status_port: int | None = None) -> in
                 ]
                 if outage_s:
                     helpers.append(group.create_task(outages(link, outage_s), name="outages"))
-                await daemon.run()  # returns after Ctrl-C / SIGTERM and a clean shutdown
-                link.restore()
+                stopper = group.create_task(
+                    stop_on_signal(daemon, link, helpers), name="stop-on-signal"
+                )
+                await daemon.run(handle_signals=False)  # returns once stopper stopped it
+                stopper.cancel()
                 for task in helpers:
                     task.cancel()
             delivered, committed = upstream.delivered(), daemon.buffer_stats().last_seq
@@ -368,11 +398,15 @@ async def run_demo(outage_s: float | None, status_port: int | None = None) -> in
     return 0
 
 
-def main(outage: str | None) -> int:
-    outage_s = parse_duration(outage) if outage else None
+def main(outage: str | None, status_port: int | None = None) -> int:
+    try:
+        outage_s = parse_duration(outage) if outage else None
+    except ValueError as exc:
+        print(f"--outage: {exc}", file=sys.stderr)
+        return 2
     if not os.environ.get("STREET_GATEWAY_CLOCK"):
         os.environ["STREET_GATEWAY_CLOCK"] = "synced"  # a demo machine's clock is what it is
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_demo(outage_s))
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    return 0
+    try:
+        return asyncio.run(run_demo(outage_s, status_port))
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were in place
+        return 0
