@@ -363,8 +363,14 @@ class Uplink:
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Raises when the connection drops (the message iterator ends with an MqttError)."""
-        async for _ in client.messages:
-            pass
+        try:
+            async for _ in client.messages:
+                pass
+        except MqttError as exc:
+            reason = str(exc.__cause__ or "connection closed")
+            if "Unspecified error" in reason:  # paho's word for a reset or closed socket
+                reason = "connection lost"
+            raise UplinkError(reason) from exc
         raise UplinkError("connection closed")
 
     # -- the window -----------------------------------------------------------------------
