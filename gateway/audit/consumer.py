@@ -149,10 +149,11 @@ class Consumer:
         loop = asyncio.get_running_loop()
         client = _client(self.opts)
         inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        # Manual ack is paho's; aiomqtt does not expose it. It must be on before CONNECT: the
+        # broker sends what it queued for the session right after CONNACK.
+        paho = client._client
+        paho.manual_ack_set(True)
         async with client:
-            # Manual ack is paho's; aiomqtt does not expose it.
-            paho = client._client
-            paho.manual_ack_set(True)
             for topic in topic_filters(self.fleet.prefix, self.group):
                 async with asyncio.timeout(CALL_TIMEOUT_S):
                     await client.subscribe(topic, options=SubscribeOptions(qos=1))
