@@ -91,7 +91,7 @@ def test_a_gap_is_a_declared_range_not_a_hole() -> None:
     fleet.apply(f"{P}/g/gaps", gap_message("g", Gap(1, 11, 20, 10, "max_size")), now_ms=0)
     fleet.apply(f"{P}/g/gaps", gap_message("g", Gap(2, 21, 25, 5, "max_size")), now_ms=0)
     fleet.apply(f"{P}/g/gaps", gap_message("g", Gap(3, 26, 26, 1, "weird")), now_ms=0)
-    fleet.apply(f"{P}/g/alarms", alarm_message("g", StoredItem(27, Lane.ALARM, 0, "{\"ts\":1}")), 0)
+    fleet.apply(f"{P}/g/alarms", alarm_message("g", StoredItem(27, Lane.ALARM, 0, '{"ts":1}')), 0)
     doc = fleet_doc(fleet, 0)["gateways"][0]
     assert doc["gaps"] == [
         {"from_seq": 11, "to_seq": 25, "reason": "max_size"},
