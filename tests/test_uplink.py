@@ -172,3 +172,36 @@ async def test_graceful_shutdown_acks_in_flight_and_says_goodbye(
         await late.wait_for(lambda: bool(late.messages))
     assert late.messages[0].retain
     assert late.messages[0].data["reason"] == "shutdown"
+
+
+async def test_gaps_are_published_then_acknowledged(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    clock = [1_764_169_200_000]
+    async with (
+        Buffer(
+            tmp_path / "gaps.db",
+            sync="normal",
+            commit_interval_s=0.05,
+            max_age_s=3600,
+            now_ms=lambda: clock[0],
+        ) as buffer,
+        subscribed(mosquitto.port) as sub,
+    ):
+        for i in range(1, 101):
+            buffer.put(reading(i))
+        await buffer.flush()
+        clock[0] += 2 * 3600 * 1000  # the first hundred are now too old and get evicted
+        for i in range(101, 151):
+            buffer.put(reading(i))
+        await buffer.flush()
+        await buffer.evict_now()
+        assert len(await buffer.pending_gaps()) == 1
+        uplink = make_uplink(uplink_config([mosquitto.url]), buffer)
+        async with running(uplink):
+            await sub.wait_for(lambda: sub.covered() >= set(range(1, 151)))
+            await until(lambda: uplink.stats.gaps_published_total == 1)
+        assert await buffer.pending_gaps() == []
+    (gap,) = sub.of("gaps")
+    assert gap.data == {
+        "gateway": GATEWAY, "from_seq": 1, "to_seq": 100, "count": 100, "reason": "max_age",
+    }  # fmt: skip
+    assert set(sub.seq_counts()) == set(range(101, 151))

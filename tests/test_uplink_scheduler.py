@@ -1,0 +1,99 @@
+"""The pure parts of the uplink: which lane gets the next slot, and the reconnect backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.model import Lane
+from gateway.uplink.backoff import Backoff
+from gateway.uplink.scheduler import FetchRange, LaneScheduler, Pick, Wait
+
+
+def scheduler(boundary: int = 1000, now: float = 0.0) -> LaneScheduler:
+    return LaneScheduler(boundary=boundary, batch_size=100, max_wait_s=0.1, alarm_fetch=8, now=now)
+
+
+def drain_alarms_and_gaps(s: LaneScheduler, now: float = 0.0) -> None:
+    assert s.next(now) is Pick.ALARMS
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=s.seen, now=now)
+    assert s.next(now) is Pick.GAPS
+    s.fetched(Pick.GAPS, last_seq=None, count=0, checked_to=s.seen, now=now)
+
+
+def test_alarms_then_gaps_then_backlog_on_connect() -> None:
+    s = scheduler()
+    assert s.next(0) is Pick.ALARMS
+    assert s.fetch_range(Pick.ALARMS) == FetchRange(Lane.ALARM, 0, None, 8)
+    # a full page of alarms: there may be more, so alarms again
+    s.fetched(Pick.ALARMS, last_seq=500, count=8, checked_to=1000, now=0)
+    assert s.next(0) is Pick.ALARMS
+    assert s.fetch_range(Pick.ALARMS).after_seq == 500
+    s.fetched(Pick.ALARMS, last_seq=700, count=3, checked_to=1000, now=0)
+    assert s.next(0) is Pick.GAPS
+    s.fetched(Pick.GAPS, last_seq=None, count=0, checked_to=1000, now=0)
+    assert s.next(0) is Pick.BACKLOG
+    assert s.fetch_range(Pick.BACKLOG) == FetchRange(Lane.READING, 0, 1000, 100)
+
+
+def test_backlog_drains_until_a_short_page() -> None:
+    s = scheduler()
+    drain_alarms_and_gaps(s)
+    for last in range(100, 1000, 100):
+        s.fetched(Pick.BACKLOG, last_seq=last, count=100, checked_to=1000, now=0)
+        assert s.next(0) is Pick.BACKLOG
+        assert s.fetch_range(Pick.BACKLOG).after_seq == last
+    s.fetched(Pick.BACKLOG, last_seq=990, count=90, checked_to=1000, now=0)
+    assert s.next(0) == Wait(30.0)  # nothing more: wait for a commit (or the gap check)
+
+
+def test_live_waits_for_max_wait_or_a_full_batch() -> None:
+    s = scheduler(boundary=0)
+    drain_alarms_and_gaps(s)
+    s.committed(10, now=1.0)
+    assert s.next(1.0) is Pick.ALARMS  # a commit may have brought an alarm
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=10, now=1.0)
+    assert s.next(1.05) == Wait(1.1)
+    assert s.next(1.1) is Pick.LIVE
+    assert s.fetch_range(Pick.LIVE) == FetchRange(Lane.READING, 0, None, 100)
+    s.fetched(Pick.LIVE, last_seq=10, count=10, checked_to=10, now=1.1)
+    assert s.next(1.2) == Wait(30.0)
+    s.committed(150, now=1.3)
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=150, now=1.3)
+    assert s.next(1.3) is Pick.LIVE  # a full batch does not wait
+    assert s.fetch_range(Pick.LIVE).after_seq == 10
+
+
+def test_live_and_backlog_take_turns_when_both_are_ready() -> None:
+    s = scheduler(boundary=10_000)
+    drain_alarms_and_gaps(s)
+    picks = []
+    for step in range(6):
+        now = 1.0 + step * 0.01
+        s.committed(s.seen + 100, now)  # a full live batch arrives every time
+        s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=s.seen, now=now)
+        pick = s.next(now)
+        assert isinstance(pick, Pick)
+        picks.append(pick)
+        fetch = s.fetch_range(pick)
+        s.fetched(pick, last_seq=fetch.after_seq + 100, count=100, checked_to=s.seen, now=now)
+    assert picks == [Pick.LIVE, Pick.BACKLOG] * 3
+
+
+def test_an_eviction_triggers_a_gap_check() -> None:
+    s = scheduler(boundary=0)
+    drain_alarms_and_gaps(s)
+    assert s.next(5.0) == Wait(30.0)
+    s.gaps_changed(5.0)
+    assert s.next(5.0) is Pick.GAPS
+
+
+@pytest.mark.parametrize("rolls", [[0.0, 0.0, 0.0], [0.999, 0.999, 0.999, 0.999, 0.999]])
+def test_backoff_is_capped_full_jitter(rolls: list[float]) -> None:
+    it = iter(rolls)
+    backoff = Backoff(0.1, 0.5, rng=lambda: next(it))
+    delays = [backoff.next_delay() for _ in rolls]
+    ceilings = [min(0.5, 0.1 * 2**n) for n in range(len(rolls))]
+    assert delays == pytest.approx([r * c for r, c in zip(rolls, ceilings, strict=True)])
+    assert max(delays) < 0.5
+    backoff.reset()
+    assert backoff.ceiling() == 0.1
