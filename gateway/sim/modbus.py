@@ -112,6 +112,17 @@ _PROFILES: dict[str, list[tuple[dict[str, Any], Wave]]] = {
         ({"name": "door_open", "table": "discrete", "address": 0, "type": "bool"},
          _flag(120.0, 0.1)),
     ],
+    # Issue 7's end-to-end workload: 4 uint16, 2 int16, 4 float32 in holding registers 0..13.
+    "e2e_cabinet": [
+        ({"name": f"u{i}", "table": "holding", "address": i, "type": "uint16",
+          "unit": "count"}, _count(0.5 + i, 100 * i)) for i in range(4)
+    ] + [
+        ({"name": f"s{i}", "table": "holding", "address": 4 + i, "type": "int16",
+          "scale": 0.1, "unit": "C"}, _wave(5.0 * i - 2.0, 8.0, 60.0)) for i in range(2)
+    ] + [
+        ({"name": f"f{i}", "table": "holding", "address": 6 + 2 * i, "type": "float32",
+          "unit": "V"}, _wave(230.0 + i, 3.0, 30.0 + 10 * i)) for i in range(4)
+    ],
 }  # fmt: skip
 
 PROFILE_NAMES = tuple(_PROFILES)
@@ -364,6 +375,9 @@ async def _serve_until_signal(args: argparse.Namespace, units: list[SimUnit]) ->
         names = ", ".join(f"{u.unit}:{u.profile}" for u in units)
         print(f"serving {names} on {where}", flush=True)
         await stop.wait()
+        # The request counters, for benchmarks that count Modbus requests per poll cycle.
+        counts = " ".join(f"{u.unit}:{u.requests}" for u in units)
+        print(f"requests {counts}", flush=True)
     return 0
 
 
