@@ -333,9 +333,23 @@ class Upstream:
     def duplicates(self) -> set[int]:
         return {seq for seq, n in self.seq_counts().items() if n > 1}
 
+    def reused_seqs(self) -> set[int]:
+        """Seqs that arrived with different contents: a seq given to two readings."""
+        seen: dict[int, dict[str, Any]] = {}
+        reused = set()
+        for item in [*self.readings(), *(m.data for m in self.of("alarms"))]:
+            if seen.setdefault(item["seq"], item) != item:
+                reused.add(item["seq"])
+        return reused
+
     def last_status(self) -> dict[str, Any] | None:
         statuses = self.of("status")
         return statuses[-1].data if statuses else None
+
+    def state(self) -> str | None:
+        """The gateway's state in its last status message (online/offline), None before any."""
+        last = self.last_status()
+        return None if last is None else str(last["state"])
 
     async def wait_until(
         self, predicate: Callable[[], object], within_s: float = 10.0, what: str = ""
