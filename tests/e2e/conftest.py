@@ -236,6 +236,21 @@ class Daemon:
         result: dict[str, Any] = json.loads(body)
         return result
 
+    async def wait_status(
+        self, predicate: Callable[[dict[str, Any]], object], within_s: float, what: str
+    ) -> dict[str, Any]:
+        """Poll ``/status`` every 0.1 s until ``predicate(status)`` holds; that status."""
+        status: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(within_s):
+                while not predicate(status := await self.status()):
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(
+                f"/status never showed {what} within {within_s}s: {status}"
+            ) from None
+        return status
+
 
 RunDaemon = Callable[..., Daemon]
 

@@ -1,0 +1,147 @@
+"""A flaky link, a crash during an outage, a buffer that overflows: nothing is lost silently.
+
+The daemon talks to mosquitto through a FaultProxy (``link``) that the test cuts; the upstream
+subscriber is connected to mosquitto directly, so it sees exactly what crossed the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from proxy import FaultProxy
+
+from e2e.conftest import ModbusSim, RunDaemon, Upstream, modbus_config, subscribed
+
+OUTAGE_S = 2.5
+INFLIGHT = 16  # uplink.max_inflight default
+BATCH = 200  # the e2e configs' batch.max_readings
+
+
+async def test_broker_outage_loses_nothing_and_duplicates_only_what_was_in_flight(
+    modbus_sim: ModbusSim,
+    run_daemon: RunDaemon,
+    upstream: Upstream,
+    link: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    devices = [("aq-1", 1, "air_quality", "100ms"), ("meter-1", 2, "energy_meter", "100ms")]
+    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
+    daemon = run_daemon(modbus_config(link.port, tmp_path, port, devices))
+    await upstream.wait_for_seq_above(100)
+
+    await link.outage()
+    await asyncio.sleep(OUTAGE_S)
+    buffered = (await daemon.status())["buffer"]["last_seq"]
+    assert buffered > upstream.max_seq()  # polling went on: the outage's readings are stored
+    await link.restore()
+    restored_at = time.monotonic()
+
+    await upstream.wait_until(lambda: upstream.max_seq() >= buffered + 50, 10, "the backlog")
+    await upstream.wait_until(lambda: not upstream.holes(), 10, "every seq delivered")
+    assert not upstream.of("gaps")
+    assert not upstream.reused_seqs()
+    after = [m for m in upstream.of("readings") if m.at > restored_at]
+    assert any(m.data.get("historical") is True for m in after), "backlog not marked historical"
+    # At least once: a seq arrives twice only when its PUBACK was lost in the cut, so the
+    # second copy is the resend after the link came back, and there are at most a window's worth.
+    first_seen: dict[int, float] = {}
+    copies: dict[int, list[float]] = {}
+    for message in upstream.of("readings"):
+        for r in message.data["readings"]:
+            first_seen.setdefault(r["seq"], message.at)
+            copies.setdefault(r["seq"], []).append(message.at)
+    duplicates = upstream.duplicates()
+    print(f"{len(duplicates)} duplicated seqs of {len(first_seen)} after a {OUTAGE_S} s outage")
+    assert len(duplicates) <= INFLIGHT * BATCH
+    for seq in duplicates:
+        arrivals = copies[seq]
+        assert len(arrivals) == 2, (seq, arrivals)
+        assert arrivals[0] < restored_at < arrivals[1], (seq, arrivals, restored_at)
+
+
+async def _retained_status(port: int) -> dict[str, object]:
+    """What a subscriber that connects now is told about the gateway (the retained status)."""
+    async with subscribed(port) as fresh:
+        await fresh.wait_until(lambda: fresh.of("status"), 5, "the retained status")
+        message = fresh.of("status")[0]
+        assert message.retain
+        return message.data
+
+
+async def test_kill_9_during_an_outage_loses_nothing_committed_and_the_will_says_offline(
+    modbus_sim: ModbusSim,
+    run_daemon: RunDaemon,
+    upstream: Upstream,
+    link: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    devices = [("aq-1", 1, "air_quality", "100ms"), ("meter-1", 2, "energy_meter", "100ms")]
+    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
+    config = modbus_config(link.port, tmp_path, port, devices, sync="full")
+    daemon = run_daemon(config)
+    await upstream.wait_until(lambda: upstream.state() == "online", 10, "the birth message")
+    await upstream.wait_for_seq_above(50)
+
+    await link.outage()
+    committed = await daemon.wait_status(
+        lambda s: s.get("buffer", {}).get("last_seq", 0) > upstream.max_seq() + 50,
+        10,
+        "readings committed during the outage",
+    )
+    committed_seq = committed["buffer"]["last_seq"]
+    daemon.kill()
+    assert await _retained_status(upstream.port) == {"state": "offline"}  # the will
+
+    run_daemon(config)  # the same buffer; the link is still down
+    await asyncio.sleep(0.5)
+    await link.restore()
+    await upstream.wait_until(lambda: upstream.state() == "online", 10, "the birth message")
+    assert (await _retained_status(upstream.port))["state"] == "online"
+    await upstream.wait_until(
+        lambda: upstream.max_seq() > committed_seq and not upstream.holes(),
+        15,
+        "every seq delivered",
+    )
+    # Every seq committed before the kill was published, none merely written off as a gap.
+    received = set(upstream.seq_counts())
+    assert set(range(1, committed_seq + 1)) <= received, sorted(
+        set(range(1, committed_seq + 1)) - received
+    )[:20]
+    assert not upstream.reused_seqs()
+
+
+async def test_disk_size_eviction_during_a_long_outage_is_declared_as_a_max_size_gap(
+    modbus_sim: ModbusSim,
+    run_daemon: RunDaemon,
+    upstream: Upstream,
+    link: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    devices = [(f"cab-{u}", u, "street_cabinet", "50ms") for u in range(1, 6)]  # ~1,000/s
+    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
+    daemon = run_daemon(modbus_config(link.port, tmp_path, port, devices, max_size="256KiB"))
+    await upstream.wait_for_seq_above(200)
+
+    await link.outage()
+    await daemon.wait_status(
+        lambda s: s.get("buffer", {}).get("evicted_by_reason", {}).get("max_size", 0) > 0,
+        20,
+        "an eviction by max_size",
+    )
+    await link.restore()
+
+    def max_size_gaps() -> list[dict[str, object]]:
+        return [m.data for m in upstream.of("gaps") if m.data["reason"] == "max_size"]
+
+    await upstream.wait_until(max_size_gaps, 10, "a gap with reason max_size")
+    gap = max_size_gaps()[0]
+    assert gap["gateway"] == "lamppost-e2e"
+    assert 0 < gap["count"] <= gap["to_seq"] - gap["from_seq"] + 1  # type: ignore[operator]
+    await upstream.wait_until(
+        lambda: upstream.max_seq() > gap["to_seq"] + 100 and not upstream.holes(),  # type: ignore[operator]
+        15,
+        "every seq delivered or declared",
+    )
+    assert not upstream.reused_seqs()
