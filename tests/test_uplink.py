@@ -158,10 +158,11 @@ async def test_graceful_shutdown_acks_in_flight_and_says_goodbye(
     await buffer.flush()
     async with subscribed(mosquitto.port) as sub:
         uplink = make_uplink(uplink_config([mosquitto.url]), buffer)
-        async with running(uplink) as up:
+        async with running(uplink) as run:
             await sub.wait_for(lambda: len(sub.seq_counts()) >= 100)
-            await up.shutdown(timeout_s=2.0)
-            assert not up.stats.connected
+            await uplink.shutdown(timeout_s=2.0)
+            assert run.done()
+            assert not uplink.stats.connected
         await sub.wait_for(lambda: sub.of("status")[-1].data.get("reason") == "shutdown")
     goodbye = sub.of("status")[-1]
     assert goodbye.data == {"state": "offline", "reason": "shutdown"}
@@ -205,3 +206,29 @@ async def test_gaps_are_published_then_acknowledged(mosquitto: Mosquitto, tmp_pa
         "gateway": GATEWAY, "from_seq": 1, "to_seq": 100, "count": 100, "reason": "max_age",
     }  # fmt: skip
     assert set(sub.seq_counts()) == set(range(101, 151))
+
+
+async def test_shutdown_on_a_stalled_link_keeps_what_was_not_acknowledged(
+    mosquitto: Mosquitto, buffer: Buffer
+) -> None:
+    for i in range(1, 3001):
+        buffer.put(reading(i))
+    await buffer.flush()
+    async with FaultProxy(mosquitto.port) as proxy, subscribed(mosquitto.port) as sub:
+        uplink = make_uplink(uplink_config([f"mqtt://127.0.0.1:{proxy.port}"]), buffer)
+        async with running(uplink) as run:
+            await sub.wait_for(lambda: len(sub.seq_counts()) >= 100)
+            proxy.pause()  # PUBACKs stop coming: the window stays full
+            await uplink.shutdown(timeout_s=1.0)
+            assert run.done()
+    assert not uplink.stats.connected
+    assert 100 <= uplink.stats.published_total < 3000
+    assert buffer.stats.readings == 3000 - uplink.stats.published_total
+
+
+async def test_shutdown_while_no_server_answers_returns_at_once(buffer: Buffer) -> None:
+    uplink = make_uplink(uplink_config([f"mqtt://127.0.0.1:{free_port()}"]), buffer)
+    async with running(uplink) as run:
+        await until(lambda: uplink.stats.connect_failures_total >= 1)
+        await uplink.shutdown(timeout_s=1.0)
+        assert run.done()

@@ -122,11 +122,11 @@ async def subscribed(port: int, topic: str = f"{PREFIX}/{GATEWAY}/#") -> AsyncIt
 
 
 @contextlib.asynccontextmanager
-async def running(uplink: Uplink) -> AsyncIterator[Uplink]:
-    """``uplink.run()`` in a task, cancelled and awaited on exit."""
+async def running(uplink: Uplink) -> AsyncIterator[asyncio.Task[None]]:
+    """``uplink.run()`` in a task (yielded), cancelled and awaited on exit."""
     task = asyncio.create_task(uplink.run(), name="test-uplink")
     try:
-        yield uplink
+        yield task
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

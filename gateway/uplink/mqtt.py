@@ -152,8 +152,9 @@ class Uplink:
         self._publish_timeout = max(30.0, 4.0 * config.keepalive)
         self._stats = UplinkStats()
         self._stopping = asyncio.Event()
-        self._shutdown_timeout_s = 2.0
+        self._shutdown_deadline = math.inf  # loop time by which shutdown must be done
         self._finished = asyncio.Event()
+        self._finished.set()  # set while run() is not running
         self._acks: list[int] = []
         self._acks_due = asyncio.Event()
         self._tls: dict[str, ssl.SSLContext] = {}
@@ -180,14 +181,20 @@ class Uplink:
     async def shutdown(self, timeout_s: float = 2.0) -> None:
         """Finish the messages in flight (bounded), say goodbye on the status topic, disconnect.
 
-        Returns once :meth:`run` has returned (or after about ``timeout_s`` plus the time to
-        publish the shutdown status, if run is stuck).
+        The whole sequence keeps within ``timeout_s``: in-flight PUBACKs get most of it, the
+        goodbye and the DISCONNECT the last quarter (at most 0.5 s). Returns once :meth:`run`
+        has returned, or after ``timeout_s`` (plus a little) if it is stuck.
         """
-        self._shutdown_timeout_s = timeout_s
+        self._shutdown_deadline = asyncio.get_running_loop().time() + timeout_s
         self._stopping.set()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s + self._op_timeout):
+            async with asyncio.timeout(timeout_s + 0.2):
                 await self._finished.wait()
+
+    def _shutdown_left(self, reserve_s: float = 0.0) -> float:
+        """Seconds left of the shutdown budget, keeping ``reserve_s`` back."""
+        left = self._shutdown_deadline - asyncio.get_running_loop().time() - reserve_s
+        return max(0.05, min(left, self._op_timeout))
 
     async def _sleep(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -341,7 +348,10 @@ class Uplink:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
             if session.inflight:
-                await asyncio.wait(set(session.inflight), timeout=self._shutdown_timeout_s)
+                reserve = min(
+                    0.5, (self._shutdown_deadline - asyncio.get_running_loop().time()) / 4
+                )
+                await asyncio.wait(set(session.inflight), timeout=self._shutdown_left(reserve))
             for task in (*session.inflight, watcher, acker):
                 task.cancel()
         return True
@@ -349,14 +359,14 @@ class Uplink:
     async def _close(self, client: aiomqtt.Client, *, goodbye: bool) -> None:
         if goodbye:
             try:
-                async with asyncio.timeout(self._op_timeout):
+                async with asyncio.timeout(self._shutdown_left()):
                     await client.publish(
                         self._topics.status, payload.SHUTDOWN_MESSAGE, qos=1, retain=True
                     )
             except (MqttError, TimeoutError) as exc:
                 log.warning("uplink: could not publish the shutdown status: %s", exc)
         with contextlib.suppress(MqttError, TimeoutError, OSError):
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(min(1.0, self._shutdown_left()) if goodbye else 1.0):
                 await client.__aexit__(None, None, None)
         if goodbye:
             log.info("uplink: disconnected (shutdown)")
