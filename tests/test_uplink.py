@@ -232,3 +232,15 @@ async def test_shutdown_while_no_server_answers_returns_at_once(buffer: Buffer) 
         await until(lambda: uplink.stats.connect_failures_total >= 1)
         await uplink.shutdown(timeout_s=1.0)
         assert run.done()
+
+
+async def test_qos0_acknowledges_once_written(mosquitto: Mosquitto, buffer: Buffer) -> None:
+    for i in range(1, 201):
+        buffer.put(reading(i))
+    await buffer.flush()
+    async with subscribed(mosquitto.port) as sub:
+        uplink = make_uplink(uplink_config([mosquitto.url], qos=0), buffer)
+        async with running(uplink):
+            await sub.wait_for(lambda: len(sub.seq_counts()) == 200)
+            await until(lambda: buffer.stats.readings == 0)
+    assert uplink.stats.published_total == 200

@@ -10,7 +10,9 @@ One :class:`LaneScheduler` lives for one connection. At connect the uplink notes
 4. **backlog**, otherwise, so it drains at link speed.
 
 Live and backlog alternate when both are ready, so a backlog delays live readings by at most
-about one batch, and a busy live stream cannot starve the backlog either.
+about one batch, and a busy live stream cannot starve the backlog either. (The live message
+takes the next free slot; on a link limited by bandwidth rather than latency the messages
+already in flight are still ahead of it on the wire, so ``max_inflight`` also bounds that wait.)
 
 The uplink asks :meth:`next`, fetches what it says (:meth:`fetch_range`), and reports back with
 :meth:`fetched`; it reports new commits with :meth:`committed`.
