@@ -39,6 +39,9 @@ GATEWAY = "lamppost-e2e"
 BIN = Path(sys.executable).parent
 STREET_GATEWAY = str(BIN / "street-gateway")
 START_TIMEOUT_S = 15.0
+Device = tuple[str, int, str, str]  # name, Modbus unit, sim profile, poll interval
+# Five ten-point cabinets polled every 50 ms: about 1,000 readings a second.
+HEAVY: list[Device] = [(f"cab-{u}", u, "street_cabinet", "50ms") for u in range(1, 6)]
 STOP_GUARD_S = 15.0  # a hang guard for SIGTERM, not a timing assertion (bench/ measures that)
 
 
@@ -46,9 +49,7 @@ STOP_GUARD_S = 15.0  # a hang guard for SIGTERM, not a timing assertion (bench/ 
 # Config building
 
 
-def modbus_tcp_source(
-    name: str, port: int, devices: list[tuple[str, int, str, str]]
-) -> dict[str, Any]:
+def modbus_tcp_source(name: str, port: int, devices: list[Device]) -> dict[str, Any]:
     """A modbus-tcp source; ``devices`` are (name, unit, sim profile, interval)."""
     return {
         "name": name,
@@ -109,7 +110,7 @@ def modbus_config(
     broker_port: int,
     state_dir: Path,
     sim_port: int,
-    devices: list[tuple[str, int, str, str]],
+    devices: list[Device],
     **options: Any,
 ) -> dict[str, Any]:
     """A gateway with one Modbus TCP bus ("cabinet-bus") of simulated ``devices``."""
@@ -121,19 +122,19 @@ def modbus_config(
 # Simulated sensors
 
 
-ModbusSim = Callable[[list[tuple[int, str]]], int]
+ModbusSim = Callable[[list[Device]], int]
 SerialSim = Callable[[str, float], Path]
 
 
 @pytest.fixture
 def modbus_sim(tmp_path: Path) -> Iterator[ModbusSim]:
-    """``start([(unit, profile), ...]) -> port``: a Modbus TCP simulator process."""
+    """``start(devices) -> port``: a Modbus TCP simulator process serving those devices."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(units: list[tuple[int, str]]) -> int:
+    def start(devices: list[Device]) -> int:
         port = free_port()
         args = [sys.executable, "-m", "gateway.sim", "modbus", "--tcp", f"{LOOPBACK}:{port}"]
-        for unit, profile in units:
+        for _, unit, profile, _ in devices:
             args += ["--unit", f"{unit}:{profile}"]
         with (tmp_path / f"sim-modbus-{port}.log").open("ab") as log:
             procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
@@ -166,6 +167,17 @@ def serial_sim(tmp_path: Path) -> Iterator[SerialSim]:
     yield start
     for proc in procs:
         stop_process(proc)
+
+
+def simulated_bus(
+    modbus_sim: ModbusSim,
+    broker_port: int,
+    state_dir: Path,
+    devices: list[Device],
+    **options: Any,
+) -> dict[str, Any]:
+    """Start a simulator serving ``devices`` and return a gateway config polling them."""
+    return modbus_config(broker_port, state_dir, modbus_sim(devices), devices, **options)
 
 
 def value_range(profile: str, point: str, elapsed_s: float) -> tuple[float, float]:

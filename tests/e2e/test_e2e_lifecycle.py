@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import ModbusSim, RunDaemon, Upstream, modbus_config
+from e2e.conftest import HEAVY, ModbusSim, RunDaemon, Upstream, simulated_bus
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ async def test_sd_notify_ready_status_watchdog_and_stopping(
     tmp_path: Path,
     notify_socket: socket.socket,
 ) -> None:
-    port = modbus_sim([(1, "air_quality")])
-    config = modbus_config(upstream.port, tmp_path, port, [("aq-1", 1, "air_quality", "200ms")])
+    devices = [("aq-1", 1, "air_quality", "200ms")]
+    config = simulated_bus(modbus_sim, upstream.port, tmp_path, devices)
     # WATCHDOG_PID stays unset: a pid that is not the daemon's would turn the watchdog off.
     daemon = run_daemon(
         config,
@@ -64,9 +64,7 @@ async def test_sd_notify_ready_status_watchdog_and_stopping(
 async def test_sigterm_under_heavy_polling_exits_0_and_a_restart_continues_the_seqs(
     modbus_sim: ModbusSim, run_daemon: RunDaemon, upstream: Upstream, tmp_path: Path
 ) -> None:
-    devices = [(f"cab-{u}", u, "street_cabinet", "50ms") for u in range(1, 6)]  # 50 points
-    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
-    config = modbus_config(upstream.port, tmp_path, port, devices, sync="full")
+    config = simulated_bus(modbus_sim, upstream.port, tmp_path, HEAVY, sync="full")
     daemon = run_daemon(config)
     started = time.monotonic()
     await upstream.wait_for_seq_above(2000, within_s=20)

@@ -12,8 +12,20 @@ from pathlib import Path
 
 from proxy import FaultProxy
 
-from e2e.conftest import ModbusSim, RunDaemon, Upstream, modbus_config, subscribed
+from e2e.conftest import (
+    HEAVY,
+    Device,
+    ModbusSim,
+    RunDaemon,
+    Upstream,
+    simulated_bus,
+    subscribed,
+)
 
+TWO_DEVICES: list[Device] = [
+    ("aq-1", 1, "air_quality", "100ms"),
+    ("meter-1", 2, "energy_meter", "100ms"),
+]
 OUTAGE_S = 2.5
 INFLIGHT = 16  # uplink.max_inflight default
 BATCH = 200  # the e2e configs' batch.max_readings
@@ -26,9 +38,7 @@ async def test_broker_outage_loses_nothing_and_duplicates_only_what_was_in_fligh
     link: FaultProxy,
     tmp_path: Path,
 ) -> None:
-    devices = [("aq-1", 1, "air_quality", "100ms"), ("meter-1", 2, "energy_meter", "100ms")]
-    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
-    daemon = run_daemon(modbus_config(link.port, tmp_path, port, devices))
+    daemon = run_daemon(simulated_bus(modbus_sim, link.port, tmp_path, TWO_DEVICES))
     await upstream.wait_for_seq_above(100)
 
     await link.outage()
@@ -77,9 +87,7 @@ async def test_kill_9_during_an_outage_loses_nothing_committed_and_the_will_says
     link: FaultProxy,
     tmp_path: Path,
 ) -> None:
-    devices = [("aq-1", 1, "air_quality", "100ms"), ("meter-1", 2, "energy_meter", "100ms")]
-    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
-    config = modbus_config(link.port, tmp_path, port, devices, sync="full")
+    config = simulated_bus(modbus_sim, link.port, tmp_path, TWO_DEVICES, sync="full")
     daemon = run_daemon(config)
     await upstream.wait_until(lambda: upstream.state() == "online", 10, "the birth message")
     await upstream.wait_for_seq_above(50)
@@ -119,9 +127,8 @@ async def test_disk_size_eviction_during_a_long_outage_is_declared_as_a_max_size
     link: FaultProxy,
     tmp_path: Path,
 ) -> None:
-    devices = [(f"cab-{u}", u, "street_cabinet", "50ms") for u in range(1, 6)]  # ~1,000/s
-    port = modbus_sim([(unit, profile) for _, unit, profile, _ in devices])
-    daemon = run_daemon(modbus_config(link.port, tmp_path, port, devices, max_size="256KiB"))
+    config = simulated_bus(modbus_sim, link.port, tmp_path, HEAVY, max_size="256KiB")
+    daemon = run_daemon(config)
     await upstream.wait_for_seq_above(200)
 
     await link.outage()

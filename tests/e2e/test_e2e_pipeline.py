@@ -18,9 +18,9 @@ from e2e.conftest import (
     SerialSim,
     Upstream,
     gateway_config,
-    modbus_config,
     modbus_tcp_source,
     noise_source,
+    simulated_bus,
     value_range,
 )
 from gateway.sim.modbus import profile_points
@@ -75,7 +75,7 @@ async def test_readings_arrive_with_values_and_units_and_status_shows_every_devi
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()
-    port = modbus_sim([(unit, profile) for _, unit, profile, _ in MODBUS_DEVICES])
+    port = modbus_sim(MODBUS_DEVICES)
     tty = serial_sim(NOISE, 0.2)
     sources = [
         modbus_tcp_source("cabinet-bus", port, MODBUS_DEVICES),
@@ -166,12 +166,12 @@ async def test_readings_arrive_with_values_and_units_and_status_shows_every_devi
 async def test_an_alarm_is_published_with_its_name_and_a_seq_from_the_reading_sequence(
     modbus_sim: ModbusSim, run_daemon: RunDaemon, upstream: Upstream, tmp_path: Path
 ) -> None:
-    port = modbus_sim([(1, "air_quality")])
-    config = modbus_config(
+    devices = [("aq-1", 1, "air_quality", "200ms")]
+    config = simulated_bus(
+        modbus_sim,
         upstream.port,
         tmp_path,
-        port,
-        [("aq-1", 1, "air_quality", "200ms")],
+        devices,
         alarms=[{"point": "aq-1/pm25", "above": -1000, "priority": "critical"}],
     )
     run_daemon(config)
@@ -200,8 +200,8 @@ async def test_an_alarm_is_published_with_its_name_and_a_seq_from_the_reading_se
 async def test_readings_taken_before_clock_sync_are_flagged_and_status_says_so(
     modbus_sim: ModbusSim, run_daemon: RunDaemon, upstream: Upstream, tmp_path: Path
 ) -> None:
-    port = modbus_sim([(2, "energy_meter")])
-    config = modbus_config(upstream.port, tmp_path, port, [("meter-1", 2, "energy_meter", "200ms")])
+    devices = [("meter-1", 2, "energy_meter", "200ms")]
+    config = simulated_bus(modbus_sim, upstream.port, tmp_path, devices)
     daemon = run_daemon(config, env={"STREET_GATEWAY_CLOCK": "unsynced"})
     await upstream.wait_until(lambda: len(upstream.readings()) >= 8, 10, "readings")
     assert {r.get("clock") for r in upstream.readings()} == {"unsynced"}
