@@ -222,8 +222,10 @@ class Daemon:
         return await asyncio.to_thread(self.proc.wait, STOP_GUARD_S)
 
     def write_config(self, config: dict[str, Any] | str) -> None:
-        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
-        self.config_path.write_text(text)
+        """Replace the config file (a dict keeps this daemon's status port); SIGHUP reloads it."""
+        if isinstance(config, dict):
+            config = yaml.safe_dump(with_status_port(config, self.status_port), sort_keys=False)
+        self.config_path.write_text(config)
 
     async def get(self, path: str) -> tuple[int, str, str]:
         """GET from the status endpoint: (status code, content type, body)."""
@@ -267,25 +269,28 @@ class Daemon:
 RunDaemon = Callable[..., Daemon]
 
 
+def with_status_port(config: dict[str, Any], port: int) -> dict[str, Any]:
+    return {**config, "status": {**config.get("status", {}), "listen": f"{LOOPBACK}:{port}"}}
+
+
 @pytest.fixture
-def run_daemon(tmp_path: Path) -> Iterator[RunDaemon]:
+def run_daemon(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunDaemon]:
     """``run_daemon(config, env=None) -> Daemon``: start ``street-gateway run`` as a user does.
 
     The config dict is written to ``tmp_path/gateway.yaml`` (status on a free port); the same
     file is reused by every start in the test, so a restart runs on the same buffer. The clock
     check is pinned to ``synced`` unless ``env`` says otherwise; NOTIFY_SOCKET and the watchdog
-    variables of the test's own environment never leak into the daemon.
+    variables of the test's own environment never leak into the daemon. Daemons are stopped
+    before the test's mosquitto, so their logs end with a clean shutdown, not a lost link.
     """
     daemons: list[Daemon] = []
 
     def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Daemon:
         status_port = free_port()
-        config = {
-            **config,
-            "status": {**config.get("status", {}), "listen": f"{LOOPBACK}:{status_port}"},
-        }
         config_path = tmp_path / "gateway.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        config_path.write_text(
+            yaml.safe_dump(with_status_port(config, status_port), sort_keys=False)
+        )
         environ = {
             k: v
             for k, v in os.environ.items()

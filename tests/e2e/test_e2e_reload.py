@@ -1,0 +1,49 @@
+"""SIGHUP reloads the config: a new device starts reporting; a broken file changes nothing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from e2e.conftest import Device, ModbusSim, RunDaemon, Upstream, modbus_config
+
+AQ: Device = ("aq-1", 1, "air_quality", "200ms")
+METER: Device = ("meter-1", 2, "energy_meter", "200ms")
+
+
+def _devices_after(upstream: Upstream, seq: int) -> set[str]:
+    return {r["device"] for r in upstream.readings() if r["seq"] > seq}
+
+
+async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_running(
+    modbus_sim: ModbusSim, run_daemon: RunDaemon, upstream: Upstream, tmp_path: Path
+) -> None:
+    port = modbus_sim([AQ, METER])  # the meter is wired but not configured yet
+    daemon = run_daemon(modbus_config(upstream.port, tmp_path, port, [AQ]))
+    await upstream.wait_for_seq_above(20)
+    assert _devices_after(upstream, 0) == {"aq-1"}
+
+    daemon.write_config(modbus_config(upstream.port, tmp_path, port, [AQ, METER]))
+    daemon.signal(signal.SIGHUP)
+    await upstream.wait_until(
+        lambda: "meter-1" in _devices_after(upstream, 0), 10, "readings of the added device"
+    )
+    states = {
+        d["name"]: d["state"] for s in (await daemon.status())["sources"] for d in s["devices"]
+    }
+    assert set(states) == {"aq-1", "meter-1"}
+
+    daemon.write_config("gateway: {id: lamppost-e2e\nsources: [\n")  # a half-saved edit
+    daemon.signal(signal.SIGHUP)
+    await upstream.wait_until(lambda: "reload refused" in daemon.log(), 5, "the refusal logged")
+    refused_at = upstream.max_seq()
+    await upstream.wait_until(
+        lambda: _devices_after(upstream, refused_at) == {"aq-1", "meter-1"},
+        10,
+        "both devices still delivering after the refused reload",
+    )
+    assert daemon.proc.poll() is None
+    assert str(daemon.config_path) in daemon.log()  # the problem names the file
+    assert "YAML syntax error" in daemon.log()
+    assert not upstream.holes()
+    assert not upstream.reused_seqs()
