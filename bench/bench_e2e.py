@@ -97,10 +97,22 @@ class Subscriber:
                 self.on_message(message.payload)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process, all threads."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime (fields 14, 15)
+    return int(fields[11]) / CLOCK_TICK, int(fields[12]) / CLOCK_TICK  # utime, stime
+
+
+def wakeups(pid: int) -> int:
+    """Context switches of all the process's threads: how often it went to sleep and woke."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError), (task / "status").open() as f:
+            for line in f:
+                if line.endswith("ctxt_switches:", 0, line.find(":") + 1):
+                    total += int(line.split()[1])
+    return total
 
 
 def proc_status_kb(pid: int, key: str) -> int:
@@ -205,11 +217,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
                     print((workdir / "daemon.log").read_text()[-3000:], file=sys.stderr)
                     raise
                 await asyncio.sleep(args.warmup)
-                cpu0, count0, t0 = cpu_seconds(daemon.pid), sub.received, time.perf_counter()
+                cpu0, wake0 = cpu_seconds(daemon.pid), wakeups(daemon.pid)
+                count0, t0 = sub.received, time.perf_counter()
                 sub.measuring = True
                 await asyncio.sleep(args.seconds)
                 sub.measuring = False
-                cpu1, count1, t1 = cpu_seconds(daemon.pid), sub.received, time.perf_counter()
+                cpu1, wake1 = cpu_seconds(daemon.pid), wakeups(daemon.pid)
+                count1, t1 = sub.received, time.perf_counter()
                 hwm_kb = proc_status_kb(daemon.pid, "VmHWM")
                 rss_kb = proc_status_kb(daemon.pid, "VmRSS")
                 status = await asyncio.to_thread(fetch_status, status_port)
@@ -231,8 +245,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         "window_s": t1 - t0,
         "delivered": delivered,
         "readings_per_s": delivered / (t1 - t0),
-        "cpu_s": cpu1 - cpu0,
-        "cpu": 1000 * (cpu1 - cpu0) / max(delivered, 1),
+        "user_s": cpu1[0] - cpu0[0],
+        "system_s": cpu1[1] - cpu0[1],
+        "cpu": 1000 * (sum(cpu1) - sum(cpu0)) / max(delivered, 1),
+        "wakeups_per_s": (wake1 - wake0) / (t1 - t0),
         "rss_mb": hwm_kb / 1024,
         "rss_now_mb": rss_kb / 1024,
         "requests": requests,
@@ -273,7 +289,8 @@ def report(args: argparse.Namespace, r: dict[str, float]) -> None:
         print(f"| {name} | {ours} | {target} | {theirs} | {'yes' if met else 'NO'} |")
     print(
         f"delivered in window: {r['delivered']:.0f} readings ({r['readings_per_s']:.1f}/s), "
-        f"daemon CPU {r['cpu_s']:.2f}s; latency max {r['max_ms']:.0f} ms; "
+        f"daemon CPU {r['user_s']:.2f}s user + {r['system_s']:.2f}s system, "
+        f"{r['wakeups_per_s']:.0f} context switches/s; latency max {r['max_ms']:.0f} ms; "
         f"RSS at end {r['rss_now_mb']:.1f} MB"
     )
     print(
