@@ -11,9 +11,11 @@ linger they follow one another without pause (group commit). With ``sync="full"`
 is fsynced (``synchronous=FULL`` in WAL mode); with ``"normal"`` only checkpoints are.
 
 Readings and alarms live in two tables keyed by seq, so a lane is read in seq order from its
-primary key. A row leaves only through ``ack()`` or eviction. Gaps live in their own table
-until ``ack_gap()``. The count, alarm count and oldest timestamp are kept incrementally (one
-``COUNT`` at open), so nothing ever scans or loads the backlog.
+primary key. A row leaves only through ``ack()`` or eviction. Gaps live in their own table;
+``ack_gap()`` marks one sent, and maintenance deletes sent gaps once no row is left below them
+(until then they fence later eviction ranges, see below). The count, alarm count and oldest
+timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans or loads the
+backlog.
 
 Seqs: never reused
 ------------------
@@ -59,8 +61,9 @@ Every ``maintenance_interval_s`` (and after a commit that takes the files near `
   ``incremental_vacuum`` gives pages back when the file is larger than the limit.
 
 Each chunk's delete and its gap row commit in one transaction, so a range is reported exactly
-once. A gap's ``from_seq .. to_seq`` may enclose seqs already acknowledged or stored in the
-other lane; ``count`` is the number of rows it removed.
+once. A chunk's range stops below the other lane's next row and below the next gap, so every seq
+in a gap's ``from_seq .. to_seq`` was either evicted by it or already acknowledged (``count`` is
+the number of rows it removed), and no seq is in two gaps.
 
 Failures
 --------
@@ -81,10 +84,10 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -104,6 +107,7 @@ _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
 
 QueuedItem = tuple[Lane, int, str]  # lane, ts_ms, body
+T = TypeVar("T")
 
 
 def wall_clock_ms() -> int:
@@ -269,7 +273,9 @@ class Buffer:
             )
             if fresh:
                 self._base = start.last_seq
-            await self._write_open_state(db, start.last_seq, start.gaps, fresh)
+            await self._atomic(
+                lambda: self._write_open_state(db, start.last_seq, start.gaps, fresh)
+            )
         except sqlite3.Error as exc:
             await db.close()
             raise store.map_error(exc, f"cannot initialise {self.path}") from exc
@@ -323,15 +329,19 @@ class Buffer:
     ) -> None:
         now = self._now_ms()
         await db.execute("BEGIN IMMEDIATE")
-        await db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [("last_seq", last)] + ([("base", last), ("max_stored_ms", 0)] if fresh else []),
-        )
-        await db.executemany(
-            "INSERT INTO gaps (from_seq, to_seq, count, reason, created_ms) VALUES (?,?,?,?,?)",
-            [(a, b, b - a + 1, reason, now) for a, b, reason in gaps],
-        )
-        await db.execute("COMMIT")
+        try:
+            await db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("last_seq", last)] + ([("base", last), ("max_stored_ms", 0)] if fresh else []),
+            )
+            await db.executemany(
+                "INSERT INTO gaps (from_seq, to_seq, count, reason, created_ms) VALUES (?,?,?,?,?)",
+                [(a, b, b - a + 1, reason, now) for a, b, reason in gaps],
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await self._rollback(db)
+            raise
 
     async def _init_stats(self) -> None:
         db = self._require_db()
@@ -416,8 +426,8 @@ class Buffer:
                 n = min(len(self._queue), self._commit_max_rows)
                 self._batch = [self._queue.popleft() for _ in range(n)]
             if self._batch:
-                await self._commit_batch(self._batch)
-                self._batch = None
+                batch = self._batch
+                await self._atomic(lambda: self._commit_batch(batch))
         except BufferStoreError as exc:
             self._record_error(exc)
             return False
@@ -474,6 +484,7 @@ class Buffer:
         self._after_commit(batch, last)
 
     def _after_commit(self, batch: list[QueuedItem], last: int) -> None:
+        self._batch = None
         n_alarms = sum(1 for lane, _, _ in batch if lane is Lane.ALARM)
         if self._stats.readings == 0:
             self._stats.oldest_ts = batch[0][1]
@@ -530,26 +541,27 @@ class Buffer:
             if db is None:
                 return
             try:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    deleted = 0
-                    for table in ("readings", "alarms"):
-                        cursor = await db.executemany(
-                            f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", runs
-                        )
-                        deleted += cursor.rowcount
-                        if table == "alarms":
-                            self._stats.alarms -= cursor.rowcount
-                    await db.execute("COMMIT")
-                except BaseException:
-                    self._stats.alarms += cursor.rowcount if table == "alarms" else 0
-                    await self._rollback(db)
-                    raise
-                self._stats.readings -= deleted
-                await self._refresh_oldest()
+                await self._atomic(lambda: self._delete_runs(db, runs))
             except sqlite3.Error as exc:
                 await self._maybe_drop_connection(exc)
                 self._record_error(store.map_error(exc, "ack failed"))
+
+    async def _delete_runs(self, db: aiosqlite.Connection, runs: list[tuple[int, int]]) -> None:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = {}
+            for table in ("readings", "alarms"):
+                cursor = await db.executemany(
+                    f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", runs
+                )
+                deleted[table] = cursor.rowcount
+            await db.execute("COMMIT")
+        except BaseException:
+            await self._rollback(db)
+            raise
+        self._stats.readings -= deleted["readings"] + deleted["alarms"]
+        self._stats.alarms -= deleted["alarms"]
+        await self._refresh_oldest()
 
     async def pending_gaps(self) -> list[Gap]:
         """Gaps recorded and not yet acknowledged, oldest first."""
@@ -558,7 +570,8 @@ class Buffer:
                 return []
             try:
                 rows = await self._db.execute_fetchall(
-                    "SELECT gap_id, from_seq, to_seq, count, reason FROM gaps ORDER BY gap_id"
+                    "SELECT gap_id, from_seq, to_seq, count, reason FROM gaps"
+                    " WHERE acked = 0 ORDER BY gap_id"
                 )
             except sqlite3.Error as exc:
                 self._record_error(store.map_error(exc, "reading gaps failed"))
@@ -570,7 +583,7 @@ class Buffer:
             if self._db is None:
                 return
             try:
-                await self._db.execute("DELETE FROM gaps WHERE gap_id = ?", (gap_id,))
+                await self._db.execute("UPDATE gaps SET acked = 1 WHERE gap_id = ?", (gap_id,))
             except sqlite3.Error as exc:
                 self._record_error(store.map_error(exc, "ack_gap failed"))
 
@@ -612,6 +625,11 @@ class Buffer:
             for table in ("readings", "alarms"):
                 while await self._evict_old_chunk(db, table, cutoff):
                     pass
+        await db.execute(  # sent gaps no later eviction range can reach any more
+            "DELETE FROM gaps WHERE acked = 1 AND to_seq < coalesce((SELECT min(s)"
+            " FROM (SELECT min(seq) AS s FROM readings UNION ALL SELECT min(seq) FROM alarms)), ?)",
+            (self._last_seq + 1,),
+        )
         limit = self._size_limit()
         page = await self._pragma(db, "page_size")
         if await self._used_bytes(db, page) > limit * _EVICT_TRIGGER:
@@ -673,8 +691,9 @@ class Buffer:
     ) -> int:
         """Delete up to ``n`` lowest-seq rows of ``table``, recorded as one gap; return how many.
 
-        The range stops below the other lane's lowest row, so a gap never encloses a seq
-        that is still to be published: each seq in a gap was evicted by it or acknowledged.
+        The range stops below the other lane's next row and below the next gap (acknowledged
+        gaps are kept, marked, until no row is left below them), so each seq in a gap's range
+        was evicted by it or acknowledged: never still to be published, never in two gaps.
         """
         rows = await db.execute_fetchall(
             f"SELECT min(seq), max(seq) FROM (SELECT seq FROM {table} ORDER BY seq LIMIT ?)", (n,)
@@ -683,9 +702,19 @@ class Buffer:
         if first is None:
             return 0
         other = "alarms" if table == "readings" else "readings"
-        blocker = await store.scalar(db, f"SELECT min(seq) FROM {other} WHERE seq > ?", (first,))
-        if blocker is not None and blocker <= last:
-            last = blocker - 1
+        fence = await store.scalar(
+            db,
+            f"SELECT min(s) FROM (SELECT min(seq) AS s FROM {other} WHERE seq > ?1"
+            " UNION ALL SELECT min(from_seq) FROM gaps WHERE from_seq > ?1)",
+            (first,),
+        )
+        if fence is not None and fence <= last:
+            last = fence - 1
+        return await self._atomic(lambda: self._evict_range(db, table, first, last, reason))
+
+    async def _evict_range(
+        self, db: aiosqlite.Connection, table: str, first: int, last: int, reason: GapReason
+    ) -> int:
         await db.execute("BEGIN IMMEDIATE")
         try:
             cursor = await db.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,))
@@ -746,11 +775,22 @@ class Buffer:
         return self._db
 
     async def _rollback(self, db: aiosqlite.Connection) -> None:
+        """Roll back unconditionally: a BEGIN may still be queued in aiosqlite's thread."""
         try:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await db.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            log.debug("rollback failed: %s", exc)
+            log.debug("rollback: %s", exc)
+
+    async def _atomic(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work`` (a transaction and the bookkeeping after it) to its end, even when the
+        caller is cancelled: a transaction cut in half would stay open on the one connection
+        and swallow the next. The caller holds the lock, so nothing interleaves meanwhile."""
+        task = asyncio.ensure_future(work())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
 
     async def _maybe_drop_connection(self, exc: BaseException) -> None:
         if isinstance(exc, OSError) or (

@@ -1,0 +1,234 @@
+"""The buffer checked against a plain model (hypothesis stateful testing).
+
+Random appends, flushes, acks, clock jumps, evictions (size and age), clean reopens, crashes
+(the memory queue abandoned) and power cuts (a crash plus a new boot id). After every step the
+buffer must agree with the model: no committed item lost, no seq reused, each evicted seq in
+exactly one gap, and the incremental counters equal to what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from gateway.buffer import Buffer
+from gateway.model import AlarmEvent, Gap, Lane, Reading
+from gateway.uplink.payload import alarm_body, reading_body
+
+T0 = 1_764_169_200_000
+DAY_MS = 86_400_000
+Item = tuple[Lane, str]
+T = TypeVar("T")
+
+
+class BufferMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="buffer-model-"))
+        self.path = self.dir / "buffer.db"
+        self.loop = asyncio.new_event_loop()
+        self.clock = T0
+        self.counter = 0
+        self.queued: list[Item] = []  # put, not yet seen committed
+        self.live: dict[int, Item] = {}  # committed, not acked, not evicted
+        self.acked: set[int] = set()
+        self.gapped: set[int] = set()  # every seq some gap covered
+        self.gap_ids: set[int] = set()
+        self.pending_gap_ids: set[int] = set()
+        self.max_assigned = 0
+        self.buffer = self.run(self.open())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    async def open(self) -> Buffer:
+        buffer = Buffer(
+            self.path,
+            max_size=128 * 1024,
+            max_age_s=10 * 86400,
+            sync="normal",
+            maintenance_interval_s=3600,
+            seq_reserve_block=20,
+            evict_chunk_rows=64,
+            commit_max_rows=200,
+            now_ms=lambda: self.clock,
+        )
+        return await buffer.__aenter__()
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.buffer.__aexit__(None, None, None))
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- rules -----------------------------------------------------------------------------
+
+    @rule(n=st.integers(1, 300))
+    def put_readings(self, n: int) -> None:
+        for _ in range(n):
+            self.counter += 1
+            reading = Reading("aq-1", "pm25", self.counter * 0.5, self.clock + self.counter)
+            self.buffer.put(reading)
+            self.queued.append((Lane.READING, reading_body(reading)))
+
+    @rule()
+    def put_alarm(self) -> None:
+        self.counter += 1
+        event = AlarmEvent("aq-1/pm25>50", "raised", float(self.counter), "high", self.clock)
+        self.buffer.put(event)
+        self.queued.append((Lane.ALARM, alarm_body(event)))
+
+    @rule()
+    def public_reads_agree(self) -> None:
+        self.run(self.buffer.flush())
+        self.sync()
+        for lane in Lane:
+            items = self.run(self.buffer.fetch(lane, limit=10**6))
+            assert [(i.seq, (lane, i.body)) for i in items] == [
+                (seq, item) for seq, item in sorted(self.live.items()) if item[0] is lane
+            ]
+        assert {g.gap_id for g in self.run(self.buffer.pending_gaps())} == self.pending_gap_ids
+
+    @rule()
+    def flush(self) -> None:
+        self.run(self.buffer.flush())
+        self.sync()
+        assert not self.queued
+
+    @rule()
+    def let_the_commit_task_run(self) -> None:
+        self.run(asyncio.sleep(0.06))
+
+    # Draws never depend on what the buffer did (commit timing varies from run to run, and
+    # hypothesis wants the same draws when it replays): indices are mapped onto what exists.
+    @rule(picks=st.lists(st.integers(0, 10**6), max_size=80))
+    def ack(self, picks: list[int]) -> None:
+        self.sync()
+        live = sorted(self.live)
+        chosen = [live[i % len(live)] for i in picks] if live else []
+        self.run(self.buffer.ack([*chosen, self.max_assigned + 1000]))
+        for seq in chosen:
+            self.live.pop(seq, None)
+            self.acked.add(seq)
+
+    @rule(days=st.integers(0, 6))
+    def time_passes_and_evict(self, days: int) -> None:
+        self.clock += days * DAY_MS + 1
+        self.run(self.buffer.evict_now())
+
+    @rule(pick=st.integers(0, 10**6))
+    def ack_gap(self, pick: int) -> None:
+        pending = sorted(self.pending_gap_ids)
+        if pending:
+            gap_id = pending[pick % len(pending)]
+            self.run(self.buffer.ack_gap(gap_id))
+            self.pending_gap_ids.discard(gap_id)
+
+    @rule()
+    def reopen(self) -> None:
+        self.run(self.buffer.__aexit__(None, None, None))
+        self.buffer = self.run(self.open())
+        self.sync()
+        assert not self.queued  # a clean close commits everything queued
+
+    @rule(power_cut=st.booleans())
+    def crash(self, power_cut: bool) -> None:
+        self.run(self.buffer.abandon())
+        if power_cut:
+            seq_file = self.dir / "buffer.db.seq"
+            state = json.loads(seq_file.read_text())
+            state["boot"] = "a-boot-after-a-power-cut"
+            seq_file.write_text(json.dumps(state))
+        self.buffer = self.run(self.open())
+        self.sync()
+        self.queued.clear()  # what was not committed is gone, and never got a seq
+
+    # -- the model check -------------------------------------------------------------------
+
+    async def snapshot(self) -> tuple[dict[int, Item], list[Gap], int]:
+        """What the file holds, read in one go while no transaction runs (the buffer's lock;
+        with fetch() and pending_gaps() the commit task could run between two calls)."""
+        async with self.buffer._lock:
+            with contextlib.closing(sqlite3.connect(self.path)) as db:
+                present = {
+                    seq: (lane, body)
+                    for lane, table in ((Lane.READING, "readings"), (Lane.ALARM, "alarms"))
+                    for seq, body in db.execute(f"SELECT seq, body FROM {table}")
+                }
+                gaps = [
+                    Gap(*row)
+                    for row in db.execute(
+                        "SELECT gap_id, from_seq, to_seq, count, reason FROM gaps"
+                        " WHERE acked = 0 ORDER BY gap_id"
+                    )
+                ]
+            return present, gaps, self.buffer.last_seq
+
+    def sync(self) -> None:
+        """Learn what was committed, acked away or evicted since the last look, and check it."""
+        present, gaps, last = self.run(self.snapshot())
+        new_gaps = [g for g in gaps if g.gap_id not in self.gap_ids]
+        assert last >= self.max_assigned
+        never_assigned: set[int] = set()
+        for gap in new_gaps:
+            if gap.reason == "unclean_shutdown":
+                assert gap.from_seq > self.max_assigned, "an unclean gap over assigned seqs"
+                assert gap.count == gap.to_seq - gap.from_seq + 1
+                never_assigned.update(range(gap.from_seq, gap.to_seq + 1))
+        # seqs committed since the last look take the queued items in order
+        assigned = [s for s in range(self.max_assigned + 1, last + 1) if s not in never_assigned]
+        assert len(assigned) <= len(self.queued), "more seqs committed than items put"
+        for seq, item in zip(assigned, self.queued, strict=False):
+            assert seq not in self.gapped and seq not in self.acked, f"seq {seq} reused"
+            self.live[seq] = item
+        del self.queued[: len(assigned)]
+        self.max_assigned = last
+        for gap in new_gaps:
+            event(f"gap {gap.reason}")
+            self.gap_ids.add(gap.gap_id)
+            self.pending_gap_ids.add(gap.gap_id)
+            seqs = set(range(gap.from_seq, gap.to_seq + 1))
+            assert not seqs & self.gapped, f"gap {gap} covers seqs already reported"
+            assert not seqs & set(present), f"gap {gap} covers seqs still stored"
+            self.gapped |= seqs
+            if gap.reason == "unclean_shutdown":
+                continue
+            evicted = seqs & set(self.live)
+            assert seqs <= evicted | self.acked, f"eviction gap {gap} covers unknown seqs"
+            assert gap.count == len(evicted)
+            for seq in evicted:
+                del self.live[seq]
+        assert {g.gap_id for g in gaps} == self.pending_gap_ids
+        for seq, item in self.live.items():
+            assert present.get(seq) == item, f"committed seq {seq} lost or changed"
+        assert set(present) == set(self.live), "stored seqs the model does not know"
+        stats = self.buffer.stats
+        assert stats.readings == len(present)
+        assert stats.alarms == sum(1 for lane, _ in present.values() if lane is Lane.ALARM)
+        assert stats.last_seq == last
+        assert stats.writable
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        self.sync()
+
+
+BufferMachine.TestCase.settings = settings(
+    max_examples=20,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_buffer_model = BufferMachine.TestCase
