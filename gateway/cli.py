@@ -107,6 +107,9 @@ def configure_logging(level: str) -> None:
     # pymodbus logs every unanswered request at ERROR with a frame dump: a dead unit would fill
     # the journal on every poll. Our sources log each device's state changes instead.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # paho logs "failed to receive on socket" at ERROR on every lost link and retry; the uplink
+    # logs the link's state changes itself, once each.
+    logging.getLogger("gateway.uplink.mqtt.paho").setLevel(logging.CRITICAL)
 
 
 def load_or_report(path: Path | None) -> LoadedConfig | None:
