@@ -140,6 +140,7 @@ class ModbusSource:
             if delay > 0:
                 await asyncio.sleep(delay)
             await self._poll_guarded(device)
+            _raise_if_cancelling()
             now = loop.time()
             if device.stats.state == "down":
                 next_due = now + device.backoff_s  # not aligned: the ticks meanwhile are given up
@@ -324,6 +325,19 @@ class ModbusSource:
         if first:
             log.warning("%s: cannot connect to %s", self.name, _where(self._config))
         raise DeviceError(f"cannot connect to {_where(self._config)}")
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a poll swallowed.
+
+    pymodbus awaits each answer with ``asyncio.wait_for``, which on Python 3.11 returns the
+    answer and drops the cancellation when both arrive in the same loop turn (fixed in 3.12).
+    Under fast polling that race is common, and a lost cancellation left the poll loop running,
+    so SIGTERM never finished. The task still counts the request (``cancelling()``).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _where(config: ModbusRtuSource | ModbusTcpSource) -> str:
