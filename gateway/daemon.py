@@ -286,8 +286,11 @@ class Daemon:
         last_polls = -1
         while True:
             assert self._buffer is not None
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+            # arrives as the flush completes, and this loop would then outlive the shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._buffer.flush(), timeout=period)
+                async with asyncio.timeout(period):
+                    await self._buffer.flush()
                 buffer_beat.beat()
             polls = sum(d.reads_ok + d.reads_failed + d.parse_errors for d in self._devices())
             if polls != last_polls:
