@@ -105,6 +105,7 @@ _EVICT_TRIGGER = 0.9
 _EVICT_TARGET = 0.8
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
+_RESERVE_AHEAD_MAX = 1_000_000
 
 QueuedItem = tuple[Lane, int, str]  # lane, ts_ms, body
 T = TypeVar("T")
@@ -177,6 +178,8 @@ class Buffer:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_seq = 0
         self._reserved = 0
+        self._reserve_ahead = self._reserve_block
+        self._last_reserve_t = -1e9
         self._base = 0
         self._boot = seqfile.boot_id()
         self._max_stored_ms = 0
@@ -498,7 +501,16 @@ class Buffer:
         self._committed_event = asyncio.Event()
 
     async def _reserve(self, last: int, batch_len: int) -> None:
-        ahead = max(self._reserve_block, 4 * batch_len)
+        """Raise the fsynced reservation above ``last``: by ``seq_reserve_block``, doubled
+        (up to 1M) while reservations come less than a second apart, so a burst costs a few
+        fsyncs rather than one per commit; a trickle keeps the unclean-stop gap small."""
+        now = time.monotonic()
+        if now - self._last_reserve_t < 1.0:
+            self._reserve_ahead = min(self._reserve_ahead * 2, _RESERVE_AHEAD_MAX)
+        else:
+            self._reserve_ahead = self._reserve_block
+        self._last_reserve_t = now
+        ahead = max(self._reserve_ahead, 2 * batch_len)
         reserved = (last + ahead) // self._reserve_block * self._reserve_block
         state = seqfile.SeqState(reserved, None, self._boot, self._base)
         await asyncio.to_thread(seqfile.write_state, self.seq_path, state)
@@ -549,8 +561,8 @@ class Buffer:
     async def _delete_runs(self, db: aiosqlite.Connection, runs: list[tuple[int, int]]) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            deleted = {}
-            for table in ("readings", "alarms"):
+            deleted = {"readings": 0, "alarms": 0}
+            for table in ("readings", "alarms") if self._stats.alarms else ("readings",):
                 cursor = await db.executemany(
                     f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", runs
                 )
