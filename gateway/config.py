@@ -30,6 +30,7 @@ from gateway.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("/etc/street-gateway/gateway.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/street-gateway")
 DEFAULT_STATUS_PORT = 8470
+MIN_BUFFER_SIZE = 256 * 1024  # below ~128KiB the WAL allowance alone fills it
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -527,6 +528,11 @@ def _cross_check(config: Config) -> list[Problem]:
             for j, device in enumerate(source.devices):
                 problems += _check_points(device, (*loc, "devices", j))
     problems += _check_alarms(config)
+    if config.buffer.max_size < MIN_BUFFER_SIZE:
+        problems.append(
+            (("buffer", "max_size"),
+             "must be at least 256KiB, or the buffer evicts readings as it stores them")
+        )  # fmt: skip
     problems += _check_uplink(config)
     problems += _check_status(config)
     return problems

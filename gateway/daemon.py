@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,33 +41,22 @@ from gateway.uplink.mqtt import Uplink
 log = logging.getLogger(__name__)
 
 UPLINK_SHUTDOWN_S = 2.0
+HARD_EXIT_AFTER_S = 8.0  # after SIGTERM; systemd's TimeoutStopSec would SIGKILL at 10 s
 STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
 
 SourceAdapter = ModbusSource | SerialSensorSource
 
 
 class Pipeline:
-    """What a reload replaces: the sources, the alarm rules and the uplink of one config."""
+    """What a reload replaces: the sources and the alarm rules of one config."""
 
-    def __init__(self, loaded: LoadedConfig, buffer: Buffer, clock: SystemClock, started_ms: int):
-        config = loaded.config
-        self.loaded = loaded
+    def __init__(self, config: Config, buffer: Buffer, clock: SystemClock) -> None:
         self.buffer = buffer
         self.clock = clock
         self.alarms = AlarmEngine(config.alarms)
         self.sources: list[tuple[str, str, SourceAdapter]] = [
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
         ]
-        self.uplink = Uplink(
-            config.uplink,
-            gateway_id=config.gateway.id,
-            client_id=config.client_id,
-            buffer=buffer,
-            password=loaded.mqtt_password,
-            version=__version__,
-            config_digest=loaded.digest,
-            started_ms=started_ms,
-        )
         self.readings_total = 0
         self.alarms_total = 0
 
@@ -95,6 +86,20 @@ class Pipeline:
         return [d for _, _, source in self.sources for d in source.devices]
 
 
+def make_uplink(loaded: LoadedConfig, buffer: Buffer, started_ms: int) -> Uplink:
+    config = loaded.config
+    return Uplink(
+        config.uplink,
+        gateway_id=config.gateway.id,
+        client_id=config.client_id,
+        buffer=buffer,
+        password=loaded.mqtt_password,
+        version=__version__,
+        config_digest=loaded.digest,
+        started_ms=started_ms,
+    )
+
+
 def make_source(
     config: ModbusRtuSource | ModbusTcpSource | SerialSource, sink: Callable[[Reading], None]
 ) -> SourceAdapter:
@@ -106,16 +111,20 @@ def make_source(
 class Daemon:
     """`street-gateway run`: owns the buffer, the status server and the current pipeline."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, *, hard_exit_after_s: float | None = None) -> None:
         self.loaded = loaded
+        self._hard_exit_after_s = hard_exit_after_s
+        self._hard_exit: threading.Timer | None = None
         self.started_ms = int(time.time() * 1000)
         self.started_monotonic = time.monotonic()
         self.clock = SystemClock()
         self._wake = asyncio.Event()
         self._stop_requested = False
+        self._drain_s = 0.0
         self._reload_requested = False
         self._buffer: Buffer | None = None
         self._pipeline: Pipeline | None = None
+        self._uplink: Uplink | None = None
 
     @property
     def config(self) -> Config:
@@ -133,7 +142,7 @@ class Daemon:
         }
 
     def uplink_stats(self) -> UplinkStats:
-        return self._pipeline.uplink.stats if self._pipeline else UplinkStats()
+        return self._uplink.stats if self._uplink else UplinkStats()
 
     def buffer_stats(self) -> BufferStats:
         return self._buffer.stats if self._buffer else BufferStats()
@@ -167,9 +176,16 @@ class Daemon:
                 loop.remove_signal_handler(signum)
         return 0
 
-    def request_stop(self) -> None:
+    def request_stop(self, *, drain_s: float = 0.0) -> None:
+        """Stop; with ``drain_s``, first wait (that long at most) for the backlog to go out."""
+        self._drain_s = drain_s
         self._stop_requested = True
         self._wake.set()
+        if self._hard_exit_after_s is not None and self._hard_exit is None:
+            # Last resort: library code that swallows a cancellation must not hang a shutdown.
+            self._hard_exit = threading.Timer(self._hard_exit_after_s, _hard_exit)
+            self._hard_exit.daemon = True
+            self._hard_exit.start()
 
     def request_reload(self) -> None:
         self._reload_requested = True
@@ -200,24 +216,47 @@ class Daemon:
             )
             async with asyncio.TaskGroup() as group:
                 watch = group.create_task(self._watch(), name="watchdog")
-                while not self._stop_requested:
-                    self._pipeline = Pipeline(self.loaded, buffer, self.clock, self.started_ms)
-                    await self._run_pipeline(self._pipeline)
+                uplink = self._start_uplink(group)
+                while True:
+                    self._pipeline = Pipeline(self.config, buffer, self.clock)
+                    sources = group.create_task(self._pipeline.run_sources(), name="sources")
+                    systemd.ready()
+                    systemd.status(self.status_line())
+                    next_loaded = await self._next_config()
+                    if next_loaded is None:
+                        break
+                    systemd.notify(RELOADING=1)
+                    await _cancel(sources)
+                    uplink = await self._reload_uplink(next_loaded, uplink, group)
+                    self.loaded = next_loaded
+                    log.info("reloaded %s: %s", next_loaded.path, _summary(next_loaded.config))
+                await self._shut_down(sources, uplink)
                 watch.cancel()
             log.info("stopped: buffer closed with %d readings waiting", buffer.stats.readings)
 
-    async def _run_pipeline(self, pipeline: Pipeline) -> None:
-        """Run one pipeline until a stop or a valid reload, then stop it in the shutdown order."""
-        async with asyncio.TaskGroup() as group:
-            sources = group.create_task(pipeline.run_sources(), name="sources")
-            uplink = group.create_task(pipeline.uplink.run(), name="uplink")
-            systemd.ready()
-            systemd.status(self.status_line())
-            next_loaded = await self._next_config()
-            await self._stop_pipeline(pipeline, sources, uplink)
-        if next_loaded is not None:
-            self.loaded = next_loaded
-            log.info("reloaded %s: %s", next_loaded.path, _summary(next_loaded.config))
+    def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
+        assert self._buffer is not None
+        self._uplink = make_uplink(self.loaded, self._buffer, self.started_ms)
+        return group.create_task(self._uplink.run(), name="uplink")
+
+    async def _reload_uplink(
+        self, loaded: LoadedConfig, task: asyncio.Task[None], group: asyncio.TaskGroup
+    ) -> asyncio.Task[None]:
+        """Keep the link when the new config talks to the broker the same way (no status flap);
+        otherwise finish the publish in progress and connect afresh."""
+        assert self._uplink is not None
+        config = loaded.config
+        if self._uplink.same_link(
+            config.uplink,
+            gateway_id=config.gateway.id,
+            client_id=config.client_id,
+            password=loaded.mqtt_password,
+        ):
+            await self._uplink.announce(loaded.digest)
+            return task
+        await self._stop_uplink(task)
+        self.loaded = loaded
+        return self._start_uplink(group)
 
     async def _next_config(self) -> LoadedConfig | None:
         """Wait for SIGTERM (None) or a SIGHUP whose new config is valid (that config)."""
@@ -232,30 +271,32 @@ class Daemon:
                 if loaded is not None:
                     return loaded
 
-    async def _stop_pipeline(
-        self, pipeline: Pipeline, sources: asyncio.Task[None], uplink: asyncio.Task[None]
-    ) -> None:
-        if self._stop_requested:
-            systemd.stopping()
-            log.info("stopping: polling stopped, committing and finishing the publish in progress")
-        sources.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sources
+    async def _shut_down(self, sources: asyncio.Task[None], uplink: asyncio.Task[None]) -> None:
+        """STYLE.md's order: STOPPING=1, stop polling, commit, finish the publish in progress."""
+        systemd.stopping()
+        log.info("stopping: polling stopped, committing and finishing the publish in progress")
+        await _cancel(sources)
         assert self._buffer is not None
         try:
-            await asyncio.wait_for(self._buffer.flush(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await self._buffer.flush()
         except TimeoutError:
             log.warning("could not commit the last readings within 1 s; they stay queued")
+        if self._drain_s:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._drain_s):
+                    while self.backlog():  # noqa: ASYNC110 - the backlog is a figure, not an event
+                        await asyncio.sleep(0.05)
+        await self._stop_uplink(uplink)
+
+    async def _stop_uplink(self, task: asyncio.Task[None]) -> None:
+        assert self._uplink is not None
         try:
-            await asyncio.wait_for(
-                pipeline.uplink.shutdown(UPLINK_SHUTDOWN_S), UPLINK_SHUTDOWN_S + 0.5
-            )
+            async with asyncio.timeout(UPLINK_SHUTDOWN_S + 0.5):
+                await self._uplink.shutdown(UPLINK_SHUTDOWN_S)
         except TimeoutError:
             log.warning("uplink did not finish in time; unacknowledged readings stay buffered")
-        if not uplink.done():
-            uplink.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await uplink
+        await _cancel(task)
 
     def _load_new_config(self) -> LoadedConfig | None:
         problems: list[str] = []
@@ -328,6 +369,18 @@ class Daemon:
         )
 
 
+def _hard_exit() -> None:
+    log.critical("shutdown did not finish in time: exiting hard (committed readings are safe)")
+    logging.shutdown()
+    os._exit(1)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a task and wait for it, keeping the waiter's own cancellation intact."""
+    task.cancel()
+    await asyncio.wait({task})
+
+
 def _summary(config: Config) -> str:
     devices = sum(1 for _ in config.devices())
     return f"{len(config.sources)} sources, {devices} devices, {len(config.alarms)} alarms"
@@ -336,7 +389,7 @@ def _summary(config: Config) -> str:
 def run_daemon(loaded: LoadedConfig) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean shutdown, 1 after a fatal runtime error."""
     try:
-        return asyncio.run(Daemon(loaded).run())
+        return asyncio.run(Daemon(loaded, hard_exit_after_s=HARD_EXIT_AFTER_S).run())
     except Exception:
         log.exception("fatal error")
         return 1

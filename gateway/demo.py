@@ -307,28 +307,23 @@ async def outages(link: CuttableLink, outage_s: float) -> None:
 
 
 async def stop_on_signal(
-    daemon: Daemon, link: CuttableLink, helpers: list[asyncio.Task[None]]
+    daemon: Daemon, link: CuttableLink, outage: asyncio.Task[None] | None
 ) -> None:
-    """On Ctrl-C or SIGTERM: end any outage, let the backlog drain (up to 10 s), then stop."""
+    """On Ctrl-C or SIGTERM: end any outage, stop polling and let the backlog drain (<= 10 s)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
-        for task in helpers[2:]:  # the outage cycle
-            task.cancel()
+        if outage is not None:
+            outage.cancel()
         link.restore()
-        print("\nstopping: waiting for the backlog to drain (Ctrl-C again to stop at once)")
-        stop.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                while daemon.backlog() and not stop.is_set():  # noqa: ASYNC110 - a figure
-                    await asyncio.sleep(0.1)
+        print("\nstopping: polling stopped, sending what is still in the buffer")
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        daemon.request_stop()
+        daemon.request_stop(drain_s=10.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,19 +374,24 @@ async def run_demo(outage_s: float | None, status_port: int | None = None) -> in
                     group.create_task(subscribe(broker_port, upstream), name="upstream"),
                     group.create_task(show(daemon, upstream, link, status_url, tty), name="view"),
                 ]
-                if outage_s:
-                    helpers.append(group.create_task(outages(link, outage_s), name="outages"))
+                outage = (
+                    group.create_task(outages(link, outage_s), name="outages") if outage_s else None
+                )
                 stopper = group.create_task(
-                    stop_on_signal(daemon, link, helpers), name="stop-on-signal"
+                    stop_on_signal(daemon, link, outage), name="stop-on-signal"
                 )
                 await daemon.run(handle_signals=False)  # returns once stopper stopped it
-                stopper.cancel()
-                for task in helpers:
+                # The broker acknowledged the last messages; give them a moment to reach us.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        while upstream.delivered() < daemon.buffer_stats().last_seq:  # noqa: ASYNC110
+                            await asyncio.sleep(0.05)
+                for task in (*helpers, stopper):
                     task.cancel()
             delivered, committed = upstream.delivered(), daemon.buffer_stats().last_seq
             print(
                 f"\ndemo stopped: delivered {delivered:,} of {committed:,} stored readings and "
-                f"alarms; {committed - delivered:,} wait in the buffer for the next run"
+                f"alarms; {committed - delivered:,} were still in the buffer"
                 if delivered < committed
                 else f"\ndemo stopped: delivered {delivered:,} of {committed:,}, nothing lost"
             )

@@ -113,6 +113,8 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("bad duration unit", lambda d: d["uplink"].update(keepalive="10 parsecs"),
      "uplink.keepalive", "not a duration"),
     ("bad size", lambda d: d.update(buffer={"max_size": "lots"}), "buffer.max_size", "not a size"),
+    ("buffer too small", lambda d: d.update(buffer={"max_size": "96KiB"}), "buffer.max_size",
+     "at least 256KiB"),
     ("bad sync", lambda d: d.update(buffer={"sync": "sometimes"}), "buffer.sync", "full, normal"),
     ("unknown source kind", lambda d: d["sources"][0].update(kind="canbus"),
      "sources[0]", "kind 'canbus' is not one of"),

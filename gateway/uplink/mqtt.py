@@ -141,7 +141,10 @@ class Uplink:
         self._client_id = client_id
         self._buffer = buffer
         self._password = password
+        self._version = version
+        self._started_ms = started_ms
         self._birth = payload.birth_message(version, started_ms, config_digest)
+        self._client: aiomqtt.Client | None = None  # while connected, for announce()
         self._topics = payload.Topics.for_gateway(config.topic_prefix, gateway_id)
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
         self._keepalive = max(1, round(config.keepalive))
@@ -163,6 +166,27 @@ class Uplink:
     @property
     def stats(self) -> UplinkStats:
         return self._stats
+
+    def same_link(
+        self, config: UplinkConfig, *, gateway_id: str, client_id: str, password: str | None
+    ) -> bool:
+        """Would a new uplink with these settings talk to the broker exactly as this one does?"""
+        return (config, gateway_id, client_id, password) == (
+            self._config, self._gateway_id, self._client_id, self._password
+        )  # fmt: skip
+
+    async def announce(self, config_digest: str) -> None:
+        """After a reload that keeps the link: the retained birth names the new config.
+
+        Publishing it again beats reconnecting, which would flap the status to offline.
+        """
+        self._birth = payload.birth_message(self._version, self._started_ms, config_digest)
+        client = self._client
+        if client is None:
+            return  # the next connect publishes it
+        with contextlib.suppress(MqttError, TimeoutError):
+            async with asyncio.timeout(self._op_timeout):
+                await client.publish(self._topics.status, self._birth, qos=1, retain=True)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -308,6 +332,7 @@ class Uplink:
         try:
             async with asyncio.timeout(self._op_timeout):
                 await client.publish(self._topics.status, self._birth, qos=1, retain=True)
+            self._client = client
             boundary = self._buffer.last_seq
             self._stats.connected = True
             self._stats.server = server
@@ -333,6 +358,7 @@ class Uplink:
         except* BufferStoreError as group:
             log.error("uplink: the buffer failed (%s); reconnecting", _first_reason(group))  # noqa: TRY400
         finally:
+            self._client = None
             self._set_disconnected()
             await self._flush_acks()
             await self._close(client, goodbye=graceful)
