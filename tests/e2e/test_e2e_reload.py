@@ -22,6 +22,8 @@ async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_runnin
     daemon = run_daemon(modbus_config(upstream.port, tmp_path, port, [AQ]))
     await upstream.wait_for_seq_above(20)
     assert _devices_after(upstream, 0) == {"aq-1"}
+    first_birth = upstream.last_status()
+    assert first_birth is not None
 
     daemon.write_config(modbus_config(upstream.port, tmp_path, port, [AQ, METER]))
     daemon.signal(signal.SIGHUP)
@@ -32,6 +34,16 @@ async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_runnin
         d["name"]: d["state"] for s in (await daemon.status())["sources"] for d in s["devices"]
     }
     assert set(states) == {"aq-1", "meter-1"}
+    # The link stayed up: no offline flap, and the retained birth names the new config.
+    statuses = [m.data for m in upstream.of("status")]
+    assert all(status["state"] == "online" for status in statuses), statuses
+    await upstream.wait_until(
+        lambda: upstream.last_status() != first_birth, 5, "a birth with the new config digest"
+    )
+    new_birth = upstream.last_status()
+    assert new_birth is not None
+    assert new_birth["config_digest"] != first_birth["config_digest"]
+    assert new_birth["started"] == first_birth["started"]
 
     daemon.write_config("gateway: {id: lamppost-e2e\nsources: [\n")  # a half-saved edit
     daemon.signal(signal.SIGHUP)
