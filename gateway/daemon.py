@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway import __version__, systemd
@@ -31,7 +31,7 @@ from gateway.config import (
     SerialSource,
     load_config,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.model import BufferStats, DeviceStats, Reading, UplinkStats
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
@@ -203,7 +203,7 @@ class Daemon:
                 max_age_s=buffer_config.max_age,
                 sync=buffer_config.sync,
             ) as buffer,
-            StatusServer(self, host=host, port=port, token=self.loaded.status_token) as status,
+            _status_server(self, host, port, self.loaded.status_token) as status,
         ):
             self._buffer = buffer
             log.info(
@@ -386,10 +386,32 @@ def _summary(config: Config) -> str:
     return f"{len(config.sources)} sources, {devices} devices, {len(config.alarms)} alarms"
 
 
+@contextlib.asynccontextmanager
+async def _status_server(
+    daemon: Daemon, host: str, port: int, token: str | None
+) -> AsyncIterator[StatusServer]:
+    """The status server, with a one-line reason when its address is taken."""
+    server = StatusServer(daemon, host=host, port=port, token=token)
+    try:
+        await server.__aenter__()
+    except OSError as exc:
+        raise GatewayError(
+            f"status.listen {host}:{port}: {exc.strerror or exc} (is another street-gateway "
+            "running, or another service on that port?)"
+        ) from exc
+    try:
+        yield server
+    finally:
+        await server.__aexit__(None, None, None)
+
+
 def run_daemon(loaded: LoadedConfig) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean shutdown, 1 after a fatal runtime error."""
     try:
         return asyncio.run(Daemon(loaded, hard_exit_after_s=HARD_EXIT_AFTER_S).run())
+    except GatewayError as exc:
+        log.error("cannot run: %s", exc)  # noqa: TRY400 - a known cause needs no traceback
+        return 1
     except Exception:
         log.exception("fatal error")
         return 1
