@@ -182,3 +182,89 @@ def decode_request(
         else:
             out.append((i, value))
     return out
+
+
+class RequestDecoder:
+    """``decode_request`` for one request of a plan, compiled once: the same results, faster.
+
+    The register block is turned into bytes once and every big-endian point (``ABCD``, or a
+    single register) comes out of one precompiled ``struct`` format over the whole block; ``bool``
+    points are read from their register directly. Points in another byte order, points that
+    overlap the struct's fields, bit tables and blocks of an unexpected length or content go
+    through :func:`decode_request`'s per-point path, so every result and error is the same.
+    """
+
+    def __init__(self, request: ReadRequest, points: Sequence[ModbusPoint]) -> None:
+        self.request = request
+        self._points = points
+        self._generic = request.table in ("coil", "discrete")
+        # (request.points position, point index, kind, register offset, bit) for each point;
+        # kind: 0 struct field, 1 bool register, 2 per-point decode
+        plan: list[tuple[int, int, int, int, int]] = []
+        fields: list[tuple[int, int, str]] = []  # (register offset, position, format char)
+        for pos, i in enumerate(request.points):
+            point = points[i]
+            lo = point.address - request.address
+            if point.type == "bool":
+                plan.append((pos, i, 1, lo, -1 if point.bit is None else point.bit))
+            elif point.width == 1 or point.byte_order == "ABCD":
+                fields.append((lo, pos, _FORMATS[point.type][1]))
+                plan.append((pos, i, 0, lo, 0))
+            else:
+                plan.append((pos, i, 2, lo, 0))
+        fmt, end = ">", 0
+        slots: dict[int, int] = {}  # request.points position -> index in the unpacked tuple
+        for lo, pos, char in sorted(fields):
+            if lo < end:  # overlaps the previous field: decode it on its own
+                _, i, _, _, _ = plan[pos]
+                plan[pos] = (pos, i, 2, lo, 0)
+                continue
+            fmt += f"{2 * (lo - end)}x" if lo > end else ""
+            slots[pos] = len(slots)
+            fmt += char
+            end = lo + struct.calcsize(">" + char) // 2
+        fmt += f"{2 * (request.count - end)}x" if request.count > end else ""
+        self._struct = struct.Struct(fmt)
+        self._pack = struct.Struct(f">{request.count}H").pack
+        self._plan = [
+            (i, kind, lo, bit, slots.get(pos, 0), points[i], _is_plain(points[i]))
+            for pos, i, kind, lo, bit in plan
+        ]
+
+    def __call__(
+        self, data: Sequence[int] | Sequence[bool]
+    ) -> list[tuple[int, Value | DecodeError]]:
+        """Each point of the request with its value, or the DecodeError that stopped it."""
+        if self._generic or len(data) != self.request.count:
+            return decode_request(self.request, self._points, data)
+        try:
+            raws = self._struct.unpack(self._pack(*data))
+        except struct.error:  # a word out of range or not an int: the slow path says why
+            return decode_request(self.request, self._points, data)
+        out: list[tuple[int, Value | DecodeError]] = []
+        for i, kind, lo, bit, slot, point, plain in self._plan:
+            try:
+                if kind == 0:
+                    raw = raws[slot]
+                    if isinstance(raw, float) and not math.isfinite(raw):
+                        value = decode(point, _words(data, lo, point.width))
+                    else:
+                        value = raw if plain else scaled(point, raw)
+                elif kind == 1:
+                    word = int(data[lo])
+                    value = word != 0 if bit < 0 else bool((word >> bit) & 1)
+                else:
+                    value = decode(point, _words(data, lo, point.width))
+            except DecodeError as exc:
+                out.append((i, exc))
+            else:
+                out.append((i, value))
+        return out
+
+
+def _is_plain(point: ModbusPoint) -> bool:
+    return point.scale == 1.0 and point.offset == 0.0
+
+
+def _words(data: Sequence[int] | Sequence[bool], lo: int, width: int) -> list[int]:
+    return [int(w) for w in data[lo : lo + width]]

@@ -28,7 +28,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from gateway.codec.registers import DecodeError, ReadRequest, decode_request, plan_requests
+from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, plan_requests
 from gateway.codec.registers import split_request as _split
 from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
@@ -61,6 +61,10 @@ class _Device:
     backoff_s: float = 0.0
     split: bool = False  # re-planned after "illegal data address"
     errors: list[str] = field(default_factory=list)
+    # per request of the plan, compiled on first use (a split plan adds its pieces)
+    decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
+    # per point: (name, unit), so a reading is built without going back to the config
+    labels: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def default_frame_gap(baudrate: int) -> float:
@@ -93,6 +97,7 @@ class ModbusSource:
                 config=device,
                 stats=DeviceStats(name=device.name, source=config.name, interval_s=device.interval),
                 plan=plan_requests(device.points),
+                labels=[(p.name, p.unit) for p in device.points],
             )
             for device in config.devices
         ]
@@ -238,18 +243,18 @@ class ModbusSource:
             index += 1
 
     def _deliver(self, device: _Device, request: ReadRequest, data: list[Any], ts_ms: int) -> None:
-        stats, points = device.stats, device.config.points
-        for i, value in decode_request(request, points, data):
-            point = points[i]
+        decoder = device.decoders.get(request)
+        if decoder is None:
+            decoder = device.decoders[request] = RequestDecoder(request, device.config.points)
+        stats, labels, sink = device.stats, device.labels, self._sink
+        name, last_values = stats.name, stats.last_values
+        for i, value in decoder(data):
             if isinstance(value, DecodeError):
                 stats.parse_errors += 1
                 continue
-            stats.last_values[point.name] = value
-            self._sink(
-                Reading(
-                    device=stats.name, point=point.name, value=value, ts_ms=ts_ms, unit=point.unit
-                )
-            )
+            point, unit = labels[i]
+            last_values[point] = value
+            sink(Reading(name, point, value, ts_ms, unit))
 
     async def _read(
         self, device: _Device, request: ReadRequest, attempts: int
