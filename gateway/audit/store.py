@@ -147,10 +147,16 @@ class AuditStore:
         return fleet
 
     async def save(self, fleet: Fleet) -> None:
-        """Commit every gateway changed since the last save, in one transaction."""
+        """Commit every gateway changed since the last save, in one transaction.
+
+        The rows are taken before the first await: what the ledger takes in while the commit
+        runs (the consumer folds messages in as they arrive) stays dirty for the next save.
+        """
         if not fleet.dirty and not fleet.meta_dirty:
             return
-        rows = [ledger_row(fleet.gateways[gid]) for gid in sorted(fleet.dirty)]
+        dirty, fleet.dirty = fleet.dirty, set()
+        fleet.meta_dirty = False
+        rows = [ledger_row(fleet.gateways[gid]) for gid in sorted(dirty)]
         meta = [("prefix", fleet.prefix), ("rejected", str(fleet.rejected))]
         if fleet.last_rejected is not None:
             meta.append(("last_rejected", fleet.last_rejected))
@@ -159,6 +165,6 @@ class AuditStore:
             await self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
             await self.db.commit()
         except sqlite3.Error as exc:
+            fleet.dirty |= dirty
+            fleet.meta_dirty = True
             raise AuditStateError(f"{self.path}: cannot write the audit state: {exc}") from exc
-        fleet.dirty.clear()
-        fleet.meta_dirty = False
