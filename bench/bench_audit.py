@@ -89,19 +89,20 @@ async def broker_path(n_messages: int, workdir: Path) -> None:
             consumer = Consumer(opts, fleet, store)
             await consumer.run(asyncio.Event(), settle=0.2)  # creates the session
             await queue_backlog(broker, n_messages)
-            marks: list[float] = []
+            marks: list[tuple[float, int]] = []  # (time, messages committed) per batch
             await consumer.run(
-                asyncio.Event(), settle=1.0, on_batch=lambda: marks.append(time.perf_counter())
+                asyncio.Event(),
+                settle=1.0,
+                on_batch=lambda: marks.append((time.perf_counter(), consumer.messages_total)),
             )
-            first_batch = marks[0]
-            took = marks[-1] - first_batch
-            n = consumer.messages_total - len(
-                marks[:1]
-            )  # the first batch's messages start the clock
+            (t_first, n_first), (t_last, n_last) = marks[0], marks[-1]
+            n = n_last - n_first  # the first batch's messages start the clock
+            took = t_last - t_first
             readings = sum(led.received.count for led in fleet.gateways.values())
             print(
                 f"audit ingested {consumer.messages_total} messages / {readings} readings in "
-                f"{len(marks)} batches (Receive Maximum {RECEIVE_MAXIMUM}); "
+                f"{consumer.batches} batches; at most {consumer.max_unacked} unacked at once "
+                f"(Receive Maximum {RECEIVE_MAXIMUM} asked); "
                 f"{n / took:,.0f} messages/s, {n * PER_MESSAGE / took:,.0f} readings/s"
             )
 

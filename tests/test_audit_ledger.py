@@ -143,6 +143,7 @@ def test_status_sets_online_and_retained_status_is_not_a_sighting() -> None:
         (f"{P}/g/gaps", b'{"gateway": "g", "from_seq": 5, "to_seq": 4, "reason": "x"}'),
         (f"{P}/g/gaps", b'{"gateway": "g", "from_seq": 4, "to_seq": 5}'),
         (f"{P}/g/status", b'{"state": "sleepy"}'),
+        (f"{P}/g/readings", b"[" * 100_000),  # nested past the recursion limit
         (f"{P}/g/other", b"{}"),
         ("elsewhere/g/readings", b"{}"),
     ],

@@ -4,11 +4,15 @@ aiomqtt (through paho) acknowledges a QoS 1 message as soon as it arrives. The a
 off (paho's manual ack) and acks each message only after the batch that contains it is
 committed to the state file, so a crash at any point loses nothing: the broker redelivers
 whatever was not acked. The price is that a batch committed but not yet acked when the audit
-dies is delivered again and counted as duplicates (at most ``RECEIVE_MAXIMUM`` messages).
+dies is delivered again and counted as duplicates (one batch: what arrived during one commit).
+
+Memory does not depend on the broker: each message is folded into the ledger as paho reads it
+(no queue of payloads) and only its 16-bit mid waits for the commit. ``Receive Maximum`` asks
+the broker to keep at most that many messages unacked; mosquitto 2.0.11 does not always keep
+to it while draining a queued backlog (docs/perf/audit.md), and nothing here relies on it.
 
 The session is MQTT 5 with ``clean_start`` off and a session expiry, so the broker queues the
-fleet's messages while no audit runs. ``Receive Maximum`` bounds the messages in flight to the
-audit, and with them its memory.
+fleet's messages while no audit runs.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps the audit's session (and queues for it) while no audit runs."""
 RECEIVE_MAXIMUM = 200
-"""Unacknowledged messages the broker may have in flight to the audit; one batch at most."""
+"""Unacknowledged messages the broker may have in flight to the audit (a request only)."""
 CALL_TIMEOUT_S = 10.0
 RECONNECT_MAX_S = 5.0
 
@@ -108,7 +112,14 @@ class Consumer:
         self.clock_ms = clock_ms
         self.subscribed = asyncio.Event()
         self.messages_total = 0
-        self.readings_batches = 0
+        """Messages applied and committed."""
+        self.batches = 0
+        self.max_unacked = 0
+        """Most messages received and not yet acked at once: what the broker let fly."""
+        self._unacked: list[int] = []  # mids applied to the ledger, not yet in a commit
+        self._applied = 0
+        self._committing = 0
+        self._arrived = asyncio.Event()
         self._last_arrival = 0.0
 
     async def run(
@@ -131,6 +142,9 @@ class Consumer:
                 if settle is not None:
                     raise UplinkError(f"{self.opts.url}: {exc}") from exc
                 log.warning("broker %s: %s; reconnecting", self.opts.url, exc)
+            # Applied on the lost connection, never acked: durable now, they come again as
+            # duplicates (the ledger cannot take a message back).
+            await self._commit(None)
             delay = random.uniform(0, backoff)  # jitter, not cryptography
             backoff = min(backoff * 2, RECONNECT_MAX_S)
             try:
@@ -146,67 +160,90 @@ class Consumer:
         on_batch: Callable[[], None] | None,
         tick: float,
     ) -> None:
-        loop = asyncio.get_running_loop()
         client = _client(self.opts)
-        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
         # Manual ack is paho's; aiomqtt does not expose it. It must be on before CONNECT: the
-        # broker sends what it queued for the session right after CONNACK.
+        # broker sends what it queued for the session right after CONNACK. For the same reason
+        # the ledger takes paho's messages before CONNECT, in place of aiomqtt's queue.
         paho = client._client
         paho.manual_ack_set(True)
+        paho.on_message = self._on_message
+        self._unacked.clear()  # mids of a lost connection mean nothing on a new one
         async with client:
             for topic in topic_filters(self.fleet.prefix, self.group):
                 async with asyncio.timeout(CALL_TIMEOUT_S):
                     await client.subscribe(topic, options=SubscribeOptions(qos=1))
             log.info("subscribed to %s as %s", self.fleet.prefix, self.opts.client_id)
-            self._last_arrival = loop.time()
+            self._last_arrival = time.monotonic()
             self.subscribed.set()
             async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read(client, inbox), name="audit-mqtt-reader")
+                watch = tg.create_task(self._watch(client), name="audit-mqtt-watch")
                 try:
                     await self._drain(
-                        paho, inbox, reader, stop=stop, settle=settle, on_batch=on_batch, tick=tick
+                        paho, watch, stop=stop, settle=settle, on_batch=on_batch, tick=tick
                     )
                 finally:
-                    reader.cancel()
+                    watch.cancel()
 
     @staticmethod
-    async def _read(client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
-        async for message in client.messages:
-            inbox.put_nowait(message)
+    async def _watch(client: aiomqtt.Client) -> None:
+        """Raise MqttError when the connection drops (aiomqtt's queue itself stays empty)."""
+        async for _ in client.messages:
+            pass
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        """paho's callback, run on the event loop as aiomqtt reads one packet from the socket.
+
+        The message is folded into the ledger at once and only its mid is kept until the batch
+        is committed: an unacked message costs a few bytes, not its payload, however many the
+        broker sends. Reading and folding alternate, so nothing queues in the process; what the
+        audit has not read yet waits in the socket, and TCP slows the broker down.
+        """
+        self.fleet.apply(msg.topic, msg.payload, self.clock_ms(), retained=bool(msg.retain))
+        if msg.qos > 0:  # only after apply: a message that raised is never acked
+            self._unacked.append(msg.mid)
+        self._applied += 1
+        self.max_unacked = max(self.max_unacked, len(self._unacked) + self._committing)
+        self._last_arrival = time.monotonic()
+        self._arrived.set()
+
+    async def _commit(self, paho: mqtt.Client | None) -> None:
+        """Commit everything applied so far, then ack it (unless the connection is gone)."""
+        self._arrived.clear()
+        # No await between taking the mids and save() taking its rows: they hold the same messages.
+        mids, self._unacked = self._unacked, []
+        applied, self._applied = self._applied, 0
+        self._committing = len(mids)
+        try:
+            await self.store.save(self.fleet)  # durable first ...
+        finally:
+            self._committing = 0
+        if paho is not None:
+            for mid in mids:  # ... then the broker may forget them
+                paho.ack(mid, 1)
+        self.messages_total += applied
+        self.batches += bool(applied)
 
     async def _drain(
         self,
         paho: mqtt.Client,
-        inbox: asyncio.Queue[aiomqtt.Message],
-        reader: asyncio.Task[None],
+        watch: asyncio.Task[None],
         *,
         stop: asyncio.Event,
         settle: float | None,
         on_batch: Callable[[], None] | None,
         tick: float,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        while not stop.is_set() and not reader.done():
+        """Group commit: each commit takes whatever arrived while the previous one ran."""
+        while not stop.is_set() and not watch.done():
             try:
                 async with asyncio.timeout(tick):
-                    first = await inbox.get()
+                    await self._arrived.wait()
             except TimeoutError:
-                if settle is not None and loop.time() - self._last_arrival >= settle:
+                if settle is not None and time.monotonic() - self._last_arrival >= settle:
                     return
                 continue
-            batch = [first]
-            while len(batch) < RECEIVE_MAXIMUM and not inbox.empty():
-                batch.append(inbox.get_nowait())
-            self._last_arrival = loop.time()
-            now = self.clock_ms()
-            for message in batch:
-                payload = message.payload
-                raw = payload if isinstance(payload, bytes) else str(payload).encode()
-                self.fleet.apply(message.topic.value, raw, now, retained=message.retain)
-            await self.store.save(self.fleet)  # durable first ...
-            for message in batch:  # ... then the broker may forget them
-                if message.qos > 0:
-                    paho.ack(message.mid, message.qos)
-            self.messages_total += len(batch)
+            await self._commit(paho)
             if on_batch is not None:
                 on_batch()
+        if not watch.done() and self._arrived.is_set():
+            await self._commit(paho)  # stopping: leave nothing applied but unacked

@@ -55,7 +55,7 @@ def _seq(value: object, what: str) -> int:
     return value
 
 
-def parse_message(prefix: str, topic: str, payload: bytes) -> Event:
+def parse_message(prefix: str, topic: str, payload: bytes | bytearray) -> Event:
     """Turn one message of the fleet's topics into an event; raise RejectedMessage if unusable."""
     head, sep, rest = topic.partition(prefix + "/") if prefix else ("", "/", topic)
     if head or not sep:
@@ -65,7 +65,7 @@ def parse_message(prefix: str, topic: str, payload: bytes) -> Event:
         raise RejectedMessage(f"topic {topic!r} is not P/G/{{{','.join(KINDS)}}}")
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise RejectedMessage(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RejectedMessage("the payload is not a JSON object")
@@ -175,7 +175,9 @@ class Fleet:
             found = self.gateways[gateway] = GatewayLedger(gateway)
         return found
 
-    def apply(self, topic: str, payload: bytes, now_ms: int, *, retained: bool = False) -> bool:
+    def apply(
+        self, topic: str, payload: bytes | bytearray, now_ms: int, *, retained: bool = False
+    ) -> bool:
         """Record one message; False (counted, remembered) when it could not be used."""
         try:
             event = parse_message(self.prefix, topic, payload)
