@@ -7,12 +7,17 @@ front (``{"seq":n,`` + body[1:]), so a backlog is published without decoding and
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.model import AlarmEvent, Gap, Reading, StoredItem
 
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+# what that encoder escapes a str with (ensure_ascii=False): quotes, backslash, control chars
+_string = json.encoder.encode_basestring
+_FINITE_MAX = sys.float_info.max
+_FINITE_MIN = -_FINITE_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,37 @@ class Topics:
 
 
 def reading_body(reading: Reading) -> str:
-    """The reading's JSON object without seq; raises ValueError for NaN or infinity."""
+    """The reading's JSON object without seq; raises ValueError for NaN or infinity.
+
+    Written out by hand for the usual field types (the text is what :func:`json.dumps` with
+    compact separators gives: the same string escaping and number reprs); anything else,
+    including non-finite floats, goes through the JSON encoder.
+    """
+    value, ts, device, point, unit = (
+        reading.value, reading.ts_ms, reading.device, reading.point, reading.unit
+    )  # fmt: skip
+    kind = value.__class__
+    if kind is float and _FINITE_MIN <= value <= _FINITE_MAX:  # False for NaN
+        number = float.__repr__(value)
+    elif kind is int:
+        number = int.__repr__(value)
+    elif kind is bool:
+        number = "true" if value else "false"
+    else:
+        return _reading_body_encoded(reading)
+    if ts.__class__ is not int or device.__class__ is not str or point.__class__ is not str:
+        return _reading_body_encoded(reading)
+    text = f'{{"ts":{ts},"device":{_string(device)},"point":{_string(point)},"value":{number}'
+    if unit is not None:
+        if unit.__class__ is not str:
+            return _reading_body_encoded(reading)
+        text += f',"unit":{_string(unit)}'
+    if not reading.clock_synced:
+        text += ',"clock":"unsynced"'
+    return text + "}"
+
+
+def _reading_body_encoded(reading: Reading) -> str:
     body: dict[str, object] = {
         "ts": reading.ts_ms,
         "device": reading.device,
