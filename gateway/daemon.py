@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -63,7 +62,15 @@ class Pipeline:
     def accept(self, reading: Reading) -> None:
         """The sink every source calls: flag unsynced time, buffer it, then run the alarm rules."""
         if not self.clock.synced:
-            reading = dataclasses.replace(reading, clock_synced=False)
+            # the constructor: half the cost of dataclasses.replace, paid for every reading
+            reading = Reading(
+                reading.device,
+                reading.point,
+                reading.value,
+                reading.ts_ms,
+                reading.unit,
+                clock_synced=False,
+            )
         self.readings_total += 1
         self.buffer.put(reading)
         for event in self.alarms.observe(reading):
