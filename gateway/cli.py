@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="status page port (default 8470, or a free one)",
     )
+    demo.add_argument(
+        "--embedded-broker",
+        action="store_true",
+        help="use the embedded amqtt broker even when mosquitto is installed",
+    )
     demo.set_defaults(func=_demo)
 
     audit_command.register(sub)
@@ -195,4 +200,4 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway import demo  # noqa: PLC0415 - the demo pulls in the simulators
 
-    return demo.main(args.outage, args.status_port)
+    return demo.main(args.outage, args.status_port, args.embedded_broker)

@@ -116,10 +116,10 @@ def port_is_free(port: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def local_broker(workdir: Path) -> AsyncIterator[tuple[int, str]]:
-    """Mosquitto when it is installed, else amqtt in this process: (port, description)."""
+async def local_broker(workdir: Path, *, embedded: bool) -> AsyncIterator[tuple[int, str]]:
+    """Mosquitto when it is installed (unless ``embedded``), else amqtt in this process."""
     port = free_port()
-    binary = find_mosquitto()
+    binary = None if embedded else find_mosquitto()
     if binary is not None:
         proc = _start_mosquitto(binary, workdir, port)
         try:
@@ -152,7 +152,7 @@ async def local_broker(workdir: Path) -> AsyncIterator[tuple[int, str]]:
     )
     await broker.start()
     try:
-        yield port, "embedded amqtt broker (mosquitto is not installed)"
+        yield port, "embedded amqtt broker" + ("" if embedded else " (mosquitto is not installed)")
     finally:
         await broker.shutdown()
 
@@ -338,11 +338,15 @@ def _workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-async def run_demo(outage_s: float | None, status_port: int | None = None) -> int:
+async def run_demo(
+    outage_s: float | None, status_port: int | None = None, *, embedded_broker: bool = False
+) -> int:
     tty = sys.stdout.isatty()
     with _workdir() as workdir:
         async with contextlib.AsyncExitStack() as stack:
-            broker_port, broker_name = await stack.enter_async_context(local_broker(workdir))
+            broker_port, broker_name = await stack.enter_async_context(
+                local_broker(workdir, embedded=embedded_broker)
+            )
             link = await stack.enter_async_context(CuttableLink("127.0.0.1", broker_port))
             modbus_port = free_port()
             units = [SimUnit(unit, profile) for unit, _, profile, _ in MODBUS_UNITS]
@@ -398,7 +402,7 @@ async def run_demo(outage_s: float | None, status_port: int | None = None) -> in
     return 0
 
 
-def main(outage: str | None, status_port: int | None = None) -> int:
+def main(outage: str | None, status_port: int | None = None, embedded_broker: bool = False) -> int:
     try:
         outage_s = parse_duration(outage) if outage else None
     except ValueError as exc:
@@ -407,6 +411,6 @@ def main(outage: str | None, status_port: int | None = None) -> int:
     if not os.environ.get("STREET_GATEWAY_CLOCK"):
         os.environ["STREET_GATEWAY_CLOCK"] = "synced"  # a demo machine's clock is what it is
     try:
-        return asyncio.run(run_demo(outage_s, status_port))
+        return asyncio.run(run_demo(outage_s, status_port, embedded_broker=embedded_broker))
     except KeyboardInterrupt:  # Ctrl-C before the handlers were in place
         return 0

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gateway.config import load_config
@@ -31,9 +32,11 @@ def test_configs_demo_yaml_is_what_the_demo_runs() -> None:
     load_config(CONFIGS / "demo.yaml")
 
 
-def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c() -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c(broker: str) -> None:
+    extra = ["--embedded-broker"] if broker == "embedded" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--outage", "2s", "--status-port", "0"],
+        [sys.executable, "-m", "gateway", "demo", "--outage", "2s", "--status-port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -50,6 +53,7 @@ def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c() -> None:
             proc.wait()
     assert proc.returncode == 0, output
     assert "status page: http://127.0.0.1:" in output
+    assert ("embedded amqtt broker" in output) == (broker == "embedded")
     assert "cutting the uplink" in output
     final = re.search(r"demo stopped: delivered ([0-9,]+) of ([0-9,]+)", output)
     assert final, output
