@@ -16,7 +16,8 @@ free ports and each stopped by pid:
   ``--cprofile FILE``; the daemon writes the profile when SIGTERM ends it). Its package is
   byte-compiled first (``gateway/**/__pycache__``, git-ignored), as ``pip install`` leaves it in
   the unit's venv: an editable install under ``PYTHONDONTWRITEBYTECODE`` would otherwise compile
-  every module from source at each start, ~1-1.5 MB more peak RSS than the deployed daemon;
+  every module from source at each start, ~1-1.5 MB more peak RSS than the deployed daemon.
+  Its environment adds the ``Environment=`` lines of ``systemd/street-gateway.service``;
 * the subscriber: an aiomqtt client in this process, QoS 1, on ``P/G/readings``.
 
 Figures, over the ``--seconds`` window that follows ``--warmup``:
@@ -38,6 +39,7 @@ import compileall
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -54,7 +56,9 @@ from support import free_port, running_mosquitto, stop_process, wait_for_port
 
 from gateway.sim.modbus import profile_points
 
-GATEWAY_DIR = Path(__file__).resolve().parent.parent / "gateway"
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_DIR = ROOT / "gateway"
+UNIT = ROOT / "systemd" / "street-gateway.service"
 PROFILE = "e2e_cabinet"
 GATEWAY = "bench-e2e"
 PREFIX = "bench"
@@ -181,11 +185,23 @@ def daemon_command(config: Path, cprofile: str | None) -> list[str]:
     return [str(Path(sys.executable).parent / "street-gateway"), "run", "-c", str(config)]
 
 
+def unit_environment() -> dict[str, str]:
+    """The systemd unit's ``Environment=`` settings: the daemon runs here as it runs there."""
+    env = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for item in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
 def start_daemon(command: list[str], workdir: Path) -> Popen:
     # The deployed venv holds .pyc files (pip compiles on install; the unit's /opt is read-only).
     compileall.compile_dir(GATEWAY_DIR, quiet=1)
+    env = {**os.environ, **unit_environment()}
     with (workdir / "daemon.log").open("wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def fetch_status(port: int) -> dict[str, Any]:
