@@ -23,16 +23,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.model import BufferStats, DeviceStats, UplinkStats, Value
 
@@ -182,28 +179,108 @@ def _json_value(value: Value) -> Value | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Prometheus
+# Prometheus: the text exposition written here, byte for byte as prometheus_client's
+# generate_latest() writes these families (tests/test_status_metrics_format.py compares them).
+# Importing prometheus_client costs ~1 MB of the daemon's peak RSS (its HTTP and WSGI servers,
+# push gateway and default collectors come with it) for the ~40 lines below (docs/perf/e2e.md).
+
+CONTENT_TYPE_LATEST = "text/plain; version=1.0.0; charset=utf-8"
 
 
-class StatusCollector(Collector):
-    """Reads the provider at scrape time; registered in its own registry, never the global one."""
+@dataclass(slots=True)
+class MetricFamily:
+    """One metric: its HELP, TYPE and samples. A counter's ``name`` is without ``_total``."""
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    documentation: str
+    labels: Sequence[str] = ()
+    samples: list[tuple[Sequence[str], float]] = field(default_factory=list)
+
+    def add_metric(self, values: Sequence[str], value: float) -> None:
+        self.samples.append((values, value))
+
+    @classmethod
+    def of(
+        cls,
+        kind: Literal["counter", "gauge"],
+        name: str,
+        documentation: str,
+        value: float | None = None,
+        labels: Sequence[str] = (),
+    ) -> MetricFamily:
+        """A family with labels (samples added later), or one unlabelled sample of ``value``."""
+        family = cls(name, kind, documentation, labels)
+        if value is not None:
+            family.add_metric((), value)
+        return family
+
+
+def gauge_family(
+    name: str, doc: str, value: float | None = None, labels: Sequence[str] = ()
+) -> MetricFamily:
+    return MetricFamily.of("gauge", name, doc, value, labels)
+
+
+def counter_family(
+    name: str, doc: str, value: float | None = None, labels: Sequence[str] = ()
+) -> MetricFamily:
+    return MetricFamily.of("counter", name, doc, value, labels)
+
+
+def generate_latest(families: Iterable[MetricFamily]) -> bytes:
+    """The Prometheus text format: HELP, TYPE, then one line per sample, labels sorted by name."""
+    out = []
+    for family in families:
+        name = f"{family.name}_total" if family.kind == "counter" else family.name
+        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.kind}\n")
+        for values, value in family.samples:
+            pairs = sorted(zip(family.labels, values, strict=True))
+            labels = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in pairs)
+            out.append(f"{name}{{{labels}}} " if labels else f"{name} ")
+            out.append(f"{_go_float(value)}\n")
+    return "".join(out).encode("utf-8")
+
+
+def _escape_label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _go_float(value: float) -> str:
+    """A sample value as Go (and prometheus_client) writes it: 1.0, 3.145728e+06, NaN, +Inf."""
+    d = float(value)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if math.isnan(d):
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+class StatusCollector:
+    """Reads the provider at scrape time, once per scrape."""
 
     def __init__(self, provider: StatusProvider) -> None:
         self._provider = provider
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[MetricFamily]:
         p = self._provider
         info = p.gateway_info()
         uplink, buffer = p.uplink_stats(), p.buffer_stats()
         healthy, _ = health(p)
 
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"street_gateway_{name}", doc, value=value)
+        def gauge(name: str, doc: str, value: float) -> MetricFamily:
+            return gauge_family(f"street_gateway_{name}", doc, value=value)
 
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(f"street_gateway_{name}", doc, value=value)
+        def counter(name: str, doc: str, value: float) -> MetricFamily:
+            return counter_family(f"street_gateway_{name}", doc, value=value)
 
-        build = GaugeMetricFamily(
+        build = gauge_family(
             "street_gateway_build_info", "Gateway id and version", labels=["gateway", "version"]
         )
         build.add_metric([str(info["id"]), str(info["version"])], 1)
@@ -213,23 +290,23 @@ class StatusCollector(Collector):
         yield gauge("healthy", "1 when /health answers 200", healthy)
 
         labels = ["source", "device"]
-        reads_ok = CounterMetricFamily(
+        reads_ok = counter_family(
             "street_gateway_device_reads_ok", "Successful polls or lines", labels=labels
         )
-        reads_failed = CounterMetricFamily(
+        reads_failed = counter_family(
             "street_gateway_device_reads_failed", "Failed polls", labels=labels
         )
-        parse_errors = CounterMetricFamily(
+        parse_errors = counter_family(
             "street_gateway_device_parse_errors",
             "Lines or answers that did not parse",
             labels=labels,
         )
-        last_ok = GaugeMetricFamily(
+        last_ok = gauge_family(
             "street_gateway_device_last_ok_timestamp_seconds",
             "Unix time of the device's last good reading",
             labels=labels,
         )
-        state = GaugeMetricFamily(
+        state = gauge_family(
             "street_gateway_device_state",
             "1 for the device's current state",
             labels=[*labels, "state"],
@@ -254,7 +331,7 @@ class StatusCollector(Collector):
             yield gauge("buffer_oldest_timestamp_seconds", "Unix time of the oldest held item",
                         buffer.oldest_ts / 1000)  # fmt: skip
         yield gauge("buffer_last_seq", "Highest seq committed", buffer.last_seq)
-        evicted = CounterMetricFamily(
+        evicted = counter_family(
             "street_gateway_buffer_evicted", "Items given up, by gap reason", labels=["reason"]
         )
         for reason in sorted({"max_size", "max_age", *buffer.evicted_total}):
@@ -608,9 +685,7 @@ def make_app(provider: StatusProvider, *, token: str | None = None) -> web.Appli
         )
 
     async def get_metrics(request: web.Request) -> web.Response:
-        registry = CollectorRegistry()
-        registry.register(StatusCollector(provider))
-        response = web.Response(body=generate_latest(registry))
+        response = web.Response(body=generate_latest(StatusCollector(provider).collect()))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
