@@ -10,6 +10,7 @@ the uplink state and "delivered N of M". ``--outage 20s`` cuts the link for 20 s
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,13 @@ def _start_mosquitto(binary: str, workdir: Path, port: int) -> subprocess.Popen[
         "max_queued_messages 100000\n"
     )
     with (workdir / "mosquitto.log").open("ab") as log_file:
+        # Its own session: the Ctrl-C meant for the demo must not kill the broker before the
+        # backlog has drained (a terminal sends SIGINT to the whole foreground process group).
         return subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT
+            [binary, "-c", str(conf)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -239,7 +245,39 @@ async def subscribe(port: int, upstream: Upstream) -> None:
 # The live view
 
 
-def render(daemon: Daemon, upstream: Upstream, link: CuttableLink, status_url: str) -> str:
+class RecentLog(logging.Handler):
+    """Keeps the last few log lines for the live view, which would otherwise scroll them away."""
+
+    def __init__(self, keep: int = 6) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record).splitlines()[0])
+
+
+@contextlib.contextmanager
+def logs_into(view_log: RecentLog) -> Iterator[None]:
+    """While the view is on screen, log lines go into it instead of the terminal."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [view_log]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+def render(
+    daemon: Daemon,
+    upstream: Upstream,
+    link: CuttableLink,
+    status_url: str,
+    *,
+    recent: Sequence[str] = (),
+    width: int = 100,
+) -> str:
     uplink = daemon.uplink_stats()
     buffer = daemon.buffer_stats()
     now = time.monotonic()
@@ -255,7 +293,8 @@ def render(daemon: Daemon, upstream: Upstream, link: CuttableLink, status_url: s
             values = "  ".join(
                 f"{point}={_fmt(value)}" for point, value in list(device.last_values.items())[:5]
             )
-            lines.append(f"{device.name:<16} {device.state:<8} {device.reads_ok:>6}  {values}")
+            row = f"{device.name:<16} {device.state:<8} {device.reads_ok:>6}  {values}"
+            lines.append(row if len(row) <= width else row[: width - 1] + "…")
     link_state = "UP" if link.is_up else "CUT (simulated outage)"
     uplink_state = f"connected to {uplink.server}" if uplink.connected else "disconnected"
     committed = buffer.last_seq
@@ -269,6 +308,9 @@ def render(daemon: Daemon, upstream: Upstream, link: CuttableLink, status_url: s
     ]
     if upstream.alarms:
         lines.append("recent alarms: " + "; ".join(upstream.alarms))
+    if recent:
+        lines += ["", "recent log lines:"]
+        lines += [f"  {line}"[:width] for line in recent]
     lines.append("")
     lines.append("Ctrl-C to stop.")
     return "\n".join(lines)
@@ -281,18 +323,29 @@ def _fmt(value: Any) -> str:
 
 
 async def show(
-    daemon: Daemon, upstream: Upstream, link: CuttableLink, status_url: str, tty: bool
+    daemon: Daemon,
+    upstream: Upstream,
+    link: CuttableLink,
+    status_url: str,
+    recent: RecentLog | None,
 ) -> None:
+    """Redraw the view in place on a terminal; elsewhere print a summary line every 5 s."""
     last_plain = 0.0
     while True:
         await asyncio.sleep(REFRESH_S)
-        text = render(daemon, upstream, link, status_url)
-        if tty:
+        if recent is not None:
+            width = shutil.get_terminal_size().columns
+            text = render(daemon, upstream, link, status_url, recent=recent.lines, width=width)
             sys.stdout.write("\x1b[H\x1b[J" + text + "\n")
             sys.stdout.flush()
         elif time.monotonic() - last_plain >= 5:
             last_plain = time.monotonic()
-            print(text.splitlines()[-4 if not upstream.alarms else -5], flush=True)
+            buffer = daemon.buffer_stats()
+            print(
+                f"delivered {upstream.delivered():,} of {buffer.last_seq:,}, "
+                f"backlog {buffer.readings}, link {'up' if link.is_up else 'CUT'}",
+                flush=True,
+            )
 
 
 async def outages(link: CuttableLink, outage_s: float) -> None:
@@ -373,10 +426,15 @@ async def run_demo(
             print(f"config: {config_path}")
             print(f"status page: {status_url}")
             upstream = Upstream()
+            recent = RecentLog() if tty else None
+            if recent is not None:
+                stack.enter_context(logs_into(recent))
             async with asyncio.TaskGroup() as group:
                 helpers = [
                     group.create_task(subscribe(broker_port, upstream), name="upstream"),
-                    group.create_task(show(daemon, upstream, link, status_url, tty), name="view"),
+                    group.create_task(
+                        show(daemon, upstream, link, status_url, recent), name="view"
+                    ),
                 ]
                 outage = (
                     group.create_task(outages(link, outage_s), name="outages") if outage_s else None
