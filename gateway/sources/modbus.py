@@ -1,23 +1,26 @@
 """Modbus RTU and TCP sources: poll devices with pymodbus, decode with ``codec.registers``.
 
 One :class:`ModbusSource` per configured source owns one pymodbus client (one serial port or
-one TCP connection) and one task per device. The devices of a source share one lock, so one
-transaction is on the wire at a time: RS-485 is half duplex, and pymodbus serialises requests
-on a connection anyway (its client holds a lock around each transaction, no pipelining); taking
-the lock ourselves means a transaction's timeout measures the device, not the queue. A serial
-bus leaves a short gap between frames.
+one TCP connection) and one scheduler task that polls all of its devices, one after another.
+So one transaction is on the wire at a time without a lock: RS-485 is half duplex, and pymodbus
+serialises requests on a connection anyway (its client holds a lock around each transaction,
+no pipelining); polling from one task means a transaction's timeout measures the device, not
+the queue, and devices that fall due on the same tick cost one wake-up, not one each plus a
+lock hand-over. A serial bus leaves a short gap between frames.
 
-Each device is polled at its ``interval`` on a drift-free schedule: a poll that comes late
-skips the ticks it missed (``polls_skipped``) instead of bursting. A device goes ``ok`` ->
-``failing`` on its first failed poll and ``down`` after :data:`DOWN_AFTER` in a row; a down
-device is tried with one attempt (no retries) after a backoff that doubles up to the source's
-``backoff_max``, so a dead unit costs the others at most one timeout per backoff period.
-Every exception is caught inside the device's poll: one device never stops the others.
+Each device is polled at its ``interval`` on a drift-free schedule (a heap of next due times):
+a poll that comes late skips the ticks it missed (``polls_skipped``) instead of bursting. A
+device goes ``ok`` -> ``failing`` on its first failed poll and ``down`` after
+:data:`DOWN_AFTER` in a row; a down device is tried with one attempt (no retries) after a
+backoff that doubles up to the source's ``backoff_max``, so a dead unit costs the others at most
+one timeout per backoff period. Every exception is caught inside the device's poll: one device
+never stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -101,7 +104,6 @@ class ModbusSource:
             )
             for device in config.devices
         ]
-        self._lock = asyncio.Lock()
         self._client: ModbusClient | None = None
         self._reconnect_at = 0.0
         self._reconnect_delay = 0.0
@@ -118,9 +120,7 @@ class ModbusSource:
         """Poll every device until cancelled; the client is closed on every exit."""
         self._client = self._make_client()
         try:
-            async with asyncio.TaskGroup() as group:
-                for device in self._devices:
-                    group.create_task(self._poll_loop(device), name=f"modbus:{device.stats.name}")
+            await self._schedule()
         finally:
             self._client.close()
             self._client = None
@@ -136,28 +136,38 @@ class ModbusSource:
     # -----------------------------------------------------------------------------------------
     # Scheduling
 
-    async def _poll_loop(self, device: _Device) -> None:
+    async def _schedule(self) -> None:
+        """Poll the device due first, reschedule it, repeat; sleep while none is due."""
+        if not self._devices:
+            await asyncio.Future()  # nothing to poll: wait for the cancellation
         loop = asyncio.get_running_loop()
-        interval = device.config.interval
-        next_due = loop.time()
+        start = loop.time()
+        # (due, index): the index breaks ties, so devices due together go in config order
+        heap = [(start, index) for index in range(len(self._devices))]
         while True:
-            delay = next_due - loop.time()
+            due, index = heap[0]
+            delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            device = self._devices[index]
             await self._poll_guarded(device)
             _raise_if_cancelling()
-            now = loop.time()
-            if device.stats.state == "down":
-                next_due = now + device.backoff_s  # not aligned: the ticks meanwhile are given up
-                continue
-            if device.backoff_s:  # back from down: restart the schedule from now
-                device.backoff_s = 0.0
-                next_due = now
-            next_due += interval
-            if next_due <= now:
-                missed = int((now - next_due) // interval) + 1
-                device.stats.polls_skipped += missed
-                next_due += missed * interval
+            heapq.heapreplace(heap, (self._next_due(device, due, loop.time()), index))
+
+    def _next_due(self, device: _Device, due: float, now: float) -> float:
+        """When ``device`` polls next, after its poll that was due at ``due`` ended at ``now``."""
+        if device.stats.state == "down":
+            return now + device.backoff_s  # not aligned: the ticks meanwhile are given up
+        interval = device.config.interval
+        if device.backoff_s:  # back from down: restart the schedule from now
+            device.backoff_s = 0.0
+            due = now
+        due += interval
+        if due <= now:
+            missed = int((now - due) // interval) + 1
+            device.stats.polls_skipped += missed
+            due += missed * interval
+        return due
 
     async def _poll_guarded(self, device: _Device) -> None:
         """One poll; every failure becomes the device's state, never an exception."""
@@ -274,24 +284,23 @@ class ModbusSource:
 
     async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
         timeout = self._config.timeout
-        async with self._lock:
-            client = await self._connected_client()
-            device.stats.requests_total += 1
-            try:
-                # pymodbus times the answer out itself; this guard only bounds the worst case
-                async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
-                    response = await read_table(
-                        client, request.table, request.address, request.count, device.config.unit
-                    )
-            except (TimeoutError, ModbusIOException) as exc:
-                raise DeviceTimeout(f"no answer within {timeout:g}s") from exc
-            except ConnectionException as exc:
-                raise DeviceError(f"connection lost: {exc}") from exc
-            except ModbusException as exc:
-                raise DeviceProtocolError(str(exc)) from exc
-            finally:
-                if self._frame_gap:
-                    await asyncio.sleep(self._frame_gap)
+        client = await self._connected_client()
+        device.stats.requests_total += 1
+        try:
+            # pymodbus times the answer out itself; this guard only bounds the worst case
+            async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
+                response = await read_table(
+                    client, request.table, request.address, request.count, device.config.unit
+                )
+        except (TimeoutError, ModbusIOException) as exc:
+            raise DeviceTimeout(f"no answer within {timeout:g}s") from exc
+        except ConnectionException as exc:
+            raise DeviceError(f"connection lost: {exc}") from exc
+        except ModbusException as exc:
+            raise DeviceProtocolError(str(exc)) from exc
+        finally:
+            if self._frame_gap:
+                await asyncio.sleep(self._frame_gap)
         if response.isError():
             raise ExceptionResponse(int(getattr(response, "exception_code", 0)), request)
         ts_ms = now_ms()
