@@ -50,6 +50,7 @@ BENCHES = (
     Bench("uplink", "MQTT uplink", "bench_uplink.py"),
     Bench("audit", "Fleet audit", "bench_audit.py"),
     Bench("e2e", "End to end (issue 7)", "bench_e2e.py", limit_s=240),
+    Bench("demo", "The demo's broker", "bench_demo_broker.py", limit_s=120),
 )
 
 
