@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from gateway import __version__
 from gateway.config import (
@@ -19,10 +18,8 @@ from gateway.config import (
     LoadedConfig,
     ModbusRtuSource,
     SerialSource,
-    default_config_path,
-    load_config,
 )
-from gateway.errors import ConfigError
+from gateway.console import add_config_argument, load_or_report
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -115,16 +112,6 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default $STREET_GATEWAY_CONFIG or /etc/street-gateway/gateway.yaml)",
-    )
-
-
 def configure_logging(level: str) -> None:
     """Plain lines to stderr: journald adds the time stamp and the unit name."""
     stream_is_journal = bool(os.environ.get("JOURNAL_STREAM"))
@@ -138,19 +125,6 @@ def configure_logging(level: str) -> None:
     # paho logs "failed to receive on socket" at ERROR on every lost link and retry; the uplink
     # logs the link's state changes itself, once each.
     logging.getLogger("gateway.uplink.mqtt.paho").setLevel(logging.CRITICAL)
-
-
-def load_or_report(path: Path | None) -> LoadedConfig | None:
-    """Load the config, or print one line per problem to stderr and return None."""
-    try:
-        loaded = load_config(path or default_config_path())
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return None
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return loaded
 
 
 def _check(args: argparse.Namespace) -> int:

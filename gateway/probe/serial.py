@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO, TypeVar
 
-from gateway.cli import add_config_argument, load_or_report
 from gateway.codec.lines import FrameError, make_parser, unescape
 from gateway.config import SerialSource
+from gateway.console import add_config_argument, load_or_report
 from gateway.errors import DeviceError, ParseError
 from gateway.sources.serial import Line, LinePort, open_line_port
 
