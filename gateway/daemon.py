@@ -1,9 +1,11 @@
 """The composition root: sources -> alarms -> buffer -> uplink, with status and systemd beside.
 
-Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer outlives the pipeline
-(sources, alarm rules, uplink), so a SIGHUP reload swaps the pipeline and never touches the
-buffer. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop polling -> commit in-flight
-readings -> let the uplink finish the publish in progress (bounded) -> close the buffer.
+Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer and the status server
+outlive the pipeline (sources and alarm rules), so a SIGHUP reload swaps the pipeline and never
+touches the buffer; the uplink is replaced only when its settings changed, so a reload does not
+flap the gateway's status to offline. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop
+polling -> commit in-flight readings -> let the uplink finish the publish in progress (bounded)
+-> close the buffer.
 """
 
 from __future__ import annotations
@@ -56,8 +58,6 @@ class Pipeline:
         self.sources: list[tuple[str, str, SourceAdapter]] = [
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
         ]
-        self.readings_total = 0
-        self.alarms_total = 0
 
     def accept(self, reading: Reading) -> None:
         """The sink every source calls: flag unsynced time, buffer it, then run the alarm rules."""
@@ -71,10 +71,8 @@ class Pipeline:
                 reading.unit,
                 clock_synced=False,
             )
-        self.readings_total += 1
         self.buffer.put(reading)
         for event in self.alarms.observe(reading):
-            self.alarms_total += 1
             log.warning(
                 "alarm %s %s (value %s, priority %s)",
                 event.alarm,
