@@ -141,6 +141,12 @@ def demote(markdown: str) -> str:
     return "\n".join("##" + line if line.startswith("#") else line for line in lines).strip()
 
 
+def _read_summary() -> str:
+    """The targets table kept by hand in docs/perf/summary.md (it is not a benchmark's output)."""
+    path = PERF / "summary.md"
+    return path.read_text().strip() if path.exists() else "No `docs/perf/summary.md` yet."
+
+
 def assemble(runs: dict[str, Run | None]) -> str:
     parts = [
         "# Performance",
@@ -150,6 +156,10 @@ def assemble(runs: dict[str, Run | None]) -> str:
         "writes this page; each area's figures and notes come from `docs/perf/<area>.md`, written",
         "by the engineer who measured them, followed by the output of the last run.",
         "Figures from a shared 2-core container move by 10-20 % from run to run.",
+        "",
+        "## At a glance",
+        "",
+        _read_summary(),
         "",
         "## Machine",
         "",
