@@ -418,3 +418,10 @@ def test_help_lists_every_command() -> None:
     assert result.returncode == 0
     for command in ("run", "check", "status", "demo", "audit", "probe"):
         assert f"    {command} " in result.stdout
+
+
+def test_probe_alone_lists_the_probes() -> None:
+    result = run_cli("probe")
+    assert result.returncode == 2
+    assert "modbus" in result.stderr
+    assert "serial" in result.stderr
