@@ -199,32 +199,26 @@ async def _wait_for_port(port: int, limit_s: float = 10.0) -> None:
 
 @dataclass
 class Upstream:
-    """Counts what reached the broker: distinct seqs (readings, alarms, gaps) and latest values."""
+    """Counts what reached the broker: distinct seqs (readings, alarms, gaps), recent alarms."""
 
     seqs: set[int] = field(default_factory=set)
-    gap_seqs: int = 0
-    alarms: list[str] = field(default_factory=list)
-    latest: dict[tuple[str, str], Any] = field(default_factory=dict)
-    received_times: list[float] = field(default_factory=list)
-    online: str = "unknown"
+    alarms: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
+    # when readings messages arrived, for the messages/s figure (a bounded window)
+    received_times: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=2000)
+    )
 
     def take(self, topic: str, payload: bytes) -> None:
         message = json.loads(payload)
         kind = topic.rsplit("/", 1)[-1]
         if kind == "readings":
-            for reading in message["readings"]:
-                self.seqs.add(reading["seq"])
-                self.latest[(reading["device"], reading["point"])] = reading["value"]
+            self.seqs.update(reading["seq"] for reading in message["readings"])
             self.received_times.append(time.monotonic())
         elif kind == "alarms":
             self.seqs.add(message["seq"])
             self.alarms.append(f"{message['alarm']} {message['state']} ({message['value']:g})")
-            self.alarms = self.alarms[-3:]
         elif kind == "gaps":
             self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
-            self.gap_seqs += message["count"]
-        elif kind == "status":
-            self.online = message.get("state", "unknown")
 
     def delivered(self) -> int:
         return len(self.seqs)
@@ -282,7 +276,6 @@ def render(
     buffer = daemon.buffer_stats()
     now = time.monotonic()
     rate = sum(1 for t in upstream.received_times if now - t < 5) / 5
-    del upstream.received_times[: max(0, len(upstream.received_times) - 2000)]
     lines = [
         f"street-gateway demo — gateway {GATEWAY_ID} — status page {status_url}",
         "",
