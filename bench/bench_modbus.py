@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support import free_port, stop_process, wait_for_port
 
 from gateway.codec.registers import plan_requests, split_request
 from gateway.config import ModbusPoint, ModbusTcpSource
@@ -26,21 +27,6 @@ from gateway.sim.modbus import profile_points
 from gateway.sources.modbus import ModbusSource
 
 PROFILE = "street_cabinet"  # 10 points: 5 int16, 4 float32, 1 discrete input
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"simulator not listening on {port}")
 
 
 async def measure(port: int, devices: int, seconds: float, per_point: bool) -> dict[str, float]:
@@ -117,8 +103,7 @@ def main() -> int:
                 f"{r['failed']:.0f} failed polls"
             )
     finally:
-        os.kill(sim.pid, signal.SIGTERM)
-        sim.wait(10)
+        stop_process(sim, timeout=10)
     return 0
 
 
