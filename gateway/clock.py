@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,10 @@ class _Timex(ctypes.Structure):
     )
 
 
-def kernel_synced() -> bool | None:
-    """The kernel's view through read-only ``adjtimex``; None when the call is unavailable."""
+@functools.cache
+def _adjtimex() -> Callable[[Any], int] | None:
+    """libc's ``adjtimex``, looked up once: ``find_library`` runs ``ldconfig -p`` in a child
+    process, which the daemon would otherwise fork from its event loop at every recheck."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name, use_errno=True)
@@ -76,6 +80,14 @@ def kernel_synced() -> bool | None:
         return None
     adjtimex.argtypes = (ctypes.POINTER(_Timex),)
     adjtimex.restype = ctypes.c_int
+    return adjtimex
+
+
+def kernel_synced() -> bool | None:
+    """The kernel's view through read-only ``adjtimex``; None when the call is unavailable."""
+    adjtimex = _adjtimex()
+    if adjtimex is None:
+        return None
     timex = _Timex()  # zeroed: modes = 0 reads without changing anything
     state = adjtimex(ctypes.byref(timex))
     if state < 0:
