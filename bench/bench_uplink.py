@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import aiomqtt  # noqa: E402
-from support import Mosquitto, stop_process  # noqa: E402
+from support import Mosquitto, running_mosquitto, stop_process  # noqa: E402
 
 from gateway.buffer import Buffer  # noqa: E402
 from gateway.config import UplinkConfig  # noqa: E402
@@ -162,17 +162,13 @@ async def main(args: argparse.Namespace) -> None:
         t = time.monotonic()
         last = await fill(source, args.readings)
         print(f"filled {last} items in {time.monotonic() - t:.1f}s", file=sys.stderr)
-        broker = Mosquitto(folder)
-        broker.start()
-        try:
+        with running_mosquitto(folder) as broker:
             for name in args.scenarios:
                 db = folder / f"{name}.db"
                 for suffix in ("", ".seq"):
                     shutil.copy(f"{source}{suffix}", f"{db}{suffix}")
                 result = await scenario(name, db, args.readings, broker, args)
                 print(json.dumps(result))
-        finally:
-            broker.stop()
 
 
 def cli() -> None:
