@@ -117,8 +117,9 @@ class Watchdog:
     """Pings systemd's watchdog while every registered heartbeat moves within its allowance.
 
     ``interval_s`` is the watchdog timeout (default: :func:`watchdog_interval`); pings go every
-    half of it. ``send`` is the ping (default :func:`watchdog`). Run :meth:`run` as a task of the
-    daemon's TaskGroup; it returns at once when systemd set no watchdog.
+    half of it. ``send`` is the ping (default :func:`watchdog`). Call :meth:`tick` from a loop
+    on the event loop (the daemon's ``_watch`` does), or run :meth:`run` as a task; it returns
+    at once when systemd set no watchdog.
     """
 
     def __init__(
@@ -133,7 +134,6 @@ class Watchdog:
         self._clock = clock
         self._beats: dict[str, Heartbeat] = {}
         self._stalled: list[str] = []
-        self.pings = 0
 
     @property
     def period_s(self) -> float:
@@ -185,10 +185,7 @@ class Watchdog:
         if self.check() or not self.interval_s:
             return False
         self._send()
-        self.pings += 1
         return True
-
-    beat = tick  # the name the daemon's loop uses: "the loop is alive, ping if the rest is"
 
     async def run(self) -> None:
         """Tick every half interval until cancelled; return at once without a watchdog."""
