@@ -169,8 +169,6 @@ class Buffer:
         self._queue: deque[QueuedItem] = deque()
         self._batch: list[QueuedItem] | None = None  # taken from the queue, not yet committed
         self._first_put_t = 0.0
-        self._accepted = 0
-        self._committed = 0
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -379,7 +377,6 @@ class Buffer:
         if not self._queue:
             self._first_put_t = time.monotonic()
         self._queue.append(queued)
-        self._accepted += 1
         self._wake.set()
 
     async def flush(self) -> int:
@@ -494,7 +491,6 @@ class Buffer:
         self._stats.readings += len(batch)
         self._stats.alarms += n_alarms
         self._stats.last_seq = self._last_seq = last
-        self._committed += len(batch)
         self._refresh_bytes()
         self._set_writable()
         self._committed_event.set()
