@@ -63,7 +63,6 @@ class _Device:
     failures: int = 0  # consecutive failed polls
     backoff_s: float = 0.0
     split: bool = False  # re-planned after "illegal data address"
-    errors: list[str] = field(default_factory=list)
     # per request of the plan, compiled on first use (a split plan adds its pieces)
     decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
     # per point: (name, unit), so a reading is built without going back to the config
@@ -172,15 +171,15 @@ class ModbusSource:
     async def _poll_guarded(self, device: _Device) -> None:
         """One poll; every failure becomes the device's state, never an exception."""
         try:
-            await self._poll(device)
+            error = await self._poll(device)
         except DeviceError as exc:
             self._failed(device, str(exc))
         except Exception as exc:  # one device must never stop the others
             log.exception("%s: unexpected error while polling", device.stats.name)
             self._failed(device, f"{type(exc).__name__}: {exc}")
         else:
-            if device.errors:
-                self._failed(device, device.errors[-1])
+            if error is not None:
+                self._failed(device, error)
             else:
                 self._succeeded(device)
 
@@ -225,8 +224,9 @@ class ModbusSource:
     # -----------------------------------------------------------------------------------------
     # One poll: every request of the plan, in order
 
-    async def _poll(self, device: _Device) -> None:
-        device.errors.clear()
+    async def _poll(self, device: _Device) -> str | None:
+        """Read every request; the last exception response that stopped one, or None."""
+        error: str | None = None
         attempts = 1 if device.stats.state == "down" else self._config.retries + 1
         index = 0
         while index < len(device.plan):
@@ -246,11 +246,12 @@ class ModbusSource:
                         )
                     device.split = True
                     continue  # read the smaller pieces now
-                device.errors.append(str(exc))
+                error = str(exc)
                 index += 1
                 continue
             self._deliver(device, request, data, ts_ms)
             index += 1
+        return error
 
     def _deliver(self, device: _Device, request: ReadRequest, data: list[Any], ts_ms: int) -> None:
         decoder = device.decoders.get(request)
