@@ -110,7 +110,6 @@ class Consumer:
         self.store = store
         self.group = group
         self.clock_ms = clock_ms
-        self.subscribed = asyncio.Event()
         self.messages_total = 0
         """Messages applied and committed."""
         self.batches = 0
@@ -174,7 +173,6 @@ class Consumer:
                     await client.subscribe(topic, options=SubscribeOptions(qos=1))
             log.info("subscribed to %s as %s", self.fleet.prefix, self.opts.client_id)
             self._last_arrival = time.monotonic()
-            self.subscribed.set()
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(self._watch(client), name="audit-mqtt-watch")
                 try:

@@ -58,13 +58,6 @@ class RangeSet:
         """Union ``other`` into this set; return how many of its members were already present."""
         return sum(self.add(lo, hi) for lo, hi in other)
 
-    def overlap(self, lo: int, hi: int) -> int:
-        """How many members of ``[lo, hi]`` are in the set."""
-        starts, ends = self._starts, self._ends
-        i = bisect_left(ends, lo)
-        j = bisect_right(starts, hi)
-        return sum(max(0, min(hi, ends[k]) - max(lo, starts[k]) + 1) for k in range(i, j))
-
     def intersection(self, other: RangeSet) -> RangeSet:
         out = RangeSet()
         for lo, hi in other:
@@ -115,10 +108,6 @@ class RangeSet:
     def count(self) -> int:
         """The number of members."""
         return self._count
-
-    @property
-    def max(self) -> int | None:
-        return self._ends[-1] if self._ends else None
 
     def to_flat(self) -> list[int]:
         """``[lo1, hi1, lo2, hi2, ...]``, the stored form."""
