@@ -275,11 +275,9 @@ class ModbusSource:
         for _ in range(attempts):
             try:
                 return await self._transact(device, request)
-            except DeviceTimeout as exc:
-                last = exc
             except ExceptionResponse:
                 raise
-            except DeviceError as exc:  # not connected, bad frame: worth another try too
+            except DeviceError as exc:  # a timeout, not connected, a bad frame: try again
                 last = exc
         raise last
 
