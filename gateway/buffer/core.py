@@ -639,7 +639,7 @@ class Buffer:
             (self._last_seq + 1,),
         )
         limit = self._size_limit()
-        page = await self._pragma(db, "page_size")
+        page = int(await store.scalar(db, "PRAGMA page_size"))
         if await self._used_bytes(db, page) > limit * _EVICT_TRIGGER:
             target = limit * _EVICT_TARGET
             while (used := await self._used_bytes(db, page)) > target:
@@ -651,7 +651,7 @@ class Buffer:
                 table = "readings" if rows > self._stats.alarms else "alarms"
                 if not await self._evict_head(db, table, n, "max_size"):
                     break
-        file_pages = await self._pragma(db, "page_count")
+        file_pages = int(await store.scalar(db, "PRAGMA page_count"))
         excess = file_pages - (limit - self._wal_allowance) // page
         if excess > 0:
             await db.execute_fetchall(f"PRAGMA incremental_vacuum({excess})")
@@ -667,9 +667,6 @@ class Buffer:
         if fs.f_blocks and fs.f_bavail / fs.f_blocks < self._min_free_fraction:
             limit = min(limit, self._file_bytes()[0] + self._wal_allowance)
         return limit
-
-    async def _pragma(self, db: aiosqlite.Connection, name: str) -> int:
-        return int(next(iter(await db.execute_fetchall(f"PRAGMA {name}")))[0])
 
     async def _used_bytes(self, db: aiosqlite.Connection, page: int) -> int:
         rows = await db.execute_fetchall(
