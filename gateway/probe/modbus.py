@@ -15,20 +15,17 @@ import logging
 import sys
 from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from gateway.codec.registers import DecodeError, decode
+from gateway.codec.registers import MAX_BITS, MAX_REGISTERS, TABLE_ORDER, DecodeError, decode
 from gateway.config import ModbusPoint
+from gateway.sources.modbus import ModbusClient as Client
 from gateway.sources.modbus import read_table, serial_client, tcp_client
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
 EXIT_USAGE = 2
-TABLES = ("coil", "discrete", "holding", "input")
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
-
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
 def register(probes: Any) -> None:
@@ -90,13 +87,13 @@ def _unit_range(text: str) -> tuple[int, int]:
 
 def _table_spec(text: str) -> tuple[str, int, int]:
     parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in TABLES:
-        raise ValueError(f"{text!r}: write TABLE:ADDRESS:COUNT with TABLE one of {TABLES}")
+    if len(parts) != 3 or parts[0] not in TABLE_ORDER:
+        raise ValueError(f"{text!r}: write TABLE:ADDRESS:COUNT with TABLE one of {TABLE_ORDER}")
     try:
         address, count = int(parts[1]), int(parts[2])
     except ValueError:
         raise ValueError(f"{text!r}: ADDRESS and COUNT are numbers") from None
-    limit = 2000 if parts[0] in ("coil", "discrete") else 125
+    limit = MAX_BITS if parts[0] in ("coil", "discrete") else MAX_REGISTERS
     if not (0 <= address <= 65535 and 1 <= count <= limit and address + count <= 65536):
         raise ValueError(f"{text!r}: address 0-65535, count 1-{limit}")
     return parts[0], address, count
