@@ -1,7 +1,9 @@
-"""Helpers shared by the tests: free loopback ports, a real mosquitto process, process cleanup."""
+"""Helpers shared by the tests: free loopback ports, a real mosquitto process and a subscriber
+to it, process cleanup, a task for the length of a block."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -9,9 +11,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+import aiomqtt
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 
@@ -108,3 +115,31 @@ def running_mosquitto(workdir: Path, extra_config: str = "") -> Iterator[Mosquit
         yield broker
     finally:
         broker.stop()
+
+
+@contextlib.asynccontextmanager
+async def in_background(coro: Coroutine[Any, Any, T], name: str) -> AsyncIterator[asyncio.Task[T]]:
+    """``coro`` in a task (yielded) for the block's duration, cancelled and awaited on exit."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def subscription(
+    port: int, topic: str, take: Callable[[aiomqtt.Message], None], *, identifier: str, name: str
+) -> AsyncIterator[None]:
+    """Subscribed (QoS 1) to ``topic`` on 127.0.0.1:``port`` for the block's duration; every
+    message is handed to ``take`` by a task called ``name``."""
+    async with aiomqtt.Client(LOOPBACK, port, identifier=identifier) as client:
+        await client.subscribe(topic, qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                take(message)
+
+        async with in_background(collect(), name):
+            yield

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from support import in_background, subscription
 
 from gateway.config import UplinkConfig
 from gateway.model import Reading
@@ -91,6 +92,14 @@ class Subscriber:
             seqs.update(range(m.data["from_seq"], m.data["to_seq"] + 1))
         return seqs
 
+    def take(self, message: aiomqtt.Message) -> None:
+        body = message.payload
+        assert isinstance(body, bytes)
+        self.messages.append(
+            Received(str(message.topic), json.loads(body), message.retain, time.monotonic())
+        )
+        self.arrived.set()
+
     async def wait_for(self, predicate: Callable[[], bool], within_s: float = 10.0) -> None:
         async with asyncio.timeout(within_s):
             while not predicate():
@@ -101,35 +110,14 @@ class Subscriber:
 @contextlib.asynccontextmanager
 async def subscribed(port: int, topic: str = f"{PREFIX}/{GATEWAY}/#") -> AsyncIterator[Subscriber]:
     sub = Subscriber()
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sub-{time.monotonic_ns()}") as client:
-        await client.subscribe(topic, qos=1)
-
-        async def collect() -> None:
-            async for message in client.messages:
-                body = message.payload
-                assert isinstance(body, bytes)
-                sub.messages.append(
-                    Received(str(message.topic), json.loads(body), message.retain, time.monotonic())
-                )
-                sub.arrived.set()
-
-        task = asyncio.create_task(collect(), name="test-subscriber")
-        try:
-            yield sub
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    identifier = f"sub-{time.monotonic_ns()}"
+    async with subscription(port, topic, sub.take, identifier=identifier, name="test-subscriber"):
+        yield sub
 
 
-@contextlib.asynccontextmanager
-async def running(uplink: Uplink) -> AsyncIterator[asyncio.Task[None]]:
+def running(uplink: Uplink) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
     """``uplink.run()`` in a task (yielded), cancelled and awaited on exit."""
-    task = asyncio.create_task(uplink.run(), name="test-uplink")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    return in_background(uplink.run(), "test-uplink")
 
 
 async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:

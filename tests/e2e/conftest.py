@@ -30,7 +30,7 @@ import aiomqtt
 import pytest
 import yaml
 from proxy import FaultProxy
-from support import LOOPBACK, Mosquitto, free_port, stop_process, wait_for_port
+from support import LOOPBACK, Mosquitto, free_port, stop_process, subscription, wait_for_port
 
 from gateway.sim.modbus import SimUnit, profile_points
 
@@ -416,19 +416,11 @@ async def subscribed(port: int) -> AsyncIterator[Upstream]:
     """An :class:`Upstream` subscribed (QoS 1) to the gateway's topics for the block's duration."""
     upstream = Upstream(port)
     identifier = f"e2e-upstream-{time.monotonic_ns()}"
-    async with aiomqtt.Client(LOOPBACK, port, identifier=identifier) as client:
-        await client.subscribe(f"{PREFIX}/{GATEWAY}/#", qos=1)
-
-        async def collect() -> None:
-            async for message in client.messages:
-                upstream._take(message)
-
-        task = asyncio.create_task(collect(), name="e2e-upstream")
-        try:
-            yield upstream
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    topic = f"{PREFIX}/{GATEWAY}/#"
+    async with subscription(
+        port, topic, upstream._take, identifier=identifier, name="e2e-upstream"
+    ):
+        yield upstream
 
 
 @pytest.fixture
