@@ -138,8 +138,8 @@ class LaneScheduler:
         if pick is Pick.ALARMS:
             if last_seq is not None:
                 self.alarm_after = last_seq
-            if short:
-                self.alarms_checked_to = max(checked_to, self.alarm_after)
+            if short:  # every alarm up to checked_to was seen: the next fetch starts above it
+                self.alarms_checked_to = self.alarm_after = max(checked_to, self.alarm_after)
             return
         self._last_reading_pick = pick
         if pick is Pick.BACKLOG:
@@ -150,5 +150,5 @@ class LaneScheduler:
         if last_seq is not None:
             self.live_after = last_seq
         if short:
-            self.live_checked_to = max(checked_to, self.live_after)
+            self.live_checked_to = self.live_after = max(checked_to, self.live_after)
             self.live_since = now if self.seen > self.live_checked_to else None
