@@ -304,3 +304,82 @@ async def test_max_age_evicts_by_stored_time(tmp_path: Path) -> None:
             (11, 11, 1, "max_age"),
         ]
         assert b.stats.evicted_total == {"max_age": 11}
+
+
+def rows_in_file(path: Path) -> list[int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [seq for (seq,) in db.execute("SELECT seq FROM readings ORDER BY seq")]
+
+
+async def test_acked_live_rows_leave_the_counts_at_once_and_the_file_with_the_next_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "buffer.db"
+    async with Buffer(path, ack_linger_s=3600) as buffer:
+        for n in range(1, 4):
+            buffer.put(reading(n))
+        await buffer.flush()
+        await buffer.ack([1, 2])
+        assert (buffer.stats.readings, buffer.stats.oldest_ts) == (1, reading(3).ts_ms)
+        assert [i.seq for i in await buffer.fetch(Lane.READING)] == [3]
+        assert rows_in_file(path) == [1, 2, 3]  # no transaction of their own
+        buffer.put(reading(4))
+        async with asyncio.timeout(5):
+            await buffer.wait_for_commit(3)
+        assert rows_in_file(path) == [3, 4]  # deleted in the commit of seq 4
+        await buffer.ack([3])
+    assert rows_in_file(path) == [4]  # and at a clean close
+
+
+async def test_acked_rows_are_deleted_after_the_linger_without_a_commit(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    async with Buffer(path, ack_linger_s=0.05) as buffer:
+        buffer.put(reading(1))
+        buffer.put(reading(2))
+        await buffer.flush()
+        await buffer.ack([1])
+        async with asyncio.timeout(5):
+            while rows_in_file(path) != [2]:
+                await asyncio.sleep(0.02)
+        assert buffer.stats.readings == 1
+
+
+async def test_acked_backlog_rows_are_deleted_at_once_and_counted_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    async with Buffer(path) as buffer:
+        for n in range(1, 6):
+            buffer.put(reading(n))
+    async with Buffer(path, ack_linger_s=3600) as buffer:  # reopened: all five are backlog
+        assert [i.seq for i in await buffer.fetch(Lane.READING, limit=2)] == [1, 2]
+        await buffer.ack([1, 2, 99])
+        assert rows_in_file(path) == [3, 4, 5]
+        assert (buffer.stats.readings, buffer.stats.oldest_ts) == (3, reading(3).ts_ms)
+
+
+async def test_a_crash_before_the_delete_sends_acked_rows_again(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    buffer = await Buffer(path, ack_linger_s=3600).__aenter__()
+    buffer.put(reading(1))
+    buffer.put(reading(2))
+    await buffer.flush()
+    await buffer.ack([1])
+    await buffer.abandon()
+    async with Buffer(path) as buffer:
+        assert [i.seq for i in await buffer.fetch(Lane.READING)] == [1, 2]  # at least once
+        assert buffer.stats.readings == 2
+
+
+async def test_live_fetch_past_the_tail_reads_the_file(tmp_path: Path) -> None:
+    async with Buffer(tmp_path / "buffer.db", tail_max_items=3) as buffer:
+        for n in range(1, 9):
+            buffer.put(reading(n))
+        await buffer.flush()
+        await buffer.ack([2, 7])
+        assert await all_items(buffer, Lane.READING) == [1, 3, 4, 5, 6, 8]
+        seqs = [i.seq for i in await buffer.fetch(Lane.READING, after_seq=5, limit=10)]
+        assert seqs == [6, 8]
+        assert [i.seq for i in await buffer.fetch(Lane.READING, after_seq=3, up_to_seq=6)] == [
+            4,
+            5,
+            6,
+        ]

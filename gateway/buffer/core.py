@@ -17,6 +17,22 @@ primary key. A row leaves only through ``ack()`` or eviction. Gaps live in their
 timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans or loads the
 backlog.
 
+The tail: live items are read from memory
+-----------------------------------------
+Each commit also appends its items to a per-lane *tail* in memory (at most ``tail_max_items``;
+the oldest fall off). Every committed, unacknowledged, unevicted item above the lane's *floor*
+is in it, so ``fetch`` above the floor (the uplink's live stream, and its check for new alarms
+after each commit) answers from memory; below it (the backlog) from the file. ``ack`` takes
+items out of the tail and the counts at once; their rows are deleted in the next commit's
+transaction (or ``ack_linger_s`` later when none comes). So a live stream costs one transaction
+and one fsync per commit: no read-back of what was just written, and no delete transaction
+with an fsync of its own (each statement is a round trip to SQLite's thread, ~50-100 us of CPU
+with the wake-ups on both sides). Acks of rows that are only in the file are deleted at once,
+so the counts stay exact; before the file is read or evicted from, pending deletes are applied.
+A crash before the delete leaves acknowledged rows, which are sent again (delivery is at least
+once). Opening, eviction and a dropped connection reset the tail: the floor goes up to
+``last_seq``.
+
 Seqs: never reused
 ------------------
 A seq is assigned when its row commits; ``meta.last_seq`` is updated in the same transaction,
@@ -78,6 +94,9 @@ errors drop the connection, so the retry re-opens and re-checks the file.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
+import itertools
 import logging
 import math
 import os
@@ -126,6 +145,38 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``runs`` sorted, with overlapping or adjacent ones merged."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(runs):
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _seq_of(item: StoredItem) -> int:
+    return item.seq
+
+
+def _remove_runs(tail: deque[StoredItem], runs: list[tuple[int, int]]) -> int:
+    """Remove the items whose seq is in ``runs`` (sorted) from ``tail``; how many."""
+    if not tail or runs[-1][1] < tail[0].seq or runs[0][0] > tail[-1].seq:
+        return 0
+    before = len(tail)
+    first, last = runs[0]
+    if len(runs) == 1 and first <= tail[0].seq:  # the usual case: the oldest items, in order
+        while tail and tail[0].seq <= last:
+            tail.popleft()
+        return before - len(tail)
+    kept = [item for item in tail if not any(a <= item.seq <= b for a, b in runs)]
+    tail.clear()
+    tail.extend(kept)
+    return before - len(tail)
+
+
 class Buffer:
     """SQLite store-and-forward buffer; an async context manager (see the module docstring)."""
 
@@ -145,6 +196,8 @@ class Buffer:
         now_ms: Callable[[], int] = wall_clock_ms,
         commit_linger_s: float | None = None,
         evict_chunk_rows: int = 10_000,
+        ack_linger_s: float = 1.0,
+        tail_max_items: int = 2000,
     ) -> None:
         self.path = Path(path)
         self.seq_path = self.path.with_name(self.path.name + ".seq")
@@ -183,6 +236,18 @@ class Buffer:
         self._max_stored_ms = 0
         self._stats = BufferStats()
         self._dropping = False
+        # The tail: every committed, unacknowledged, unevicted item of a lane with a seq above
+        # ``_tail_floor[lane]`` is in ``_tail[lane]`` (in seq order), so the uplink reads live
+        # items from memory instead of reading back what was just written.
+        self._tail: dict[Lane, deque[StoredItem]] = {lane: deque() for lane in Lane}
+        self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
+        # Acknowledged seqs not yet deleted: they go in the next commit's transaction (or after
+        # ``ack_linger_s`` without one), not in a transaction and an fsync of their own.
+        self._ack_runs: list[tuple[int, int]] = []
+        self._ack_counted = dict.fromkeys(Lane, 0)  # of those, already out of stats
+        self._first_ack_t = 0.0
+        self._ack_linger_s = ack_linger_s
+        self._tail_max = max(1, tail_max_items)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -207,7 +272,7 @@ class Buffer:
     ) -> None:
         await self._stop_tasks()
         async with self._lock:
-            while self._db is not None and (self._queue or self._batch):
+            while self._db is not None and (self._queue or self._batch or self._ack_runs):
                 if not await self._commit_step():
                     break
             lost = len(self._queue) + len(self._batch or ())
@@ -222,6 +287,7 @@ class Buffer:
         async with self._lock:
             self._queue.clear()
             self._batch = None
+            self._ack_runs = []
             await self._close(clean=False)
 
     async def _stop_tasks(self) -> None:
@@ -285,6 +351,7 @@ class Buffer:
             raise
         self._db = db
         self._last_seq = start.last_seq
+        self._reset_tail()
         self._reserved = max(start.last_seq, state.reserved if state else 0)
         await asyncio.to_thread(
             seqfile.write_state,
@@ -352,6 +419,7 @@ class Buffer:
         readings, alarms = next(iter(rows))
         self._stats.readings = int(readings) + int(alarms)
         self._stats.alarms = int(alarms)
+        self._ack_counted = dict.fromkeys(Lane, 0)  # the count includes them again
         await self._refresh_oldest()
         self._refresh_bytes()
 
@@ -368,20 +436,24 @@ class Buffer:
             self._stats.dropped_total += 1
             log.warning("buffer: dropped an item that cannot be encoded (%s): %r", exc, item)
             return
-        if len(self._queue) >= self._queue_max:
+        queue = self._queue
+        if len(queue) >= self._queue_max:
             self._stats.dropped_total += 1
             if not self._dropping:
                 self._dropping = True
                 log.error("buffer memory queue full (%d items): dropping readings", self._queue_max)
             return
-        if not self._queue:
+        if not queue:
             self._first_put_t = time.monotonic()
-        self._queue.append(queued)
-        self._wake.set()
+            self._wake.set()  # the commit task times its linger from the first item
+        queue.append(queued)
+        if len(queue) == self._commit_max_rows:
+            self._wake.set()  # a full batch does not wait for the linger
 
     async def flush(self) -> int:
-        """Commit everything queued now (stops at a write error); return ``last_seq``."""
-        while self._queue or self._batch:
+        """Commit everything queued now, acknowledgements included (stops at a write error);
+        return ``last_seq``."""
+        while self._queue or self._batch or self._ack_runs:
             async with self._lock:
                 if not await self._commit_step():
                     break
@@ -397,17 +469,32 @@ class Buffer:
             await self._committed_event.wait()
         return self._last_seq
 
+    def _commit_due(self) -> float | None:
+        """When the next commit should start (monotonic), or None when nothing waits for one."""
+        if self._queue or self._batch:
+            return self._first_put_t + self._linger_s
+        if self._ack_runs:
+            return self._first_ack_t + self._ack_linger_s
+        return None
+
     async def _commit_loop(self) -> None:
         backoff = _BACKOFF_MIN_S
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._db is not None:
-                linger = self._first_put_t + self._linger_s - time.monotonic()
-                if linger > 0 and len(self._queue) < self._commit_max_rows:
-                    await asyncio.sleep(linger)
+            due = self._commit_due()
+            if due is None and self._db is not None:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            wait = 0.0 if due is None else due - time.monotonic()
+            if self._db is not None and wait > 0 and len(self._queue) < self._commit_max_rows:
+                # sleep out the linger; a first put or a full queue (``_wake``) ends it early
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                continue
             ok = True
-            while ok and (self._queue or self._batch or self._db is None):
+            while ok and (self._queue or self._batch or self._ack_runs or self._db is None):
                 async with self._lock:
                     ok = await self._commit_step()
             if ok:
@@ -415,18 +502,18 @@ class Buffer:
                 continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            self._wake.set()
 
     async def _commit_step(self) -> bool:
-        """Open if needed, commit one batch; False (error recorded) on failure. Holds the lock."""
+        """Open if needed, commit one batch and the pending acknowledgements; False (error
+        recorded) on failure. Holds the lock."""
         try:
             if self._db is None:
                 await self._open()
             if self._queue and self._batch is None:
                 n = min(len(self._queue), self._commit_max_rows)
                 self._batch = [self._queue.popleft() for _ in range(n)]
-            if self._batch:
-                batch = self._batch
+            if self._batch or self._ack_runs:
+                batch = self._batch or []
                 await self._atomic(lambda: self._commit_batch(batch))
         except BufferStoreError as exc:
             self._record_error(exc)
@@ -438,54 +525,111 @@ class Buffer:
         return True
 
     async def _commit_batch(self, batch: list[QueuedItem]) -> None:
+        """One transaction: insert ``batch`` (seqs assigned) and delete the acknowledged rows."""
         db = self._require_db()
         first = self._last_seq + 1
         last = first + len(batch) - 1
+        resync = not self._stats.writable  # after a failure, count the rows afresh
+        if batch and resync:  # a failed COMMIT may still have landed
+            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = 'last_seq'")
+            if next(iter(rows))[0] >= last:
+                self._after_commit(batch, last)
+                await self._init_stats()
+                return
+        runs, self._ack_runs = self._ack_runs, []
+        counted, self._ack_counted = self._ack_counted, dict.fromkeys(Lane, 0)
         try:
-            if not self._stats.writable:  # a failed COMMIT may still have landed
-                rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = 'last_seq'")
-                if next(iter(rows))[0] >= last:
-                    self._after_commit(batch, last)
-                    return
             if last > self._reserved:
                 await self._reserve(last, len(batch))
             stored = max(self._now_ms(), self._max_stored_ms)
-            readings = [
-                (seq, ts, stored, body)
-                for seq, (lane, ts, body) in enumerate(batch, first)
-                if lane is Lane.READING
-            ]
             await db.execute("BEGIN IMMEDIATE")
             try:
-                await db.executemany(
-                    "INSERT INTO readings (seq, ts_ms, stored_ms, body) VALUES (?,?,?,?)", readings
-                )
-                if len(readings) < len(batch):
+                if batch:
+                    await self._insert(db, batch, first, stored)
+                deleted = await self._delete(db, runs, counted)
+                if batch:
                     await db.executemany(
-                        "INSERT INTO alarms (seq, ts_ms, stored_ms, body) VALUES (?,?,?,?)",
-                        [
-                            (seq, ts, stored, body)
-                            for seq, (lane, ts, body) in enumerate(batch, first)
-                            if lane is Lane.ALARM
-                        ],
+                        "UPDATE meta SET value = ? WHERE key = ?",
+                        [(last, "last_seq"), (stored, "max_stored_ms")],
                     )
-                await db.executemany(
-                    "UPDATE meta SET value = ? WHERE key = ?",
-                    [(last, "last_seq"), (stored, "max_stored_ms")],
-                )
                 await db.execute("COMMIT")
             except BaseException:
                 await self._rollback(db)
                 raise
+        except BaseException as exc:
+            self._ack_runs = _merge_runs(runs + self._ack_runs)  # deleted by a later commit
+            for lane in Lane:
+                self._ack_counted[lane] += counted[lane]
+            if isinstance(exc, sqlite3.Error | OSError):
+                await self._maybe_drop_connection(exc)
+                raise store.map_error(exc, "commit failed") from exc
+            raise
+        if batch:
             self._max_stored_ms = stored
-        except (sqlite3.Error, OSError) as exc:
-            await self._maybe_drop_connection(exc)
-            raise store.map_error(exc, "commit failed") from exc
-        self._after_commit(batch, last)
+            self._after_commit(batch, last)
+        if runs:
+            self._after_delete(deleted, counted)
+        if resync:
+            await self._init_stats()
+        elif runs:
+            await self._refresh_oldest()
+
+    async def _insert(
+        self, db: aiosqlite.Connection, batch: list[QueuedItem], first: int, stored: int
+    ) -> None:
+        readings = [
+            (seq, ts, stored, body)
+            for seq, (lane, ts, body) in enumerate(batch, first)
+            if lane is Lane.READING
+        ]
+        await db.executemany(
+            "INSERT INTO readings (seq, ts_ms, stored_ms, body) VALUES (?,?,?,?)", readings
+        )
+        if len(readings) < len(batch):
+            await db.executemany(
+                "INSERT INTO alarms (seq, ts_ms, stored_ms, body) VALUES (?,?,?,?)",
+                [
+                    (seq, ts, stored, body)
+                    for seq, (lane, ts, body) in enumerate(batch, first)
+                    if lane is Lane.ALARM
+                ],
+            )
+
+    async def _delete(
+        self, db: aiosqlite.Connection, runs: list[tuple[int, int]], counted: dict[Lane, int]
+    ) -> dict[Lane, int]:
+        """Delete the acknowledged ``runs``; the rows deleted per lane."""
+        deleted = dict.fromkeys(Lane, 0)
+        if not runs:
+            return deleted
+        for lane in Lane:
+            if lane is Lane.ALARM and not (self._stats.alarms or counted[Lane.ALARM]):
+                continue
+            cursor = await db.executemany(
+                f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", runs
+            )
+            deleted[lane] = cursor.rowcount
+        return deleted
+
+    def _after_delete(self, deleted: dict[Lane, int], counted: dict[Lane, int]) -> None:
+        """The acknowledged rows are gone: count out those ``ack()`` did not find in the tail."""
+        for lane in Lane:
+            uncounted = max(0, deleted[lane] - counted[lane])
+            self._stats.readings -= uncounted
+            if lane is Lane.ALARM:
+                self._stats.alarms -= uncounted
 
     def _after_commit(self, batch: list[QueuedItem], last: int) -> None:
         self._batch = None
-        n_alarms = sum(1 for lane, _, _ in batch if lane is Lane.ALARM)
+        tails = self._tail
+        n_alarms = 0
+        for seq, (lane, ts, body) in enumerate(batch, last - len(batch) + 1):
+            tails[lane].append(StoredItem(seq, lane, ts, body))
+            if lane is Lane.ALARM:
+                n_alarms += 1
+        for lane, tail in tails.items():
+            while len(tail) > self._tail_max:
+                self._tail_floor[lane] = tail.popleft().seq
         if self._stats.readings == 0:
             self._stats.oldest_ts = batch[0][1]
         self._stats.readings += len(batch)
@@ -495,6 +639,21 @@ class Buffer:
         self._set_writable()
         self._committed_event.set()
         self._committed_event = asyncio.Event()
+
+    def _reset_tail(self) -> None:
+        """Forget the tail: every item up to ``last_seq`` is to be read from the file."""
+        for lane in Lane:
+            self._tail[lane].clear()
+            self._tail_floor[lane] = self._last_seq
+
+    def _oldest_from_tail(self) -> bool:
+        """Set ``oldest_ts`` from the tail when it holds every row; False when it cannot."""
+        tails = [tail for tail in self._tail.values() if tail]
+        if self._stats.readings != sum(len(tail) for tail in tails):
+            return False
+        heads = [tail[0] for tail in tails]
+        self._stats.oldest_ts = min(heads, key=lambda item: item.seq).ts_ms if heads else None
+        return True
 
     async def _reserve(self, last: int, batch_len: int) -> None:
         """Raise the fsynced reservation above ``last``: by ``seq_reserve_block``, doubled
@@ -517,18 +676,31 @@ class Buffer:
     async def fetch(
         self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
     ) -> list[StoredItem]:
-        """Committed, unacknowledged items of ``lane`` with ``after_seq < seq <= up_to_seq``."""
+        """Committed, unacknowledged items of ``lane`` with ``after_seq < seq <= up_to_seq``.
+
+        Live items come from the tail in memory; older ones from the file, once the
+        acknowledged rows are deleted from it.
+        """
+        up_to = MAX_SEQ if up_to_seq is None else up_to_seq
+        if after_seq >= self._tail_floor[lane] and self._db is not None:
+            tail = self._tail[lane]
+            start = bisect.bisect_right(tail, after_seq, key=_seq_of)
+            items = []
+            for item in itertools.islice(tail, start, start + limit):
+                if item.seq > up_to:
+                    break
+                items.append(item)
+            return items
         sql = (
             f"SELECT seq, ts_ms, body FROM {_TABLE[lane]}"
             " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
         )
         async with self._lock:
+            await self._apply_acks()
             if self._db is None:
                 return []
             try:
-                rows = await self._db.execute_fetchall(
-                    sql, (after_seq, MAX_SEQ if up_to_seq is None else up_to_seq, limit)
-                )
+                rows = await self._db.execute_fetchall(sql, (after_seq, up_to, limit))
             except sqlite3.Error as exc:
                 await self._maybe_drop_connection(exc)
                 self._record_error(store.map_error(exc, "fetch failed"))
@@ -536,40 +708,45 @@ class Buffer:
         return [StoredItem(seq, lane, ts, body) for seq, ts, body in rows]
 
     async def ack(self, seqs: Iterable[int]) -> None:
-        """Delete these rows (acknowledged upstream); unknown seqs are ignored.
+        """Acknowledge these seqs (published upstream); unknown seqs are ignored.
 
-        A failed delete is logged and counted, not raised: the rows stay and are sent again
-        after a restart (delivery is at least once).
+        Items still in the tail (live ones) leave it and the counts at once, and their rows are
+        deleted in the next commit's transaction, or ``ack_linger_s`` later when no commit
+        comes first: a live stream costs no transaction and no fsync of its own for its acks.
+        Other seqs (the backlog) are deleted now, so the counts stay exact. A failed delete is
+        retried with the next commit; rows left by a crash in between are sent again after the
+        restart (delivery is at least once).
         """
         runs = _runs(seqs)
         if not runs:
             return
-        async with self._lock:
-            db = self._db
-            if db is None:
-                return
-            try:
-                await self._atomic(lambda: self._delete_runs(db, runs))
-            except sqlite3.Error as exc:
-                await self._maybe_drop_connection(exc)
-                self._record_error(store.map_error(exc, "ack failed"))
+        found = 0
+        for lane, tail in self._tail.items():
+            removed = _remove_runs(tail, runs)
+            if removed:
+                found += removed
+                self._ack_counted[lane] += removed
+                self._stats.readings -= removed
+                if lane is Lane.ALARM:
+                    self._stats.alarms -= removed
+        if not self._ack_runs:
+            self._first_ack_t = time.monotonic()
+        self._ack_runs = _merge_runs(self._ack_runs + runs)
+        if found < sum(last - first + 1 for first, last in runs):
+            async with self._lock:
+                await self._apply_acks()
+        else:
+            self._oldest_from_tail()
+            self._wake.set()
 
-    async def _delete_runs(self, db: aiosqlite.Connection, runs: list[tuple[int, int]]) -> None:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            deleted = {"readings": 0, "alarms": 0}
-            for table in ("readings", "alarms") if self._stats.alarms else ("readings",):
-                cursor = await db.executemany(
-                    f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", runs
-                )
-                deleted[table] = cursor.rowcount
-            await db.execute("COMMIT")
-        except BaseException:
-            await self._rollback(db)
-            raise
-        self._stats.readings -= deleted["readings"] + deleted["alarms"]
-        self._stats.alarms -= deleted["alarms"]
-        await self._refresh_oldest()
+    async def _apply_acks(self) -> None:
+        """Delete the acknowledged rows now, before reading or evicting from the file. Holds
+        the lock. A failure is recorded; the rows are then deleted by a later commit."""
+        if self._ack_runs and self._db is not None:
+            try:
+                await self._atomic(lambda: self._commit_batch([]))
+            except BufferStoreError as exc:
+                self._record_error(exc)
 
     async def pending_gaps(self) -> list[Gap]:
         """Gaps recorded and not yet acknowledged, oldest first."""
@@ -700,6 +877,7 @@ class Buffer:
         gaps are kept, marked, until no row is left below them), so each seq in a gap's range
         was evicted by it or acknowledged: never still to be published, never in two gaps.
         """
+        await self._apply_acks()  # acknowledged rows are not evicted, nor counted as such
         rows = await db.execute_fetchall(
             f"SELECT min(seq), max(seq) FROM (SELECT seq FROM {table} ORDER BY seq LIMIT ?)", (n,)
         )
@@ -735,6 +913,7 @@ class Buffer:
         self._stats.readings -= removed
         if table == "alarms":
             self._stats.alarms -= removed
+        self._reset_tail()  # what it held of the evicted range is gone
         self._stats.evicted_total[reason] = self._stats.evicted_total.get(reason, 0) + removed
         log.warning("buffer: evicted %d %s (seq %d..%d, %s)", removed, table, first, last, reason)
         await self._refresh_oldest()
@@ -759,8 +938,7 @@ class Buffer:
         self._stats.bytes = sum(self._file_bytes())
 
     async def _refresh_oldest(self) -> None:
-        if self._stats.readings <= 0:
-            self._stats.oldest_ts = None
+        if self._oldest_from_tail():
             return
         rows = await self._require_db().execute_fetchall(
             "SELECT (SELECT seq FROM readings ORDER BY seq LIMIT 1),"
@@ -802,6 +980,7 @@ class Buffer:
             isinstance(exc, sqlite3.Error) and store.error_code(exc) in store.BROKEN_CODES
         ):
             db, self._db = self._db, None
+            self._reset_tail()
             if db is not None:
                 try:
                     await db.close()
