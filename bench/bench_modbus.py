@@ -38,9 +38,9 @@ async def measure(port: int, devices: int, seconds: float, per_point: bool) -> d
     )  # fmt: skip
     count = 0
 
-    def sink(reading: Reading) -> None:
+    def sink(readings: list[Reading]) -> None:
         nonlocal count
-        count += 1
+        count += len(readings)
 
     source = ModbusSource(config, sink)
     if per_point:  # the naive way, for comparison: one request per point

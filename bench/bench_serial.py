@@ -48,7 +48,7 @@ async def bench_pty(seconds: float = 3.0) -> None:
             {"name": "noise-1", "kind": "serial", "port": str(link), "line_end": "\r\n",
              "parse": {"regex": REGEX}, "points": [{"name": "laeq"}, {"name": "lamax"}]}
         )  # fmt: skip
-        source = SerialSensorSource(config, readings.append)
+        source = SerialSensorSource(config, readings.extend)
         task = asyncio.create_task(source.run())
         await asyncio.sleep(0.3)
         stats = source.devices[0]

@@ -78,13 +78,25 @@ class AlarmEngine:
 
     def __init__(self, rules: Sequence[AlarmRule]) -> None:
         self._states: list[_RuleState] = [_RuleState(rule, rule.name) for rule in rules]
-        self._by_point: dict[str, list[_RuleState]] = {}
+        # device -> point -> its rules; a rule's point is "device/point"
+        self._by_device: dict[str, dict[str, list[_RuleState]]] = {}
         for state in self._states:
-            self._by_point.setdefault(state.rule.point, []).append(state)
+            device, _, point = state.rule.point.partition("/")
+            self._by_device.setdefault(device, {}).setdefault(point, []).append(state)
+
+    def observe_all(self, readings: Sequence[Reading]) -> list[AlarmEvent]:
+        """The events these readings cause, in order; a device without rules costs one lookup."""
+        events: list[AlarmEvent] = []
+        by_device = self._by_device
+        for reading in readings:
+            points = by_device.get(reading.device)
+            if points is not None and reading.point in points:
+                events += self.observe(reading)
+        return events
 
     def observe(self, reading: Reading) -> list[AlarmEvent]:
         """The events this reading causes: usually none, one when a rule changes state."""
-        states = self._by_point.get(f"{reading.device}/{reading.point}")
+        states = self._by_device.get(reading.device, {}).get(reading.point)
         if not states:
             return []
         value = float(reading.value)

@@ -8,8 +8,9 @@ assigns each a ``seq`` when it commits it and hands them back to the uplink as
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Value = float | int | bool
 
@@ -26,9 +27,12 @@ class Lane(enum.IntEnum):
     READING = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One value of one point, stamped when it was acquired (Unix ms, UTC)."""
+class Reading(NamedTuple):
+    """One value of one point, stamped when it was acquired (Unix ms, UTC).
+
+    A NamedTuple rather than a frozen dataclass: every reading is built once or twice on its
+    way in, and a tuple is built in ~0.4 us against ~1.2 us, and is as immutable.
+    """
 
     device: str
     point: str
@@ -36,6 +40,10 @@ class Reading:
     ts_ms: int
     unit: str | None = None
     clock_synced: bool = True
+
+
+# What a source hands its readings to: one call per poll (or line), not one per value.
+ReadingsSink = Callable[[list[Reading]], None]
 
 
 @dataclass(frozen=True, slots=True)

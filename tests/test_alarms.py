@@ -101,3 +101,26 @@ def test_rules_only_see_their_point_and_carry_their_priority() -> None:
         "noise-1/laeq>85"
     )
     assert engine.active() == ["aq-1/pm25>50", "noise-1/laeq>85"]
+
+
+def test_a_poll_of_readings_raises_what_its_rules_say_in_order() -> None:
+    engine = AlarmEngine(
+        [
+            AlarmRule(point="aq-1/pm25", above=50),
+            AlarmRule(point="aq-1/no2", above=200),
+            AlarmRule(point="noise-1/laeq", above=85),
+        ]
+    )
+    poll = [
+        reading(70, device="aq-1", point="pm10"),  # no rule
+        reading(99, device="aq-1", point="no2"),  # under
+        reading(250, device="aq-1", point="no2"),
+        reading(60, device="aq-1", point="pm25"),
+        reading(90, device="aq-2", point="pm25"),  # another device
+    ]
+    events = engine.observe_all(poll)
+    assert [(e.alarm, e.state, e.value) for e in events] == [
+        ("aq-1/no2>200", "raised", 250),
+        ("aq-1/pm25>50", "raised", 60),
+    ]
+    assert engine.observe_all([reading(10, ts_s=1)])[0].state == "cleared"

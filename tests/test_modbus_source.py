@@ -120,7 +120,7 @@ async def test_tcp_values_end_to_end_in_the_planned_number_of_requests() -> None
         device("meter-1", 2, "energy_meter", "300ms"),
         device("traffic-1", 3, "traffic_counter", "300ms"),
     )
-    source = ModbusSource(config, readings.append)
+    source = ModbusSource(config, readings.extend)
     async with serve_tcp(units, port) as bus, running(source):
         await until(lambda: all(d.reads_ok >= 2 for d in source.devices))
     stats = by_name(source)
@@ -145,7 +145,7 @@ async def test_rtu_values_end_to_end_on_a_shared_bus(pty_pair: tuple[str, str]) 
         device("level-1", 1, "water_level", "300ms"),
         device("meter-7", 7, "energy_meter", "300ms"),
     )
-    source = ModbusSource(config, readings.append, frame_gap_s=0.002)
+    source = ModbusSource(config, readings.extend, frame_gap_s=0.002)
     async with serve_rtu(units, server_tty, baudrate=19200), running(source):
         await until(lambda: all(d.reads_ok >= 2 for d in source.devices))
     stats = by_name(source)
@@ -159,7 +159,7 @@ async def test_rtu_values_end_to_end_on_a_shared_bus(pty_pair: tuple[str, str]) 
 async def test_exception_response_then_timeout_then_recovery() -> None:
     port = free_port()
     unit = SimUnit(1, "air_quality")
-    source = ModbusSource(tcp_source(port, device("aq-1", 1, "air_quality", "50ms")), [].append)
+    source = ModbusSource(tcp_source(port, device("aq-1", 1, "air_quality", "50ms")), [].extend)
     stats = source.devices[0]
     async with serve_tcp([unit], port), running(source):
         await until(lambda: stats.reads_ok >= 1)
@@ -190,7 +190,7 @@ async def test_illegal_data_address_replans_the_device_and_remembers_it() -> Non
     unit = SimUnit(2, "energy_meter", strict=True)
     readings: list[Reading] = []
     source = ModbusSource(tcp_source(port, device("meter", 2, "energy_meter", "300ms")),
-                          readings.append)  # fmt: skip
+                          readings.extend)  # fmt: skip
     stats = source.devices[0]
     async with serve_tcp([unit], port), running(source):
         await until(lambda: stats.reads_ok >= 3)
@@ -213,7 +213,7 @@ async def test_dead_unit_on_a_shared_rtu_bus_costs_one_timeout_per_backoff_perio
         device("aq-1", 1, "air_quality", "50ms"),
         device("dead-2", 2, "water_level", "50ms"),
     )
-    source = ModbusSource(config, [].append, frame_gap_s=0.002)
+    source = ModbusSource(config, [].extend, frame_gap_s=0.002)
     stats = by_name(source)
     async with serve_rtu(units, server_tty, baudrate=19200) as bus, running(source):
         bus.on_request = order.append
@@ -237,7 +237,7 @@ async def test_dead_unit_on_a_shared_rtu_bus_costs_one_timeout_per_backoff_perio
 async def test_lost_tcp_server_is_reconnected() -> None:
     port = free_port()
     unit = SimUnit(1, "water_level")
-    source = ModbusSource(tcp_source(port, device("level", 1, "water_level", "50ms")), [].append)
+    source = ModbusSource(tcp_source(port, device("level", 1, "water_level", "50ms")), [].extend)
     stats = source.devices[0]
     async with running(source):
         await until(lambda: stats.state == "down")  # nothing listens yet

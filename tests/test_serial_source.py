@@ -64,7 +64,7 @@ def make_sim(link: Path) -> Iterator[Callable[..., SimulatedSerialSensor]]:
 @contextlib.asynccontextmanager
 async def running(config: SerialSource) -> AsyncIterator[tuple[DeviceStats, list[Reading]]]:
     readings: list[Reading] = []
-    source = SerialSensorSource(config, readings.append)
+    source = SerialSensorSource(config, readings.extend)
     task = asyncio.create_task(source.run(), name="serial-source")
     try:
         yield source.devices[0], readings

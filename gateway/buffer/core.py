@@ -427,27 +427,36 @@ class Buffer:
 
     def put(self, item: Reading | AlarmEvent) -> None:
         """Queue an item for the next commit; never blocks, never raises."""
-        try:
-            if isinstance(item, AlarmEvent):
-                queued: QueuedItem = (Lane.ALARM, item.ts_ms, alarm_body(item))
-            else:
-                queued = (Lane.READING, item.ts_ms, reading_body(item))
-        except Exception as exc:  # an unencodable item (NaN, wrong type) must not crash a source
-            self._stats.dropped_total += 1
-            log.warning("buffer: dropped an item that cannot be encoded (%s): %r", exc, item)
-            return
+        self.put_many((item,))
+
+    def put_many(self, items: Iterable[Reading | AlarmEvent]) -> None:
+        """Queue items (a poll's readings) for the next commit; never blocks, never raises."""
+        queued: list[QueuedItem] = []
+        for item in items:
+            try:
+                if isinstance(item, AlarmEvent):
+                    queued.append((Lane.ALARM, item.ts_ms, alarm_body(item)))
+                else:
+                    queued.append((Lane.READING, item.ts_ms, reading_body(item)))
+            except Exception as exc:  # unencodable (NaN, wrong type): must not crash a source
+                self._stats.dropped_total += 1
+                log.warning("buffer: dropped an item that cannot be encoded (%s): %r", exc, item)
         queue = self._queue
-        if len(queue) >= self._queue_max:
-            self._stats.dropped_total += 1
+        before = len(queue)
+        room = self._queue_max - before
+        if len(queued) > room:
+            self._stats.dropped_total += len(queued) - room
+            del queued[room:]
             if not self._dropping:
                 self._dropping = True
                 log.error("buffer memory queue full (%d items): dropping readings", self._queue_max)
+        if not queued:
             return
-        if not queue:
+        if not before:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
-        queue.append(queued)
-        if len(queue) == self._commit_max_rows:
+        queue.extend(queued)
+        if before < self._commit_max_rows <= len(queue):
             self._wake.set()  # a full batch does not wait for the linger
 
     async def flush(self) -> int:

@@ -23,7 +23,6 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,7 @@ from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, pl
 from gateway.codec.registers import split_request as _split
 from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
-from gateway.model import DeviceStats, Reading
+from gateway.model import DeviceStats, Reading, ReadingsSink
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +78,12 @@ def now_ms() -> int:
 
 
 class ModbusSource:
-    """Polls every device of one Modbus source and hands each reading to ``sink``."""
+    """Polls every device of one Modbus source and hands each request's readings to ``sink``."""
 
     def __init__(
         self,
         config: ModbusRtuSource | ModbusTcpSource,
-        sink: Callable[[Reading], None],
+        sink: ReadingsSink,
         *,
         frame_gap_s: float | None = None,
     ) -> None:
@@ -257,15 +256,18 @@ class ModbusSource:
         decoder = device.decoders.get(request)
         if decoder is None:
             decoder = device.decoders[request] = RequestDecoder(request, device.config.points)
-        stats, labels, sink = device.stats, device.labels, self._sink
+        stats, labels = device.stats, device.labels
         name, last_values = stats.name, stats.last_values
+        readings = []
         for i, value in decoder(data):
             if isinstance(value, DecodeError):
                 stats.parse_errors += 1
                 continue
             point, unit = labels[i]
             last_values[point] = value
-            sink(Reading(name, point, value, ts_ms, unit))
+            readings.append(Reading(name, point, value, ts_ms, unit))
+        if readings:
+            self._sink(readings)
 
     async def _read(
         self, device: _Device, request: ReadRequest, attempts: int

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -32,7 +31,7 @@ import serial_asyncio_fast
 from gateway.codec.lines import FrameError, LineFramer, make_parser
 from gateway.config import SerialSource
 from gateway.errors import DeviceError, DeviceTimeout, ParseError
-from gateway.model import DeviceState, DeviceStats, Reading
+from gateway.model import DeviceState, DeviceStats, Reading, ReadingsSink
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +175,9 @@ def _reason(exc: BaseException) -> str:
 
 
 class SerialSensorSource:
-    """Reads one serial ASCII sensor and hands each value to ``sink`` as a Reading."""
+    """Reads one serial ASCII sensor and hands each line's values to ``sink`` as Readings."""
 
-    def __init__(self, config: SerialSource, sink: Callable[[Reading], None]) -> None:
+    def __init__(self, config: SerialSource, sink: ReadingsSink) -> None:
         self._config = config
         self._sink = sink
         self._parse = make_parser(config.parse, config.points)
@@ -324,16 +323,13 @@ class SerialSensorSource:
             values = self._parse(line.text)
         except ParseError as exc:
             return self._drop(str(exc))
-        for name, value in values.items():
-            self._sink(
-                Reading(
-                    device=self._config.name,
-                    point=name,
-                    value=value,
-                    ts_ms=line.ts_ms,
-                    unit=self._units[name],
-                )
-            )
+        device, units = self._config.name, self._units
+        self._sink(
+            [
+                Reading(device, name, value, line.ts_ms, units[name])
+                for name, value in values.items()
+            ]
+        )
         stats.reads_ok += 1
         stats.last_ok_ts = line.ts_ms
         stats.last_values.update(values)
