@@ -1,7 +1,8 @@
 """Benchmark the durable buffer beside a bare aiosqlite ``executemany`` loop (the SQLite floor).
 
 Measures, for the same rows in the same run:
-- append: readings/s from ``put()`` until durably committed, sync full and normal;
+- append: readings/s from ``put_many()`` (10 at a time, a poll) until durably committed, sync
+  full and normal;
 - drain: ``fetch(limit=500)`` + ``ack()`` until empty (rows/s);
 - RSS with an empty buffer and with 1,000,000 buffered readings (each side in a child process).
 
@@ -45,12 +46,13 @@ def rss_kib() -> int:
 
 
 async def buffer_append(buffer: Buffer, start: int, count: int, window: int = 20_000) -> None:
-    """put() ``count`` readings, keeping at most ``window`` uncommitted; then flush."""
+    """put_many() ``count`` readings 10 at a time (as a source hands over a poll), keeping at
+    most ``window`` uncommitted; then flush."""
     base = buffer.last_seq
-    for i in range(count):
-        buffer.put(make_reading(start + i))
-        if i % 1000 == 999:
-            while i + 1 - (buffer.last_seq - base) > window:
+    for i in range(0, count, 10):
+        buffer.put_many([make_reading(start + n) for n in range(i, min(i + 10, count))])
+        if i % 1000 == 990:
+            while i + 10 - (buffer.last_seq - base) > window:
                 await buffer.wait_for_commit(buffer.last_seq)
             await asyncio.sleep(0)
     await buffer.flush()

@@ -57,9 +57,9 @@ class AlarmEvent:
     ts_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class StoredItem:
-    """A committed reading or alarm as the buffer returns it to the uplink.
+class StoredItem(NamedTuple):
+    """A committed reading or alarm as the buffer returns it to the uplink (a NamedTuple, like
+    :class:`Reading`: a backlog drain builds hundreds of thousands a second).
 
     ``body`` is the item's JSON object text without ``seq`` (made by ``uplink.payload``),
     so publishing needs no re-encoding of the stored value.

@@ -19,19 +19,19 @@ backlog.
 
 The tail: live items are read from memory
 -----------------------------------------
-Each commit also appends its items to a per-lane *tail* in memory (at most ``tail_max_items``;
-the oldest fall off). Every committed, unacknowledged, unevicted item above the lane's *floor*
-is in it, so ``fetch`` above the floor (the uplink's live stream, and its check for new alarms
-after each commit) answers from memory; below it (the backlog) from the file. ``ack`` takes
-items out of the tail and the counts at once; their rows are deleted in the next commit's
-transaction (or ``ack_linger_s`` later when none comes). So a live stream costs one transaction
-and one fsync per commit: no read-back of what was just written, and no delete transaction
-with an fsync of its own (each statement is a round trip to SQLite's thread, ~50-100 us of CPU
-with the wake-ups on both sides). Acks of rows that are only in the file are deleted at once,
-so the counts stay exact; before the file is read or evicted from, pending deletes are applied.
-A crash before the delete leaves acknowledged rows, which are sent again (delivery is at least
-once). Opening, eviction and a dropped connection reset the tail: the floor goes up to
-``last_seq``.
+Each commit also appends its items to a per-lane *tail* in memory (the last
+``tail_max_items`` seqs; older ones fall off). Every committed, unacknowledged, unevicted item
+above the lane's *floor* is in it, so ``fetch`` above the floor (the uplink's live stream, and
+its check for new alarms after each commit) answers from memory; below it (the backlog) from
+the file. ``ack`` takes items out of the tail and the counts at once; their rows are deleted in
+the next commit's transaction (or ``ack_linger_s`` later when none comes). So a live stream
+costs one transaction and one fsync per commit: no read-back of what was just written, and no
+delete transaction with an fsync of its own (each statement is a round trip to SQLite's thread,
+~50-100 us of CPU with the wake-ups on both sides). Acks of rows that are only in the file are
+deleted at once, so the counts stay exact; before the file is read or evicted from, pending
+deletes are applied. A crash before the delete leaves acknowledged rows, which are sent again
+(delivery is at least once). Opening, eviction and a dropped connection reset the tail: the
+floor goes up to ``last_seq``.
 
 Seqs: never reused
 ------------------
@@ -157,21 +157,24 @@ def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _seq_of(item: StoredItem) -> int:
-    return item.seq
+TailItem = tuple[int, int, str]  # seq, ts_ms, body: a StoredItem is built when it is fetched
 
 
-def _remove_runs(tail: deque[StoredItem], runs: list[tuple[int, int]]) -> int:
+def _seq_of(item: TailItem) -> int:
+    return item[0]
+
+
+def _remove_runs(tail: deque[TailItem], runs: list[tuple[int, int]]) -> int:
     """Remove the items whose seq is in ``runs`` (sorted) from ``tail``; how many."""
-    if not tail or runs[-1][1] < tail[0].seq or runs[0][0] > tail[-1].seq:
+    if not tail or runs[-1][1] < tail[0][0] or runs[0][0] > tail[-1][0]:
         return 0
     before = len(tail)
     first, last = runs[0]
-    if len(runs) == 1 and first <= tail[0].seq:  # the usual case: the oldest items, in order
-        while tail and tail[0].seq <= last:
+    if len(runs) == 1 and first <= tail[0][0]:  # the usual case: the oldest items, in order
+        while tail and tail[0][0] <= last:
             tail.popleft()
         return before - len(tail)
-    kept = [item for item in tail if not any(a <= item.seq <= b for a, b in runs)]
+    kept = [item for item in tail if not any(a <= item[0] <= b for a, b in runs)]
     tail.clear()
     tail.extend(kept)
     return before - len(tail)
@@ -239,7 +242,7 @@ class Buffer:
         # The tail: every committed, unacknowledged, unevicted item of a lane with a seq above
         # ``_tail_floor[lane]`` is in ``_tail[lane]`` (in seq order), so the uplink reads live
         # items from memory instead of reading back what was just written.
-        self._tail: dict[Lane, deque[StoredItem]] = {lane: deque() for lane in Lane}
+        self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
         self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
         # Acknowledged seqs not yet deleted: they go in the next commit's transaction (or after
         # ``ack_linger_s`` without one), not in a transaction and an fsync of their own.
@@ -631,14 +634,18 @@ class Buffer:
     def _after_commit(self, batch: list[QueuedItem], last: int) -> None:
         self._batch = None
         tails = self._tail
-        n_alarms = 0
-        for seq, (lane, ts, body) in enumerate(batch, last - len(batch) + 1):
-            tails[lane].append(StoredItem(seq, lane, ts, body))
-            if lane is Lane.ALARM:
-                n_alarms += 1
+        # the tail keeps the last ``tail_max`` seqs: what a big batch holds below them is not
+        # even added, and both lanes' floors rise to ``cut``
+        cut = last - self._tail_max
+        skip = max(0, len(batch) - self._tail_max)
+        first = last - len(batch) + 1
+        for seq, (lane, ts, body) in enumerate(itertools.islice(batch, skip, None), first + skip):
+            tails[lane].append((seq, ts, body))
         for lane, tail in tails.items():
-            while len(tail) > self._tail_max:
-                self._tail_floor[lane] = tail.popleft().seq
+            while tail and tail[0][0] <= cut:
+                tail.popleft()
+            self._tail_floor[lane] = max(self._tail_floor[lane], cut)
+        n_alarms = sum(1 for item in batch if item[0] is Lane.ALARM)
         if self._stats.readings == 0:
             self._stats.oldest_ts = batch[0][1]
         self._stats.readings += len(batch)
@@ -661,7 +668,7 @@ class Buffer:
         if self._stats.readings != sum(len(tail) for tail in tails):
             return False
         heads = [tail[0] for tail in tails]
-        self._stats.oldest_ts = min(heads, key=lambda item: item.seq).ts_ms if heads else None
+        self._stats.oldest_ts = min(heads)[1] if heads else None  # the lowest seq's ts
         return True
 
     async def _reserve(self, last: int, batch_len: int) -> None:
@@ -695,10 +702,10 @@ class Buffer:
             tail = self._tail[lane]
             start = bisect.bisect_right(tail, after_seq, key=_seq_of)
             items = []
-            for item in itertools.islice(tail, start, start + limit):
-                if item.seq > up_to:
+            for seq, ts, body in itertools.islice(tail, start, start + limit):
+                if seq > up_to:
                     break
-                items.append(item)
+                items.append(StoredItem(seq, lane, ts, body))
             return items
         sql = (
             f"SELECT seq, ts_ms, body FROM {_TABLE[lane]}"
