@@ -104,6 +104,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -178,6 +179,55 @@ def _remove_runs(tail: deque[TailItem], runs: list[tuple[int, int]]) -> int:
     tail.clear()
     tail.extend(kept)
     return before - len(tail)
+
+
+Row = tuple[int, int, int, str]  # seq, ts_ms, stored_ms, body
+
+
+def _rows(batch: list[QueuedItem], first: int, stored: int, lane: Lane) -> list[Row]:
+    return [
+        (seq, ts, stored, body) for seq, (kind, ts, body) in enumerate(batch, first) if kind is lane
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _CommitTransaction:
+    """One commit, run whole on the connection's thread (``store.on_connection_thread``):
+    insert the new rows, delete the acknowledged ``runs``, move ``meta`` on; rolled back on
+    any error. Returns the rows deleted per lane."""
+
+    readings: list[Row]
+    alarms: list[Row]
+    runs: list[tuple[int, int]]
+    delete_alarms: bool  # False when no alarm row can be among the acknowledged
+    meta: list[tuple[int, str]]
+
+    def __call__(self, conn: sqlite3.Connection) -> dict[Lane, int]:
+        deleted = dict.fromkeys(Lane, 0)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for lane, rows in ((Lane.READING, self.readings), (Lane.ALARM, self.alarms)):
+                if rows:
+                    conn.executemany(
+                        f"INSERT INTO {_TABLE[lane]} (seq, ts_ms, stored_ms, body)"
+                        " VALUES (?,?,?,?)",
+                        rows,
+                    )
+            if self.runs:
+                for lane in (Lane.READING, Lane.ALARM) if self.delete_alarms else (Lane.READING,):
+                    cursor = conn.executemany(
+                        f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", self.runs
+                    )
+                    deleted[lane] = cursor.rowcount
+            if self.meta:
+                conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return deleted
 
 
 class Buffer:
@@ -554,20 +604,16 @@ class Buffer:
             if last > self._reserved:
                 await self._reserve(last, len(batch))
             stored = max(self._now_ms(), self._max_stored_ms)
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                if batch:
-                    await self._insert(db, batch, first, stored)
-                deleted = await self._delete(db, runs, counted)
-                if batch:
-                    await db.executemany(
-                        "UPDATE meta SET value = ? WHERE key = ?",
-                        [(last, "last_seq"), (stored, "max_stored_ms")],
-                    )
-                await db.execute("COMMIT")
-            except BaseException:
-                await self._rollback(db)
-                raise
+            readings = _rows(batch, first, stored, Lane.READING)
+            alarms = _rows(batch, first, stored, Lane.ALARM) if len(readings) < len(batch) else []
+            transaction = _CommitTransaction(
+                readings,
+                alarms,
+                runs,
+                delete_alarms=bool(self._stats.alarms or counted[Lane.ALARM]),
+                meta=[(last, "last_seq"), (stored, "max_stored_ms")] if batch else [],
+            )
+            deleted = await store.on_connection_thread(db, transaction)
         except BaseException as exc:
             self._ack_runs = _merge_runs(runs + self._ack_runs)  # deleted by a later commit
             for lane in Lane:
@@ -585,43 +631,6 @@ class Buffer:
             await self._init_stats()
         elif runs:
             await self._refresh_oldest()
-
-    async def _insert(
-        self, db: aiosqlite.Connection, batch: list[QueuedItem], first: int, stored: int
-    ) -> None:
-        readings = [
-            (seq, ts, stored, body)
-            for seq, (lane, ts, body) in enumerate(batch, first)
-            if lane is Lane.READING
-        ]
-        await db.executemany(
-            "INSERT INTO readings (seq, ts_ms, stored_ms, body) VALUES (?,?,?,?)", readings
-        )
-        if len(readings) < len(batch):
-            await db.executemany(
-                "INSERT INTO alarms (seq, ts_ms, stored_ms, body) VALUES (?,?,?,?)",
-                [
-                    (seq, ts, stored, body)
-                    for seq, (lane, ts, body) in enumerate(batch, first)
-                    if lane is Lane.ALARM
-                ],
-            )
-
-    async def _delete(
-        self, db: aiosqlite.Connection, runs: list[tuple[int, int]], counted: dict[Lane, int]
-    ) -> dict[Lane, int]:
-        """Delete the acknowledged ``runs``; the rows deleted per lane."""
-        deleted = dict.fromkeys(Lane, 0)
-        if not runs:
-            return deleted
-        for lane in Lane:
-            if lane is Lane.ALARM and not (self._stats.alarms or counted[Lane.ALARM]):
-                continue
-            cursor = await db.executemany(
-                f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", runs
-            )
-            deleted[lane] = cursor.rowcount
-        return deleted
 
     def _after_delete(self, deleted: dict[Lane, int], counted: dict[Lane, int]) -> None:
         """The acknowledged rows are gone: count out those ``ack()`` did not find in the tail."""
