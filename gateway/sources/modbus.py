@@ -1,12 +1,13 @@
-"""Modbus RTU and TCP sources: poll devices with pymodbus, decode with ``codec.registers``.
+"""Modbus RTU and TCP sources: poll devices, decode with ``codec.registers``.
 
-One :class:`ModbusSource` per configured source owns one pymodbus client (one serial port or
-one TCP connection) and one scheduler task that polls all of its devices, one after another.
-So one transaction is on the wire at a time without a lock: RS-485 is half duplex, and pymodbus
-serialises requests on a connection anyway (its client holds a lock around each transaction,
-no pipelining); polling from one task means a transaction's timeout measures the device, not
-the queue, and devices that fall due on the same tick cost one wake-up, not one each plus a
-lock hand-over. A serial bus leaves a short gap between frames.
+One :class:`ModbusSource` per configured source owns one client (pymodbus's RTU client on a
+serial port; for Modbus TCP our lean :class:`~gateway.sources.mbap_client.MbapClient`, at about
+half pymodbus's CPU per read) and one scheduler task that polls all of its devices, one after
+another. So one transaction is on the wire at a time without a lock: RS-485 is half duplex, and
+many Modbus TCP gateways take one request at a time anyway; polling from one task means a
+transaction's timeout measures the device, not the queue, and devices that fall due on the same
+tick cost one wake-up, not one each plus a lock hand-over. A serial bus leaves a short gap
+between frames.
 
 Each device is polled at its ``interval`` on a drift-free schedule (a heap of next due times):
 a poll that comes late skips the ticks it missed (``polls_skipped``) instead of bursting. A
@@ -30,11 +31,13 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from gateway.codec import mbap
 from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, plan_requests
 from gateway.codec.registers import split_request as _split
 from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import DeviceStats, Reading, ReadingsSink
+from gateway.sources.mbap_client import MbapClient
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ DOWN_AFTER = 3  # consecutive failed polls before a device is "down"
 ILLEGAL_DATA_ADDRESS = 2
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+SourceClient = MbapClient | AsyncModbusSerialClient  # Modbus TCP reads go through our client
 
 
 class ExceptionResponse(DeviceProtocolError):
@@ -102,7 +106,7 @@ class ModbusSource:
             )
             for device in config.devices
         ]
-        self._client: ModbusClient | None = None
+        self._client: SourceClient | None = None
         self._reconnect_at = 0.0
         self._reconnect_delay = 0.0
 
@@ -123,13 +127,13 @@ class ModbusSource:
             self._client.close()
             self._client = None
 
-    def _make_client(self) -> ModbusClient:
+    def _make_client(self) -> SourceClient:
         c = self._config
         if isinstance(c, ModbusRtuSource):
             return serial_client(
                 c.port, c.baudrate, c.parity, c.stopbits, c.bytesize, timeout_s=c.timeout
             )
-        return tcp_client(c.host, c.port, timeout_s=c.timeout)
+        return MbapClient(c.host, c.port, timeout_s=c.timeout)
 
     # -----------------------------------------------------------------------------------------
     # Scheduling
@@ -287,6 +291,8 @@ class ModbusSource:
         timeout = self._config.timeout
         client = await self._connected_client()
         device.stats.requests_total += 1
+        if isinstance(client, MbapClient):
+            return await self._transact_tcp(client, device, request), now_ms()
         try:
             # pymodbus times the answer out itself; this guard only bounds the worst case
             async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
@@ -313,7 +319,24 @@ class ModbusSource:
             )
         return list(response.registers), ts_ms
 
-    async def _connected_client(self) -> ModbusClient:
+    async def _transact_tcp(
+        self, client: MbapClient, device: _Device, request: ReadRequest
+    ) -> list[Any]:
+        try:
+            values: list[Any] = await client.read(
+                request.table, request.address, request.count, device.config.unit
+            )
+        except TimeoutError:
+            raise DeviceTimeout(f"no answer within {self._config.timeout:g}s") from None
+        except mbap.ExceptionAnswer as exc:
+            raise ExceptionResponse(exc.code, request) from None
+        except mbap.FramingError as exc:
+            raise DeviceProtocolError(str(exc)) from None
+        except OSError as exc:  # ConnectionError included
+            raise DeviceError(f"connection lost: {exc}") from None
+        return values
+
+    async def _connected_client(self) -> SourceClient:
         """The client, (re)connected if needed, with capped backoff between attempts."""
         timeout = self._config.timeout
         client = self._client

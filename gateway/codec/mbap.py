@@ -1,0 +1,69 @@
+"""Modbus TCP framing (MBAP) for the four read functions. Pure: bytes in, values out.
+
+A request is the 7-byte MBAP header (transaction id, protocol 0, length, unit) and the PDU
+(function, address, count). An answer is the same header and either the function, a byte count
+and the data, or the function with bit 7 set and an exception code. What is not exactly that is
+a :class:`FramingError`: the stream cannot be trusted after it, so the client drops the link.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+HEADER = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit
+_REQUEST = struct.Struct(">HHHBBHH")
+MAX_LENGTH = 254  # unit + the largest PDU (253 bytes)
+
+
+class FramingError(ValueError):
+    """Bytes that are not a Modbus TCP answer to what was asked."""
+
+
+class ExceptionAnswer(Exception):
+    """The device answered with a Modbus exception code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exception code {code}")
+        self.code = code
+
+
+class Frame(NamedTuple):
+    tid: int
+    unit: int
+    pdu: bytes  # function code first
+
+
+def read_request(tid: int, unit: int, table: str, address: int, count: int) -> bytes:
+    return _REQUEST.pack(tid, 0, 6, unit, FUNCTION[table], address, count)
+
+
+def next_frame(buffer: bytes | bytearray) -> tuple[Frame | None, int]:
+    """The first whole frame in ``buffer`` and how many bytes it took; (None, 0) while partial."""
+    if len(buffer) < HEADER.size:
+        return None, 0
+    tid, protocol, length, unit = HEADER.unpack_from(buffer)
+    if protocol != 0 or not 2 <= length <= MAX_LENGTH:
+        raise FramingError(f"not a Modbus TCP header (protocol {protocol}, length {length})")
+    end = HEADER.size - 1 + length
+    if len(buffer) < end:
+        return None, 0
+    return Frame(tid, unit, bytes(buffer[HEADER.size : end])), end
+
+
+def read_values(frame: Frame, unit: int, table: str, count: int) -> list[int] | list[bool]:
+    """The registers or bits a read answer carries; raises ExceptionAnswer or FramingError."""
+    if frame.unit != unit:
+        raise FramingError(f"answer from unit {frame.unit}, asked unit {unit}")
+    function, pdu = FUNCTION[table], frame.pdu
+    if pdu[0] == function | 0x80 and len(pdu) == 2:
+        raise ExceptionAnswer(pdu[1])
+    bits = function <= 2
+    expected = (count + 7) // 8 if bits else 2 * count
+    if pdu[0] != function or len(pdu) != 2 + expected or pdu[1] != expected:
+        raise FramingError(f"answer {pdu[:2].hex()}.. ({len(pdu)} bytes) to function {function}")
+    data = pdu[2:]
+    if bits:
+        return [bool(data[i >> 3] >> (i & 7) & 1) for i in range(count)]
+    return list(struct.unpack(f">{count}H", data))
