@@ -13,14 +13,16 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymodbus.exceptions import ModbusException
 
 from gateway.codec.registers import MAX_BITS, MAX_REGISTERS, TABLE_ORDER, DecodeError, decode
 from gateway.config import ModbusPoint
-from gateway.sources.modbus import ModbusClient as Client
 from gateway.sources.modbus import read_table, serial_client, tcp_client
+
+if TYPE_CHECKING:
+    from gateway.sources.modbus import ModbusClient as Client
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1

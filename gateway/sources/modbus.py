@@ -25,11 +25,7 @@ import heapq
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
+from typing import TYPE_CHECKING, Any
 
 from gateway.codec import mbap
 from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, plan_requests
@@ -39,13 +35,16 @@ from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import DeviceStats, Reading, ReadingsSink
 from gateway.sources.mbap_client import MbapClient
 
+if TYPE_CHECKING:  # pymodbus (~2 MB resident) is imported only where a client is made
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+    ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+    SourceClient = MbapClient | AsyncModbusSerialClient  # Modbus TCP goes through our client
+
 log = logging.getLogger(__name__)
 
 DOWN_AFTER = 3  # consecutive failed polls before a device is "down"
 ILLEGAL_DATA_ADDRESS = 2
-
-ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
-SourceClient = MbapClient | AsyncModbusSerialClient  # Modbus TCP reads go through our client
 
 
 class ExceptionResponse(DeviceProtocolError):
@@ -288,11 +287,22 @@ class ModbusSource:
         raise last
 
     async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
-        timeout = self._config.timeout
         client = await self._connected_client()
         device.stats.requests_total += 1
         if isinstance(client, MbapClient):
             return await self._transact_tcp(client, device, request), now_ms()
+        return await self._transact_rtu(client, device, request)
+
+    async def _transact_rtu(
+        self, client: AsyncModbusSerialClient, device: _Device, request: ReadRequest
+    ) -> tuple[list[Any], int]:
+        from pymodbus.exceptions import (  # noqa: PLC0415 - pymodbus only where RTU is polled
+            ConnectionException,
+            ModbusException,
+            ModbusIOException,
+        )
+
+        timeout = self._config.timeout
         try:
             # pymodbus times the answer out itself; this guard only bounds the worst case
             async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
@@ -392,6 +402,9 @@ def serial_client(
     port: str, baudrate: int, parity: str, stopbits: int, bytesize: int, *, timeout_s: float
 ) -> AsyncModbusSerialClient:
     """A Modbus RTU client that neither retries nor reconnects on its own."""
+    from pymodbus.client import AsyncModbusSerialClient  # noqa: PLC0415 - see TYPE_CHECKING
+    from pymodbus.framer import FramerType  # noqa: PLC0415
+
     return AsyncModbusSerialClient(
         port,
         framer=FramerType.RTU,
@@ -406,7 +419,10 @@ def serial_client(
 
 
 def tcp_client(host: str, port: int, *, timeout_s: float) -> AsyncModbusTcpClient:
-    """A Modbus TCP client that neither retries nor reconnects on its own."""
+    """A pymodbus Modbus TCP client that neither retries nor reconnects on its own (for the
+    probe; the source polls through :class:`MbapClient`)."""
+    from pymodbus.client import AsyncModbusTcpClient  # noqa: PLC0415 - see TYPE_CHECKING
+
     return AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0)
 
 
