@@ -8,6 +8,7 @@ assigns each a ``seq`` when it commits it and hands them back to the uplink as
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -44,6 +45,11 @@ class Reading(NamedTuple):
 
 # What a source hands its readings to: one call per poll (or line), not one per value.
 ReadingsSink = Callable[[list[Reading]], None]
+
+
+def now_ms() -> int:
+    """The wall clock as a reading's ``ts`` is stamped: Unix milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.model import BufferStats, DeviceStats, UplinkStats, Value
+from gateway.model import now_ms as wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,6 @@ class StatusProvider(Protocol):
         ...
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 # ---------------------------------------------------------------------------------------------
 # Pure: the documents
 
@@ -82,7 +79,7 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     One dead device among live ones is not a health problem; it shows in ``/status``. A gateway
     with no devices configured has nothing to judge and is healthy on that count.
     """
-    now = _now_ms() if now_ms is None else now_ms
+    now = wall_clock_ms() if now_ms is None else now_ms
     problems = []
     buffer = provider.buffer_stats()
     if not buffer.writable:
@@ -105,7 +102,7 @@ def _fresh(device: DeviceStats, now_ms: int, started_ms: int) -> bool:
 
 def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[str, Any]:
     """The ``/status`` document (SPEC.md fields, plus a few more an operator wants)."""
-    now = _now_ms() if now_ms is None else now_ms
+    now = wall_clock_ms() if now_ms is None else now_ms
     info = provider.gateway_info()
     uplink = provider.uplink_stats()
     buffer = provider.buffer_stats()

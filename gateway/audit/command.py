@@ -15,10 +15,11 @@ from typing import Any
 
 from gateway.audit.consumer import BrokerOptions, Consumer, client_id_for
 from gateway.audit.ledger import Fleet, merge_fleets
-from gateway.audit.report import exit_code, now_ms, summary_line, table, to_json
+from gateway.audit.report import exit_code, summary_line, table, to_json
 from gateway.audit.store import AuditStateError, AuditStore, default_state_path
 from gateway.config import parse_duration, parse_server, read_secret
 from gateway.errors import ConfigError, UplinkError
+from gateway.model import now_ms
 
 EXIT_USAGE = 2
 

@@ -6,7 +6,6 @@ Pure: functions of a fleet ledger and the current time.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from gateway.audit.ledger import Fleet, GatewayLedger
@@ -131,7 +130,3 @@ def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
         lines += ["", f"last rejected message: {fleet.last_rejected}"]
     lines += ["", summary_line(fleet, now_ms, grace_s)]
     return "\n".join(lines)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -114,6 +114,7 @@ import aiosqlite
 from gateway.buffer import seqfile, store
 from gateway.errors import BufferCorruptError, BufferStoreError, BufferWriteError
 from gateway.model import AlarmEvent, BufferStats, Gap, GapReason, Lane, Reading, StoredItem
+from gateway.model import now_ms as model_now_ms
 from gateway.uplink.payload import alarm_body, reading_body
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,6 @@ _RESERVE_AHEAD_MAX = 1_000_000
 
 QueuedItem = tuple[Lane, int, str]  # lane, ts_ms, body
 T = TypeVar("T")
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
@@ -246,7 +243,7 @@ class Buffer:
         maintenance_interval_s: float = 5.0,
         min_free_fraction: float = 0.05,
         seq_reserve_block: int = 1000,
-        now_ms: Callable[[], int] = wall_clock_ms,
+        now_ms: Callable[[], int] = model_now_ms,
         commit_linger_s: float | None = None,
         evict_chunk_rows: int = 10_000,
         ack_linger_s: float = 1.0,

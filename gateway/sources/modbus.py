@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, pl
 from gateway.codec.registers import split_request as _split
 from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
-from gateway.model import DeviceStats, Reading, ReadingsSink
+from gateway.model import DeviceStats, Reading, ReadingsSink, now_ms
 from gateway.sources.mbap_client import MbapClient
 
 if TYPE_CHECKING:  # pymodbus (~2 MB resident) is imported only where a client is made
@@ -74,10 +73,6 @@ class _Device:
 def default_frame_gap(baudrate: int) -> float:
     """Modbus RTU's silent interval: 3.5 characters of 11 bits, at least 1.75 ms."""
     return max(3.5 * 11 / baudrate, 0.00175)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ModbusSource:
