@@ -47,6 +47,15 @@ class Reading(NamedTuple):
 ReadingsSink = Callable[[list[Reading]], None]
 
 
+def format_value(value: Value | None) -> str:
+    """A point's value as the status page and ``street-gateway status`` show it."""
+    if value is None:
+        return "NaN"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{round(value, 3):g}" if isinstance(value, float) else str(value)
+
+
 def now_ms() -> int:
     """The wall clock as a reading's ``ts`` is stamped: Unix milliseconds."""
     return time.time_ns() // 1_000_000

@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.model import BufferStats, DeviceStats, UplinkStats, Value
+from gateway.model import BufferStats, DeviceStats, UplinkStats, Value, format_value
 from gateway.model import now_ms as wall_clock_ms
 
 log = logging.getLogger(__name__)
@@ -531,14 +531,6 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} {units[i]}" if i else f"{int(n)} B"
 
 
-def _num(value: Value | None) -> str:
-    if value is None:
-        return "NaN"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f"{round(value, 3):g}" if isinstance(value, float) else str(value)
-
-
 def _dl(rows: Iterable[tuple[str, str] | tuple[str, str, str]]) -> str:
     parts = ["<dl>"]
     for row in rows:
@@ -594,7 +586,7 @@ def _render_body(doc: dict[str, Any]) -> Iterator[str]:
     for s in doc["sources"]:
         for d in s["devices"]:
             values = "".join(
-                f"<span><i>{_e(k)}</i><b>{_e(_num(v))}</b></span>"
+                f"<span><i>{_e(k)}</i><b>{_e(format_value(v))}</b></span>"
                 for k, v in d["last_values"].items()
             )
             yield (

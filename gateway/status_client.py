@@ -27,6 +27,7 @@ from gateway.config import (
     split_listen,
 )
 from gateway.errors import ConfigError
+from gateway.model import format_value
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 1
@@ -161,14 +162,6 @@ def _uptime(seconds: float) -> str:
     return f"{minutes}m {s}s" if minutes else f"{s}s"
 
 
-def _value(value: object) -> str:
-    if value is None:
-        return "NaN"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f"{round(value, 3):g}" if isinstance(value, float) else str(value)
-
-
 def format_status(doc: dict[str, Any]) -> str:
     """The status document as a few aligned lines."""
     now = int(doc.get("ts") or time.time() * 1000)
@@ -203,7 +196,7 @@ def format_status(doc: dict[str, Any]) -> str:
     width = max((len(d["name"]) for _, d in devices), default=0)
     src_width = max((len(s["name"]) for s, _ in devices), default=0)
     for s, d in devices:
-        values = " ".join(f"{k}={_value(v)}" for k, v in (d.get("last_values") or {}).items())
+        values = " ".join(f"{k}={format_value(v)}" for k, v in (d.get("last_values") or {}).items())
         line = (
             f"  {d['name']:<{width}}  {s['name']:<{src_width}}  {d['state']:<7}  "
             f"last ok {_ago(d['last_ok_ts'], now):<9}  ok {d['reads_ok']} failed "
