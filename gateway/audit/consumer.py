@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from gateway.audit.ledger import KINDS, Fleet
 from gateway.audit.store import AuditStore
 from gateway.config import parse_server
 from gateway.errors import UplinkError
+from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Consumer:
     ) -> None:
         """Consume until stopped; reconnect with capped, jittered backoff unless ``settle``
         is set, in which case a broker failure raises UplinkError."""
-        backoff = 0.5
+        backoff = Backoff(0.5, RECONNECT_MAX_S)
         while not stop.is_set():
             try:
                 await self._session(stop, settle, on_batch, tick)
@@ -144,10 +144,8 @@ class Consumer:
             # Applied on the lost connection, never acked: durable now, they come again as
             # duplicates (the ledger cannot take a message back).
             await self._commit(None)
-            delay = random.uniform(0, backoff)  # jitter, not cryptography
-            backoff = min(backoff * 2, RECONNECT_MAX_S)
             try:
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(backoff.next_delay()):
                     await stop.wait()
             except TimeoutError:
                 pass
