@@ -19,19 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from status_support import CHROMIUM_FLAGS
+
 from gateway.model import BufferStats, DeviceStats, UplinkStats
 from gateway.status import SourceView, StatusServer
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-]
 
 
 class SampleProvider:
@@ -139,6 +131,7 @@ def main() -> int:
             [
                 chromium,
                 *CHROMIUM_FLAGS,
+                "--hide-scrollbars",
                 f"--user-data-dir={profile}",
                 f"--window-size={args.size}",
                 "--virtual-time-budget=6000",  # load, then one refresh from /status

@@ -8,19 +8,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.model import BufferStats, DeviceStats, UplinkStats
+from gateway.model import BufferStats, DeviceStats, UplinkStats, now_ms
 from gateway.status import SourceView, StatusServer
 
 LOOPBACK = "127.0.0.1"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+# Headless chromium on a machine with a closed network: without the background-networking
+# flags it keeps trying Google's hosts. Used by the page test and scripts/screenshot_status.py.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @dataclass

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from status_support import healthy_provider, serve_in_thread
+from status_support import CHROMIUM_FLAGS, healthy_provider, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -16,15 +16,6 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (apt-get install -y chromium); "
     "the CI bootstrap installs it",
 )
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def dump_dom(url: str, profile: Path) -> str:
@@ -32,7 +23,7 @@ def dump_dom(url: str, profile: Path) -> str:
     result = subprocess.run(
         [
             str(CHROMIUM),
-            *FLAGS,
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={profile}",
             "--virtual-time-budget=12000",
             "--dump-dom",
