@@ -75,6 +75,16 @@ def test_scan_over_tcp_with_nobody_there_exits_1(
     assert "no unit answered" in capsys.readouterr().err
 
 
+def test_scan_over_tcp_finds_the_unit_through_the_daemons_client(
+    tcp_sim: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["probe", "modbus", "--host", "127.0.0.1", "--tcp-port", str(tcp_sim),
+                 "--scan", "4-6", "--timeout", "0.2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.findall(r"unit +(\d+): answers", out) == ["5"]
+
+
 def test_read_shows_raw_words_and_each_decoding(
     tcp_sim: int, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,8 @@
 
 A unit "answers" when it sends anything back, an exception response included (it is there,
 it just does not have that register). Exit 0 when something answered, 1 when nothing did.
+Modbus TCP is read through the daemon's own client (``sources/mbap_client.py``), RTU through
+pymodbus's, so the probe sees a device as the daemon will.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pymodbus.exceptions import ModbusException
-
+from gateway.codec import mbap
 from gateway.codec.registers import MAX_BITS, MAX_REGISTERS, TABLE_ORDER, DecodeError, decode
 from gateway.config import ModbusPoint
-from gateway.sources.modbus import read_table, serial_client, tcp_client
+from gateway.sources.mbap_client import MbapClient
+from gateway.sources.modbus import read_table, serial_client
 
 if TYPE_CHECKING:
-    from gateway.sources.modbus import ModbusClient as Client
+    from pymodbus.client import AsyncModbusSerialClient
+
+    Client = MbapClient | AsyncModbusSerialClient
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
@@ -101,22 +105,43 @@ def _table_spec(text: str) -> tuple[str, int, int]:
     return parts[0], address, count
 
 
+class Answer(NamedTuple):
+    values: list[Any]  # registers or bits; empty for an exception response
+    exception_code: int | None = None
+
+
 def _client(args: argparse.Namespace, timeout: float) -> Client:
     if args.port:
         return serial_client(
             args.port, args.baudrate, args.parity, args.stopbits, args.bytesize, timeout_s=timeout
         )
-    return tcp_client(args.host, args.tcp_port, timeout_s=timeout)
+    return MbapClient(args.host, args.tcp_port, timeout_s=timeout)
 
 
-async def _request(client: Client, table: str, address: int, count: int, unit: int) -> Any:
-    """The response (maybe an exception response), or None when nothing answered in time."""
+async def _request(
+    client: Client, table: str, address: int, count: int, unit: int
+) -> Answer | None:
+    """What the unit answered (maybe an exception code), or None when nothing usable came."""
+    if isinstance(client, MbapClient):
+        try:
+            return Answer(list(await client.read(table, address, count, unit)))
+        except mbap.ExceptionAnswer as exc:
+            return Answer([], exc.code)
+        except (TimeoutError, OSError, mbap.FramingError):
+            return None
+    from pymodbus.exceptions import ModbusException  # noqa: PLC0415 - only for RTU
+
     timeout = client.comm_params.timeout_connect or 1.0
     try:
         async with asyncio.timeout(timeout + 0.5):
-            return await read_table(client, table, address, count, unit)
+            response = await read_table(client, table, address, count, unit)
     except (TimeoutError, ModbusException):
         return None
+    if response.isError():
+        return Answer([], int(getattr(response, "exception_code", 0)))
+    if table in ("coil", "discrete"):
+        return Answer(list(response.bits[:count]))
+    return Answer(list(response.registers))
 
 
 async def _connect(args: argparse.Namespace, wait_s: float) -> Client | None:
@@ -143,16 +168,16 @@ async def _scan(args: argparse.Namespace, units: range, table: str, address: int
     try:
         print(f"scanning units {units.start}-{units.stop - 1} ({table} {address}, {timeout:g}s)")
         for unit in units:
-            response = await _request(client, table, address, 1, unit)
-            if response is None:
+            answer = await _request(client, table, address, 1, unit)
+            if answer is None:
                 continue
             found.append(unit)
-            if response.isError():
-                print(f"unit {unit:3d}: answers (exception code {response.exception_code})")
+            if answer.exception_code is not None:
+                print(f"unit {unit:3d}: answers (exception code {answer.exception_code})")
             elif table in ("coil", "discrete"):
-                print(f"unit {unit:3d}: answers ({table} {address} = {int(response.bits[0])})")
+                print(f"unit {unit:3d}: answers ({table} {address} = {int(answer.values[0])})")
             else:
-                word = response.registers[0]
+                word = answer.values[0]
                 print(f"unit {unit:3d}: answers ({table} {address} = 0x{word:04X} = {word})")
             if args.port:
                 await asyncio.sleep(0.005)  # a quiet line between frames
@@ -171,21 +196,21 @@ async def _read(args: argparse.Namespace, table: str, address: int, count: int) 
     if client is None:
         return EXIT_NO_ANSWER
     try:
-        response = await _request(client, table, address, count, args.unit)
+        answer = await _request(client, table, address, count, args.unit)
     finally:
         client.close()
-    if response is None:
+    if answer is None:
         print(f"unit {args.unit}: no answer within {timeout:g}s", file=sys.stderr)
         return EXIT_NO_ANSWER
-    if response.isError():
-        print(f"unit {args.unit}: exception code {response.exception_code}")
+    if answer.exception_code is not None:
+        print(f"unit {args.unit}: exception code {answer.exception_code}")
         return EXIT_OK
     print(f"unit {args.unit} {table} {address}..{address + count - 1}")
     if table in ("coil", "discrete"):
-        for i, bit in enumerate(response.bits[:count]):
+        for i, bit in enumerate(answer.values):
             print(f"{address + i:6d}  {int(bit)}")
     else:
-        print("\n".join(format_registers(address, list(response.registers))))
+        print("\n".join(format_registers(address, answer.values)))
     return EXIT_OK
 
 

@@ -4,7 +4,8 @@ The source polls a Modbus TCP device through this instead of pymodbus's client: 
 workload (20 reads a second) pymodbus's transaction layer (a lock, a future and ``wait_for`` per
 request, the framer and PDU classes, trace hooks) cost ~180-210 us of CPU per read against
 ~105 us for the same read over a bare asyncio connection (docs/perf/e2e.md), nearly a fifth of
-the daemon's CPU. RTU, the probe and the simulators stay on pymodbus.
+the daemon's CPU. `probe modbus` reads Modbus TCP through it too; RTU and the simulators stay
+on pymodbus.
 
 An answer whose transaction id is not the one awaited (a late answer to a read that timed out)
 is dropped; bytes that do not frame as Modbus TCP close the connection, since nothing after

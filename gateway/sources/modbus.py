@@ -35,9 +35,8 @@ from gateway.model import DeviceStats, Reading, ReadingsSink, now_ms
 from gateway.sources.mbap_client import MbapClient
 
 if TYPE_CHECKING:  # pymodbus (~2 MB resident) is imported only where a client is made
-    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.client import AsyncModbusSerialClient
 
-    ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
     SourceClient = MbapClient | AsyncModbusSerialClient  # Modbus TCP goes through our client
 
 log = logging.getLogger(__name__)
@@ -413,15 +412,9 @@ def serial_client(
     )
 
 
-def tcp_client(host: str, port: int, *, timeout_s: float) -> AsyncModbusTcpClient:
-    """A pymodbus Modbus TCP client that neither retries nor reconnects on its own (for the
-    probe; the source polls through :class:`MbapClient`)."""
-    from pymodbus.client import AsyncModbusTcpClient  # noqa: PLC0415 - see TYPE_CHECKING
-
-    return AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0)
-
-
-async def read_table(client: ModbusClient, table: str, address: int, count: int, unit: int) -> Any:
+async def read_table(
+    client: AsyncModbusSerialClient, table: str, address: int, count: int, unit: int
+) -> Any:
     """One read of ``count`` registers or bits of ``table``; pymodbus's response as is."""
     read = {
         "coil": client.read_coils,
