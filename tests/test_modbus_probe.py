@@ -66,23 +66,18 @@ def test_scan_over_rtu_lists_the_units_that_answer(
     assert "2 unit(s) answered: 3, 9" in out
 
 
-def test_scan_over_tcp_with_nobody_there_exits_1(
-    tcp_sim: int, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("units", "found", "code"),
+    [("4-6", ["5"], 0), ("10-13", [], 1)],  # through the daemon's own Modbus TCP client
+)
+def test_scan_over_tcp_lists_who_answers_or_exits_1(
+    tcp_sim: int, capsys: pytest.CaptureFixture[str], units: str, found: list[str], code: int
 ) -> None:
-    code = main(["probe", "modbus", "--host", "127.0.0.1", "--tcp-port", str(tcp_sim),
-                 "--scan", "10-13", "--timeout", "0.1"])  # fmt: skip
-    assert code == 1
-    assert "no unit answered" in capsys.readouterr().err
-
-
-def test_scan_over_tcp_finds_the_unit_through_the_daemons_client(
-    tcp_sim: int, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = main(["probe", "modbus", "--host", "127.0.0.1", "--tcp-port", str(tcp_sim),
-                 "--scan", "4-6", "--timeout", "0.2"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0
-    assert re.findall(r"unit +(\d+): answers", out) == ["5"]
+    assert main(["probe", "modbus", "--host", "127.0.0.1", "--tcp-port", str(tcp_sim),
+                 "--scan", units, "--timeout", "0.2"]) == code  # fmt: skip
+    out, err = capsys.readouterr()
+    assert re.findall(r"unit +(\d+): answers", out) == found
+    assert ("no unit answered" in err) == (not found)
 
 
 def test_read_shows_raw_words_and_each_decoding(
