@@ -56,6 +56,26 @@ def format_value(value: Value | None) -> str:
     return f"{round(value, 3):g}" if isinstance(value, float) else str(value)
 
 
+def format_duration(seconds: float) -> str:
+    """A span as a person reads it at a glance: ``45s``, ``12m``, ``5h``, ``3d``."""
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def format_ago(ts_ms: int | None, now_ms: int) -> str:
+    """How long ago ``ts_ms`` was (``never`` for None), as ``street-gateway status`` and the
+    audit report print it."""
+    if ts_ms is None:
+        return "never"
+    return format_duration(max(0, now_ms - ts_ms) / 1000) + " ago"
+
+
 def now_ms() -> int:
     """The wall clock as a reading's ``ts`` is stamped: Unix milliseconds."""
     return time.time_ns() // 1_000_000

@@ -27,7 +27,7 @@ from gateway.config import (
     split_listen,
 )
 from gateway.errors import ConfigError
-from gateway.model import format_value
+from gateway.model import format_ago, format_value
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 1
@@ -137,19 +137,6 @@ def fetch_status(base_url: str, token: str | None, timeout: float = TIMEOUT_S) -
 # For a person
 
 
-def _ago(ts: int | None, now: int) -> str:
-    if ts is None:
-        return "never"
-    s = max(0, (now - ts) // 1000)
-    if s < 120:
-        return f"{s}s ago"
-    if s < 7200:
-        return f"{s // 60}m ago"
-    if s < 172800:
-        return f"{s // 3600}h ago"
-    return f"{s // 86400}d ago"
-
-
 def _uptime(seconds: float) -> str:
     s = int(seconds)
     days, s = divmod(s, 86400)
@@ -180,11 +167,11 @@ def format_status(doc: dict[str, Any]) -> str:
         link += f" ({u['last_error']})"
     lines.append(
         f"uplink   {link}; {u['published_total']} readings published, "
-        f"last {_ago(u['last_publish_ts'], now)}; backlog {u['backlog']}"
+        f"last {format_ago(u['last_publish_ts'], now)}; backlog {u['backlog']}"
     )
     buffer = (
         f"buffer   {b['readings']} held, {b['bytes'] / 1048576:.1f} MiB, "
-        f"oldest {_ago(b['oldest_ts'], now)}; evicted {b['evicted_total']}"
+        f"oldest {format_ago(b['oldest_ts'], now)}; evicted {b['evicted_total']}"
     )
     if b.get("dropped_total"):
         buffer += f", dropped {b['dropped_total']}"
@@ -199,7 +186,7 @@ def format_status(doc: dict[str, Any]) -> str:
         values = " ".join(f"{k}={format_value(v)}" for k, v in (d.get("last_values") or {}).items())
         line = (
             f"  {d['name']:<{width}}  {s['name']:<{src_width}}  {d['state']:<7}  "
-            f"last ok {_ago(d['last_ok_ts'], now):<9}  ok {d['reads_ok']} failed "
+            f"last ok {format_ago(d['last_ok_ts'], now):<9}  ok {d['reads_ok']} failed "
             f"{d['reads_failed']} parse {d['parse_errors']}"
         )
         if values:

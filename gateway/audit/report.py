@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from gateway.audit.ledger import Fleet, GatewayLedger
+from gateway.model import format_ago, format_duration
 
 EXIT_COMPLETE = 0
 EXIT_HOLES = 1
@@ -62,23 +63,6 @@ def exit_code(fleet: Fleet, now_ms: int, grace_s: float) -> int:
     return EXIT_HOLES if overdue_holes(fleet, now_ms, grace_s) else EXIT_COMPLETE
 
 
-def _ago(ts_ms: int | None, now_ms: int) -> str:
-    if ts_ms is None:
-        return "never"
-    return _duration(max(0, now_ms - ts_ms) / 1000) + " ago"
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
-
-
 def summary_line(fleet: Fleet, now_ms: int, grace_s: float) -> str:
     leds = fleet.gateways.values()
     online = sum(1 for led in leds if led.online)
@@ -87,7 +71,7 @@ def summary_line(fleet: Fleet, now_ms: int, grace_s: float) -> str:
     return (
         f"{len(fleet.gateways)} gateways, {online} online, {received} seqs received, "
         f"{with_holes} with open holes, {overdue_holes(fleet, now_ms, grace_s)} holes past "
-        f"grace {_duration(grace_s)}, {fleet.rejected} messages rejected"
+        f"grace {format_duration(grace_s)}, {fleet.rejected} messages rejected"
     )
 
 
@@ -105,7 +89,7 @@ def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
             (
                 gid,
                 online,
-                _ago(led.last_seen_ts, now_ms),
+                format_ago(led.last_seen_ts, now_ms),
                 str(led.received.count),
                 str(led.duplicates),
                 str(led.max_seq or "-"),
@@ -116,7 +100,9 @@ def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
         for h in led.holes[:MAX_HOLES_SHOWN]:
             age = (now_ms - h.first_seen_ms) / 1000
             mark = " PAST GRACE" if age > grace_s else ""
-            details.append(f"  {gid}: seq {h.from_seq}..{h.to_seq} open {_duration(age)}{mark}")
+            details.append(
+                f"  {gid}: seq {h.from_seq}..{h.to_seq} open {format_duration(age)}{mark}"
+            )
         if len(led.holes) > MAX_HOLES_SHOWN:
             details.append(f"  {gid}: ... {len(led.holes) - MAX_HOLES_SHOWN} more holes")
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
