@@ -85,29 +85,27 @@ class AlarmEngine:
             self._by_device.setdefault(device, {}).setdefault(point, []).append(state)
 
     def observe_all(self, readings: Sequence[Reading]) -> list[AlarmEvent]:
-        """The events these readings cause, in order; a device without rules costs one lookup."""
+        """The events these readings cause, in order: usually none, one when a rule changes
+        state. A device without rules costs one lookup."""
         events: list[AlarmEvent] = []
         by_device = self._by_device
         for reading in readings:
             points = by_device.get(reading.device)
-            if points is not None and reading.point in points:
-                events += self.observe(reading)
+            states = points.get(reading.point) if points is not None else None
+            if not states:
+                continue
+            value = float(reading.value)
+            if math.isnan(value):
+                continue
+            for state in states:
+                event = state.observe(value, reading.ts_ms)
+                if event is not None:
+                    events.append(event)
         return events
 
     def observe(self, reading: Reading) -> list[AlarmEvent]:
-        """The events this reading causes: usually none, one when a rule changes state."""
-        states = self._by_device.get(reading.device, {}).get(reading.point)
-        if not states:
-            return []
-        value = float(reading.value)
-        if math.isnan(value):
-            return []
-        events = []
-        for state in states:
-            event = state.observe(value, reading.ts_ms)
-            if event is not None:
-                events.append(event)
-        return events
+        """The events this one reading causes."""
+        return self.observe_all((reading,))
 
     def active(self) -> list[str]:
         """Names of the alarms raised now, in rule order."""
