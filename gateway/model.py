@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-Value = float | int | bool
+Value = float | int | bool | str
 
 AlarmState = Literal["raised", "cleared"]
 Priority = Literal["low", "normal", "high", "critical"]
@@ -45,6 +45,26 @@ class Reading(NamedTuple):
 
 # What a source hands its readings to: one call per poll (or line), not one per value.
 ReadingsSink = Callable[[list[Reading]], None]
+
+
+class Sample(NamedTuple):
+    """One acquisition of one device: one Modbus poll (all its tables; ``ts_ms`` when the poll
+    started) or one parsed serial line. The unit of data from the source to the upstream.
+
+    ``values`` maps point names to clean values (a float32 already as the shortest float that
+    reads back the same, a scaled value already rounded: see ``codec.registers``); with report by
+    exception it holds only the points being sent. Units and types are not here: they are in
+    the config (and the retained ``meta`` message).
+    """
+
+    device: str
+    ts_ms: int
+    values: dict[str, Value]
+    clock_synced: bool = True
+
+
+# What a source hands its samples to: one call per poll (or serial line).
+SampleSink = Callable[[Sample], None]
 
 
 def format_value(value: Value | None) -> str:
