@@ -1,0 +1,116 @@
+"""The wire-format seam: how samples, alarms and gaps become MQTT messages. Pure: no I/O.
+
+The buffer stores samples in a neutral form; at publish time the uplink hands them to the one
+:class:`WireFormat` the config names (``uplink.format``) and publishes what it returns, in
+order, on one connection. A message's ``seqs`` leave the buffer when *that* message is
+acknowledged (PUBACK for QoS 1): so a format whose data must go at QoS 0 (Sparkplug B) returns
+its data messages with no seqs and then one QoS 1 *checkpoint* that carries them. A broker
+reads one connection's packets in order, so the checkpoint's PUBACK proves that every earlier
+message reached it.
+
+The uplink calls, per connection: :meth:`WireFormat.will` (for CONNECT), then publishes
+:meth:`WireFormat.session_start` before any data, then data messages, and on a clean shutdown
+:meth:`WireFormat.goodbye` before DISCONNECT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from gateway.model import AlarmEvent, Gap, Lane, Sample, Value
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One MQTT message, and what its acknowledgement settles."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+    seqs: tuple[int, ...] = ()  # acknowledged to the buffer once this message is
+    samples: int = 0  # counted into published_total when acknowledged
+    alarms: int = 0
+    gap_ids: tuple[int, ...] = ()  # gaps marked sent once this message is acknowledged
+
+
+class StoredItem(NamedTuple):
+    """A sample or an alarm with the seq the buffer gave it."""
+
+    seq: int
+    lane: Lane
+    ts_ms: int
+    item: Sample | AlarmEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PointInfo:
+    """What the upstream needs to know of a point once (``meta``, DBIRTH), not in every sample.
+
+    ``type``: the Modbus type, ``string``, or ``number`` for a serial point."""
+
+    type: str
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    name: str
+    source: str
+    kind: str
+    interval_s: float
+    points: dict[str, PointInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Every device of the running config, in config order, and the alarm rules' names."""
+
+    gateway_id: str
+    config_digest: str
+    devices: tuple[DeviceInfo, ...]
+    alarms: tuple[str, ...] = ()  # AlarmRule.name, e.g. "aq-1/pm25>50"
+
+
+class CurrentValues(Protocol):
+    """The last value of each point of each device (for births that carry current values)."""
+
+    def __call__(self) -> dict[str, dict[str, Value]]: ...
+
+
+class WireFormat(Protocol):
+    """One uplink format (``json``, ``sparkplug-b``). Holds its own per-session state."""
+
+    def will(self) -> Outgoing:
+        """The MQTT will for the next connection (called once per connect, before CONNECT)."""
+        ...
+
+    def session_start(self) -> list[Outgoing]:
+        """Published first on every connection, before any data (birth, meta, ...)."""
+        ...
+
+    def samples(self, items: Sequence[StoredItem], *, historical: bool) -> list[Outgoing]:
+        """Messages for these samples (seq order); ``historical``: stored before this session."""
+        ...
+
+    def alarm(self, item: StoredItem) -> list[Outgoing]: ...
+
+    def gap(self, gap: Gap) -> list[Outgoing]: ...
+
+    def goodbye(self) -> list[Outgoing]:
+        """On a clean shutdown, before DISCONNECT."""
+        ...
+
+    def subscriptions(self) -> list[str]:
+        """Topics to subscribe to on each connection (none for json)."""
+        ...
+
+    def on_message(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """A message arrived on a subscription; what to publish in answer."""
+        ...
+
+    def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
+        """A reload changed the config; what to publish now, on a live connection."""
+        ...
