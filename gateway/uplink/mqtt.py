@@ -43,7 +43,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from gateway.config import UplinkConfig, parse_server
 from gateway.errors import BufferStoreError, UplinkError
-from gateway.model import BufferStats, Lane, StoredItem, UplinkStats
+from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats
 from gateway.uplink.backoff import Backoff
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
@@ -75,7 +75,7 @@ class BufferLike(Protocol):
 
     async def ack(self, seqs: list[int]) -> None: ...
 
-    async def pending_gaps(self) -> list[Any]: ...
+    async def pending_gaps(self) -> list[Gap]: ...
 
     async def ack_gap(self, gap_id: int) -> None: ...
 
