@@ -56,7 +56,7 @@ class Pipeline:
     def __init__(self, config: Config, buffer: Buffer, clock: SystemClock) -> None:
         self.buffer = buffer
         self.clock = clock
-        self.alarms = AlarmEngine(config.alarms)
+        self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
         self.sources: list[tuple[str, str, SourceAdapter]] = [
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
         ]

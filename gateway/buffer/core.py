@@ -151,6 +151,11 @@ class _CommitTransaction:
                         f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", self.runs
                     )
                     deleted[lane] = cursor.rowcount
+            if self.alarms:  # each rule's state goes with its event: restored together
+                conn.executemany(
+                    "INSERT OR REPLACE INTO alarm_state (alarm, state, ts_ms) VALUES (?,?,?)",
+                    [(row[3], row[4], row[1]) for row in self.alarms],
+                )
             if self.meta:
                 conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
             conn.execute("COMMIT")
@@ -233,6 +238,7 @@ class Buffer:
         self._exposure: seqfile.ExposureMark | None = None
         self._max_stored_ms = 0
         self._stats = BufferStats()
+        self._alarm_states: dict[str, str] = {}  # alarm name -> "raised" | "cleared"
         self._dropping = False
         self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
         self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
@@ -297,9 +303,7 @@ class Buffer:
 
     async def _close(self, *, clean: bool) -> None:
         db, self._db = self._db, None
-        if self._exposure is not None:
-            self._exposure.close()
-            self._exposure = None
+        self._swap_exposure(None)
         if db is None:
             return
         try:
@@ -366,9 +370,7 @@ class Buffer:
             await db.close()
             raise
         self._db = db
-        if self._exposure is not None:
-            self._exposure.close()
-        self._exposure = exposure
+        self._swap_exposure(exposure)
         self._settled = start.last_seq
         self._last_seq = max(self._last_seq, start.last_seq)
         self._reset_tail()
@@ -381,9 +383,20 @@ class Buffer:
         for first, to, reason in start.gaps:
             log.warning("buffer: seqs %d..%d recorded as a %s gap", first, to, reason)
         await self._init_stats()
+        if not self._opened:
+            await self._load_alarm_states(db)
         self._stats.last_seq = self._last_seq
         self._opened = True
         self._set_writable()
+
+    def _swap_exposure(self, mark: seqfile.ExposureMark | None) -> None:
+        if self._exposure is not None:
+            self._exposure.close()
+        self._exposure = mark
+
+    async def _load_alarm_states(self, db: aiosqlite.Connection) -> None:
+        rows = await db.execute_fetchall("SELECT alarm, state FROM alarm_state")
+        self._alarm_states = dict(rows)  # type: ignore[arg-type]
 
     async def _start_afresh(self, exc: BufferCorruptError) -> tuple[aiosqlite.Connection, bool]:
         try:
@@ -464,8 +477,11 @@ class Buffer:
                 self._stats.dropped_total += 1
                 log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
                 continue
-            lane = Lane.ALARM if isinstance(item, AlarmEvent) else Lane.SAMPLE
-            accepted.append((lane, item.ts_ms, item))
+            if isinstance(item, AlarmEvent):
+                self._alarm_states[item.alarm] = item.state
+                accepted.append((Lane.ALARM, item.ts_ms, item))
+            else:
+                accepted.append((Lane.SAMPLE, item.ts_ms, item))
         held = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
         room = self._queue_max - held
         if len(accepted) > room:
@@ -504,6 +520,11 @@ class Buffer:
         self._stats.last_seq = self._last_seq = seq
         self._seq_event.set()
         self._seq_event = asyncio.Event()
+
+    def raised_alarms(self) -> set[str]:
+        """The alarms raised by the last event put (or, after a restart, committed) for each:
+        the state a new :class:`~gateway.alarms.AlarmEngine` starts from."""
+        return {alarm for alarm, state in self._alarm_states.items() if state == "raised"}
 
     async def flush(self) -> int:
         """Commit everything held now, acknowledgements included (stops at a write error);
