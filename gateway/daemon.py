@@ -37,6 +37,7 @@ from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkSt
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
 from gateway.status import SourceView, StatusServer
+from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.mqtt import Uplink
@@ -53,9 +54,12 @@ SourceAdapter = ModbusSource | SerialSensorSource
 class Pipeline:
     """What a reload replaces: the sources and the alarm rules of one config."""
 
-    def __init__(self, config: Config, buffer: Buffer, clock: SystemClock) -> None:
+    def __init__(
+        self, config: Config, buffer: Buffer, clock: SystemClock, supervisor: Supervisor
+    ) -> None:
         self.buffer = buffer
         self.clock = clock
+        self.supervisor = supervisor
         self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
         self.sources: list[tuple[str, str, SourceAdapter]] = [
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
@@ -80,7 +84,9 @@ class Pipeline:
     async def run_sources(self) -> None:
         async with asyncio.TaskGroup() as group:
             for name, _, source in self.sources:
-                group.create_task(source.run(), name=f"source:{name}")
+                group.create_task(
+                    self.supervisor.run(f"source:{name}", source.run), name=f"source:{name}"
+                )
 
     def devices(self) -> list[DeviceStats]:
         return [d for _, _, source in self.sources for d in source.devices]
@@ -123,6 +129,7 @@ class Daemon:
         self.started_ms = int(time.time() * 1000)
         self.started_monotonic = time.monotonic()
         self.clock = SystemClock()
+        self.supervisor = Supervisor()
         self._wake = asyncio.Event()
         self._stop_requested = False
         self._drain_s = 0.0
@@ -151,6 +158,9 @@ class Daemon:
 
     def buffer_stats(self) -> BufferStats:
         return self._buffer.stats if self._buffer else BufferStats()
+
+    def tasks(self) -> list[TaskHealth]:
+        return list(self.supervisor.tasks.values())
 
     def sources(self) -> list[SourceView]:
         if self._pipeline is None:
@@ -207,6 +217,7 @@ class Daemon:
                 max_size=buffer_config.max_size,
                 max_age_s=buffer_config.max_age,
                 sync=buffer_config.sync,
+                supervisor=self.supervisor,
             ) as buffer,
             _status_server(self, host, port, self.loaded.status_token) as status,
         ):
@@ -220,10 +231,12 @@ class Daemon:
                 status.port,
             )
             async with asyncio.TaskGroup() as group:
-                watch = group.create_task(self._watch(), name="watchdog")
+                watch = group.create_task(
+                    self.supervisor.run("watchdog", self._watch), name="watchdog"
+                )
                 uplink = self._start_uplink(group)
                 while True:
-                    self._pipeline = Pipeline(self.config, buffer, self.clock)
+                    self._pipeline = Pipeline(self.config, buffer, self.clock, self.supervisor)
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
                     systemd.ready()
                     systemd.status(self.status_line())
@@ -242,7 +255,7 @@ class Daemon:
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
         self._uplink = make_uplink(self.loaded, self._buffer, self.started_ms)
-        return group.create_task(self._uplink.run(), name="uplink")
+        return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
     async def _reload_uplink(
         self, loaded: LoadedConfig, task: asyncio.Task[None], group: asyncio.TaskGroup
@@ -343,7 +356,8 @@ class Daemon:
                 sources_beat.beat()
                 last_polls = polls
             sources_beat.allowance_s = self._polling_allowance()
-            watchdog.tick()
+            if not self.supervisor.down():  # a dead core task starves the watchdog
+                watchdog.tick()
             systemd.status(self.status_line())
             await asyncio.sleep(period)
 

@@ -41,6 +41,7 @@ from gateway.model import (
     format_value,
 )
 from gateway.model import now_ms as wall_clock_ms
+from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class StatusProvider(Protocol):
 
     def buffer_stats(self) -> BufferStats: ...
 
+    def tasks(self) -> list[TaskHealth]:
+        """The supervised background tasks."""
+        ...
+
     def sources(self) -> list[SourceView]: ...
 
     def backlog(self) -> int:
@@ -93,6 +98,9 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     if not buffer.writable:
         why = f": {buffer.last_error}" if buffer.last_error else ""
         problems.append(f"buffer cannot be written{why}")
+    for task in provider.tasks():
+        if task.core and not task.running:
+            problems.append(f"task {task.name} failed and is restarting: {task.last_error}")
     devices = [d for s in provider.sources() for d in s.devices]
     started_ms = now - int(float(provider.gateway_info().get("uptime_s", 0)) * 1000)
     if devices and not any(_fresh(d, now, started_ms) for d in devices):
@@ -154,6 +162,16 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "last_error": buffer.last_error,
             "corrupt_files": list(buffer.corrupt_files),
         },
+        "tasks": [
+            {
+                "name": t.name,
+                "running": t.running,
+                "failures": t.failures,
+                "last_error": t.last_error,
+                "last_failure_ts": t.last_failure_ts,
+            }
+            for t in provider.tasks()
+        ],
         "sources": [
             {
                 "name": source.name,
@@ -270,6 +288,50 @@ def _go_float(value: float) -> str:
     return s
 
 
+def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily]:
+    def gauge(name: str, doc: str, value: float) -> MetricFamily:
+        return gauge_family(f"street_gateway_{name}", doc, value=value)
+
+    def counter(name: str, doc: str, value: float) -> MetricFamily:
+        return counter_family(f"street_gateway_{name}", doc, value=value)
+
+    yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
+    yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
+                  uplink.published_total)  # fmt: skip
+    yield counter("uplink_bytes", "Bytes of MQTT PUBLISH packets sent upstream",
+                  uplink.bytes_total)  # fmt: skip
+    yield gauge("uplink_bytes_per_hour", "Bytes per hour upstream at the last minute's rate",
+                uplink.bytes_per_hour)  # fmt: skip
+    yield counter("uplink_alarms_published", "Alarms acknowledged by the broker",
+                  uplink.alarms_published_total)  # fmt: skip
+    yield counter("uplink_gaps_published", "Gap messages acknowledged by the broker",
+                  uplink.gaps_published_total)  # fmt: skip
+    yield counter("uplink_messages", "MQTT messages published", uplink.messages_total)
+    yield counter("uplink_connects", "Successful connections", uplink.connects_total)
+    yield counter("uplink_connect_failures", "Failed connection attempts",
+                  uplink.connect_failures_total)  # fmt: skip
+    if uplink.last_publish_ts is not None:
+        yield gauge("uplink_last_publish_timestamp_seconds", "Unix time of the last publish",
+                    uplink.last_publish_ts / 1000)  # fmt: skip
+    yield gauge("uplink_backlog", "Samples and alarms not yet acknowledged by the broker",
+                backlog)  # fmt: skip
+
+
+def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
+    failures = counter_family(
+        "street_gateway_task_failures", "Unexpected failures of a background task",
+        labels=["task"],
+    )  # fmt: skip
+    running = gauge_family(
+        "street_gateway_task_running", "1 while the task runs, 0 while it waits to restart",
+        labels=["task"],
+    )  # fmt: skip
+    for task in tasks:
+        failures.add_metric([task.name], task.failures)
+        running.add_metric([task.name], task.running)
+    yield from (failures, running)
+
+
 class StatusCollector:
     """Reads the provider at scrape time, once per scrape."""
 
@@ -296,6 +358,7 @@ class StatusCollector:
         yield gauge("uptime_seconds", "Seconds since the daemon started", float(info["uptime_s"]))
         yield gauge("clock_synced", "1 when the system clock is synchronised", info["clock_synced"])
         yield gauge("healthy", "1 when /health answers 200", healthy)
+        yield from _task_families(p.tasks())
 
         labels = ["source", "device"]
         reads_ok = counter_family(
@@ -350,26 +413,7 @@ class StatusCollector:
         yield counter("buffer_write_errors", "Failed buffer writes", buffer.write_errors_total)
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
 
-        yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
-        yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
-                      uplink.published_total)  # fmt: skip
-        yield counter("uplink_bytes", "Bytes of MQTT PUBLISH packets sent upstream",
-                      uplink.bytes_total)  # fmt: skip
-        yield gauge("uplink_bytes_per_hour", "Bytes per hour upstream at the last minute's rate",
-                    uplink.bytes_per_hour)  # fmt: skip
-        yield counter("uplink_alarms_published", "Alarms acknowledged by the broker",
-                      uplink.alarms_published_total)  # fmt: skip
-        yield counter("uplink_gaps_published", "Gap messages acknowledged by the broker",
-                      uplink.gaps_published_total)  # fmt: skip
-        yield counter("uplink_messages", "MQTT messages published", uplink.messages_total)
-        yield counter("uplink_connects", "Successful connections", uplink.connects_total)
-        yield counter("uplink_connect_failures", "Failed connection attempts",
-                      uplink.connect_failures_total)  # fmt: skip
-        if uplink.last_publish_ts is not None:
-            yield gauge("uplink_last_publish_timestamp_seconds", "Unix time of the last publish",
-                        uplink.last_publish_ts / 1000)  # fmt: skip
-        yield gauge("uplink_backlog", "Samples and alarms not yet acknowledged by the broker",
-                    p.backlog())  # fmt: skip
+        yield from _uplink_families(uplink, p.backlog())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ from gateway.errors import (
 )
 from gateway.model import AlarmEvent, BufferStats, Gap, GapReason, Lane, Sample, StoredItem
 from gateway.model import now_ms as model_now_ms
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ class Buffer:
         evict_chunk_rows: int = 10_000,
         ack_linger_s: float = 1.0,
         tail_max_items: int = 2000,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.path = Path(path)
         self.seq_path = self.path.with_name(self.path.name + ".seq")
@@ -213,7 +215,7 @@ class Buffer:
             chunk_rows=evict_chunk_rows,
             now_ms=now_ms,
             held=lambda: (self._stats.samples, self._stats.alarms),
-            before_delete=self._apply_acks,
+            before_delete=self._acks_before_evict,
             atomic=self._atomic,
             on_evicted=self._after_evict,
         )
@@ -228,6 +230,7 @@ class Buffer:
         self._wake = asyncio.Event()
         self._seq_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = supervisor or Supervisor()
         self._last_seq = 0  # highest seq handed out
         self._settled = 0  # every seq up to it is committed or was acknowledged (meta.last_seq)
         self._reserved = 0
@@ -262,9 +265,14 @@ class Buffer:
             except BufferStoreError as exc:
                 self._record_error(exc)
                 log.error("buffer %s unusable, will keep retrying: %s", self.path, exc)  # noqa: TRY400
+        # the buffer outlives the daemon's pipeline, so it owns its tasks; the supervisor
+        # logs, counts and restarts them (their exceptions are never left unread)
+        run = self._supervisor.run
         self._tasks = [
-            asyncio.create_task(self._commit_loop(), name="buffer-commit"),
-            asyncio.create_task(self._maintenance_loop(), name="buffer-maintenance"),
+            asyncio.create_task(run("buffer-commit", self._commit_loop), name="buffer-commit"),
+            asyncio.create_task(
+                run("buffer-maintenance", self._maintenance_loop), name="buffer-maintenance"
+            ),
         ]
         return self
 
@@ -829,6 +837,14 @@ class Buffer:
             except BufferStoreError as exc:
                 self._record_error(exc)
 
+    async def _acks_before_evict(self) -> None:
+        """Acknowledged rows are not evicted, nor counted as such: delete them first. When that
+        drops the connection, eviction must stop rather than go on with the closed one."""
+        db = self._db
+        await self._apply_acks()
+        if self._db is not db:
+            raise BufferWriteError("the connection was dropped while evicting")
+
     async def pending_gaps(self) -> list[Gap]:
         """Gaps recorded and not yet acknowledged, oldest first."""
         async with self._lock:
@@ -881,6 +897,8 @@ class Buffer:
         except (sqlite3.Error, OSError) as exc:
             await self._maybe_drop_connection(exc)
             self._record_error(store.map_error(exc, "eviction failed"))
+        except BufferStoreError as exc:  # the connection was dropped under it: reopened later
+            self._record_error(exc)
         self._refresh_bytes()
 
     async def _after_evict(self, evicted: Evicted) -> None:
@@ -949,6 +967,7 @@ class Buffer:
         ):
             db, self._db = self._db, None
             self._reset_tail()
+            self._wake.set()  # the commit task reopens it, without waiting for a put
             if db is not None:
                 try:
                     await db.close()
