@@ -197,8 +197,13 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "uplink.topic_prefix", "no wildcards"),
     ("missing ca file", lambda d: d["uplink"].update(tls={"ca_file": "nope.pem"}),
      "uplink.tls.ca_file", "file not found"),
-    ("batch too large", lambda d: d["uplink"].update(batch={"max_readings": 0}),
-     "uplink.batch.max_readings", "0 is less than the minimum, 1"),
+    ("batch too small", lambda d: d["uplink"].update(batch={"max_samples": 0}),
+     "uplink.batch.max_samples", "0 is less than the minimum, 1"),
+    ("batch too large", lambda d: d["uplink"].update(batch={"max_samples": 10_001}),
+     "uplink.batch.max_samples", "10000"),
+    # v0.1's name of the key: refused by name, not silently ignored
+    ("batch in readings", lambda d: d["uplink"].update(batch={"max_readings": 50}),
+     "uplink.batch.max_readings", "unknown key"),
     ("sources missing", lambda d: d.pop("sources"), "sources", "required"),
     ("labels not strings", lambda d: d["gateway"].update(labels={"site": ["a"]}),
      "gateway.labels.site", "valid string"),
@@ -284,6 +289,7 @@ def test_defaults_and_resolved_paths(tmp_path: Path) -> None:
     assert config.buffer.max_age == 30 * 86400
     assert config.uplink.qos == 1
     assert config.uplink.topic_prefix == "street-gateway"
+    assert (config.uplink.batch.max_samples, config.uplink.batch.max_wait) == (100, 0.1)
     assert config.client_id == "lamppost-0421"
     assert config.status.listen == "127.0.0.1:8470"
     serial = config.sources[1]
