@@ -424,7 +424,6 @@ MAX_FILE_BYTES = 4 * 1024**2  # the example is 4KiB: a bigger file is not a conf
 MAX_DEPTH = 64  # the schema nests 6 deep; PyYAML's composer recurses, and fails near 490
 MAX_VALUES = 100_000  # values once aliases are expanded: refuses an alias bomb before pydantic
 MAX_INCLUDED_FILES = 100
-_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _read_file(path: Path, where: str, name: str = "") -> bytes:
@@ -449,104 +448,130 @@ def _read_file(path: Path, where: str, name: str = "") -> bytes:
 
 
 class _Refused(yaml.MarkedYAMLError):
-    """A document our loader will not build (too deep, too big, a value it cannot read)."""
+    """A document we will not build: too deep, too big, or a value that cannot be read."""
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, counting while it composes so that nothing recurses or expands far.
+def _refused(problem: str, event: Any) -> _Refused:
+    return _Refused(problem=problem, problem_mark=event.start_mark)
 
-    Refused, with the line where it happens: nesting past MAX_DEPTH (checked before descending),
-    a document that expands through aliases past MAX_VALUES values or MAX_DEPTH levels, an alias
-    used inside its own anchor, and a scalar the constructor cannot build (a 5000-digit integer,
-    a 13th month). Collected in ``problems``: duplicate keys (a block pasted twice would
-    otherwise have its first copy silently ignored) and escapes that make no character.
+
+@dataclass
+class _Frame:
+    """A collection open in the event stream, while :func:`_vet` walks it."""
+
+    part: str | int  # its place in its parent: a key or an index
+    anchor: str | None
+    is_mapping: bool
+    values: int = 1  # values in it so far, aliases expanded
+    depth: int = 1  # levels below it, aliases expanded
+    items: int = 0  # events seen: keys and values alternate in a mapping
+    key: str = "?"  # in a mapping, the last key seen
+    lines: dict[str, int] = field(default_factory=dict)  # mapping keys -> their first line
+
+
+def _vet(data: bytes) -> list[Problem]:
+    """Walk the document's events, which PyYAML produces without recursion, before composing it.
+
+    Raises _Refused for nesting past MAX_DEPTH (the composer recurses: near 490 levels PyYAML's
+    crashed with RecursionError), for more than MAX_VALUES values or MAX_DEPTH levels once
+    aliases are expanded (an alias bomb: its answer quoted megabytes), and for an alias used
+    inside its own anchor. Returns the problems that do not stop the reading: duplicate keys (a
+    block pasted twice would have its first copy silently ignored) and escapes that make no
+    character (half a surrogate pair, which nothing can print).
     """
+    problems: list[Problem] = []
+    stack: list[_Frame] = []
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth), expanded
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.path: list[str | int] = []  # key path of the node being composed
-        self.sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), expanded
-        self.problems: list[Problem] = []  # duplicate keys, text that is not Unicode
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self._next_event()
-            node = super().compose_node(parent, index)
-            if node is None or id(node) not in self.sizes:
-                raise _Refused(
-                    problem=f"alias *{quote(event.anchor)} is used inside its own anchor",
-                    problem_mark=event.start_mark,
+    def place(event: Any, values: int, depth: int, anchor: str | None) -> None:
+        """A finished value (scalar, alias or collection) goes into the collection around it."""
+        if anchor is not None:
+            anchors[anchor] = (values, depth)
+        if stack:
+            parent = stack[-1]
+            parent.values += values
+            parent.depth = max(parent.depth, depth + 1)
+            parent.items += 1
+            if parent.values > MAX_VALUES:
+                raise _refused(
+                    f"expands to more than {MAX_VALUES:,} values through its aliases", event
                 )
-            return node
-        if parent is not None:
-            if len(self.path) >= MAX_DEPTH:
-                raise _Refused(
-                    problem=f"nested deeper than {MAX_DEPTH} levels",
-                    problem_mark=self._next_event().start_mark,
-                )
-            self.path.append(index if isinstance(index, int) else _key_of(index))
-        node = super().compose_node(parent, index)
-        assert node is not None  # an event was there to compose
-        self._measure(node)
-        if isinstance(node, yaml.MappingNode):
-            self._find_duplicates(node)
-        elif isinstance(node, yaml.ScalarNode) and not node.value.isascii():
-            self._check_unicode(node.value)
-        if parent is not None:
-            self.path.pop()
-        return node
-
-    def _next_event(self) -> Any:
-        return self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
-
-    def _measure(self, node: yaml.Node) -> None:
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = node.value
-        elif isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        values, depth = 1, 1
-        for child in children:
-            child_values, child_depth = self.sizes[id(child)]
-            values, depth = values + child_values, max(depth, child_depth + 1)
-        if values > MAX_VALUES:
-            raise _Refused(
-                problem=f"expands to more than {MAX_VALUES:,} values through its aliases",
-                problem_mark=node.start_mark,
-            )
-        if depth > MAX_DEPTH + 1:
-            raise _Refused(
-                problem=f"nested deeper than {MAX_DEPTH} levels once its aliases are expanded",
-                problem_mark=node.start_mark,
-            )
-        self.sizes[id(node)] = (values, depth)
-
-    def _find_duplicates(self, node: yaml.MappingNode) -> None:
-        lines: dict[tuple[str, str], int] = {}
-        for key, _ in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
-                continue  # a merge (<<) may override keys on purpose
-            line, seen = key.start_mark.line + 1, (key.tag, key.value)
-            if seen not in lines:
-                lines[seen] = line
-            else:
-                first = lines[seen]
-                where = f"on line {line}" if first == line else f"on lines {first} and {line}"
-                self.problems.append(
-                    ((*self.path, key.value), f"given twice, {where}; only the last would count")
+            if parent.depth > MAX_DEPTH + 1:
+                raise _refused(
+                    f"nested deeper than {MAX_DEPTH} levels once aliases are expanded", event
                 )
 
-    def _check_unicode(self, text: str) -> None:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a "\\ud800" escape makes half a character
-            bad = ascii(text[exc.start])[1:-1]
-            loc = [*self.path[:-1], text] if self.path[-1:] == [_KEY] else self.path
-            self.problems.append((tuple(loc), f"holds {bad}, which is not a character"))
+    def child_part() -> str | int:
+        if not stack:
+            return ""
+        parent = stack[-1]
+        if parent.is_mapping:
+            return parent.key if parent.items % 2 else _KEY
+        return parent.items
+
+    events: Iterator[Any] = yaml.parse(data, Loader=_Loader)  # C or Python marks: both fine
+    for event in events:
+        if isinstance(event, yaml.ScalarEvent):
+            path = [f.part for f in stack[1:]]
+            parent = stack[-1] if stack else None
+            is_key = parent is not None and parent.is_mapping and parent.items % 2 == 0
+            if is_key and parent is not None:
+                path.append(event.value)
+                parent.key = event.value
+                _note_duplicate(parent, event, path, problems)
+            elif parent is not None:
+                path.append(child_part())
+            if not event.value.isascii():
+                problems += _not_unicode(event.value, path)
+            place(event, 1, 1, event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            if any(frame.anchor == event.anchor for frame in stack):
+                raise _refused(f"alias *{quote(event.anchor)} is used inside its own anchor", event)
+            values, depth = anchors.get(
+                event.anchor or "", (1, 1)
+            )  # the composer names an undefined one
+            place(event, values, depth, None)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                raise _refused(f"nested deeper than {MAX_DEPTH} levels", event)
+            is_mapping = isinstance(event, yaml.MappingStartEvent)
+            stack.append(_Frame(child_part(), event.anchor, is_mapping))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frame = stack.pop()
+            place(event, frame.values, frame.depth, frame.anchor)
+    return problems
+
+
+def _note_duplicate(mapping: _Frame, key: Any, path: list[Any], problems: list[Problem]) -> None:
+    if key.value == "<<" and key.style is None:
+        return  # a merge key may be given again and override on purpose
+    line = key.start_mark.line + 1
+    if key.value not in mapping.lines:
+        mapping.lines[key.value] = line
+        return
+    first = mapping.lines[key.value]
+    where = f"on line {line}" if first == line else f"on lines {first} and {line}"
+    problems.append((tuple(path), f"given twice, {where}; only the last would count"))
+
+
+def _not_unicode(text: str, path: list[Any]) -> list[Problem]:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a "\\ud800" escape makes half a character
+        return [(tuple(path), f"holds {ascii(text[exc.start])[1:-1]}, which is not a character")]
+    return []
+
+
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: about 5 times faster
+
+
+class _SafeValues:
+    """Turns a value the constructor cannot build into a YAML error with its line (a 5000-digit
+    integer, a 13th month), instead of a ValueError."""
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:
-            return super().construct_object(node, deep)
+            return super().construct_object(node, deep)  # type: ignore[misc]  # a mixin
         except (ValueError, OverflowError) as exc:
             reason = "too many digits" if "digits" in str(exc) else str(exc)
             raise _Refused(
@@ -554,18 +579,19 @@ class _Loader(yaml.SafeLoader):
             ) from None
 
 
-_KEY = "?"  # in the loader's path while it composes a key
+class _Loader(_SafeValues, _Base):  # type: ignore[misc]  # the base is chosen at import time
+    """The safe loader: libyaml's when PyYAML has it, Python's otherwise."""
 
 
-def _key_of(node: Any) -> str:
-    return node.value if isinstance(node, yaml.ScalarNode) else _KEY
+_KEY = "?"  # the part of a key path that a key itself holds while it is read
 
 
 def _parse_yaml(data: bytes, shown: str) -> Any:
-    loader: _Loader | None = None
     try:
-        loader = _Loader(data)  # reads the start of the text: may raise ReaderError already
-        document = loader.get_single_data()
+        problems = _vet(data)
+        if problems:
+            raise ConfigError([_line(shown, loc, message) for loc, message in problems])
+        return yaml.load(data, Loader=_Loader)  # a safe loader
     except yaml.reader.ReaderError as exc:
         raise ConfigError([f"{shown}: {_reader_problem(exc, data)}"]) from None
     except yaml.MarkedYAMLError as exc:
@@ -579,21 +605,14 @@ def _parse_yaml(data: bytes, shown: str) -> Any:
         raise ConfigError([f"{shown}: {where}YAML syntax error: {problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{shown}: YAML syntax error: {exc}"]) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if loader.problems:
-        raise ConfigError([_line(shown, loc, message) for loc, message in loader.problems])
-    return document
 
 
 def _reader_problem(exc: yaml.reader.ReaderError, data: bytes) -> str:
     """PyYAML's reader errors say "position N" on two lines: one line, with the line number."""
-    if exc.encoding == "unicode":  # position counts characters
-        line = data.decode("utf-8", "replace")[: exc.position].count("\n") + 1
-        return f"line {line}: character U+{exc.character:04X} is not allowed in YAML"
     line = data[: exc.position].count(b"\n") + 1
-    return f"line {line}: not UTF-8 text (byte 0x{exc.character:02x}); save the file as UTF-8"
+    if "octet" in exc.reason or "byte" in exc.reason:  # libyaml's words, then Python's
+        return f"line {line}: not UTF-8 text (byte 0x{exc.character:02x}); save the file as UTF-8"
+    return f"line {line}: character U+{exc.character:04X} is not allowed in YAML"
 
 
 def _merge_includes(raw: dict[str, Any], path: Path, digest: Any) -> tuple[dict[str, Any], _Origin]:
