@@ -460,7 +460,8 @@ class Buffer:
             "SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM alarms)"
         )
         samples, alarms = next(iter(rows))
-        memory = [*self._unnumbered, *((lane, ts, i) for _, lane, ts, i in self._queue)]
+        numbered = (*(self._batch or ()), *self._queue)
+        memory = [*self._unnumbered, *((lane, ts, i) for _, lane, ts, i in numbered)]
         memory_alarms = sum(1 for lane, _, _ in memory if lane is Lane.ALARM)
         self._stats.samples = int(samples) + int(alarms) + len(memory)
         self._stats.alarms = int(alarms) + memory_alarms
@@ -485,11 +486,8 @@ class Buffer:
                 self._stats.dropped_total += 1
                 log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
                 continue
-            if isinstance(item, AlarmEvent):
-                self._alarm_states[item.alarm] = item.state
-                accepted.append((Lane.ALARM, item.ts_ms, item))
-            else:
-                accepted.append((Lane.SAMPLE, item.ts_ms, item))
+            lane = Lane.ALARM if isinstance(item, AlarmEvent) else Lane.SAMPLE
+            accepted.append((lane, item.ts_ms, item))
         held = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
         room = self._queue_max - held
         if len(accepted) > room:
@@ -503,6 +501,9 @@ class Buffer:
         if not self._queue and not self._unnumbered:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
+        for _, _, item in accepted:
+            if isinstance(item, AlarmEvent):
+                self._alarm_states[item.alarm] = item.state
         if self._stats.samples == 0:
             self._stats.oldest_ts = accepted[0][1]
         self._stats.samples += len(accepted)
