@@ -36,7 +36,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.model import BufferStats, DeviceStats, Reading, ReadingsSink, UplinkStats
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
-from gateway.status import SourceView, StatusServer
+from gateway.status import SourceView, StatusServer, summary_line
 from gateway.uplink.mqtt import Uplink
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,7 @@ class Daemon:
                 while True:
                     self._pipeline = Pipeline(self.config, buffer, self.clock)
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
-                    systemd.ready()
-                    systemd.status(self.status_line())
+                    systemd.ready(self.status_line())  # one datagram: READY with its STATUS
                     next_loaded = await self._next_config()
                     if next_loaded is None:
                         break
@@ -358,15 +357,7 @@ class Daemon:
         return 3 * slowest + 30.0
 
     def status_line(self) -> str:
-        uplink = self.uplink_stats()
-        buffer = self.buffer_stats()
-        devices = self._devices()
-        ok = sum(1 for d in devices if d.state == "ok")
-        link = f"up ({uplink.server})" if uplink.connected else "down"
-        return (
-            f"{ok}/{len(devices)} devices ok, uplink {link}, backlog {buffer.readings}, "
-            f"published {uplink.published_total}"
-        )
+        return summary_line(self)
 
 
 def _hard_exit() -> None:
