@@ -23,7 +23,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from gateway.errors import ConfigError
 
@@ -65,8 +72,21 @@ def parse_size(text: object) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+# In the JSON Schema (`street-gateway schema`) they are what the YAML holds: strings with a unit.
+_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*$",
+    "description": "a duration with its unit: ms, s, m, h or d, like '500ms' or '10s'",
+    "examples": ["500ms", "10s", "5m"],
+}
+_SIZE_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgG][iI]?[bB])\s*$",
+    "description": "a size with its unit: B, KiB, MiB, GiB (or kB, MB, GB), like '64MiB'",
+    "examples": ["64MiB", "1GiB"],
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
