@@ -1,4 +1,4 @@
-"""The configuration: frozen pydantic models of SPEC.md's YAML schema, and ``load_config``.
+"""The configuration: frozen pydantic models of the YAML (docs/reference.md), and ``load_config``.
 
 Every problem in a file becomes one line ``FILE: key.path[0].x: what is wrong``; a user
 mistake never shows a traceback. Checks that need more than one field (unique names, register

@@ -3,9 +3,9 @@
 Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer and the status server
 outlive the pipeline (sources and alarm rules), so a SIGHUP reload swaps the pipeline and never
 touches the buffer; the uplink is replaced only when its settings changed, so a reload does not
-flap the gateway's status to offline. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop
-polling -> commit in-flight readings -> let the uplink finish the publish in progress (bounded)
--> close the buffer.
+flap the gateway's status to offline. Shutdown follows uvicorn's order: signal -> STOPPING=1 ->
+stop polling -> commit in-flight readings -> let the uplink finish the publish in progress
+(bounded) -> close the buffer.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ class Daemon:
                     return loaded
 
     async def _shut_down(self, sources: asyncio.Task[None], uplink: asyncio.Task[None]) -> None:
-        """STYLE.md's order: STOPPING=1, stop polling, commit, finish the publish in progress."""
+        """In order: STOPPING=1, stop polling, commit, finish the publish in progress."""
         systemd.stopping()
         log.info("stopping: polling stopped, committing and finishing the publish in progress")
         await _cancel(sources)

@@ -141,7 +141,7 @@ def _fresh(device: DeviceStats, now_ms: int, started_ms: int) -> bool:
 
 
 def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[str, Any]:
-    """The ``/status`` document (SPEC.md fields, plus a few more an operator wants)."""
+    """The ``/status`` document (docs/reference.md's fields, plus a few more an operator wants)."""
     now = wall_clock_ms() if now_ms is None else now_ms
     info = provider.gateway_info()
     uplink = provider.uplink_stats()

@@ -15,7 +15,7 @@ from gateway.uplink.payload import reading_body
 
 
 def encoder_body(r: Reading) -> str:
-    """The body as json.dumps writes it (SPEC.md's field order; unit and clock only when set)."""
+    """The body as json.dumps writes it (the reference's field order; unit, clock only when set)."""
     clock = None if r.clock_synced else "unsynced"
     fields = [("ts", r.ts_ms), ("device", r.device), ("point", r.point), ("value", r.value),
               ("unit", r.unit), ("clock", clock)]  # fmt: skip

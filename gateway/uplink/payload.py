@@ -1,4 +1,4 @@
-"""Topics and JSON payloads exactly as SPEC.md fixes them. Pure: no I/O.
+"""Topics and JSON payloads exactly as docs/reference.md fixes them. Pure: no I/O.
 
 A stored item's ``body`` is its JSON object without ``seq``; the messages splice the seq in
 front (``{"seq":n,`` + body[1:]), so a backlog is published without decoding and re-encoding.
