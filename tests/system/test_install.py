@@ -133,7 +133,8 @@ def _wheels(request: pytest.FixtureRequest) -> Path:
     if (folder / "complete").exists():
         return folder
     _say(request, f"building wheels of the dependencies into {folder}")
-    shutil.rmtree(folder, ignore_errors=True)
+    for stale in CACHE.glob("wheels-*"):  # of an older pyproject.toml
+        shutil.rmtree(stale, ignore_errors=True)
     folder.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     for args in (["wheel", str(REPO), "-w"], ["download", "setuptools>=77", "wheel", "-d"]):
