@@ -1,4 +1,4 @@
-"""The configuration: frozen pydantic models of SPEC.md's YAML schema, and ``load_config``.
+"""The configuration: frozen pydantic models of the YAML (docs/reference.md), and ``load_config``.
 
 Every problem in a file becomes one line ``FILE: key.path[0].x: what is wrong``; a user
 mistake never shows a traceback. Checks that need more than one field (unique names, register
@@ -25,7 +25,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from gateway.errors import ConfigError
 
@@ -85,8 +93,21 @@ def _amount(digits: str) -> Decimal:
     return Decimal(digits) if len(digits) <= 30 else Decimal("1e30")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+# In the JSON Schema (`street-gateway schema`) they are what the YAML holds: strings with a unit.
+_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*$",
+    "description": "a duration with its unit: ms, s, m, h or d, like '500ms' or '10s'",
+    "examples": ["500ms", "10s", "5m"],
+}
+_SIZE_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgG][iI]?[bB])\s*$",
+    "description": "a size with its unit: B, KiB, MiB, GiB (or kB, MB, GB), like '64MiB'",
+    "examples": ["64MiB", "1GiB"],
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 

@@ -3,9 +3,9 @@
 Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer and the status server
 outlive the pipeline (sources and alarm rules), so a SIGHUP reload swaps the pipeline and never
 touches the buffer; the uplink is replaced only when its settings changed, so a reload does not
-flap the gateway's status to offline. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop
-polling -> commit in-flight samples -> let the uplink finish the publish in progress (bounded)
--> close the buffer.
+flap the gateway's status to offline. Shutdown follows uvicorn's order: signal -> STOPPING=1 ->
+stop polling -> commit in-flight samples -> let the uplink finish the publish in progress
+(bounded) -> close the buffer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
-from gateway.status import SourceView, StatusServer
+from gateway.status import SourceView, StatusServer, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import JsonFormat
@@ -238,8 +238,7 @@ class Daemon:
                 while True:
                     self._pipeline = Pipeline(self.config, buffer, self.clock, self.supervisor)
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
-                    systemd.ready()
-                    systemd.status(self.status_line())
+                    systemd.ready(self.status_line())  # one datagram: READY with its STATUS
                     next_loaded = await self._next_config()
                     if next_loaded is None:
                         break
@@ -290,7 +289,7 @@ class Daemon:
                     return loaded
 
     async def _shut_down(self, sources: asyncio.Task[None], uplink: asyncio.Task[None]) -> None:
-        """STYLE.md's order: STOPPING=1, stop polling, commit, finish the publish in progress."""
+        """In order: STOPPING=1, stop polling, commit, finish the publish in progress."""
         systemd.stopping()
         log.info("stopping: polling stopped, committing and finishing the publish in progress")
         await _cancel(sources)
@@ -377,15 +376,7 @@ class Daemon:
         return 3 * slowest + 30.0
 
     def status_line(self) -> str:
-        uplink = self.uplink_stats()
-        buffer = self.buffer_stats()
-        devices = self._devices()
-        ok = sum(1 for d in devices if d.state == "ok")
-        link = f"up ({uplink.server})" if uplink.connected else "down"
-        return (
-            f"{ok}/{len(devices)} devices ok, uplink {link}, backlog {buffer.samples}, "
-            f"published {uplink.published_total}"
-        )
+        return summary_line(self)
 
 
 def _hard_exit() -> None:

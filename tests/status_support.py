@@ -102,7 +102,7 @@ def healthy_provider() -> FakeProvider:
                 "modbus-rtu",
                 [
                     DeviceStats(
-                        "aq-1", "rs485-1", 10.0, last_ok_ts=now - 2000, reads_ok=360,
+                        "aq-1", "rs485-1", 10.0, state="ok", last_ok_ts=now - 2000, reads_ok=360,
                         reads_failed=2, last_values={"pm25": 12.3, "temp": 21.52},
                     ),
                     DeviceStats(
@@ -117,7 +117,7 @@ def healthy_provider() -> FakeProvider:
                 "serial",
                 [
                     DeviceStats(
-                        "noise-1", "noise-1", 5.0, last_ok_ts=now - 1000, reads_ok=720,
+                        "noise-1", "noise-1", 5.0, state="ok", last_ok_ts=now - 1000, reads_ok=720,
                         parse_errors=4, last_values={"laeq": 61.2, "lamax": 74.9},
                     )
                 ],

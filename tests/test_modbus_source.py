@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -307,3 +308,23 @@ async def test_a_poll_where_one_table_fails_gives_the_points_that_were_read() ->
     assert stats.state in ("failing", "down")
     assert stats.last_error is not None and "reading holding 0+1" in stats.last_error
     assert set(stats.last_values) == {"level", "battery", "float_switch"}
+async def test_a_device_is_unknown_until_its_first_poll_and_a_first_outcome_is_no_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    config = tcp_source(
+        port,
+        device("aq-1", 1, "air_quality", "50ms"),
+        device("ghost-9", 9, "air_quality", "50ms"),  # the server has no unit 9
+    )
+    source = ModbusSource(config, [].append)
+    stats = by_name(source)
+    assert [s.state for s in stats.values()] == ["unknown", "unknown"]
+    caplog.set_level(logging.INFO, logger="gateway.sources.modbus")
+    async with serve_tcp([SimUnit(1, "air_quality")], port), running(source):
+        await until(lambda: stats["aq-1"].reads_ok >= 2 and stats["ghost-9"].reads_failed >= 1)
+    assert stats["aq-1"].state == "ok"
+    assert stats["ghost-9"].state in ("failing", "down")
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.sources.modbus"]
+    assert not [m for m in messages if "answering again" in m], messages
+    assert any(m.startswith("ghost-9 (unit 9): poll failed") for m in messages), messages

@@ -13,7 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from status_support import LINK_COST, FakeProvider, healthy_provider, now_ms
 
 from gateway.model import DeviceStats, UplinkStats
-from gateway.status import SourceView, StatusServer, build_status, health
+from gateway.status import (
+    SourceView,
+    StatusServer,
+    build_status,
+    health,
+    render_page,
+    summary_line,
+)
 
 TOKEN = "s3cret-token"
 
@@ -318,3 +325,58 @@ async def test_query_token_opens_the_page_only(guarded: str) -> None:
     assert (await get(f"{guarded}/?token=wrong"))[0] == 401
     assert (await get(f"{guarded}/status?token={TOKEN}"))[0] == 401
     assert (await get(f"{guarded}/metrics?token={TOKEN}"))[0] == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Honest health: unknown until the first poll has an outcome; degraded when every device fails
+
+
+def _one_source(*devices: DeviceStats) -> FakeProvider:
+    return FakeProvider(uptime_s=5.0, source_views=[SourceView("bus", "modbus-tcp", [*devices])])
+
+
+def test_a_device_is_unknown_until_its_first_poll_and_never_called_ok() -> None:
+    provider = _one_source(DeviceStats("aq-1", "bus", 10.0), DeviceStats("aq-2", "bus", 10.0))
+    doc = build_status(provider)
+    assert [d["state"] for d in doc["sources"][0]["devices"]] == ["unknown", "unknown"]
+    assert doc["health"] == {"status": "ok", "problems": []}  # nothing is known to be wrong
+    assert summary_line(provider).startswith("0 of 2 devices answered yet; uplink down")
+    page = render_page(doc)
+    assert page.count('<span class="state unknown">unknown</span>') == 2
+    assert 'class="state ok"' not in page
+
+
+def test_every_device_failing_or_down_is_degraded_once_each_has_an_outcome() -> None:
+    a = DeviceStats("aq-1", "bus", 60.0, state="failing", last_error="connection refused")
+    b = DeviceStats("aq-2", "bus", 60.0)  # unknown: its first poll is still under way
+    provider = _one_source(a, b)
+    assert health(provider) == (True, [])
+    assert summary_line(provider).startswith(
+        "2 devices: 0 ok, 1 failing, 0 down, 1 not answered yet; uplink down"
+    )
+    b.state = "down"
+    assert health(provider) == (
+        False,
+        ["every device is failing or down (0 ok, 1 failing, 1 down)"],
+    )
+    assert summary_line(provider).startswith("DEGRADED: 2 devices: 0 ok, 1 failing, 1 down;")
+    b.state = "ok"
+    assert health(provider) == (True, [])
+    assert summary_line(provider).startswith("2 devices: 1 ok, 1 failing, 0 down; uplink down")
+
+
+def test_no_devices_configured_is_said_plainly() -> None:
+    provider = FakeProvider(uptime_s=5.0, source_views=[])
+    assert summary_line(provider).startswith("no devices configured; uplink down")
+
+
+async def test_metrics_carry_the_unknown_state(base: str, provider: FakeProvider) -> None:
+    provider.devices()[0].state = "unknown"
+    _, _, text = await get(f"{base}/metrics")
+    states = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "street_gateway_device_state" and s.labels["device"] == "aq-1"
+    }
+    assert states == {"unknown": 1, "ok": 0, "failing": 0, "down": 0}

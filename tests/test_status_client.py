@@ -151,3 +151,16 @@ def test_a_broken_config_without_url_exits_3(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "cannot tell where the daemon listens" in result.stderr
     assert "gateway.id" in result.stderr
+
+
+def test_a_device_not_yet_polled_shows_unknown_and_never_ok(
+    server: str, provider: FakeProvider
+) -> None:
+    first = provider.devices()[0]
+    first.state, first.last_ok_ts, first.reads_ok = "unknown", None, 0
+    first.last_values.clear()
+    result = status_command("--url", server)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("aq-1"))
+    assert row.split()[:3] == ["aq-1", "rs485-1", "unknown"]
+    assert "last ok never" in row

@@ -88,6 +88,39 @@ async def test_tls_with_wrong_ca_says_so_once_and_keeps_buffering(
     assert len(failures) == 1  # once per change, not once per retry
     assert failures[0].startswith(f"uplink: TLS failure with {server}: ")
     assert "certificate verify failed" in failures[0]
+    assert uplink.stats.last_error == failures[0].removeprefix("uplink: ")
+
+
+async def test_tls_without_the_client_certificate_the_broker_requires_asks_for_it(
+    tls_broker: Mosquitto, pki: Pki, buffer: Buffer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.uplink")
+    server = f"mqtts://127.0.0.1:{tls_broker.port}"
+    uplink = make_uplink(uplink_config([server], tls={"ca_file": str(pki.ca)}), buffer)
+    async with running(uplink):
+        await until(lambda: uplink.stats.connect_failures_total >= 2)
+    assert not uplink.stats.connected
+    assert buffer.stats.readings == 20
+    expected = (
+        f"TLS failure with {server}: the broker closed the TLS session before CONNACK; "
+        "does it require a client certificate (uplink.tls.cert_file)?"
+    )
+    assert uplink.stats.last_error == expected  # what /status shows as uplink.last_error
+    failures = [r.getMessage() for r in caplog.records if "TLS failure" in r.getMessage()]
+    assert failures == [f"uplink: {expected}"]
+
+
+async def test_tls_hostname_mismatch_names_the_host(
+    tls_broker: Mosquitto, pki: Pki, buffer: Buffer
+) -> None:
+    # The broker's certificate is for IP 127.0.0.1, not for the name "localhost".
+    server = f"mqtts://localhost:{tls_broker.port}"
+    uplink = make_uplink(uplink_config([server], tls=_tls(pki, pki.ca)), buffer)
+    async with running(uplink):
+        await until(lambda: uplink.stats.connect_failures_total >= 1)
+    error = uplink.stats.last_error or ""
+    assert error.startswith(f"TLS failure with {server}: "), error
+    assert "Hostname mismatch, certificate is not valid for 'localhost'" in error
 
 
 async def test_plain_client_at_tls_listener_is_refused(
