@@ -68,6 +68,7 @@ def parse_size(text: object) -> int:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Model(BaseModel):
@@ -132,8 +133,8 @@ class ModbusPoint(_Model):
     ]
     bit: Annotated[int, Field(ge=0, le=15)] | None = None
     byte_order: Literal["ABCD", "DCBA", "BADC", "CDAB"] = "ABCD"
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Finite = 1.0
+    offset: Finite = 0.0
     unit: str | None = None
 
     @property
@@ -196,8 +197,8 @@ class ParseConfig(_Model):
 class SerialPoint(_Model):
     name: Name
     unit: str | None = None
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Finite = 1.0
+    offset: Finite = 0.0
 
 
 class SerialSource(_SourceBase, _LineSettings):

@@ -115,13 +115,41 @@ def test_coil_and_discrete_bits() -> None:
         decode_bits(point("bool", table="coil"), [])
 
 
-def test_scale_and_offset() -> None:
-    assert decode(point("uint16", scale=0.1), [123]) == pytest.approx(12.3)
-    assert decode(point("int16", scale=0.5, offset=-40), [0xFFFE]) == pytest.approx(-41.0)
-    assert decode(point("float32", scale=1000), [0x3F80, 0]) == pytest.approx(1000.0)
-    # scale 1 and offset 0 keep an integer an integer
-    assert isinstance(decode(point("uint32"), [0, 7]), int)
-    assert isinstance(decode(point("uint16", scale=0.1), [10]), float)
+# (type, words, scale, offset) -> the clean value, exactly, with its type (SPEC "Samples")
+CLEAN = [
+    ("uint16", [237], 0.1, 0.0, 23.7),
+    ("uint16", [653], 0.1, -40.0, 25.3),
+    ("uint16", [123], 0.1, 0.0, 12.3),
+    ("int16", [0xFFFE], 0.5, -40.0, -41.0),
+    ("int16", [0x8000], 0.1, 0.0, -3276.8),
+    ("uint16", [10], 0.1, 0.0, 1.0),  # a scale with decimals: always a float
+    ("uint16", [237], 2.0, -40.0, 434),  # no decimals arise: an int
+    ("uint32", [0, 7], 1.0, 0.0, 7),
+    ("int64", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFD], 1.0, 0.0, -3),
+    ("uint64", [0xFFFF] * 4, 1.0, 0.0, 2**64 - 1),
+    ("float32", [0x4144, 0xCCCD], 1.0, 0.0, 12.3),  # not 12.300000190734863
+    ("float32", [0x4144, 0xCCCD], 0.1, 0.0, 1.23),
+    ("float32", [0x3F80, 0x0000], 1000.0, 0.0, 1000.0),
+    ("float32", [0x4366, 0x8000], 1.0, -0.5, 230.0),
+    ("float64", [0x4028, 0x9999, 0x9999, 0x999A], 1.0, 0.0, 12.3),
+    ("float64", [0x4028, 0x9999, 0x9999, 0x999A], 0.1, 0.0, 1.23),
+]
+
+
+@pytest.mark.parametrize(("type_", "words", "scale", "offset", "expected"), CLEAN)
+def test_clean_values(
+    type_: str, words: list[int], scale: float, offset: float, expected: float
+) -> None:
+    p = point(type_, scale=scale, offset=offset)
+    value = decode(p, words)
+    assert (value, type(value), repr(value)) == (expected, type(expected), repr(expected))
+    (request,) = plan_requests([p])
+    assert RequestDecoder(request, [p])(words) == [(0, expected)]
+
+
+def test_a_scaled_value_out_of_range_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="scaled value"):
+        decode(point("float64", scale=1e300), [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF])
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)

@@ -12,11 +12,14 @@ all four words. Single-register types ignore ``byte_order``: a register is alway
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from gateway.codec.numbers import Scale, decimals, shortest_float32
 from gateway.config import ModbusPoint
 from gateway.model import Value
 
@@ -57,19 +60,83 @@ def decode(point: ModbusPoint, words: Sequence[int]) -> Value:
     ordered = words if point.width == 1 else _reorder(words, point.byte_order)
     raw_bytes = b"".join((w & 0xFFFF).to_bytes(2, "big") for w in ordered)
     (raw,) = struct.unpack(_FORMATS[point.type], raw_bytes)
-    if isinstance(raw, float) and not math.isfinite(raw):
-        raise DecodeError(f"{point.name}: {point.type} register value is {raw}")
-    return scaled(point, raw)
+    return finisher(point)(raw)
 
 
-def scaled(point: ModbusPoint, raw: int | float) -> Value:
-    """``raw * scale + offset``; an integer stays an integer when scale is 1 and offset 0."""
-    if point.scale == 1.0 and point.offset == 0.0:
-        return raw
-    value = raw * point.scale + point.offset
-    if not math.isfinite(value):
-        raise DecodeError(f"{point.name}: scaled value is {value}")
-    return value
+Finish = Callable[[Any], Value]
+
+
+def finisher(point: ModbusPoint) -> Finish:
+    """What turns the raw number ``struct`` unpacked for ``point`` into its clean value.
+
+    Integers stay ints; a float32 becomes the shortest float that reads back the same; scale
+    and offset are applied without float noise (``codec.numbers``). It raises DecodeError for
+    NaN, infinity, or a scaled value out of range. Made once per point, then cached.
+    """
+    return _finisher(point.name, point.type, point.scale, point.offset)
+
+
+_MEMO_SIZE = 64  # clean float32 values remembered per point
+
+
+@functools.lru_cache(maxsize=4096)
+def _finisher(name: str, type_: str, scale: float, offset: float) -> Finish:
+    sc = Scale(scale, offset)
+
+    def bad(raw: float) -> DecodeError:
+        return DecodeError(f"{name}: {type_} register value is {raw}")
+
+    def checked(value: float) -> float:
+        if not math.isfinite(value):
+            raise DecodeError(f"{name}: scaled value is {value}")
+        return value
+
+    if type_ == "float32":
+        if sc.identity:
+            # A sensor's float32 often repeats (a temperature to 0.1): remember the last few.
+            memo: dict[float, float] = {}
+
+            def float32(raw: float) -> Value:
+                value = memo.get(raw)
+                if value is None:
+                    if raw - raw != 0.0:  # NaN or infinity, in one operation
+                        raise bad(raw)
+                    if len(memo) >= _MEMO_SIZE:
+                        memo.clear()
+                    value = memo[raw] = shortest_float32(raw)
+                return value
+
+            return float32
+
+        def float32_scaled(raw: float) -> Value:
+            if raw - raw != 0.0:
+                raise bad(raw)
+            short = shortest_float32(raw)
+            return checked(sc.of_float(short, decimals(short)))
+
+        return float32_scaled
+    if type_ == "float64":
+
+        def float64(raw: float) -> Value:
+            if raw - raw != 0.0:
+                raise bad(raw)
+            return raw if sc.identity else checked(sc.of_float(raw, decimals(raw)))
+
+        return float64
+    if sc.identity:
+        return _as_is
+
+    def integer_scaled(raw: int) -> Value:
+        try:
+            return sc.of_int(raw)
+        except OverflowError:
+            raise DecodeError(f"{name}: scaled value is out of range") from None
+
+    return integer_scaled
+
+
+def _as_is(raw: Value) -> Value:
+    return raw
 
 
 def decode_bits(point: ModbusPoint, bits: Sequence[bool]) -> bool:
@@ -88,6 +155,8 @@ def encode(point: ModbusPoint, value: Value) -> list[int]:
     if point.type == "bool":
         shift = point.bit or 0
         return [(1 << shift) if value else 0]
+    if isinstance(value, str):
+        raise TypeError(f"{point.name}: a {point.type} point holds a number, not {value!r}")
     raw: int | float = value
     if point.scale != 1.0 or point.offset != 0.0:
         raw = (float(value) - point.offset) / point.scale
@@ -227,7 +296,7 @@ class RequestDecoder:
         self._struct = struct.Struct(fmt)
         self._pack = struct.Struct(f">{request.count}H").pack
         self._plan = [
-            (i, kind, lo, bit, slots.get(pos, 0), points[i], _is_plain(points[i]))
+            (i, kind, lo, bit, slots.get(pos, 0), points[i], _fast_finisher(points[i]))
             for pos, i, kind, lo, bit in plan
         ]
 
@@ -242,14 +311,10 @@ class RequestDecoder:
         except struct.error:  # a word out of range or not an int: the slow path says why
             return decode_request(self.request, self._points, data)
         out: list[tuple[int, Value | DecodeError]] = []
-        for i, kind, lo, bit, slot, point, plain in self._plan:
+        for i, kind, lo, bit, slot, point, finish in self._plan:
             try:
                 if kind == 0:
-                    raw = raws[slot]
-                    if isinstance(raw, float) and not math.isfinite(raw):
-                        value = decode(point, _words(data, lo, point.width))
-                    else:
-                        value = raw if plain else scaled(point, raw)
+                    value = raws[slot] if finish is None else finish(raws[slot])
                 elif kind == 1:
                     word = int(data[lo])
                     value = word != 0 if bit < 0 else bool((word >> bit) & 1)
@@ -262,8 +327,13 @@ class RequestDecoder:
         return out
 
 
-def _is_plain(point: ModbusPoint) -> bool:
-    return point.scale == 1.0 and point.offset == 0.0
+def _fast_finisher(point: ModbusPoint) -> Finish | None:
+    """None for a plain integer (its raw value is its value), else the point's finisher."""
+    if point.type == "bool":
+        return None
+    if point.scale == 1.0 and point.offset == 0.0 and not point.type.startswith("float"):
+        return None
+    return finisher(point)
 
 
 def _words(data: Sequence[int] | Sequence[bool], lo: int, width: int) -> list[int]:
