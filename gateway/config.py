@@ -33,6 +33,7 @@ DEFAULT_STATUS_PORT = 8470
 MIN_BUFFER_SIZE = 256 * 1024  # below ~128KiB the WAL allowance alone fills it
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_STRING_REGISTERS = 125  # a string is read in one request: at most 125 registers
 
 # ---------------------------------------------------------------------------------------------
 # Durations and sizes: strings in the YAML, seconds (float) and bytes (int) in the models.
@@ -129,10 +130,21 @@ class ModbusPoint(_Model):
     table: Literal["coil", "discrete", "input", "holding"]
     address: Annotated[int, Field(ge=0, le=65535)]
     type: Literal[
-        "bool", "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"
+        "bool",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "float32",
+        "int64",
+        "uint64",
+        "float64",
+        "string",
     ]
     bit: Annotated[int, Field(ge=0, le=15)] | None = None
-    byte_order: Literal["ABCD", "DCBA", "BADC", "CDAB"] = "ABCD"
+    # AB / BA: a string's two bytes per register, high byte first or swapped
+    byte_order: Literal["ABCD", "DCBA", "BADC", "CDAB", "AB", "BA"] = "ABCD"
+    length: Annotated[int, Field(ge=1, le=MAX_STRING_REGISTERS)] | None = None  # string only
     scale: Finite = 1.0
     offset: Finite = 0.0
     unit: str | None = None
@@ -144,6 +156,8 @@ class ModbusPoint(_Model):
     @property
     def width(self) -> int:
         """Registers (or bits, on coil/discrete tables) the point occupies."""
+        if self.type == "string" and not self.is_bit_table:
+            return self.length or 1
         if self.is_bit_table or self.type in ("bool", "int16", "uint16"):
             return 1
         return 4 if self.type.endswith("64") else 2
@@ -593,6 +607,9 @@ def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Prob
                 ((*ploc, "bit"), "bit is only for a bool point on an input or holding register")
             )
             continue
+        if problem := _check_point_type(point):
+            problems.append(((*ploc, problem[0]), problem[1]))
+            continue
         if point.address + point.width > 65536:
             problems.append(
                 ((*ploc, "address"),
@@ -618,6 +635,32 @@ def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Prob
             else:
                 bits.setdefault(key, {})[point.bit] = k
     return problems
+
+
+def _check_point_type(point: ModbusPoint) -> tuple[str, str] | None:
+    """The (key, message) of what is wrong with a point's type-specific keys, if anything."""
+    given = point.model_fields_set
+    if point.type == "string":
+        if point.length is None:
+            return "length", "type string needs length: its number of registers (2 characters each)"
+        if "byte_order" in given and point.byte_order not in ("AB", "BA"):
+            return "byte_order", (
+                f"{point.byte_order!r}: a string takes AB (high byte first, the default) or BA"
+            )
+        if "scale" in given or "offset" in given:
+            return (
+                "scale" if "scale" in given else "offset",
+                "a string point takes no scale or offset",
+            )
+        return None
+    if point.length is not None:
+        return "length", f"length goes only with type: string, not {point.type}"
+    if point.byte_order in ("AB", "BA"):
+        return (
+            "byte_order",
+            f"{point.byte_order} is for a string; {point.type} takes ABCD, DCBA, BADC or CDAB",
+        )
+    return None
 
 
 def _check_serial(source: SerialSource, loc: tuple[str | int, ...]) -> list[Problem]:

@@ -149,6 +149,27 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "sources[0].devices[0].points[2].type", "type must be bool"),
     ("bad byte order", lambda d: point(d, 1).update(byte_order="ABDC"),
      "sources[0].devices[0].points[1].byte_order", "not one of ABCD"),
+    ("string without length", lambda d: add_point(d, name="sn", table="holding", address=30,
+     type="string"), "sources[0].devices[0].points[3].length", "needs length"),
+    ("length on a number", lambda d: point(d, 1).update(length=2),
+     "sources[0].devices[0].points[1].length", "only with type: string"),
+    ("string too long", lambda d: add_point(d, name="sn", table="holding", address=30,
+     type="string", length=126), "sources[0].devices[0].points[3].length",
+     "126 is more than the maximum, 125"),
+    ("string with a word order", lambda d: add_point(d, name="sn", table="holding",
+     address=30, type="string", length=4, byte_order="CDAB"),
+     "sources[0].devices[0].points[3].byte_order", "AB (high byte first, the default) or BA"),
+    ("BA on a number", lambda d: point(d, 1).update(byte_order="BA"),
+     "sources[0].devices[0].points[1].byte_order", "BA is for a string"),
+    ("scale on a string", lambda d: add_point(d, name="sn", table="holding", address=30,
+     type="string", length=4, scale=0.1), "sources[0].devices[0].points[3].scale",
+     "no scale or offset"),
+    ("string over a float", lambda d: add_point(d, name="sn", table="holding", address=8,
+     type="string", length=3), "sources[0].devices[0].points[3].address", "overlaps"),
+    ("string on a coil", lambda d: add_point(d, name="sn", table="coil", address=8,
+     type="string", length=3), "sources[0].devices[0].points[3].type", "type must be bool"),
+    ("infinite scale", lambda d: point(d, 0).update(scale=float("inf")),
+     "sources[0].devices[0].points[0].scale", "finite"),
     ("bad table", lambda d: point(d, 0).update(table="holdings"),
      "sources[0].devices[0].points[0].table", "not one of coil"),
     ("no points", lambda d: d["sources"][0]["devices"][0].update(points=[]),
@@ -341,7 +362,8 @@ def test_include_appends_sources_and_alarms_and_names_the_included_file(tmp_path
     problems = problems_for(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"])))
     assert problems == [
         f"{tmp_path / 'conf.d' / 'meter.yaml'}: sources[0].devices[0].points[0].type: "
-        "'float' is not one of bool, int16, uint16, int32, uint32, float32, int64, uint64, float64"
+        "'float' is not one of bool, int16, uint16, int32, uint32, float32, int64, uint64, "
+        "float64, string"
     ]
 
 
@@ -402,7 +424,8 @@ def test_check_reports_problems_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"{path}: sources[0].devices[0].points[0].type: 'flaot32' is not one of bool, int16, "
-        "uint16, int32, uint32, float32, int64, uint64, float64"
+        "uint16, int32, uint32, float32, int64, uint64, float64, "
+        "string"
     ]
     assert "Traceback" not in result.stderr
 

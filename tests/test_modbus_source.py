@@ -102,7 +102,7 @@ def check_values(readings: list[Reading], sim: SimUnit, device_name: str) -> Non
     for name, reading in last.items():
         point: ModbusPoint = specs[name]
         assert reading.unit == point.unit
-        if isinstance(expected[name], bool):
+        if isinstance(expected[name], bool | str):
             assert reading.value == expected[name]
         elif point.type.startswith("float"):
             assert reading.value == pytest.approx(expected[name], rel=1e-3)
@@ -248,3 +248,24 @@ async def test_lost_tcp_server_is_reconnected() -> None:
         await until(lambda: stats.state != "ok")
         async with serve_tcp([unit], port):
             await until(lambda: stats.state == "ok" and stats.reads_ok > ok)
+
+
+async def test_ascii_registers_are_read_as_text_and_bad_bytes_are_parse_errors() -> None:
+    port = free_port()
+    unit = SimUnit(4, "nameplate_meter")
+    readings: list[Reading] = []
+    source = ModbusSource(tcp_source(port, device("meter", 4, "nameplate_meter")), readings.extend)
+    stats = source.devices[0]
+    async with serve_tcp([unit], port), running(source):
+        await until(lambda: stats.reads_ok >= 2)
+        check_values(readings, unit, "meter")
+        assert stats.last_values["serial"] == "SN-20261201"
+        assert stats.last_values["model"] == "SDM120"  # byte_order: BA
+        assert stats.parse_errors == 0
+        unit.poke("holding", 1, [0xC3A9])  # UTF-8 "é" in the serial number: not ASCII
+        ok = stats.reads_ok
+        await until(lambda: stats.reads_ok >= ok + 3)
+    assert stats.parse_errors >= 2
+    assert stats.state == "ok"  # the other points of the same request still arrive
+    late = [r for r in readings[-20:] if r.point in ("model", "firmware")]
+    assert {r.point for r in late} == {"model", "firmware"}

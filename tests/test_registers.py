@@ -147,6 +147,50 @@ def test_clean_values(
     assert RequestDecoder(request, [p])(words) == [(0, expected)]
 
 
+# words -> text: two ASCII bytes a register, high byte first; BA swaps them
+STRINGS = [
+    ([0x534E, 0x2D31, 0x0000, 0x0000], "ABCD", "SN-1"),  # trailing NULs stripped
+    ([0x534E, 0x2D31, 0x2020, 0x2000], "ABCD", "SN-1"),  # and trailing spaces
+    ([0x4E53, 0x312D, 0x0000, 0x0000], "BA", "SN-1"),
+    ([0x2041, 0x0042, 0x4300, 0x0000], "AB", " A\x00BC"),  # leading space, inner NUL kept
+    ([0x0000, 0x0000, 0x0000, 0x0000], "ABCD", ""),
+    ([0x5344, 0x4D31, 0x3230, 0x2D4D], "ABCD", "SDM120-M"),  # every byte used
+]
+
+
+@pytest.mark.parametrize(("words", "order", "text"), STRINGS)
+def test_string_golden_vectors(words: list[int], order: str, text: str) -> None:
+    p = point("string", length=4, byte_order=order)
+    assert decode(p, words) == text
+    (request,) = plan_requests([p])
+    assert RequestDecoder(request, [p])(words) == [(0, text)]
+    assert decode(p, encode(p, text)) == text
+
+
+@pytest.mark.parametrize("words", [[0x53C3, 0xA900], [0xFF41, 0x4141], [0x4142, 0x4380]])
+def test_a_string_that_is_not_ascii_is_a_decode_error(words: list[int]) -> None:
+    p = point("string", length=2)
+    with pytest.raises(DecodeError, match="not ASCII"):
+        decode(p, words)
+    (request,) = plan_requests([p, point("uint16", 2, name="after")])
+    out = RequestDecoder(request, [p, point("uint16", 2, name="after")])([*words, 7])
+    assert isinstance(out[0][1], DecodeError) and out[1] == (1, 7)
+
+
+def test_a_string_sits_among_numbers_in_one_request() -> None:
+    points = [point("uint16", 0, name="a"), point("string", 1, length=3, name="s"),
+              point("float32", 4, name="f")]  # fmt: skip
+    words = [5, *encode(points[1], "ab"), 0x4144, 0xCCCD]
+    (request,) = plan_requests(points)
+    assert request.count == 6
+    assert RequestDecoder(request, points)(words) == [(0, 5), (1, "ab"), (2, 12.3)]
+
+
+def test_encoding_a_string_too_long_is_refused() -> None:
+    with pytest.raises(ValueError, match="longer than 4"):
+        encode(point("string", length=2), "abcde")
+
+
 def test_a_scaled_value_out_of_range_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="scaled value"):
         decode(point("float64", scale=1e300), [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF])

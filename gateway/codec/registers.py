@@ -1,7 +1,9 @@
 """Modbus register decoding and request planning. Pure: no I/O.
 
-``decode`` turns the words a device answered into one point's value (type, ``byte_order``,
-``bit``, ``scale``, ``offset``); ``encode`` is its inverse, used by the simulated sensors.
+``decode`` turns the words a device answered into one point's clean value (type,
+``byte_order``, ``bit``, ``scale``, ``offset``; ``codec.numbers`` takes the float noise out), or
+for ``type: string`` the ASCII text of ``length`` registers; ``encode`` is its inverse, used by
+the simulated sensors.
 ``plan_requests`` reads a device's points in the fewest requests the protocol allows.
 
 Byte orders name where the bytes of the big-endian value ``A B C D`` sit in the registers as
@@ -17,7 +19,7 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.codec.numbers import Scale, decimals, shortest_float32
 from gateway.config import ModbusPoint
@@ -57,10 +59,35 @@ def decode(point: ModbusPoint, words: Sequence[int]) -> Value:
         if point.bit is not None:
             return bool((words[0] >> point.bit) & 1)
         return words[0] != 0
+    if point.type == "string":
+        return decode_string(point, words)
     ordered = words if point.width == 1 else _reorder(words, point.byte_order)
     raw_bytes = b"".join((w & 0xFFFF).to_bytes(2, "big") for w in ordered)
     (raw,) = struct.unpack(_FORMATS[point.type], raw_bytes)
     return finisher(point)(raw)
+
+
+def decode_string(point: ModbusPoint, words: Sequence[int]) -> str:
+    """ASCII, two characters a register (high byte first; ``BA`` swaps them), with trailing
+    NULs and spaces stripped. Bytes that are not ASCII are a DecodeError."""
+    order: Literal["big", "little"] = "big" if point.byte_order != "BA" else "little"
+    raw = b"".join((w & 0xFFFF).to_bytes(2, order) for w in words).rstrip(b"\x00 ")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            f"{point.name}: not ASCII (byte 0x{raw[exc.start]:02x} at {exc.start})"
+        ) from None
+
+
+def encode_string(point: ModbusPoint, text: str) -> list[int]:
+    """The registers ``decode_string`` reads ``text`` from, padded with NULs."""
+    data = text.encode("ascii")
+    if len(data) > 2 * point.width:
+        raise ValueError(f"{point.name}: {text!r} is longer than {2 * point.width} characters")
+    data = data.ljust(2 * point.width, b"\x00")
+    order: Literal["big", "little"] = "big" if point.byte_order != "BA" else "little"
+    return [int.from_bytes(data[i : i + 2], order) for i in range(0, len(data), 2)]
 
 
 Finish = Callable[[Any], Value]
@@ -155,6 +182,8 @@ def encode(point: ModbusPoint, value: Value) -> list[int]:
     if point.type == "bool":
         shift = point.bit or 0
         return [(1 << shift) if value else 0]
+    if point.type == "string":
+        return encode_string(point, str(value))
     if isinstance(value, str):
         raise TypeError(f"{point.name}: a {point.type} point holds a number, not {value!r}")
     raw: int | float = value
@@ -276,6 +305,8 @@ class RequestDecoder:
             lo = point.address - request.address
             if point.type == "bool":
                 plan.append((pos, i, 1, lo, -1 if point.bit is None else point.bit))
+            elif point.type == "string":
+                plan.append((pos, i, 2, lo, 0))
             elif point.width == 1 or point.byte_order == "ABCD":
                 fields.append((lo, pos, _FORMATS[point.type][1]))
                 plan.append((pos, i, 0, lo, 0))
@@ -329,7 +360,7 @@ class RequestDecoder:
 
 def _fast_finisher(point: ModbusPoint) -> Finish | None:
     """None for a plain integer (its raw value is its value), else the point's finisher."""
-    if point.type == "bool":
+    if point.type in ("bool", "string"):
         return None
     if point.scale == 1.0 and point.offset == 0.0 and not point.type.startswith("float"):
         return None

@@ -217,11 +217,14 @@ async def _read(args: argparse.Namespace, table: str, address: int, count: int) 
 def format_registers(address: int, words: list[int]) -> list[str]:
     """Raw words beside every plausible decoding, one row per start address."""
     lines = [
-        f"{'addr':>6}  {'hex':>6}  {'uint16':>6}  {'int16':>6}  "
+        f"{'addr':>6}  {'hex':>6}  {'ascii':>5}  {'uint16':>6}  {'int16':>6}  "
         + "  ".join(f"{'int32 ' + o:>12} {'uint32 ' + o:>12} {'float32 ' + o:>14}" for o in ORDERS)
     ]
     for i, word in enumerate(words):
-        row = f"{address + i:6d}  0x{word:04X}  {word:6d}  {_one('int16', [word]):>6}"
+        row = (
+            f"{address + i:6d}  0x{word:04X}  {_ascii(word):>5}  {word:6d}  "
+            f"{_one('int16', [word]):>6}"
+        )
         pair = words[i : i + 2]
         for order in ORDERS:
             if len(pair) < 2:
@@ -232,6 +235,12 @@ def format_registers(address: int, words: list[int]) -> list[str]:
             )
         lines.append(row)
     return lines
+
+
+def _ascii(word: int) -> str:
+    """The register's two bytes as a ``type: string`` point reads them; a space or a byte that
+    is not printable shows as ``.``, so the column stays one word."""
+    return "".join(chr(b) if 0x20 < b < 0x7F else "." for b in word.to_bytes(2, "big"))
 
 
 def _one(type_: str, words: list[int], order: str = "ABCD") -> str:

@@ -112,6 +112,17 @@ _PROFILES: dict[str, list[tuple[dict[str, Any], Wave]]] = {
         ({"name": "door_open", "table": "discrete", "address": 0, "type": "bool"},
          _flag(120.0, 0.1)),
     ],
+    # A meter's nameplate in ASCII registers (issue 18), beside one measurement.
+    "nameplate_meter": [
+        ({"name": "serial", "table": "holding", "address": 0, "type": "string", "length": 8},
+         lambda t: "SN-20261201"),
+        ({"name": "model", "table": "holding", "address": 8, "type": "string", "length": 4,
+          "byte_order": "BA"}, lambda t: "SDM120"),
+        ({"name": "firmware", "table": "holding", "address": 12, "type": "uint16"},
+         lambda t: 312),
+        ({"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
+         _wave(230.0, 3.0, 60.0)),
+    ],
     # Issue 7's end-to-end workload: 4 uint16, 2 int16, 4 float32 in holding registers 0..13.
     "e2e_cabinet": [
         ({"name": f"u{i}", "table": "holding", "address": i, "type": "uint16",
@@ -144,6 +155,8 @@ class SimUnit:
     exception_code: int = int(ExcCodes.DEVICE_FAILURE)
     requests: int = 0  # requests received for this unit, answered or not
     started: float = field(default_factory=time.monotonic)
+    # (table, address) -> a raw register word served instead of the profile's (see poke)
+    poked: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.profile not in _PROFILES:
@@ -162,6 +175,11 @@ class SimUnit:
 
     def recover(self) -> None:
         self.mode = "ok"
+
+    def poke(self, table: str, address: int, words: Sequence[int]) -> None:
+        """Serve these raw words from ``address`` on, whatever the profile says (bad data)."""
+        for k, word in enumerate(words):
+            self.poked[(table, address + k)] = word
 
     def values(self, now: float | None = None) -> dict[str, Value]:
         """The values the unit would answer right now, by point name."""
@@ -227,6 +245,9 @@ class SimUnit:
                 else:
                     registers[index] = word
                 touched.add(index)
+        for (poked_table, address), word in self.poked.items():
+            if poked_table == table and 0 <= address - start < len(registers):
+                registers[address - start] = word
 
 
 async def _refresh(  # noqa: PLR0917 - the signature pymodbus calls
