@@ -34,6 +34,7 @@ MIN_BUFFER_SIZE = 256 * 1024  # below ~128KiB the WAL allowance alone fills it
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_STRING_REGISTERS = 125  # a string is read in one request: at most 125 registers
+MAX_PAUSE = 10.0  # seconds between two requests; more would starve the other devices
 
 # ---------------------------------------------------------------------------------------------
 # Durations and sizes: strings in the YAML, seconds (float) and bytes (int) in the models.
@@ -163,7 +164,43 @@ class ModbusPoint(_Model):
         return 4 if self.type.endswith("64") else 2
 
 
-class ModbusDevice(_Model):
+class _ReadLimitKeys(_Model):
+    """How a device wants to be read, on a device or (as its devices' default) on a source.
+
+    None means "not given here": the device's value wins over its source's, and the source's
+    over :class:`ReadLimits`' defaults (see :func:`read_limits`).
+    """
+
+    max_registers: Annotated[int, Field(ge=1, le=125)] | None = None
+    max_bits: Annotated[int, Field(ge=1, le=2000)] | None = None
+    max_gap: Annotated[int, Field(ge=0, le=124)] | None = None  # 0: bridge no unused register
+    pause: Duration | None = None  # between two requests on the same connection or bus
+    one_request_per_point: bool | None = None
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """A device's effective read limits (SPEC "Modbus points", since v0.2)."""
+
+    max_registers: int = 125
+    max_bits: int = 2000
+    max_gap: int = 16
+    pause: float = 0.0
+    one_request_per_point: bool = False
+
+
+def read_limits(source: _ReadLimitKeys, device: _ReadLimitKeys) -> ReadLimits:
+    """The device's own keys, else its source's, else the defaults."""
+    given: dict[str, Any] = {}
+    for key in ReadLimits.__dataclass_fields__:
+        value = getattr(device, key)
+        value = getattr(source, key) if value is None else value
+        if value is not None:
+            given[key] = value
+    return ReadLimits(**given)
+
+
+class ModbusDevice(_ReadLimitKeys):
     name: Name
     unit: Annotated[int, Field(ge=0, le=247)]
     interval: Duration = 10.0
@@ -185,17 +222,23 @@ class _LineSettings(_Model):
     bytesize: Literal[7, 8] = 8
 
 
-class ModbusRtuSource(_SourceBase, _LineSettings):
+class ModbusRtuSource(_SourceBase, _LineSettings, _ReadLimitKeys):
     kind: Literal["modbus-rtu"]
     port: str
     devices: Annotated[list[ModbusDevice], Field(min_length=1)]
 
+    def limits(self, device: ModbusDevice) -> ReadLimits:
+        return read_limits(self, device)
 
-class ModbusTcpSource(_SourceBase):
+
+class ModbusTcpSource(_SourceBase, _ReadLimitKeys):
     kind: Literal["modbus-tcp"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     devices: Annotated[list[ModbusDevice], Field(min_length=1)]
+
+    def limits(self, device: ModbusDevice) -> ReadLimits:
+        return read_limits(self, device)
 
 
 class ParseConfig(_Model):
@@ -540,8 +583,11 @@ def _cross_check(config: Config) -> list[Problem]:
         if isinstance(source, SerialSource):
             problems += _check_serial(source, loc)
         else:
+            if source.pause is not None and source.pause > MAX_PAUSE:
+                problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
             for j, device in enumerate(source.devices):
                 problems += _check_points(device, (*loc, "devices", j))
+                problems += _check_limits(source.limits(device), device, (*loc, "devices", j))
     problems += _check_alarms(config)
     if config.buffer.max_size < MIN_BUFFER_SIZE:
         problems.append(
@@ -634,6 +680,24 @@ def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Prob
                 whole[key] = k
             else:
                 bits.setdefault(key, {})[point.bit] = k
+    return problems
+
+
+def _check_limits(
+    limits: ReadLimits, device: ModbusDevice, loc: tuple[str | int, ...]
+) -> list[Problem]:
+    """Every point must fit in one request the device accepts; a pause must stay short."""
+    problems: list[Problem] = []
+    if device.pause is not None and device.pause > MAX_PAUSE:
+        problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
+    for k, point in enumerate(device.points):
+        if not point.is_bit_table and point.width > limits.max_registers:
+            key = "length" if point.type == "string" else "type"
+            problems.append(
+                ((*loc, "points", k, key),
+                 f"{point.type} needs {point.width} registers in one request, more than "
+                 f"max_registers ({limits.max_registers}) allows")
+            )  # fmt: skip
     return problems
 
 

@@ -17,10 +17,12 @@ from gateway.codec.registers import (
     decode_bits,
     decode_request,
     encode,
+    halve_request,
+    plan_device,
     plan_requests,
     split_request,
 )
-from gateway.config import ModbusPoint
+from gateway.config import ModbusPoint, ReadLimits
 from gateway.sim.modbus import PROFILE_NAMES, profile_points
 
 
@@ -386,3 +388,77 @@ def test_request_decoder_overlapping_points_and_odd_blocks_match_decode_request(
     assert _results(RequestDecoder(bits, coils)([True, False, False])) == [
         (0, ("bool", True)), (1, ("bool", False))
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Read limits (plan_device) and the refused-read fallback (halve_request)
+
+LIMITED: list[tuple[str, list[ModbusPoint], ReadLimits, list[tuple[str, int, int]]]] = [
+    ("max_registers 8", [u16(a) for a in range(10)], ReadLimits(max_registers=8),
+     [("holding", 0, 8), ("holding", 8, 2)]),
+    ("a float is never cut", [u16(0), point("float32", 7), u16(9)], ReadLimits(max_registers=8),
+     [("holding", 0, 1), ("holding", 7, 3)]),
+    ("max_gap 0 bridges nothing", [u16(0), u16(1), u16(3)], ReadLimits(max_gap=0),
+     [("holding", 0, 2), ("holding", 3, 1)]),
+    ("max_gap 2", [u16(0), u16(3), u16(7)], ReadLimits(max_gap=2),
+     [("holding", 0, 4), ("holding", 7, 1)]),
+    ("max_bits 16", [point("bool", a, "coil", name=f"c{a}") for a in (0, 15, 16, 31)],
+     ReadLimits(max_bits=16), [("coil", 0, 16), ("coil", 16, 16)]),
+    ("max_registers leaves bits alone",
+     [point("bool", a, "discrete", name=f"d{a}") for a in (0, 10)], ReadLimits(max_registers=1),
+     [("discrete", 0, 11)]),
+    ("one request per point, shared bits together",
+     [u16(0), u16(1), point("bool", 2, bit=0, name="a"), point("bool", 2, bit=5, name="b")],
+     ReadLimits(one_request_per_point=True),
+     [("holding", 0, 1), ("holding", 1, 1), ("holding", 2, 1)]),
+    ("a string is one read", [point("string", 0, length=10), u16(10)], ReadLimits(max_registers=10),
+     [("holding", 0, 10), ("holding", 10, 1)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("points", "limits", "expected"), [c[1:] for c in LIMITED],
+                         ids=[c[0] for c in LIMITED])  # fmt: skip
+def test_plan_within_read_limits(
+    points: list[ModbusPoint], limits: ReadLimits, expected: list[tuple[str, int, int]]
+) -> None:
+    plan = plan_device(points, limits)
+    assert [(r.table, r.address, r.count) for r in plan] == expected
+    assert sorted(i for r in plan for i in r.points) == list(range(len(points)))
+
+
+def test_halve_request() -> None:
+    points = [u16(0), point("float32", 6), point("bool", 12, bit=1, name="x"),
+              point("bool", 12, bit=2, name="y"), u16(20)]  # fmt: skip
+    (merged,) = plan_requests(points)
+    assert halve_request(merged, points) == [
+        ReadRequest("holding", 0, 8, (0, 1)),
+        ReadRequest("holding", 12, 9, (2, 3, 4)),
+    ]
+    bits = ReadRequest("holding", 12, 1, (2, 3))
+    assert halve_request(bits, points) == [bits]  # one register: nothing to split
+    single = ReadRequest("holding", 6, 2, (1,))
+    assert halve_request(single, points) == [single]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40), st.integers(1, 125))
+def test_halving_ends_in_one_read_per_register_group(gaps: list[int], refuse_over: int) -> None:
+    """A device refusing every read over N registers is read after a bounded number of
+    refusals, every point exactly once, every piece within N (or a single point)."""
+    points, address = [], 0
+    for n, gap in enumerate(gaps):
+        address += gap
+        points.append(point("float32" if n % 3 else "uint16", address, name=f"p{n}"))
+        address += points[-1].width
+    plan, refusals = plan_requests(points), 0
+    while True:
+        refused = [r for r in plan if r.count > refuse_over and len(halve_request(r, points)) > 1]
+        if not refused:
+            break
+        r = refused[0]
+        refusals += 1
+        index = plan.index(r)
+        plan[index : index + 1] = halve_request(r, points)
+    assert sorted(i for r in plan for i in r.points) == list(range(len(points)))
+    assert all(r.count <= refuse_over or len(r.points) == 1 for r in plan)
+    assert refusals < 2 * len(points)

@@ -4,7 +4,9 @@
 ``byte_order``, ``bit``, ``scale``, ``offset``; ``codec.numbers`` takes the float noise out), or
 for ``type: string`` the ASCII text of ``length`` registers; ``encode`` is its inverse, used by
 the simulated sensors.
-``plan_requests`` reads a device's points in the fewest requests the protocol allows.
+``plan_requests`` reads a device's points in the fewest requests the protocol (and the
+device's read limits: ``plan_device``) allows; ``halve_request`` splits a request a device
+refused.
 
 Byte orders name where the bytes of the big-endian value ``A B C D`` sit in the registers as
 they come off the wire: ``ABCD`` (big-endian words and bytes), ``CDAB`` (word swap), ``BADC``
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.codec.numbers import Scale, decimals, shortest_float32
-from gateway.config import ModbusPoint
+from gateway.config import ModbusPoint, ReadLimits
 from gateway.model import Value
 
 MAX_REGISTERS = 125  # per read request (function codes 3 and 4)
@@ -249,6 +251,49 @@ def plan_requests(
         if members:
             requests.append(ReadRequest(table, start, end - start, tuple(members)))
     return requests
+
+
+def plan_device(points: Sequence[ModbusPoint], limits: ReadLimits) -> list[ReadRequest]:
+    """The plan for a device's points within its read limits (SPEC "Modbus points")."""
+    return plan_requests(
+        points,
+        max_gap=-1 if limits.one_request_per_point else limits.max_gap,
+        max_registers=limits.max_registers,
+        max_bits=limits.max_bits,
+    )
+
+
+def halve_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[ReadRequest]:
+    """``request`` as two smaller reads, each covering half of its points; ``[request]`` when
+    it cannot be split (its points share one register, or it has one point).
+
+    A device that refuses a merged read ("illegal data address" for a bridged gap, "illegal
+    data value" for a read longer than it accepts) is read in halves, then halves of those, so
+    a meter that takes 20 registers at a time ends up read in pieces of about 20, not one
+    request per point. Points that share a register (bit points) stay together.
+    """
+    groups: list[list[int]] = []  # points of request.points that share registers, in order
+    end = -1
+    for i in request.points:
+        point = points[i]
+        if groups and point.address < end:
+            groups[-1].append(i)
+            end = max(end, point.address + point.width)
+            continue
+        groups.append([i])
+        end = point.address + point.width
+    if len(groups) < 2:
+        return [request]
+    half = len(groups) // 2
+    return [_covering(request.table, groups[:half], points),
+            _covering(request.table, groups[half:], points)]  # fmt: skip
+
+
+def _covering(table: str, groups: list[list[int]], points: Sequence[ModbusPoint]) -> ReadRequest:
+    members = tuple(i for group in groups for i in group)
+    start = min(points[i].address for i in members)
+    end = max(points[i].address + points[i].width for i in members)
+    return ReadRequest(table, start, end - start, members)
 
 
 def split_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[ReadRequest]:

@@ -3,8 +3,10 @@
 Each simulated unit has a profile (a register map with plausible values that change over
 time) and a mode a test can change at run time: ``ok``, ``silent`` (requests are dropped, so
 the client times out, as on a real bus) or ``exception`` (every read answers an exception
-response). With ``strict`` set, only the registers of the profile's points exist, so a read
-that bridges unused registers is answered "illegal data address", as many real devices do.
+response). With ``max_registers`` set, a longer register read is answered exception 3
+("illegal data value"), as many energy meters do. With ``strict`` set, only the registers of
+the profile's points exist, so a read that bridges unused registers is answered "illegal data
+address", as many real devices do. ``poke`` serves raw words (bad data) instead of a value.
 
     async with serve_tcp([SimUnit(1, "air_quality")], port) as sim:
         sim.unit(1).silence()
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 Wave = Callable[[float], Value]  # seconds since start -> value
 
 _FC_TABLE = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
+_READS_KEPT = 10_000  # reads a unit remembers for tests (bounded: a sim may run for days)
 
 
 def _wave(mean: float, amplitude: float, period: float, phase: float = 0.0) -> Wave:
@@ -157,6 +160,10 @@ class SimUnit:
     started: float = field(default_factory=time.monotonic)
     # (table, address) -> a raw register word served instead of the profile's (see poke)
     poked: dict[tuple[str, int], int] = field(default_factory=dict)
+    # like many energy meters: a register read longer than this is answered exception 3
+    max_registers: int | None = None
+    refused: int = 0  # reads refused for max_registers
+    reads: list[tuple[str, int, int]] = field(default_factory=list)  # (table, address, count)
 
     def __post_init__(self) -> None:
         if self.profile not in _PROFILES:
@@ -264,7 +271,13 @@ async def _refresh(  # noqa: PLR0917 - the signature pymodbus calls
         return None
     if unit.mode == "exception":
         return ExcCodes(unit.exception_code)
-    unit.write_table(_FC_TABLE[function_code], start_address, registers)
+    table = _FC_TABLE[function_code]
+    if len(unit.reads) < _READS_KEPT:
+        unit.reads.append((table, address, count))
+    if unit.max_registers is not None and function_code in (3, 4) and count > unit.max_registers:
+        unit.refused += 1
+        return ExcCodes.ILLEGAL_VALUE
+    unit.write_table(table, start_address, registers)
     return None
 
 

@@ -7,7 +7,13 @@ another. So one transaction is on the wire at a time without a lock: RS-485 is h
 many Modbus TCP gateways take one request at a time anyway; polling from one task means a
 transaction's timeout measures the device, not the queue, and devices that fall due on the same
 tick cost one wake-up, not one each plus a lock hand-over. A serial bus leaves a short gap
-between frames.
+between frames, and a device's ``pause`` a longer one before each of its requests.
+
+Each device is read in the plan its read limits allow (``max_registers``, ``max_bits``,
+``max_gap``, ``one_request_per_point``: ``codec.registers.plan_device``). A merged read that
+the device refuses with exception 2 (illegal data address) or 3 (illegal data value) is split
+in halves, then halves of those, and the pieces that work are kept for every later poll; the
+device's ``read_mode`` in the status says why.
 
 Each device is polled at its ``interval`` on a drift-free schedule (a heap of next due times):
 a poll that comes late skips the ticks it missed (``polls_skipped``) instead of bursting. A
@@ -27,9 +33,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.codec import mbap
-from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, plan_requests
-from gateway.codec.registers import split_request as _split
-from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from gateway.codec.registers import (
+    DecodeError,
+    ReadRequest,
+    RequestDecoder,
+    halve_request,
+    plan_device,
+)
+from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource, ReadLimits
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import DeviceStats, Reading, ReadingsSink, now_ms
 from gateway.sources.mbap_client import MbapClient
@@ -42,7 +53,8 @@ if TYPE_CHECKING:  # pymodbus (~2 MB resident) is imported only where a client i
 log = logging.getLogger(__name__)
 
 DOWN_AFTER = 3  # consecutive failed polls before a device is "down"
-ILLEGAL_DATA_ADDRESS = 2
+# Exception codes with which devices refuse a merged read: it is then read in smaller pieces.
+REFUSALS = {2: "illegal data address", 3: "illegal data value"}
 
 
 class ExceptionResponse(DeviceProtocolError):
@@ -60,9 +72,9 @@ class _Device:
     config: ModbusDevice
     stats: DeviceStats
     plan: list[ReadRequest]
+    limits: ReadLimits = field(default_factory=ReadLimits)
     failures: int = 0  # consecutive failed polls
     backoff_s: float = 0.0
-    split: bool = False  # re-planned after "illegal data address"
     # per request of the plan, compiled on first use (a split plan adds its pieces)
     decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
     # per point: (name, unit), so a reading is built without going back to the config
@@ -90,18 +102,24 @@ class ModbusSource:
             rtu = config if isinstance(config, ModbusRtuSource) else None
             frame_gap_s = default_frame_gap(rtu.baudrate) if rtu else 0.0
         self._frame_gap = frame_gap_s
-        self._devices = [
-            _Device(
-                config=device,
-                stats=DeviceStats(name=device.name, source=config.name, interval_s=device.interval),
-                plan=plan_requests(device.points),
-                labels=[(p.name, p.unit) for p in device.points],
-            )
-            for device in config.devices
-        ]
+        self._devices = [self._device(device) for device in config.devices]
         self._client: SourceClient | None = None
+        self._last_end = 0.0  # loop time the last transaction on the connection ended
         self._reconnect_at = 0.0
         self._reconnect_delay = 0.0
+
+    def _device(self, device: ModbusDevice) -> _Device:
+        limits = self._config.limits(device)
+        stats = DeviceStats(name=device.name, source=self._config.name, interval_s=device.interval)
+        if limits.one_request_per_point:
+            stats.read_mode = "one request per point (one_request_per_point: true)"
+        return _Device(
+            config=device,
+            stats=stats,
+            plan=plan_device(device.points, limits),
+            limits=limits,
+            labels=[(p.name, p.unit) for p in device.points],
+        )
 
     @property
     def devices(self) -> list[DeviceStats]:
@@ -230,17 +248,10 @@ class ModbusSource:
             try:
                 data, ts_ms = await self._read(device, request, attempts)
             except ExceptionResponse as exc:
-                if exc.code == ILLEGAL_DATA_ADDRESS and len(request.points) > 1:
-                    parts = _split(request, device.config.points)
+                parts = halve_request(request, device.config.points)
+                if exc.code in REFUSALS and len(parts) > 1:
                     device.plan[index : index + 1] = parts
-                    if not device.split:
-                        log.warning(
-                            "%s (unit %d): refuses merged reads (%s); reading point by point",
-                            device.stats.name,
-                            device.config.unit,
-                            exc,
-                        )
-                    device.split = True
+                    self._read_in_pieces(device, exc)
                     continue  # read the smaller pieces now
                 error = str(exc)
                 index += 1
@@ -248,6 +259,22 @@ class ModbusSource:
             self._deliver(device, request, data, ts_ms)
             index += 1
         return error
+
+    def _read_in_pieces(self, device: _Device, exc: ExceptionResponse) -> None:
+        """Say (once in the log, always in the status) why the device is read in pieces."""
+        stats = device.stats
+        if stats.read_mode is None:
+            log.warning(
+                "%s (unit %d): refuses a merged read (%s, %s); reading it in smaller pieces",
+                stats.name,
+                device.config.unit,
+                exc,
+                REFUSALS[exc.code],
+            )
+        stats.read_mode = (
+            f"in pieces, {len(device.plan)} requests a poll: it answered {exc} "
+            f"({REFUSALS[exc.code]}) to a merged read"
+        )
 
     def _deliver(self, device: _Device, request: ReadRequest, data: list[Any], ts_ms: int) -> None:
         decoder = device.decoders.get(request)
@@ -282,10 +309,18 @@ class ModbusSource:
 
     async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
         client = await self._connected_client()
+        loop = asyncio.get_running_loop()
+        if device.limits.pause:  # the device needs a quiet spell after the last request
+            wait = self._last_end + device.limits.pause - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
         device.stats.requests_total += 1
-        if isinstance(client, MbapClient):
-            return await self._transact_tcp(client, device, request), now_ms()
-        return await self._transact_rtu(client, device, request)
+        try:
+            if isinstance(client, MbapClient):
+                return await self._transact_tcp(client, device, request), now_ms()
+            return await self._transact_rtu(client, device, request)
+        finally:
+            self._last_end = loop.time()
 
     async def _transact_rtu(
         self, client: AsyncModbusSerialClient, device: _Device, request: ReadRequest
