@@ -235,6 +235,8 @@ class ModbusTcpSource(_SourceBase, _ReadLimitKeys):
     kind: Literal["modbus-tcp"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 502
+    # rtu: RTU frames (CRC, no MBAP header) over the socket, for serial-to-Ethernet converters
+    framing: Literal["mbap", "rtu"] = "mbap"
     devices: Annotated[list[ModbusDevice], Field(min_length=1)]
 
     def limits(self, device: ModbusDevice) -> ReadLimits:
