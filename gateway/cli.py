@@ -141,6 +141,7 @@ def summarise(loaded: LoadedConfig) -> str:
     lines = [f"{loaded.path}: valid", f"gateway {config.gateway.id}"]
     devices = points = 0
     polls_per_minute = 0.0
+    users: dict[str, list[str]] = {}  # template -> the devices that use it
     for source in config.sources:
         if isinstance(source, SerialSource):
             mode = f"poll every {_seconds(source.poll_interval)}" if source.request else "stream"
@@ -160,10 +161,13 @@ def summarise(loaded: LoadedConfig) -> str:
         )
         lines.append(f"  source {source.name} ({source.kind} {where}):")
         for device in source.devices:
+            template = f" (template {device.template})" if device.template else ""
             lines.append(
-                f"    device {device.name} unit {device.unit}: {len(device.points)} points "
-                f"every {_seconds(device.interval)}"
+                f"    device {device.name} unit {device.unit}: {len(device.points)} points"
+                f"{template} every {_seconds(device.interval)}"
             )
+            if device.template:
+                users.setdefault(device.template, []).append(device.name)
             devices += 1
             points += len(device.points)
             polls_per_minute += 60 / device.interval
@@ -171,6 +175,9 @@ def summarise(loaded: LoadedConfig) -> str:
         f"{len(config.sources)} sources, {devices} devices, {points} points, "
         f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
     )
+    if config.templates:
+        used = [f"{name} ({', '.join(users[name])})" for name in config.templates if name in users]
+        lines.append(f"templates used: {', '.join(used) or 'none'}")
     uplink = config.uplink
     lines.append(
         f"uplink: {', '.join(uplink.servers)} as {config.client_id}, "

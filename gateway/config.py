@@ -204,7 +204,9 @@ class ModbusDevice(_ReadLimitKeys):
     name: Name
     unit: Annotated[int, Field(ge=0, le=247)]
     interval: Duration = 10.0
-    points: Annotated[list[ModbusPoint], Field(min_length=1)]
+    # a top-level template's points come first, then the device's own (load_config joins them)
+    template: Name | None = None
+    points: list[ModbusPoint] = Field(default_factory=list)
 
 
 class _SourceBase(_Model):
@@ -310,6 +312,10 @@ class Config(_Model):
     sources: Annotated[list[Source], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
     include: list[str] = Field(default_factory=list)
+    # reusable Modbus point lists: a device names one with `template:` (since v0.2)
+    templates: dict[Name, Annotated[list[ModbusPoint], Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
 
     def devices(self) -> Iterator[tuple[str, str]]:
         """(source name, device name) for every device; a serial source is its own device."""
@@ -361,8 +367,11 @@ class _Origin:
     """Where each merged list item came from, so problems name the right file and index."""
 
     files: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)  # template name -> its file
 
     def locate(self, main: str, loc: Sequence[str | int]) -> tuple[str, Sequence[str | int]]:
+        if len(loc) >= 2 and loc[0] == "templates" and str(loc[1]) in self.templates:
+            return self.templates[str(loc[1])], loc
         if len(loc) >= 2 and isinstance(loc[1], int) and str(loc[0]) in self.files:
             items = self.files[str(loc[0])]
             if loc[1] < len(items):
@@ -400,7 +409,9 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> L
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc, main, origin)) from None
     config = _resolve_paths(config, path.parent, environ)
+    config = _apply_templates(config)
     problems = [_line(*origin.locate(main, loc), message) for loc, message in _cross_check(config)]
+    problems = list(dict.fromkeys(problems))  # a template's problem once, not once per device
     if problems:
         raise ConfigError(problems)
     password = read_secret(config.uplink.password_file) if config.uplink.password_file else None
@@ -448,6 +459,8 @@ def _merge_includes(
     main = str(path)
     origin = _Origin()
     merged = dict(raw)
+    if isinstance(raw.get("templates"), dict):
+        origin.templates = dict.fromkeys(map(str, raw["templates"]), main)
     for key in ("sources", "alarms"):
         items = raw.get(key)
         if isinstance(items, list):
@@ -485,6 +498,25 @@ def _merge_includes(
     if problems:
         raise ConfigError(problems)
     return merged, origin, digest
+
+
+def _apply_templates(config: Config) -> Config:
+    """Every device that names a known template gets its points first, then its own."""
+    if not config.templates:
+        return config
+    sources: list[Source] = []
+    for source in config.sources:
+        if isinstance(source, SerialSource):
+            sources.append(source)
+            continue
+        devices = [
+            d.model_copy(update={"points": [*config.templates[d.template], *d.points]})
+            if d.template in config.templates
+            else d
+            for d in source.devices
+        ]
+        sources.append(source.model_copy(update={"devices": devices}))
+    return config.model_copy(update={"sources": sources})
 
 
 def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None) -> Config:
@@ -588,8 +620,13 @@ def _cross_check(config: Config) -> list[Problem]:
             if source.pause is not None and source.pause > MAX_PAUSE:
                 problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
             for j, device in enumerate(source.devices):
-                problems += _check_points(device, (*loc, "devices", j))
-                problems += _check_limits(source.limits(device), device, (*loc, "devices", j))
+                dloc = (*loc, "devices", j)
+                where = _PointPlaces(dloc, device, config.templates)
+                problems += _check_template(device, dloc, config.templates)
+                problems += _check_points(device.points, where)
+                problems += _check_limits(source.limits(device), device, where)
+    for name, points in config.templates.items():
+        problems += _check_points(points, _PointPlaces(("templates", name), None, {}))
     problems += _check_alarms(config)
     if config.buffer.max_size < MIN_BUFFER_SIZE:
         problems.append(
@@ -636,33 +673,92 @@ def _duplicates(names: Sequence[str]) -> Iterator[tuple[int, str]]:
         seen.add(name)
 
 
-def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Problem]:
+class _PointPlaces:
+    """Where a device's k-th point (template points first) is written, for messages: in the
+    template (``templates.sdm120[k]``) or among the device's own ``points``."""
+
+    def __init__(
+        self,
+        loc: tuple[str | int, ...],
+        device: ModbusDevice | None,
+        templates: Mapping[str, Sequence[ModbusPoint]],
+    ) -> None:
+        self.loc = loc
+        self.template = device.template if device is not None else None
+        known = self.template is not None and self.template in templates
+        self.shared = len(templates[self.template]) if known and self.template else 0
+        self.key = "points" if device is not None else None
+
+    def __call__(self, k: int) -> tuple[str | int, ...]:
+        if k < self.shared:
+            return ("templates", str(self.template), k)
+        return (*self.loc, self.key, k - self.shared) if self.key else (*self.loc, k)
+
+    def label(self, k: int) -> str:
+        if k < self.shared:
+            return f"template {self.template!r}"
+        if self.key is None:  # a template on its own
+            return _key_path((*self.loc, k))
+        return f"{self.key}[{k - self.shared}]"
+
+    def in_template(self, *indices: int) -> bool:
+        """All these points come from the template: its own check reports their problems."""
+        return all(k < self.shared for k in indices)
+
+
+def _check_template(
+    device: ModbusDevice, loc: tuple[str | int, ...], templates: Mapping[str, object]
+) -> list[Problem]:
+    if device.template is not None and device.template not in templates:
+        close = difflib.get_close_matches(device.template, list(templates), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = f"; templates: {', '.join(sorted(templates))}" if templates else ""
+        return [((*loc, "template"), f"no template named {device.template!r}{hint}{known}")]
+    if not device.points:
+        return [((*loc, "points"), "needs at least 1 item: give points, a template, or both")]
+    return []
+
+
+def _check_points(points: Sequence[ModbusPoint], where: _PointPlaces) -> list[Problem]:
     problems: list[Problem] = []
-    for k, name in _duplicates([p.name for p in device.points]):
-        problems.append(((*loc, "points", k, "name"), f"point name {name!r} is used twice"))
+    first: dict[str, int] = {}
+    for k, point in enumerate(points):
+        if point.name in first and not where.in_template(first[point.name], k):
+            also = (
+                f" (also in {where.label(first[point.name])})"
+                if where.in_template(first[point.name])
+                else ""
+            )
+            problems.append(((*where(k), "name"), f"point name {point.name!r} is used twice{also}"))
+        first.setdefault(point.name, k)
     whole: dict[tuple[str, int], int] = {}  # (table, address) -> index of a non-bit point
     bits: dict[tuple[str, int], dict[int, int]] = {}  # (table, address) -> {bit: point index}
-    for k, point in enumerate(device.points):
-        ploc = (*loc, "points", k)
+    for k, point in enumerate(points):
+        ploc = where(k)
+        own = not where.in_template(k)
         if point.is_bit_table and point.type != "bool":
-            problems.append(
-                ((*ploc, "type"),
-                 f"a {point.table} table holds bits; type must be bool, not {point.type}")
-            )  # fmt: skip
+            if own:
+                problems.append(
+                    ((*ploc, "type"),
+                     f"a {point.table} table holds bits; type must be bool, not {point.type}")
+                )  # fmt: skip
             continue
         if point.bit is not None and (point.type != "bool" or point.is_bit_table):
-            problems.append(
-                ((*ploc, "bit"), "bit is only for a bool point on an input or holding register")
-            )
+            if own:
+                problems.append(
+                    ((*ploc, "bit"), "bit is only for a bool point on an input or holding register")
+                )
             continue
         if problem := _check_point_type(point):
-            problems.append(((*ploc, problem[0]), problem[1]))
+            if own:
+                problems.append(((*ploc, problem[0]), problem[1]))
             continue
         if point.address + point.width > 65536:
-            problems.append(
-                ((*ploc, "address"),
-                 f"{point.type} at {point.address} needs {point.width} registers, past 65535")
-            )  # fmt: skip
+            if own:
+                problems.append(
+                    ((*ploc, "address"),
+                     f"{point.type} at {point.address} needs {point.width} registers, past 65535")
+                )  # fmt: skip
             continue
         for address in range(point.address, point.address + point.width):
             key = (point.table, address)
@@ -672,11 +768,12 @@ def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Prob
             else:
                 clash = whole.get(key, shared.get(point.bit))
             if clash is not None:
-                problems.append(
-                    ((*ploc, "address"),
-                     f"{point.name!r} overlaps {device.points[clash].name!r} (points[{clash}]) "
-                     f"at {point.table} address {address}")
-                )  # fmt: skip
+                if not where.in_template(clash, k):
+                    problems.append(
+                        ((*ploc, "address"),
+                         f"{point.name!r} overlaps {points[clash].name!r} ({where.label(clash)}) "
+                         f"at {point.table} address {address}")
+                    )  # fmt: skip
                 break
             if point.bit is None:
                 whole[key] = k
@@ -685,18 +782,16 @@ def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Prob
     return problems
 
 
-def _check_limits(
-    limits: ReadLimits, device: ModbusDevice, loc: tuple[str | int, ...]
-) -> list[Problem]:
+def _check_limits(limits: ReadLimits, device: ModbusDevice, where: _PointPlaces) -> list[Problem]:
     """Every point must fit in one request the device accepts; a pause must stay short."""
     problems: list[Problem] = []
     if device.pause is not None and device.pause > MAX_PAUSE:
-        problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
+        problems.append(((*where.loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
     for k, point in enumerate(device.points):
         if not point.is_bit_table and point.width > limits.max_registers:
             key = "length" if point.type == "string" else "type"
             problems.append(
-                ((*loc, "points", k, key),
+                ((*where(k), key),
                  f"{point.type} needs {point.width} registers in one request, more than "
                  f"max_registers ({limits.max_registers}) allows")
             )  # fmt: skip
@@ -894,6 +989,12 @@ def _check_secret_file(path: Path | None, loc: tuple[str | int, ...]) -> list[Pr
 
 def _warnings(config: Config) -> list[str]:
     warnings: list[str] = []
+    used = {
+        d.template for s in config.sources if not isinstance(s, SerialSource) for d in s.devices
+    }
+    warnings += [
+        f"templates.{name}: no device uses it" for name in config.templates if name not in used
+    ]
     if config.uplink.qos == 0:
         warnings.append(
             "uplink.qos: 0 means the broker acknowledges nothing: delivery is best-effort"

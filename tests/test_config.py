@@ -432,7 +432,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_prints_a_summary_of_the_example() -> None:
     result = run_cli("check", "-c", str(CONFIGS / "example.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "4 devices, 15 points" in result.stdout
+    assert "5 devices, 21 points" in result.stdout
+    assert "device energy-2 unit 2: 5 points (template din-meter)" in result.stdout
+    assert "templates used: din-meter (energy-1, energy-2)" in result.stdout
     assert "mqtts://broker-a.city.example:8883" in result.stdout
 
 
@@ -466,3 +468,99 @@ def test_probe_alone_lists_the_probes() -> None:
     assert result.returncode == 2
     assert "modbus" in result.stderr
     assert "serial" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# templates
+
+
+METER = [
+    {"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
+    {"name": "current", "table": "input", "address": 6, "type": "float32", "unit": "A"},
+]
+
+
+def with_template(
+    template: str = "sdm120", points: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    def change(d: dict[str, Any]) -> None:
+        d["templates"] = {"sdm120": METER}
+        device = {"name": "meter-1", "unit": 5, "template": template}
+        if points is not None:
+            device["points"] = points
+        d["sources"][0]["devices"].append(device)
+
+    return mutated(change)
+
+
+def test_a_template_gives_its_points_first_then_the_devices_own(tmp_path: Path) -> None:
+    own = [{"name": "door", "table": "coil", "address": 0, "type": "bool"}]
+    loaded = load_config(write(tmp_path, with_template(points=own)))
+    source = loaded.config.sources[0]
+    assert isinstance(source, ModbusRtuSource)
+    meter = source.devices[1]
+    assert meter.template == "sdm120"
+    assert [p.name for p in meter.points] == ["voltage", "current", "door"]
+    assert loaded.config.point_names()["meter-1"] == {"voltage", "current", "door"}
+    assert loaded.warnings == []
+
+
+def test_a_missing_template_gets_a_did_you_mean(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, with_template("sdm12O"))
+    assert problems == [
+        f"{tmp_path / 'gateway.yaml'}: sources[0].devices[1].template: no template named "
+        "'sdm12O' (did you mean 'sdm120'?); templates: sdm120"
+    ]
+
+
+def test_overlaps_between_template_and_own_points_are_reported(tmp_path: Path) -> None:
+    own = [
+        {"name": "voltage", "table": "input", "address": 20, "type": "uint16"},
+        {"name": "freq", "table": "input", "address": 7, "type": "uint16"},
+    ]
+    problems = problems_for(tmp_path, with_template(points=own))
+    file = tmp_path / "gateway.yaml"
+    assert problems == [
+        f"{file}: sources[0].devices[1].points[0].name: point name 'voltage' is used twice "
+        "(also in template 'sdm120')",
+        f"{file}: sources[0].devices[1].points[1].address: 'freq' overlaps 'current' "
+        "(template 'sdm120') at input address 7",
+    ]
+
+
+def test_a_problem_inside_a_template_is_reported_once_at_the_template(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["templates"] = {"bad": [*METER, {"name": "x", "table": "input", "address": 7,
+                                           "type": "uint16"}]}  # fmt: skip
+        for n in (1, 2):
+            d["sources"][0]["devices"].append({"name": f"m{n}", "unit": n + 5, "template": "bad"})
+
+    problems = problems_for(tmp_path, mutated(change))
+    assert problems == [
+        f"{tmp_path / 'gateway.yaml'}: templates.bad[2].address: 'x' overlaps 'current' "
+        "(templates.bad[1]) at input address 7"
+    ]
+
+
+def test_a_template_point_is_validated_with_its_key_path(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["templates"] = {"sdm120": [{**METER[0], "type": "flaot32"}]}
+
+    problems = problems_for(tmp_path, mutated(change))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path / 'gateway.yaml'}: templates.sdm120[0].type: ")
+
+
+def test_a_device_without_points_or_template(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["sources"][0]["devices"].append({"name": "empty", "unit": 9})
+
+    assert problems_for(tmp_path, mutated(change)) == [
+        f"{tmp_path / 'gateway.yaml'}: sources[0].devices[1].points: needs at least 1 item: "
+        "give points, a template, or both"
+    ]
+
+
+def test_an_unused_template_is_a_warning(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, mutated(lambda d: d.update(templates={"t": METER}))))
+    assert loaded.warnings == [f"{tmp_path / 'gateway.yaml'}: templates.t: no device uses it"]
