@@ -483,10 +483,11 @@ def _merge_includes(
             if not isinstance(part, dict):
                 problems.append(f"{shown}: an included file must be a mapping of sources/alarms")
                 continue
-            for key in sorted(set(part) - {"sources", "alarms"}):
+            for key in sorted(set(part) - {"sources", "alarms", "templates"}):
                 problems.append(
-                    f"{shown}: {key}: an included file may only hold sources and alarms"
+                    f"{shown}: {key}: an included file may only hold sources, alarms and templates"
                 )
+            problems += _merge_templates(part, merged, origin, shown)
             for key in ("sources", "alarms"):
                 items = part.get(key) or []
                 if not isinstance(items, list):
@@ -498,6 +499,31 @@ def _merge_includes(
     if problems:
         raise ConfigError(problems)
     return merged, origin, digest
+
+
+def _merge_templates(
+    part: dict[str, Any], merged: dict[str, Any], origin: _Origin, shown: str
+) -> list[str]:
+    """Add an included file's templates to ``merged``; a name defined twice is a problem."""
+    templates = part.get("templates")
+    if templates is None:
+        return []
+    if not isinstance(templates, dict):
+        return [f"{shown}: templates: must be a mapping of template names to point lists"]
+    into = merged.get("templates")
+    into = {} if into is None else into
+    if not isinstance(into, dict):
+        return []  # the main file's own mistake, reported by validation
+    into = merged["templates"] = dict(into)
+    problems = []
+    for name, points in templates.items():
+        if name in into:
+            first = origin.templates.get(str(name), "the main file")
+            problems.append(f"{shown}: templates.{name}: already defined in {first}")
+            continue
+        into[name] = points
+        origin.templates[str(name)] = shown
+    return problems
 
 
 def _apply_templates(config: Config) -> Config:

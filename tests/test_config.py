@@ -564,3 +564,27 @@ def test_a_device_without_points_or_template(tmp_path: Path) -> None:
 def test_an_unused_template_is_a_warning(tmp_path: Path) -> None:
     loaded = load_config(write(tmp_path, mutated(lambda d: d.update(templates={"t": METER}))))
     assert loaded.warnings == [f"{tmp_path / 'gateway.yaml'}: templates.t: no device uses it"]
+
+
+def test_included_files_may_add_templates(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    write(tmp_path / "conf.d", {"templates": {"sdm120": METER}}, "meters.yaml")
+    bad = {"templates": {"sdm120": [{**METER[0], "type": "float"}]}}
+    data = with_template()
+    data.pop("templates")
+    loaded = load_config(write(tmp_path, {**data, "include": ["conf.d/*.yaml"]}))
+    source = loaded.config.sources[0]
+    assert isinstance(source, ModbusRtuSource)
+    assert [p.name for p in source.devices[1].points] == ["voltage", "current"]
+    # defined twice: refused, naming both files
+    write(tmp_path / "conf.d", bad, "more.yaml")
+    problems = problems_for(tmp_path, {**data, "include": ["conf.d/*.yaml"]})
+    assert problems == [
+        f"{tmp_path / 'conf.d' / 'more.yaml'}: templates.sdm120: already defined in "
+        f"{tmp_path / 'conf.d' / 'meters.yaml'}"
+    ]
+    # a mistake in an included template names the included file
+    (tmp_path / "conf.d" / "more.yaml").unlink()
+    write(tmp_path / "conf.d", bad, "meters.yaml")
+    problems = problems_for(tmp_path, {**data, "include": ["conf.d/*.yaml"]})
+    assert problems[0].startswith(f"{tmp_path / 'conf.d' / 'meters.yaml'}: templates.sdm120[0]")
