@@ -198,7 +198,7 @@ async def test_illegal_data_address_replans_the_device_and_remembers_it() -> Non
     # first poll: input 0+14 refused; halves: 0+2, then 6+8 refused and halved (6+2, 12+2);
     # then 342. Later polls: the 4 reads that worked
     assert stats.requests_total == 6 + 4 * (stats.reads_ok - 1)
-    assert stats.read_mode is not None and "exception code 2" in stats.read_mode
+    assert stats.read_mode is not None and "exception 2 (illegal data address)" in stats.read_mode
     assert stats.state == "ok" and stats.reads_failed == 0
     assert set(stats.last_values) == {"voltage", "current", "power", "energy"}
     check_values(readings, unit, "meter")
@@ -294,8 +294,10 @@ async def test_a_meter_that_refuses_long_reads_with_exception_3_is_read_in_piece
     assert holding[-4:] == [("holding", 0, 7), ("holding", 8, 1), ("holding", 20, 2),
                             ("holding", 22, 6)]  # fmt: skip
     assert stats.read_mode is not None
-    assert "exception code 3" in stats.read_mode and "illegal data value" in stats.read_mode
-    assert "5 requests a poll" in stats.read_mode
+    assert stats.read_mode == (
+        "in pieces (5 requests a poll): it answered exception 3 (illegal data value) "
+        "to a read of holding 8+14"
+    )
 
 
 async def test_read_limits_from_the_source_and_the_device_shape_every_request() -> None:

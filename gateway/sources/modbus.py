@@ -245,7 +245,7 @@ class ModbusSource:
                 parts = halve_request(request, device.config.points)
                 if exc.code in REFUSALS and len(parts) > 1:
                     device.plan[index : index + 1] = parts
-                    self._read_in_pieces(device, exc)
+                    self._read_in_pieces(device, request, exc.code)
                     continue  # read the smaller pieces now
                 error = str(exc)
                 index += 1
@@ -254,20 +254,22 @@ class ModbusSource:
             index += 1
         return error
 
-    def _read_in_pieces(self, device: _Device, exc: ExceptionResponse) -> None:
+    def _read_in_pieces(self, device: _Device, request: ReadRequest, code: int) -> None:
         """Say (once in the log, always in the status) why the device is read in pieces."""
         stats = device.stats
+        refused = f"{request.table} {request.address}+{request.count}"
+        why = f"exception {code} ({REFUSALS[code]})"
         if stats.read_mode is None:
             log.warning(
-                "%s (unit %d): refuses a merged read (%s, %s); reading it in smaller pieces",
+                "%s (unit %d): answered %s to a read of %s; reading it in smaller pieces",
                 stats.name,
                 device.config.unit,
-                exc,
-                REFUSALS[exc.code],
+                why,
+                refused,
             )
         stats.read_mode = (
-            f"in pieces, {len(device.plan)} requests a poll: it answered {exc} "
-            f"({REFUSALS[exc.code]}) to a merged read"
+            f"in pieces ({len(device.plan)} requests a poll): it answered {why} "
+            f"to a read of {refused}"
         )
 
     def _deliver(self, device: _Device, request: ReadRequest, data: list[Any], ts_ms: int) -> None:
