@@ -16,10 +16,12 @@ from gateway import __version__
 from gateway.config import (
     Config,
     LoadedConfig,
+    ModbusDevice,
     ModbusRtuSource,
     SerialSource,
 )
 from gateway.console import add_config_argument, load_or_report
+from gateway.report import rules_for
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -147,7 +149,7 @@ def summarise(loaded: LoadedConfig) -> str:
             mode = f"poll every {_seconds(source.poll_interval)}" if source.request else "stream"
             lines.append(
                 f"  source {source.name} (serial {source.port} {source.baudrate} baud, {mode}): "
-                f"{len(source.points)} points"
+                f"{len(source.points)} points{_report(source)}"
             )
             devices += 1
             points += len(source.points)
@@ -164,7 +166,7 @@ def summarise(loaded: LoadedConfig) -> str:
             template = f" (template {device.template})" if device.template else ""
             lines.append(
                 f"    device {device.name} unit {device.unit}: {len(device.points)} points"
-                f"{template} every {_seconds(device.interval)}"
+                f"{template} every {_seconds(device.interval)}{_report(device)}"
             )
             if device.template:
                 users.setdefault(device.template, []).append(device.name)
@@ -186,6 +188,12 @@ def summarise(loaded: LoadedConfig) -> str:
     lines.append(f"buffer: {config.buffer.path} (max {config.buffer.max_size // 1024**2} MiB)")
     lines.append(f"status: http://{config.status.listen}/")
     return "\n".join(lines)
+
+
+def _report(device: ModbusDevice | SerialSource) -> str:
+    """``, report by exception for 3 of 5 points`` when some of its points have ``report``."""
+    rules = rules_for(device)
+    return f", report by exception for {len(rules)} of {len(device.points)} points" if rules else ""
 
 
 def _seconds(value: float) -> str:

@@ -126,6 +126,44 @@ class StatusConfig(_Model):
     token_file: Path | None = None
 
 
+def _parse_deadband(value: object) -> object:
+    """``0.5`` (absolute) or ``"2%"`` (relative); a number given as text is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r}: write a number (absolute) or a percentage like '2%'")
+    if not isinstance(value, str):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r}: a deadband is a finite number, 0 or more")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"{value!r}: write a number (absolute) or a percentage like '2%'")
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: write a percentage like '2%'") from None
+        if not 0 <= percent <= 100 or not math.isfinite(percent):
+            raise ValueError(f"{value!r}: a percentage from 0% to 100%")
+        return text
+    return value
+
+
+class ReportConfig(_Model):
+    """Report by exception (``report:`` on a point, or on a device as its points' default)."""
+
+    deadband: Annotated[float | str, BeforeValidator(_parse_deadband)] = 0.0
+    max_silence: Duration = 3600.0
+
+    @property
+    def absolute(self) -> float:
+        return 0.0 if isinstance(self.deadband, str) else self.deadband
+
+    @property
+    def fraction(self) -> float | None:
+        """``'2%'`` -> 0.02; None for an absolute deadband."""
+        return float(self.deadband[:-1]) / 100 if isinstance(self.deadband, str) else None
+
+
 class ModbusPoint(_Model):
     name: Name
     table: Literal["coil", "discrete", "input", "holding"]
@@ -149,6 +187,7 @@ class ModbusPoint(_Model):
     scale: Finite = 1.0
     offset: Finite = 0.0
     unit: str | None = None
+    report: ReportConfig | None = None
 
     @property
     def is_bit_table(self) -> bool:
@@ -207,6 +246,7 @@ class ModbusDevice(_ReadLimitKeys):
     # a top-level template's points come first, then the device's own (load_config joins them)
     template: Name | None = None
     points: list[ModbusPoint] = Field(default_factory=list)
+    report: ReportConfig | None = None  # the default of its points
 
 
 class _SourceBase(_Model):
@@ -260,6 +300,7 @@ class SerialPoint(_Model):
     unit: str | None = None
     scale: Finite = 1.0
     offset: Finite = 0.0
+    report: ReportConfig | None = None
 
 
 class SerialSource(_SourceBase, _LineSettings):
@@ -272,6 +313,7 @@ class SerialSource(_SourceBase, _LineSettings):
     line_end: Annotated[str, Field(min_length=1, max_length=4)] = "\n"
     parse: ParseConfig
     points: Annotated[list[SerialPoint], Field(min_length=1)]
+    report: ReportConfig | None = None  # the default of its points
 
     @property
     def poll_interval(self) -> float:
@@ -653,6 +695,7 @@ def _cross_check(config: Config) -> list[Problem]:
                 problems += _check_limits(source.limits(device), device, where)
     for name, points in config.templates.items():
         problems += _check_points(points, _PointPlaces(("templates", name), None, {}))
+    problems += _check_reports(config)
     problems += _check_alarms(config)
     if config.buffer.max_size < MIN_BUFFER_SIZE:
         problems.append(
@@ -850,6 +893,37 @@ def _check_point_type(point: ModbusPoint) -> tuple[str, str] | None:
     return None
 
 
+def _reports(
+    config: Config,
+) -> Iterator[tuple[tuple[str | int, ...], ReportConfig, ModbusPoint | None]]:
+    """Every ``report`` in the config: (key path, it, its Modbus point, if it is on one)."""
+    for i, source in enumerate(config.sources):
+        loc: tuple[str | int, ...] = ("sources", i)
+        if isinstance(source, SerialSource):
+            holders: list[tuple[tuple[str | int, ...], Any]] = [(loc, source)]
+        else:
+            holders = [((*loc, "devices", j), d) for j, d in enumerate(source.devices)]
+        for hloc, holder in holders:
+            if holder.report is not None:
+                yield (*hloc, "report"), holder.report, None
+            for k, point in enumerate(holder.points):
+                if point.report is not None:
+                    modbus = point if isinstance(point, ModbusPoint) else None
+                    yield (*hloc, "points", k, "report"), point.report, modbus
+    for name, points in config.templates.items():
+        for k, point in enumerate(points):
+            if point.report is not None:
+                yield ("templates", name, k, "report"), point.report, point
+
+
+def _check_reports(config: Config) -> list[Problem]:
+    return [
+        ((*loc, "max_silence"), "must be more than 0s")
+        for loc, report, _ in _reports(config)
+        if report.max_silence <= 0
+    ]
+
+
 def _check_serial(source: SerialSource, loc: tuple[str | int, ...]) -> list[Problem]:
     problems: list[Problem] = []
     parse, ploc = source.parse, (*loc, "parse")
@@ -1015,6 +1089,17 @@ def _check_secret_file(path: Path | None, loc: tuple[str | int, ...]) -> list[Pr
 
 def _warnings(config: Config) -> list[str]:
     warnings: list[str] = []
+    for loc, report, point in _reports(config):
+        # a bool, a string and an unscaled integer are sent on any change
+        exact = point is not None and (
+            point.type in ("bool", "string")
+            or (not point.type.startswith("float") and point.scale == 1 and point.offset == 0)
+        )
+        if exact and point is not None and "deadband" in report.model_fields_set:
+            warnings.append(
+                f"{_key_path(loc)}.deadband: does not apply to a {point.type} point, "
+                "which is sent on any change"
+            )
     used = {
         d.template for s in config.sources if not isinstance(s, SerialSource) for d in s.devices
     }
