@@ -18,10 +18,12 @@ from gateway import __version__
 from gateway.config import (
     Config,
     LoadedConfig,
+    ModbusDevice,
     ModbusRtuSource,
     SerialSource,
 )
 from gateway.console import add_config_argument, load_or_report
+from gateway.report import rules_for
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -152,12 +154,13 @@ def summarise(loaded: LoadedConfig) -> str:
     lines = [f"{loaded.path}: valid", f"gateway {config.gateway.id}"]
     devices = points = 0
     polls_per_minute = 0.0
+    users: dict[str, list[str]] = {}  # template -> the devices that use it
     for source in config.sources:
         if isinstance(source, SerialSource):
             mode = f"poll every {_seconds(source.poll_interval)}" if source.request else "stream"
             lines.append(
                 f"  source {source.name} (serial {source.port} {source.baudrate} baud, {mode}): "
-                f"{len(source.points)} points"
+                f"{len(source.points)} points{_report(source)}"
             )
             devices += 1
             points += len(source.points)
@@ -171,10 +174,13 @@ def summarise(loaded: LoadedConfig) -> str:
         )
         lines.append(f"  source {source.name} ({source.kind} {where}):")
         for device in source.devices:
+            template = f" (template {device.template})" if device.template else ""
             lines.append(
-                f"    device {device.name} unit {device.unit}: {len(device.points)} points "
-                f"every {_seconds(device.interval)}"
+                f"    device {device.name} unit {device.unit}: {len(device.points)} points"
+                f"{template} every {_seconds(device.interval)}{_report(device)}"
             )
+            if device.template:
+                users.setdefault(device.template, []).append(device.name)
             devices += 1
             points += len(device.points)
             polls_per_minute += 60 / device.interval
@@ -182,6 +188,9 @@ def summarise(loaded: LoadedConfig) -> str:
         f"{len(config.sources)} sources, {devices} devices, {points} points, "
         f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
     )
+    if config.templates:
+        used = [f"{name} ({', '.join(users[name])})" for name in config.templates if name in users]
+        lines.append(f"templates used: {', '.join(used) or 'none'}")
     uplink = config.uplink
     lines.append(
         f"uplink: {', '.join(uplink.servers)} as {config.client_id}, "
@@ -190,6 +199,12 @@ def summarise(loaded: LoadedConfig) -> str:
     lines.append(f"buffer: {config.buffer.path} (max {config.buffer.max_size // 1024**2} MiB)")
     lines.append(f"status: http://{config.status.listen}/")
     return "\n".join(lines)
+
+
+def _report(device: ModbusDevice | SerialSource) -> str:
+    """``, report by exception for 3 of 5 points`` when some of its points have ``report``."""
+    rules = rules_for(device)
+    return f", report by exception for {len(rules)} of {len(device.points)} points" if rules else ""
 
 
 def _seconds(value: float) -> str:

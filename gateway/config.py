@@ -43,6 +43,8 @@ DEFAULT_STATUS_PORT = 8470
 MIN_BUFFER_SIZE = 256 * 1024  # below ~128KiB the WAL allowance alone fills it
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_STRING_REGISTERS = 125  # a string is read in one request: at most 125 registers
+MAX_PAUSE = 10.0  # seconds between two requests; more would starve the other devices
 
 # ---------------------------------------------------------------------------------------------
 # Durations and sizes: strings in the YAML, seconds (float) and bytes (int) in the models.
@@ -176,18 +178,68 @@ class StatusConfig(_Model):
     token_file: FilePath | None = None
 
 
+def _parse_deadband(value: object) -> object:
+    """``0.5`` (absolute) or ``"2%"`` (relative); a number given as text is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r}: write a number (absolute) or a percentage like '2%'")
+    if not isinstance(value, str):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r}: a deadband is a finite number, 0 or more")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"{value!r}: write a number (absolute) or a percentage like '2%'")
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: write a percentage like '2%'") from None
+        if not 0 <= percent <= 100 or not math.isfinite(percent):
+            raise ValueError(f"{value!r}: a percentage from 0% to 100%")
+        return text
+    return value
+
+
+class ReportConfig(_Model):
+    """Report by exception (``report:`` on a point, or on a device as its points' default)."""
+
+    deadband: Annotated[float | str, BeforeValidator(_parse_deadband)] = 0.0
+    max_silence: Duration = 3600.0
+
+    @property
+    def absolute(self) -> float:
+        return 0.0 if isinstance(self.deadband, str) else self.deadband
+
+    @property
+    def fraction(self) -> float | None:
+        """``'2%'`` -> 0.02; None for an absolute deadband."""
+        return float(self.deadband[:-1]) / 100 if isinstance(self.deadband, str) else None
+
+
 class ModbusPoint(_Model):
     name: Name
     table: Literal["coil", "discrete", "input", "holding"]
     address: Annotated[int, Field(ge=0, le=65535)]
     type: Literal[
-        "bool", "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"
+        "bool",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "float32",
+        "int64",
+        "uint64",
+        "float64",
+        "string",
     ]
     bit: Annotated[int, Field(ge=0, le=15)] | None = None
-    byte_order: Literal["ABCD", "DCBA", "BADC", "CDAB"] = "ABCD"
+    # AB / BA: a string's two bytes per register, high byte first or swapped
+    byte_order: Literal["ABCD", "DCBA", "BADC", "CDAB", "AB", "BA"] = "ABCD"
+    length: Annotated[int, Field(ge=1, le=MAX_STRING_REGISTERS)] | None = None  # string only
     scale: Finite = 1.0
     offset: Finite = 0.0
     unit: str | None = None
+    report: ReportConfig | None = None
 
     @property
     def is_bit_table(self) -> bool:
@@ -196,16 +248,57 @@ class ModbusPoint(_Model):
     @property
     def width(self) -> int:
         """Registers (or bits, on coil/discrete tables) the point occupies."""
+        if self.type == "string" and not self.is_bit_table:
+            return self.length or 1
         if self.is_bit_table or self.type in ("bool", "int16", "uint16"):
             return 1
         return 4 if self.type.endswith("64") else 2
 
 
-class ModbusDevice(_Model):
+class _ReadLimitKeys(_Model):
+    """How a device wants to be read, on a device or (as its devices' default) on a source.
+
+    None means "not given here": the device's value wins over its source's, and the source's
+    over :class:`ReadLimits`' defaults (see :func:`read_limits`).
+    """
+
+    max_registers: Annotated[int, Field(ge=1, le=125)] | None = None
+    max_bits: Annotated[int, Field(ge=1, le=2000)] | None = None
+    max_gap: Annotated[int, Field(ge=0, le=124)] | None = None  # 0: bridge no unused register
+    pause: Duration | None = None  # between two requests on the same connection or bus
+    one_request_per_point: bool | None = None
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """A device's effective read limits (SPEC "Modbus points", since v0.2)."""
+
+    max_registers: int = 125
+    max_bits: int = 2000
+    max_gap: int = 16
+    pause: float = 0.0
+    one_request_per_point: bool = False
+
+
+def read_limits(source: _ReadLimitKeys, device: _ReadLimitKeys) -> ReadLimits:
+    """The device's own keys, else its source's, else the defaults."""
+    given: dict[str, Any] = {}
+    for key in ReadLimits.__dataclass_fields__:
+        value = getattr(device, key)
+        value = getattr(source, key) if value is None else value
+        if value is not None:
+            given[key] = value
+    return ReadLimits(**given)
+
+
+class ModbusDevice(_ReadLimitKeys):
     name: Name
     unit: Annotated[int, Field(ge=0, le=247)]
     interval: Duration = 10.0
-    points: Annotated[list[ModbusPoint], Field(min_length=1)]
+    # a top-level template's points come first, then the device's own (load_config joins them)
+    template: Name | None = None
+    points: list[ModbusPoint] = Field(default_factory=list)
+    report: ReportConfig | None = None  # the default of its points
 
 
 class _SourceBase(_Model):
@@ -223,17 +316,25 @@ class _LineSettings(_Model):
     bytesize: Literal[7, 8] = 8
 
 
-class ModbusRtuSource(_SourceBase, _LineSettings):
+class ModbusRtuSource(_SourceBase, _LineSettings, _ReadLimitKeys):
     kind: Literal["modbus-rtu"]
     port: DevicePath
     devices: Annotated[list[ModbusDevice], Field(min_length=1)]
 
+    def limits(self, device: ModbusDevice) -> ReadLimits:
+        return read_limits(self, device)
 
-class ModbusTcpSource(_SourceBase):
+
+class ModbusTcpSource(_SourceBase, _ReadLimitKeys):
     kind: Literal["modbus-tcp"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 502
+    # rtu: RTU frames (CRC, no MBAP header) over the socket, for serial-to-Ethernet converters
+    framing: Literal["mbap", "rtu"] = "mbap"
     devices: Annotated[list[ModbusDevice], Field(min_length=1)]
+
+    def limits(self, device: ModbusDevice) -> ReadLimits:
+        return read_limits(self, device)
 
 
 class ParseConfig(_Model):
@@ -251,6 +352,7 @@ class SerialPoint(_Model):
     unit: str | None = None
     scale: Finite = 1.0
     offset: Finite = 0.0
+    report: ReportConfig | None = None
 
 
 class SerialSource(_SourceBase, _LineSettings):
@@ -263,6 +365,7 @@ class SerialSource(_SourceBase, _LineSettings):
     line_end: Annotated[str, Field(min_length=1, max_length=4)] = "\n"
     parse: ParseConfig
     points: Annotated[list[SerialPoint], Field(min_length=1)]
+    report: ReportConfig | None = None  # the default of its points
 
     @property
     def poll_interval(self) -> float:
@@ -303,6 +406,10 @@ class Config(_Model):
     sources: Annotated[list[Source], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
     include: list[str] = Field(default_factory=list)
+    # reusable Modbus point lists: a device names one with `template:` (since v0.2)
+    templates: dict[Name, Annotated[list[ModbusPoint], Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
 
     def devices(self) -> Iterator[tuple[str, str]]:
         """(source name, device name) for every device; a serial source is its own device."""
@@ -354,8 +461,11 @@ class _Origin:
     """Where each merged list item came from, so problems name the right file and index."""
 
     files: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)  # template name -> its file
 
     def locate(self, main: str, loc: Sequence[str | int]) -> tuple[str, Sequence[str | int]]:
+        if len(loc) >= 2 and loc[0] == "templates" and str(loc[1]) in self.templates:
+            return self.templates[str(loc[1])], loc
         if len(loc) >= 2 and isinstance(loc[1], int) and str(loc[0]) in self.files:
             items = self.files[str(loc[0])]
             if loc[1] < len(items):
@@ -409,7 +519,9 @@ def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedConfig:
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc, main, origin)) from None
     config = _resolve_paths(config, path.parent, environ)
+    config = _apply_templates(config)
     problems = [_line(*origin.locate(main, loc), message) for loc, message in _cross_check(config)]
+    problems = list(dict.fromkeys(problems))  # a template's problem once, not once per device
     if problems:
         raise ConfigError(problems)
     password = read_secret(config.uplink.password_file) if config.uplink.password_file else None
@@ -642,6 +754,8 @@ def _merge_includes(raw: dict[str, Any], path: Path, digest: Any) -> tuple[dict[
     main = str(path)
     origin = _Origin()
     merged = dict(raw)
+    if isinstance(raw.get("templates"), dict):
+        origin.templates = dict.fromkeys(map(str, raw["templates"]), main)
     for key in ("sources", "alarms"):
         items = raw.get(key)
         if isinstance(items, list):
@@ -687,9 +801,10 @@ def _include(
     if not isinstance(part, dict):
         return [f"{shown}: an included file must be a mapping of sources/alarms"]
     problems = [
-        f"{shown}: {_key_path([key])}: an included file may only hold sources and alarms"
-        for key in sorted(set(part) - {"sources", "alarms"}, key=str)
+        f"{shown}: {_key_path([key])}: an included file may only hold sources, alarms and templates"
+        for key in sorted(set(part) - {"sources", "alarms", "templates"}, key=str)
     ]
+    problems += _merge_templates(part, merged, origin, shown)
     for key in ("sources", "alarms"):
         items = part.get(key) or []
         if not isinstance(items, list):
@@ -699,6 +814,50 @@ def _include(
         merged[key] = [*existing, *items] if isinstance(existing, list) else existing
         origin.files.setdefault(key, []).extend((shown, i) for i in range(len(items)))
     return problems
+
+
+def _merge_templates(
+    part: dict[str, Any], merged: dict[str, Any], origin: _Origin, shown: str
+) -> list[str]:
+    """Add an included file's templates to ``merged``; a name defined twice is a problem."""
+    templates = part.get("templates")
+    if templates is None:
+        return []
+    if not isinstance(templates, dict):
+        return [f"{shown}: templates: must be a mapping of template names to point lists"]
+    into = merged.get("templates")
+    into = {} if into is None else into
+    if not isinstance(into, dict):
+        return []  # the main file's own mistake, reported by validation
+    into = merged["templates"] = dict(into)
+    problems = []
+    for name, points in templates.items():
+        if name in into:
+            first = origin.templates.get(str(name), "the main file")
+            problems.append(f"{shown}: templates.{name}: already defined in {first}")
+            continue
+        into[name] = points
+        origin.templates[str(name)] = shown
+    return problems
+
+
+def _apply_templates(config: Config) -> Config:
+    """Every device that names a known template gets its points first, then its own."""
+    if not config.templates:
+        return config
+    sources: list[Source] = []
+    for source in config.sources:
+        if isinstance(source, SerialSource):
+            sources.append(source)
+            continue
+        devices = [
+            d.model_copy(update={"points": [*config.templates[d.template], *d.points]})
+            if d.template in config.templates
+            else d
+            for d in source.devices
+        ]
+        sources.append(source.model_copy(update={"devices": devices}))
+    return config.model_copy(update={"sources": sources})
 
 
 def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None) -> Config:
@@ -841,8 +1000,17 @@ def _cross_check(config: Config) -> list[Problem]:
         if isinstance(source, SerialSource):
             problems += _check_serial(source, loc)
         else:
+            if source.pause is not None and source.pause > MAX_PAUSE:
+                problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
             for j, device in enumerate(source.devices):
-                problems += _check_points(device, (*loc, "devices", j))
+                dloc = (*loc, "devices", j)
+                where = _PointPlaces(dloc, device, config.templates)
+                problems += _check_template(device, dloc, config.templates)
+                problems += _check_points(device.points, where)
+                problems += _check_limits(source.limits(device), device, where)
+    for name, points in config.templates.items():
+        problems += _check_points(points, _PointPlaces(("templates", name), None, {}))
+    problems += _check_reports(config)
     problems += _check_alarms(config)
     if config.buffer.max_size < MIN_BUFFER_SIZE:
         problems.append(
@@ -929,30 +1097,92 @@ def _duplicates(names: Sequence[str]) -> Iterator[tuple[int, str]]:
         seen.add(name)
 
 
-def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Problem]:
+class _PointPlaces:
+    """Where a device's k-th point (template points first) is written, for messages: in the
+    template (``templates.sdm120[k]``) or among the device's own ``points``."""
+
+    def __init__(
+        self,
+        loc: tuple[str | int, ...],
+        device: ModbusDevice | None,
+        templates: Mapping[str, Sequence[ModbusPoint]],
+    ) -> None:
+        self.loc = loc
+        self.template = device.template if device is not None else None
+        known = self.template is not None and self.template in templates
+        self.shared = len(templates[self.template]) if known and self.template else 0
+        self.key = "points" if device is not None else None
+
+    def __call__(self, k: int) -> tuple[str | int, ...]:
+        if k < self.shared:
+            return ("templates", str(self.template), k)
+        return (*self.loc, self.key, k - self.shared) if self.key else (*self.loc, k)
+
+    def label(self, k: int) -> str:
+        if k < self.shared:
+            return f"template {self.template!r}"
+        if self.key is None:  # a template on its own
+            return _key_path((*self.loc, k))
+        return f"{self.key}[{k - self.shared}]"
+
+    def in_template(self, *indices: int) -> bool:
+        """All these points come from the template: its own check reports their problems."""
+        return all(k < self.shared for k in indices)
+
+
+def _check_template(
+    device: ModbusDevice, loc: tuple[str | int, ...], templates: Mapping[str, object]
+) -> list[Problem]:
+    if device.template is not None and device.template not in templates:
+        close = difflib.get_close_matches(device.template, list(templates), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = f"; templates: {', '.join(sorted(templates))}" if templates else ""
+        return [((*loc, "template"), f"no template named {device.template!r}{hint}{known}")]
+    if not device.points:
+        return [((*loc, "points"), "needs at least 1 item: give points, a template, or both")]
+    return []
+
+
+def _check_points(points: Sequence[ModbusPoint], where: _PointPlaces) -> list[Problem]:
     problems: list[Problem] = []
-    for k, name in _duplicates([p.name for p in device.points]):
-        problems.append(((*loc, "points", k, "name"), f"point name {name!r} is used twice"))
+    first: dict[str, int] = {}
+    for k, point in enumerate(points):
+        if point.name in first and not where.in_template(first[point.name], k):
+            also = (
+                f" (also in {where.label(first[point.name])})"
+                if where.in_template(first[point.name])
+                else ""
+            )
+            problems.append(((*where(k), "name"), f"point name {point.name!r} is used twice{also}"))
+        first.setdefault(point.name, k)
     whole: dict[tuple[str, int], int] = {}  # (table, address) -> index of a non-bit point
     bits: dict[tuple[str, int], dict[int, int]] = {}  # (table, address) -> {bit: point index}
-    for k, point in enumerate(device.points):
-        ploc = (*loc, "points", k)
+    for k, point in enumerate(points):
+        ploc = where(k)
+        own = not where.in_template(k)
         if point.is_bit_table and point.type != "bool":
-            problems.append(
-                ((*ploc, "type"),
-                 f"a {point.table} table holds bits; type must be bool, not {point.type}")
-            )  # fmt: skip
+            if own:
+                problems.append(
+                    ((*ploc, "type"),
+                     f"a {point.table} table holds bits; type must be bool, not {point.type}")
+                )  # fmt: skip
             continue
         if point.bit is not None and (point.type != "bool" or point.is_bit_table):
-            problems.append(
-                ((*ploc, "bit"), "bit is only for a bool point on an input or holding register")
-            )
+            if own:
+                problems.append(
+                    ((*ploc, "bit"), "bit is only for a bool point on an input or holding register")
+                )
+            continue
+        if problem := _check_point_type(point):
+            if own:
+                problems.append(((*ploc, problem[0]), problem[1]))
             continue
         if point.address + point.width > 65536:
-            problems.append(
-                ((*ploc, "address"),
-                 f"{point.type} at {point.address} needs {point.width} registers, past 65535")
-            )  # fmt: skip
+            if own:
+                problems.append(
+                    ((*ploc, "address"),
+                     f"{point.type} at {point.address} needs {point.width} registers, past 65535")
+                )  # fmt: skip
             continue
         for address in range(point.address, point.address + point.width):
             key = (point.table, address)
@@ -962,17 +1192,91 @@ def _check_points(device: ModbusDevice, loc: tuple[str | int, ...]) -> list[Prob
             else:
                 clash = whole.get(key, shared.get(point.bit))
             if clash is not None:
-                problems.append(
-                    ((*ploc, "address"),
-                     f"{point.name!r} overlaps {device.points[clash].name!r} (points[{clash}]) "
-                     f"at {point.table} address {address}")
-                )  # fmt: skip
+                if not where.in_template(clash, k):
+                    problems.append(
+                        ((*ploc, "address"),
+                         f"{point.name!r} overlaps {points[clash].name!r} ({where.label(clash)}) "
+                         f"at {point.table} address {address}")
+                    )  # fmt: skip
                 break
             if point.bit is None:
                 whole[key] = k
             else:
                 bits.setdefault(key, {})[point.bit] = k
     return problems
+
+
+def _check_limits(limits: ReadLimits, device: ModbusDevice, where: _PointPlaces) -> list[Problem]:
+    """Every point must fit in one request the device accepts; a pause must stay short."""
+    problems: list[Problem] = []
+    if device.pause is not None and device.pause > MAX_PAUSE:
+        problems.append(((*where.loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
+    for k, point in enumerate(device.points):
+        if not point.is_bit_table and point.width > limits.max_registers:
+            key = "length" if point.type == "string" else "type"
+            problems.append(
+                ((*where(k), key),
+                 f"{point.type} needs {point.width} registers in one request, more than "
+                 f"max_registers ({limits.max_registers}) allows")
+            )  # fmt: skip
+    return problems
+
+
+def _check_point_type(point: ModbusPoint) -> tuple[str, str] | None:
+    """The (key, message) of what is wrong with a point's type-specific keys, if anything."""
+    given = point.model_fields_set
+    if point.type == "string":
+        if point.length is None:
+            return "length", "type string needs length: its number of registers (2 characters each)"
+        if "byte_order" in given and point.byte_order not in ("AB", "BA"):
+            return "byte_order", (
+                f"{point.byte_order!r}: a string takes AB (high byte first, the default) or BA"
+            )
+        if "scale" in given or "offset" in given:
+            return (
+                "scale" if "scale" in given else "offset",
+                "a string point takes no scale or offset",
+            )
+        return None
+    if point.length is not None:
+        return "length", f"length goes only with type: string, not {point.type}"
+    if point.byte_order in ("AB", "BA"):
+        return (
+            "byte_order",
+            f"{point.byte_order} is for a string; {point.type} takes ABCD, DCBA, BADC or CDAB",
+        )
+    return None
+
+
+def _reports(
+    config: Config,
+) -> Iterator[tuple[tuple[str | int, ...], ReportConfig, ModbusPoint | None]]:
+    """Every ``report`` in the config: (key path, it, its Modbus point, if it is on one)."""
+    for i, source in enumerate(config.sources):
+        loc: tuple[str | int, ...] = ("sources", i)
+        if isinstance(source, SerialSource):
+            holders: list[tuple[tuple[str | int, ...], Any]] = [(loc, source)]
+        else:
+            holders = [((*loc, "devices", j), d) for j, d in enumerate(source.devices)]
+        for hloc, holder in holders:
+            if holder.report is not None:
+                yield (*hloc, "report"), holder.report, None
+            for k, point in enumerate(holder.points):
+                if point.report is not None:
+                    modbus = point if isinstance(point, ModbusPoint) else None
+                    yield (*hloc, "points", k, "report"), point.report, modbus
+    for name, points in config.templates.items():
+        for k, point in enumerate(points):
+            if point.report is not None:
+                yield ("templates", name, k, "report"), point.report, point
+
+
+def _check_reports(config: Config) -> list[Problem]:
+    return [
+        ((*loc, "max_silence"), "must be more than 0s")
+        for loc, report, _ in _reports(config)
+        if report.max_silence <= 0
+    ]
 
 
 def _check_serial(source: SerialSource, loc: tuple[str | int, ...]) -> list[Problem]:
@@ -1139,6 +1443,23 @@ def _check_secret_file(path: Path | None, loc: tuple[str | int, ...]) -> list[Pr
 
 def _warnings(config: Config) -> list[str]:
     warnings: list[str] = []
+    for loc, report, point in _reports(config):
+        # a bool, a string and an unscaled integer are sent on any change
+        exact = point is not None and (
+            point.type in ("bool", "string")
+            or (not point.type.startswith("float") and point.scale == 1 and point.offset == 0)
+        )
+        if exact and point is not None and "deadband" in report.model_fields_set:
+            warnings.append(
+                f"{_key_path(loc)}.deadband: does not apply to a {point.type} point, "
+                "which is sent on any change"
+            )
+    used = {
+        d.template for s in config.sources if not isinstance(s, SerialSource) for d in s.devices
+    }
+    warnings += [
+        f"templates.{name}: no device uses it" for name in config.templates if name not in used
+    ]
     if config.uplink.qos == 0:
         warnings.append(
             "uplink.qos: 0 means the broker acknowledges nothing: delivery is best-effort"

@@ -162,6 +162,8 @@ class DeviceStats:
     requests_total: int = 0
     last_error: str | None = None
     last_values: dict[str, Value] = field(default_factory=dict)
+    # why the device is not read as planned (Modbus: refused merged reads, or config), or None
+    read_mode: str | None = None
 
 
 @dataclass(slots=True)

@@ -150,6 +150,45 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "sources[0].devices[0].points[2].type", "type must be bool"),
     ("bad byte order", lambda d: point(d, 1).update(byte_order="ABDC"),
      "sources[0].devices[0].points[1].byte_order", "not one of ABCD"),
+    ("string without length", lambda d: add_point(d, name="sn", table="holding", address=30,
+     type="string"), "sources[0].devices[0].points[3].length", "needs length"),
+    ("length on a number", lambda d: point(d, 1).update(length=2),
+     "sources[0].devices[0].points[1].length", "only with type: string"),
+    ("string too long", lambda d: add_point(d, name="sn", table="holding", address=30,
+     type="string", length=126), "sources[0].devices[0].points[3].length",
+     "126 is more than the maximum, 125"),
+    ("string with a word order", lambda d: add_point(d, name="sn", table="holding",
+     address=30, type="string", length=4, byte_order="CDAB"),
+     "sources[0].devices[0].points[3].byte_order", "AB (high byte first, the default) or BA"),
+    ("BA on a number", lambda d: point(d, 1).update(byte_order="BA"),
+     "sources[0].devices[0].points[1].byte_order", "BA is for a string"),
+    ("scale on a string", lambda d: add_point(d, name="sn", table="holding", address=30,
+     type="string", length=4, scale=0.1), "sources[0].devices[0].points[3].scale",
+     "no scale or offset"),
+    ("string over a float", lambda d: add_point(d, name="sn", table="holding", address=8,
+     type="string", length=3), "sources[0].devices[0].points[3].address", "overlaps"),
+    ("string on a coil", lambda d: add_point(d, name="sn", table="coil", address=8,
+     type="string", length=3), "sources[0].devices[0].points[3].type", "type must be bool"),
+    ("infinite scale", lambda d: point(d, 0).update(scale=float("inf")),
+     "sources[0].devices[0].points[0].scale", "finite"),
+    ("max_registers over 125", lambda d: d["sources"][0].update(max_registers=126),
+     "sources[0].max_registers", "126 is more than the maximum, 125"),
+    ("max_bits zero", lambda d: d["sources"][0]["devices"][0].update(max_bits=0),
+     "sources[0].devices[0].max_bits", "0 is less than the minimum, 1"),
+    ("negative max_gap", lambda d: d["sources"][0]["devices"][0].update(max_gap=-1),
+     "sources[0].devices[0].max_gap", "less than the minimum, 0"),
+    ("pause too long", lambda d: d["sources"][0]["devices"][0].update(pause="1m"),
+     "sources[0].devices[0].pause", "at most 10s"),
+    ("pause without unit", lambda d: d["sources"][0].update(pause=20),
+     "sources[0].pause", "with a unit"),
+    ("float wider than max_registers", lambda d: d["sources"][0].update(max_registers=1),
+     "sources[0].devices[0].points[1].type", "more than max_registers (1) allows"),
+    ("string longer than the device's max_registers", lambda d: (
+        d["sources"][0]["devices"][0].update(max_registers=8),
+        add_point(d, name="sn", table="holding", address=30, type="string", length=10)),
+     "sources[0].devices[0].points[3].length", "needs 10 registers in one request"),
+    ("one_request_per_point not a bool", lambda d: d["sources"][0]["devices"][0].update(
+        one_request_per_point="often"), "sources[0].devices[0].one_request_per_point", "bool"),
     ("bad table", lambda d: point(d, 0).update(table="holdings"),
      "sources[0].devices[0].points[0].table", "not one of coil"),
     ("no points", lambda d: d["sources"][0]["devices"][0].update(points=[]),
@@ -375,7 +414,8 @@ def test_include_appends_sources_and_alarms_and_names_the_included_file(tmp_path
     problems = problems_for(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"])))
     assert problems == [
         f"{tmp_path / 'conf.d' / 'meter.yaml'}: sources[0].devices[0].points[0].type: "
-        "'float' is not one of bool, int16, uint16, int32, uint32, float32, int64, uint64, float64"
+        "'float' is not one of bool, int16, uint16, int32, uint32, float32, int64, uint64, "
+        "float64, string"
     ]
 
 
@@ -426,7 +466,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_prints_a_summary_of_the_example() -> None:
     result = run_cli("check", "-c", str(CONFIGS / "example.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "4 devices, 15 points" in result.stdout
+    assert "5 devices, 21 points" in result.stdout
+    assert "device energy-2 unit 2: 5 points (template din-meter)" in result.stdout
+    assert "templates used: din-meter (energy-1, energy-2)" in result.stdout
     assert "mqtts://broker-a.city.example:8883" in result.stdout
 
 
@@ -436,7 +478,8 @@ def test_check_reports_problems_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"{path}: sources[0].devices[0].points[0].type: 'flaot32' is not one of bool, int16, "
-        "uint16, int32, uint32, float32, int64, uint64, float64"
+        "uint16, int32, uint32, float32, int64, uint64, float64, "
+        "string"
     ]
     assert "Traceback" not in result.stderr
 
@@ -552,3 +595,122 @@ def test_at_most_fifty_problems_then_a_count(tmp_path: Path) -> None:
     problems = problems_for(tmp_path, mutated(many))
     assert len(problems) == 51
     assert problems[-1] == f"{tmp_path / 'gateway.yaml'}: and 30 more problems"
+
+
+# templates
+
+
+METER = [
+    {"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
+    {"name": "current", "table": "input", "address": 6, "type": "float32", "unit": "A"},
+]
+
+
+def with_template(
+    template: str = "sdm120", points: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    def change(d: dict[str, Any]) -> None:
+        d["templates"] = {"sdm120": METER}
+        device = {"name": "meter-1", "unit": 5, "template": template}
+        if points is not None:
+            device["points"] = points
+        d["sources"][0]["devices"].append(device)
+
+    return mutated(change)
+
+
+def test_a_template_gives_its_points_first_then_the_devices_own(tmp_path: Path) -> None:
+    own = [{"name": "door", "table": "coil", "address": 0, "type": "bool"}]
+    loaded = load_config(write(tmp_path, with_template(points=own)))
+    source = loaded.config.sources[0]
+    assert isinstance(source, ModbusRtuSource)
+    meter = source.devices[1]
+    assert meter.template == "sdm120"
+    assert [p.name for p in meter.points] == ["voltage", "current", "door"]
+    assert loaded.config.point_names()["meter-1"] == {"voltage", "current", "door"}
+    assert loaded.warnings == []
+
+
+def test_a_missing_template_gets_a_did_you_mean(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, with_template("sdm12O"))
+    assert problems == [
+        f"{tmp_path / 'gateway.yaml'}: sources[0].devices[1].template: no template named "
+        "'sdm12O' (did you mean 'sdm120'?); templates: sdm120"
+    ]
+
+
+def test_overlaps_between_template_and_own_points_are_reported(tmp_path: Path) -> None:
+    own = [
+        {"name": "voltage", "table": "input", "address": 20, "type": "uint16"},
+        {"name": "freq", "table": "input", "address": 7, "type": "uint16"},
+    ]
+    problems = problems_for(tmp_path, with_template(points=own))
+    file = tmp_path / "gateway.yaml"
+    assert problems == [
+        f"{file}: sources[0].devices[1].points[0].name: point name 'voltage' is used twice "
+        "(also in template 'sdm120')",
+        f"{file}: sources[0].devices[1].points[1].address: 'freq' overlaps 'current' "
+        "(template 'sdm120') at input address 7",
+    ]
+
+
+def test_a_problem_inside_a_template_is_reported_once_at_the_template(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["templates"] = {"bad": [*METER, {"name": "x", "table": "input", "address": 7,
+                                           "type": "uint16"}]}  # fmt: skip
+        for n in (1, 2):
+            d["sources"][0]["devices"].append({"name": f"m{n}", "unit": n + 5, "template": "bad"})
+
+    problems = problems_for(tmp_path, mutated(change))
+    assert problems == [
+        f"{tmp_path / 'gateway.yaml'}: templates.bad[2].address: 'x' overlaps 'current' "
+        "(templates.bad[1]) at input address 7"
+    ]
+
+
+def test_a_template_point_is_validated_with_its_key_path(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["templates"] = {"sdm120": [{**METER[0], "type": "flaot32"}]}
+
+    problems = problems_for(tmp_path, mutated(change))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path / 'gateway.yaml'}: templates.sdm120[0].type: ")
+
+
+def test_a_device_without_points_or_template(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["sources"][0]["devices"].append({"name": "empty", "unit": 9})
+
+    assert problems_for(tmp_path, mutated(change)) == [
+        f"{tmp_path / 'gateway.yaml'}: sources[0].devices[1].points: needs at least 1 item: "
+        "give points, a template, or both"
+    ]
+
+
+def test_an_unused_template_is_a_warning(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, mutated(lambda d: d.update(templates={"t": METER}))))
+    assert loaded.warnings == [f"{tmp_path / 'gateway.yaml'}: templates.t: no device uses it"]
+
+
+def test_included_files_may_add_templates(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    write(tmp_path / "conf.d", {"templates": {"sdm120": METER}}, "meters.yaml")
+    bad = {"templates": {"sdm120": [{**METER[0], "type": "float"}]}}
+    data = with_template()
+    data.pop("templates")
+    loaded = load_config(write(tmp_path, {**data, "include": ["conf.d/*.yaml"]}))
+    source = loaded.config.sources[0]
+    assert isinstance(source, ModbusRtuSource)
+    assert [p.name for p in source.devices[1].points] == ["voltage", "current"]
+    # defined twice: refused, naming both files
+    write(tmp_path / "conf.d", bad, "more.yaml")
+    problems = problems_for(tmp_path, {**data, "include": ["conf.d/*.yaml"]})
+    assert problems == [
+        f"{tmp_path / 'conf.d' / 'more.yaml'}: templates.sdm120: already defined in "
+        f"{tmp_path / 'conf.d' / 'meters.yaml'}"
+    ]
+    # a mistake in an included template names the included file
+    (tmp_path / "conf.d" / "more.yaml").unlink()
+    write(tmp_path / "conf.d", bad, "meters.yaml")
+    problems = problems_for(tmp_path, {**data, "include": ["conf.d/*.yaml"]})
+    assert problems[0].startswith(f"{tmp_path / 'conf.d' / 'meters.yaml'}: templates.sdm120[0]")

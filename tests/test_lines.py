@@ -189,6 +189,20 @@ def test_scale_and_offset_apply_to_every_format() -> None:
     assert make_parser(csv, points)("40,650") == pytest.approx({"t": 25.0, "h": 40.0})
 
 
+@pytest.mark.parametrize(
+    ("line", "scale", "offset", "expected"),
+    [("t=653", 0.1, -40.0, 25.3), ("t=237", 0.1, 0.0, 23.7), ("t=12.3", 0.1, 0.0, 1.23),
+     ("t=23.70", 1.0, 0.5, 24.2), ("t=5", 0.001, 0.0, 0.005), ("t=21.5", 1.0, 0.0, 21.5)],
+)  # fmt: skip
+def test_scaled_values_carry_no_float_noise(
+    line: str, scale: float, offset: float, expected: float
+) -> None:
+    points = [SerialPoint(name="t", scale=scale, offset=offset)]
+    assert repr(make_parser(KV, points)(line)["t"]) == repr(expected)
+    text = '{"t": ' + line[2:] + "}"
+    assert repr(make_parser(ParseConfig(format="json"), points)(text)["t"]) == repr(expected)
+
+
 def test_a_value_that_overflows_after_scaling_is_an_error() -> None:
     parser = make_parser(KV, [SerialPoint(name="x", scale=1e308)])
     with pytest.raises(ParseError, match="out of range"):

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
+from fake_device import fake_device as device
 
 from gateway.codec import mbap
 from gateway.sources.mbap_client import MbapClient
@@ -74,37 +73,6 @@ def test_garbage_is_a_framing_error(data: bytes, why: str) -> None:
 def test_an_answer_to_something_else_is_a_framing_error(frame: mbap.Frame, why: str) -> None:
     with pytest.raises(mbap.FramingError):
         mbap.read_values(frame, 1, "holding", 2)
-
-
-Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def device(reply: Reply) -> AsyncIterator[int]:
-    """A TCP server on a free loopback port that answers each 12-byte request with ``reply``."""
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            while True:
-                await reply(await reader.readexactly(12), writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
 
 
 async def registers(request: bytes, writer: asyncio.StreamWriter) -> None:

@@ -88,11 +88,12 @@ def test_read_shows_raw_words_and_each_decoding(
     out = capsys.readouterr().out
     assert code == 0
     header, row = out.splitlines()[1:3]
-    for column in ("hex", "uint16", "int16", "int32 ABCD", "uint32 CDAB", "float32 DCBA"):
+    for column in ("hex", "ascii", "uint16", "int16", "int32 ABCD", "uint32 CDAB", "float32 DCBA"):
         assert column in header
     cells = row.split()
     assert cells[0] == "0" and cells[1].startswith("0x43")  # ~230 V as float32 ABCD
-    assert 225 < float(cells[6]) < 235
+    assert cells[2].startswith("C")  # 0x43 as ASCII
+    assert 225 < float(cells[7]) < 235
 
 
 def test_unreachable_host_and_bad_arguments() -> None:

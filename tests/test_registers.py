@@ -17,10 +17,12 @@ from gateway.codec.registers import (
     decode_bits,
     decode_request,
     encode,
+    halve_request,
+    plan_device,
     plan_requests,
     split_request,
 )
-from gateway.config import ModbusPoint
+from gateway.config import ModbusPoint, ReadLimits
 from gateway.sim.modbus import PROFILE_NAMES, profile_points
 
 
@@ -115,13 +117,85 @@ def test_coil_and_discrete_bits() -> None:
         decode_bits(point("bool", table="coil"), [])
 
 
-def test_scale_and_offset() -> None:
-    assert decode(point("uint16", scale=0.1), [123]) == pytest.approx(12.3)
-    assert decode(point("int16", scale=0.5, offset=-40), [0xFFFE]) == pytest.approx(-41.0)
-    assert decode(point("float32", scale=1000), [0x3F80, 0]) == pytest.approx(1000.0)
-    # scale 1 and offset 0 keep an integer an integer
-    assert isinstance(decode(point("uint32"), [0, 7]), int)
-    assert isinstance(decode(point("uint16", scale=0.1), [10]), float)
+# (type, words, scale, offset) -> the clean value, exactly, with its type (SPEC "Samples")
+CLEAN = [
+    ("uint16", [237], 0.1, 0.0, 23.7),
+    ("uint16", [653], 0.1, -40.0, 25.3),
+    ("uint16", [123], 0.1, 0.0, 12.3),
+    ("int16", [0xFFFE], 0.5, -40.0, -41.0),
+    ("int16", [0x8000], 0.1, 0.0, -3276.8),
+    ("uint16", [10], 0.1, 0.0, 1.0),  # a scale with decimals: always a float
+    ("uint16", [237], 2.0, -40.0, 434),  # no decimals arise: an int
+    ("uint32", [0, 7], 1.0, 0.0, 7),
+    ("int64", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFD], 1.0, 0.0, -3),
+    ("uint64", [0xFFFF] * 4, 1.0, 0.0, 2**64 - 1),
+    ("float32", [0x4144, 0xCCCD], 1.0, 0.0, 12.3),  # not 12.300000190734863
+    ("float32", [0x4144, 0xCCCD], 0.1, 0.0, 1.23),
+    ("float32", [0x3F80, 0x0000], 1000.0, 0.0, 1000.0),
+    ("float32", [0x4366, 0x8000], 1.0, -0.5, 230.0),
+    ("float64", [0x4028, 0x9999, 0x9999, 0x999A], 1.0, 0.0, 12.3),
+    ("float64", [0x4028, 0x9999, 0x9999, 0x999A], 0.1, 0.0, 1.23),
+]
+
+
+@pytest.mark.parametrize(("type_", "words", "scale", "offset", "expected"), CLEAN)
+def test_clean_values(
+    type_: str, words: list[int], scale: float, offset: float, expected: float
+) -> None:
+    p = point(type_, scale=scale, offset=offset)
+    value = decode(p, words)
+    assert (value, type(value), repr(value)) == (expected, type(expected), repr(expected))
+    (request,) = plan_requests([p])
+    assert RequestDecoder(request, [p])(words) == [(0, expected)]
+
+
+# words -> text: two ASCII bytes a register, high byte first; BA swaps them
+STRINGS = [
+    ([0x534E, 0x2D31, 0x0000, 0x0000], "ABCD", "SN-1"),  # trailing NULs stripped
+    ([0x534E, 0x2D31, 0x2020, 0x2000], "ABCD", "SN-1"),  # and trailing spaces
+    ([0x4E53, 0x312D, 0x0000, 0x0000], "BA", "SN-1"),
+    ([0x2041, 0x0042, 0x4300, 0x0000], "AB", " A\x00BC"),  # leading space, inner NUL kept
+    ([0x0000, 0x0000, 0x0000, 0x0000], "ABCD", ""),
+    ([0x5344, 0x4D31, 0x3230, 0x2D4D], "ABCD", "SDM120-M"),  # every byte used
+]
+
+
+@pytest.mark.parametrize(("words", "order", "text"), STRINGS)
+def test_string_golden_vectors(words: list[int], order: str, text: str) -> None:
+    p = point("string", length=4, byte_order=order)
+    assert decode(p, words) == text
+    (request,) = plan_requests([p])
+    assert RequestDecoder(request, [p])(words) == [(0, text)]
+    assert decode(p, encode(p, text)) == text
+
+
+@pytest.mark.parametrize("words", [[0x53C3, 0xA900], [0xFF41, 0x4141], [0x4142, 0x4380]])
+def test_a_string_that_is_not_ascii_is_a_decode_error(words: list[int]) -> None:
+    p = point("string", length=2)
+    with pytest.raises(DecodeError, match="not ASCII"):
+        decode(p, words)
+    (request,) = plan_requests([p, point("uint16", 2, name="after")])
+    out = RequestDecoder(request, [p, point("uint16", 2, name="after")])([*words, 7])
+    assert isinstance(out[0][1], DecodeError) and out[1] == (1, 7)
+
+
+def test_a_string_sits_among_numbers_in_one_request() -> None:
+    points = [point("uint16", 0, name="a"), point("string", 1, length=3, name="s"),
+              point("float32", 4, name="f")]  # fmt: skip
+    words = [5, *encode(points[1], "ab"), 0x4144, 0xCCCD]
+    (request,) = plan_requests(points)
+    assert request.count == 6
+    assert RequestDecoder(request, points)(words) == [(0, 5), (1, "ab"), (2, 12.3)]
+
+
+def test_encoding_a_string_too_long_is_refused() -> None:
+    with pytest.raises(ValueError, match="longer than 4"):
+        encode(point("string", length=2), "abcde")
+
+
+def test_a_scaled_value_out_of_range_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="scaled value"):
+        decode(point("float64", scale=1e300), [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF])
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)
@@ -314,3 +388,77 @@ def test_request_decoder_overlapping_points_and_odd_blocks_match_decode_request(
     assert _results(RequestDecoder(bits, coils)([True, False, False])) == [
         (0, ("bool", True)), (1, ("bool", False))
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Read limits (plan_device) and the refused-read fallback (halve_request)
+
+LIMITED: list[tuple[str, list[ModbusPoint], ReadLimits, list[tuple[str, int, int]]]] = [
+    ("max_registers 8", [u16(a) for a in range(10)], ReadLimits(max_registers=8),
+     [("holding", 0, 8), ("holding", 8, 2)]),
+    ("a float is never cut", [u16(0), point("float32", 7), u16(9)], ReadLimits(max_registers=8),
+     [("holding", 0, 1), ("holding", 7, 3)]),
+    ("max_gap 0 bridges nothing", [u16(0), u16(1), u16(3)], ReadLimits(max_gap=0),
+     [("holding", 0, 2), ("holding", 3, 1)]),
+    ("max_gap 2", [u16(0), u16(3), u16(7)], ReadLimits(max_gap=2),
+     [("holding", 0, 4), ("holding", 7, 1)]),
+    ("max_bits 16", [point("bool", a, "coil", name=f"c{a}") for a in (0, 15, 16, 31)],
+     ReadLimits(max_bits=16), [("coil", 0, 16), ("coil", 16, 16)]),
+    ("max_registers leaves bits alone",
+     [point("bool", a, "discrete", name=f"d{a}") for a in (0, 10)], ReadLimits(max_registers=1),
+     [("discrete", 0, 11)]),
+    ("one request per point, shared bits together",
+     [u16(0), u16(1), point("bool", 2, bit=0, name="a"), point("bool", 2, bit=5, name="b")],
+     ReadLimits(one_request_per_point=True),
+     [("holding", 0, 1), ("holding", 1, 1), ("holding", 2, 1)]),
+    ("a string is one read", [point("string", 0, length=10), u16(10)], ReadLimits(max_registers=10),
+     [("holding", 0, 10), ("holding", 10, 1)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("points", "limits", "expected"), [c[1:] for c in LIMITED],
+                         ids=[c[0] for c in LIMITED])  # fmt: skip
+def test_plan_within_read_limits(
+    points: list[ModbusPoint], limits: ReadLimits, expected: list[tuple[str, int, int]]
+) -> None:
+    plan = plan_device(points, limits)
+    assert [(r.table, r.address, r.count) for r in plan] == expected
+    assert sorted(i for r in plan for i in r.points) == list(range(len(points)))
+
+
+def test_halve_request() -> None:
+    points = [u16(0), point("float32", 6), point("bool", 12, bit=1, name="x"),
+              point("bool", 12, bit=2, name="y"), u16(20)]  # fmt: skip
+    (merged,) = plan_requests(points)
+    assert halve_request(merged, points) == [
+        ReadRequest("holding", 0, 8, (0, 1)),
+        ReadRequest("holding", 12, 9, (2, 3, 4)),
+    ]
+    bits = ReadRequest("holding", 12, 1, (2, 3))
+    assert halve_request(bits, points) == [bits]  # one register: nothing to split
+    single = ReadRequest("holding", 6, 2, (1,))
+    assert halve_request(single, points) == [single]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40), st.integers(1, 125))
+def test_halving_ends_in_one_read_per_register_group(gaps: list[int], refuse_over: int) -> None:
+    """A device refusing every read over N registers is read after a bounded number of
+    refusals, every point exactly once, every piece within N (or a single point)."""
+    points, address = [], 0
+    for n, gap in enumerate(gaps):
+        address += gap
+        points.append(point("float32" if n % 3 else "uint16", address, name=f"p{n}"))
+        address += points[-1].width
+    plan, refusals = plan_requests(points), 0
+    while True:
+        refused = [r for r in plan if r.count > refuse_over and len(halve_request(r, points)) > 1]
+        if not refused:
+            break
+        r = refused[0]
+        refusals += 1
+        index = plan.index(r)
+        plan[index : index + 1] = halve_request(r, points)
+    assert sorted(i for r in plan for i in r.points) == list(range(len(points)))
+    assert all(r.count <= refuse_over or len(r.points) == 1 for r in plan)
+    assert refusals < 2 * len(points)

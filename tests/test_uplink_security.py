@@ -100,7 +100,7 @@ async def test_tls_without_the_client_certificate_the_broker_requires_asks_for_i
     async with running(uplink):
         await until(lambda: uplink.stats.connect_failures_total >= 2)
     assert not uplink.stats.connected
-    assert buffer.stats.readings == 20
+    assert buffer.stats.samples == 20
     expected = (
         f"TLS failure with {server}: the broker closed the TLS session before CONNACK; "
         "does it require a client certificate (uplink.tls.cert_file)?"

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.codec.numbers import Scale, decimals, text_decimals
 from gateway.config import ParseConfig, SerialPoint
 from gateway.errors import ParseError
 
@@ -125,14 +126,17 @@ def parse_number(text: str) -> float:
 def make_parser(
     parse: ParseConfig, points: Sequence[SerialPoint]
 ) -> Callable[[str], dict[str, float]]:
-    """A function ``line -> {point: raw * scale + offset}``; it raises ParseError."""
+    """A function ``line -> {point: raw * scale + offset}``; it raises ParseError.
+
+    A scaled value is rounded as ``codec.numbers.Scale`` says, so it carries no float noise.
+    """
     extract = _extractor(parse)
-    specs = [(p.name, p.scale, p.offset) for p in points]
+    specs = [(p.name, Scale(p.scale, p.offset)) for p in points]
 
     def parser(line: str) -> dict[str, float]:
         found = extract(line)
         values: dict[str, float] = {}
-        for name, scale, offset in specs:
+        for name, scale in specs:
             raw = found.get(name)
             if raw is None:
                 raise ParseError(f"{name}: missing")
@@ -140,7 +144,12 @@ def make_parser(
                 number = parse_number(raw) if isinstance(raw, str) else _json_number(raw)
             except ValueError as exc:
                 raise ParseError(f"{name}: {exc}") from None
-            value = number * scale + offset
+            if scale.identity:
+                values[name] = number
+                continue
+            # rounded to the decimals the sensor wrote plus the scale's: 237 x 0.1 is 23.7
+            written = text_decimals(raw) if isinstance(raw, str) else decimals(number)
+            value = scale.of_float(number, written)
             if not math.isfinite(value):
                 raise ParseError(f"{name}: out of range after scale and offset")
             values[name] = value

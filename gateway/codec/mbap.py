@@ -56,7 +56,13 @@ def read_values(frame: Frame, unit: int, table: str, count: int) -> list[int] | 
     """The registers or bits a read answer carries; raises ExceptionAnswer or FramingError."""
     if frame.unit != unit:
         raise FramingError(f"answer from unit {frame.unit}, asked unit {unit}")
-    function, pdu = FUNCTION[table], frame.pdu
+    return pdu_values(frame.pdu, table, count)
+
+
+def pdu_values(pdu: bytes, table: str, count: int) -> list[int] | list[bool]:
+    """The registers or bits of a read answer's PDU (function code first), whatever framed it
+    (MBAP here, RTU in ``codec.rtu``); raises ExceptionAnswer or FramingError."""
+    function = FUNCTION[table]
     if pdu[0] == function | 0x80 and len(pdu) == 2:
         raise ExceptionAnswer(pdu[1])
     bits = function <= 2

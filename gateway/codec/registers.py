@@ -1,8 +1,12 @@
 """Modbus register decoding and request planning. Pure: no I/O.
 
-``decode`` turns the words a device answered into one point's value (type, ``byte_order``,
-``bit``, ``scale``, ``offset``); ``encode`` is its inverse, used by the simulated sensors.
-``plan_requests`` reads a device's points in the fewest requests the protocol allows.
+``decode`` turns the words a device answered into one point's clean value (type,
+``byte_order``, ``bit``, ``scale``, ``offset``; ``codec.numbers`` takes the float noise out), or
+for ``type: string`` the ASCII text of ``length`` registers; ``encode`` is its inverse, used by
+the simulated sensors.
+``plan_requests`` reads a device's points in the fewest requests the protocol (and the
+device's read limits: ``plan_device``) allows; ``halve_request`` splits a request a device
+refused.
 
 Byte orders name where the bytes of the big-endian value ``A B C D`` sit in the registers as
 they come off the wire: ``ABCD`` (big-endian words and bytes), ``CDAB`` (word swap), ``BADC``
@@ -12,12 +16,15 @@ all four words. Single-register types ignore ``byte_order``: a register is alway
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from gateway.config import ModbusPoint
+from gateway.codec.numbers import Scale, decimals, shortest_float32
+from gateway.config import ModbusPoint, ReadLimits
 from gateway.model import Value
 
 MAX_REGISTERS = 125  # per read request (function codes 3 and 4)
@@ -54,22 +61,111 @@ def decode(point: ModbusPoint, words: Sequence[int]) -> Value:
         if point.bit is not None:
             return bool((words[0] >> point.bit) & 1)
         return words[0] != 0
+    if point.type == "string":
+        return decode_string(point, words)
     ordered = words if point.width == 1 else _reorder(words, point.byte_order)
     raw_bytes = b"".join((w & 0xFFFF).to_bytes(2, "big") for w in ordered)
     (raw,) = struct.unpack(_FORMATS[point.type], raw_bytes)
-    if isinstance(raw, float) and not math.isfinite(raw):
-        raise DecodeError(f"{point.name}: {point.type} register value is {raw}")
-    return scaled(point, raw)
+    return finisher(point)(raw)
 
 
-def scaled(point: ModbusPoint, raw: int | float) -> Value:
-    """``raw * scale + offset``; an integer stays an integer when scale is 1 and offset 0."""
-    if point.scale == 1.0 and point.offset == 0.0:
-        return raw
-    value = raw * point.scale + point.offset
-    if not math.isfinite(value):
-        raise DecodeError(f"{point.name}: scaled value is {value}")
-    return value
+def decode_string(point: ModbusPoint, words: Sequence[int]) -> str:
+    """ASCII, two characters a register (high byte first; ``BA`` swaps them), with trailing
+    NULs and spaces stripped. Bytes that are not ASCII are a DecodeError."""
+    order: Literal["big", "little"] = "big" if point.byte_order != "BA" else "little"
+    raw = b"".join((w & 0xFFFF).to_bytes(2, order) for w in words).rstrip(b"\x00 ")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            f"{point.name}: not ASCII (byte 0x{raw[exc.start]:02x} at {exc.start})"
+        ) from None
+
+
+def encode_string(point: ModbusPoint, text: str) -> list[int]:
+    """The registers ``decode_string`` reads ``text`` from, padded with NULs."""
+    data = text.encode("ascii")
+    if len(data) > 2 * point.width:
+        raise ValueError(f"{point.name}: {text!r} is longer than {2 * point.width} characters")
+    data = data.ljust(2 * point.width, b"\x00")
+    order: Literal["big", "little"] = "big" if point.byte_order != "BA" else "little"
+    return [int.from_bytes(data[i : i + 2], order) for i in range(0, len(data), 2)]
+
+
+Finish = Callable[[Any], Value]
+
+
+def finisher(point: ModbusPoint) -> Finish:
+    """What turns the raw number ``struct`` unpacked for ``point`` into its clean value.
+
+    Integers stay ints; a float32 becomes the shortest float that reads back the same; scale
+    and offset are applied without float noise (``codec.numbers``). It raises DecodeError for
+    NaN, infinity, or a scaled value out of range. Made once per point, then cached.
+    """
+    return _finisher(point.name, point.type, point.scale, point.offset)
+
+
+_MEMO_SIZE = 64  # clean float32 values remembered per point
+
+
+@functools.lru_cache(maxsize=4096)
+def _finisher(name: str, type_: str, scale: float, offset: float) -> Finish:
+    sc = Scale(scale, offset)
+
+    def bad(raw: float) -> DecodeError:
+        return DecodeError(f"{name}: {type_} register value is {raw}")
+
+    def checked(value: float) -> float:
+        if not math.isfinite(value):
+            raise DecodeError(f"{name}: scaled value is {value}")
+        return value
+
+    if type_ == "float32":
+        if sc.identity:
+            # A sensor's float32 often repeats (a temperature to 0.1): remember the last few.
+            memo: dict[float, float] = {}
+
+            def float32(raw: float) -> Value:
+                value = memo.get(raw)
+                if value is None:
+                    if raw - raw != 0.0:  # NaN or infinity, in one operation
+                        raise bad(raw)
+                    if len(memo) >= _MEMO_SIZE:
+                        memo.clear()
+                    value = memo[raw] = shortest_float32(raw)
+                return value
+
+            return float32
+
+        def float32_scaled(raw: float) -> Value:
+            if raw - raw != 0.0:
+                raise bad(raw)
+            short = shortest_float32(raw)
+            return checked(sc.of_float(short, decimals(short)))
+
+        return float32_scaled
+    if type_ == "float64":
+
+        def float64(raw: float) -> Value:
+            if raw - raw != 0.0:
+                raise bad(raw)
+            return raw if sc.identity else checked(sc.of_float(raw, decimals(raw)))
+
+        return float64
+    if sc.identity:
+        return _as_is
+
+    def integer_scaled(raw: int) -> Value:
+        try:
+            return sc.of_int(raw)
+        except OverflowError:
+            raise DecodeError(f"{name}: scaled value is out of range") from None
+
+    return integer_scaled
+
+
+def _as_is(raw: Value) -> Value:
+    return raw
 
 
 def decode_bits(point: ModbusPoint, bits: Sequence[bool]) -> bool:
@@ -88,8 +184,10 @@ def encode(point: ModbusPoint, value: Value) -> list[int]:
     if point.type == "bool":
         shift = point.bit or 0
         return [(1 << shift) if value else 0]
+    if point.type == "string":
+        return encode_string(point, str(value))
     if isinstance(value, str):
-        raise TypeError(f"{point.name}: a {point.type} point takes a number, not {value!r}")
+        raise TypeError(f"{point.name}: a {point.type} point holds a number, not {value!r}")
     raw: int | float = value
     if point.scale != 1.0 or point.offset != 0.0:
         raw = (float(value) - point.offset) / point.scale
@@ -155,6 +253,49 @@ def plan_requests(
     return requests
 
 
+def plan_device(points: Sequence[ModbusPoint], limits: ReadLimits) -> list[ReadRequest]:
+    """The plan for a device's points within its read limits (SPEC "Modbus points")."""
+    return plan_requests(
+        points,
+        max_gap=-1 if limits.one_request_per_point else limits.max_gap,
+        max_registers=limits.max_registers,
+        max_bits=limits.max_bits,
+    )
+
+
+def halve_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[ReadRequest]:
+    """``request`` as two smaller reads, each covering half of its points; ``[request]`` when
+    it cannot be split (its points share one register, or it has one point).
+
+    A device that refuses a merged read ("illegal data address" for a bridged gap, "illegal
+    data value" for a read longer than it accepts) is read in halves, then halves of those, so
+    a meter that takes 20 registers at a time ends up read in pieces of about 20, not one
+    request per point. Points that share a register (bit points) stay together.
+    """
+    groups: list[list[int]] = []  # points of request.points that share registers, in order
+    end = -1
+    for i in request.points:
+        point = points[i]
+        if groups and point.address < end:
+            groups[-1].append(i)
+            end = max(end, point.address + point.width)
+            continue
+        groups.append([i])
+        end = point.address + point.width
+    if len(groups) < 2:
+        return [request]
+    half = len(groups) // 2
+    return [_covering(request.table, groups[:half], points),
+            _covering(request.table, groups[half:], points)]  # fmt: skip
+
+
+def _covering(table: str, groups: list[list[int]], points: Sequence[ModbusPoint]) -> ReadRequest:
+    members = tuple(i for group in groups for i in group)
+    start = min(points[i].address for i in members)
+    end = max(points[i].address + points[i].width for i in members)
+    return ReadRequest(table, start, end - start, members)
+
+
 def split_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[ReadRequest]:
     """``request`` as one read per point (bit points sharing a register stay together)."""
     subset = [points[i] for i in request.points]
@@ -209,6 +350,8 @@ class RequestDecoder:
             lo = point.address - request.address
             if point.type == "bool":
                 plan.append((pos, i, 1, lo, -1 if point.bit is None else point.bit))
+            elif point.type == "string":
+                plan.append((pos, i, 2, lo, 0))
             elif point.width == 1 or point.byte_order == "ABCD":
                 fields.append((lo, pos, _FORMATS[point.type][1]))
                 plan.append((pos, i, 0, lo, 0))
@@ -229,7 +372,7 @@ class RequestDecoder:
         self._struct = struct.Struct(fmt)
         self._pack = struct.Struct(f">{request.count}H").pack
         self._plan = [
-            (i, kind, lo, bit, slots.get(pos, 0), points[i], _is_plain(points[i]))
+            (i, kind, lo, bit, slots.get(pos, 0), points[i], _fast_finisher(points[i]))
             for pos, i, kind, lo, bit in plan
         ]
 
@@ -244,14 +387,10 @@ class RequestDecoder:
         except struct.error:  # a word out of range or not an int: the slow path says why
             return decode_request(self.request, self._points, data)
         out: list[tuple[int, Value | DecodeError]] = []
-        for i, kind, lo, bit, slot, point, plain in self._plan:
+        for i, kind, lo, bit, slot, point, finish in self._plan:
             try:
                 if kind == 0:
-                    raw = raws[slot]
-                    if isinstance(raw, float) and not math.isfinite(raw):
-                        value = decode(point, _words(data, lo, point.width))
-                    else:
-                        value = raw if plain else scaled(point, raw)
+                    value = raws[slot] if finish is None else finish(raws[slot])
                 elif kind == 1:
                     word = int(data[lo])
                     value = word != 0 if bit < 0 else bool((word >> bit) & 1)
@@ -264,8 +403,13 @@ class RequestDecoder:
         return out
 
 
-def _is_plain(point: ModbusPoint) -> bool:
-    return point.scale == 1.0 and point.offset == 0.0
+def _fast_finisher(point: ModbusPoint) -> Finish | None:
+    """None for a plain integer (its raw value is its value), else the point's finisher."""
+    if point.type in ("bool", "string"):
+        return None
+    if point.scale == 1.0 and point.offset == 0.0 and not point.type.startswith("float"):
+        return None
+    return finisher(point)
 
 
 def _words(data: Sequence[int] | Sequence[bool], lo: int, width: int) -> list[int]:

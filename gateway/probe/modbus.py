@@ -5,8 +5,8 @@
 
 A unit "answers" when it sends anything back, an exception response included (it is there,
 it just does not have that register). Exit 0 when something answered, 1 when nothing did.
-Modbus TCP is read through the daemon's own client (``sources/mbap_client.py``), RTU through
-pymodbus's, so the probe sees a device as the daemon will.
+Every bus is read through the daemon's own transports (``sources/modbus.make_transport``: Modbus
+TCP, ``--framing rtu`` over TCP, RS-485), so the probe sees a device as the daemon will.
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.codec import mbap
 from gateway.codec.registers import MAX_BITS, MAX_REGISTERS, TABLE_ORDER, DecodeError, decode
-from gateway.config import ModbusPoint
-from gateway.sources.mbap_client import MbapClient
-from gateway.sources.modbus import read_table, serial_client
-
-if TYPE_CHECKING:
-    from pymodbus.client import AsyncModbusSerialClient
-
-    Client = MbapClient | AsyncModbusSerialClient
+from gateway.config import ModbusPoint, ModbusRtuSource, ModbusTcpSource
+from gateway.errors import DeviceError
+from gateway.sources.modbus import make_transport
+from gateway.sources.transport import Transport, map_errors
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
@@ -45,6 +41,12 @@ def register(probes: Any) -> None:
     where.add_argument("--port", help="serial port of the RS-485 bus (Modbus RTU)")
     where.add_argument("--host", help="Modbus TCP host")
     parser.add_argument("--tcp-port", type=int, default=502, help="Modbus TCP port (502)")
+    parser.add_argument(
+        "--framing",
+        choices=["mbap", "rtu"],
+        default="mbap",
+        help="with --host: rtu for a serial-to-Ethernet converter passing RTU frames (mbap)",
+    )
     parser.add_argument("--baudrate", type=int, default=9600)
     parser.add_argument("--parity", choices=["N", "E", "O"], default="N")
     parser.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
@@ -110,41 +112,41 @@ class Answer(NamedTuple):
     exception_code: int | None = None
 
 
-def _client(args: argparse.Namespace, timeout: float) -> Client:
+def _client(args: argparse.Namespace, timeout: float) -> Transport:
+    """The transport the daemon would use for the same settings."""
+    # a source's config needs a device; the transport never looks at it
+    device = {"name": "probe", "unit": 1, "points": [_POINT]}
+    common: dict[str, Any] = {"name": "probe", "timeout": f"{timeout}s", "devices": [device]}
     if args.port:
-        return serial_client(
-            args.port, args.baudrate, args.parity, args.stopbits, args.bytesize, timeout_s=timeout
-        )
-    return MbapClient(args.host, args.tcp_port, timeout_s=timeout)
+        line = {"baudrate": args.baudrate, "parity": args.parity, "stopbits": args.stopbits,
+                "bytesize": args.bytesize}  # fmt: skip
+        rtu = {**common, **line, "kind": "modbus-rtu", "port": args.port}
+        # a quiet line between frames
+        return make_transport(ModbusRtuSource.model_validate(rtu), frame_gap_s=0.005)
+    tcp = {**common, "kind": "modbus-tcp", "host": args.host, "port": args.tcp_port,
+           "framing": args.framing}  # fmt: skip
+    return make_transport(ModbusTcpSource.model_validate(tcp))
+
+
+_POINT = {"name": "p", "table": "holding", "address": 0, "type": "uint16"}
 
 
 async def _request(
-    client: Client, table: str, address: int, count: int, unit: int
+    client: Transport, table: str, address: int, count: int, *, unit: int, timeout_s: float
 ) -> Answer | None:
     """What the unit answered (maybe an exception code), or None when nothing usable came."""
-    if isinstance(client, MbapClient):
-        try:
-            return Answer(list(await client.read(table, address, count, unit)))
-        except mbap.ExceptionAnswer as exc:
-            return Answer([], exc.code)
-        except (TimeoutError, OSError, mbap.FramingError):
-            return None
-    from pymodbus.exceptions import ModbusException  # noqa: PLC0415 - only for RTU
-
-    timeout = client.comm_params.timeout_connect or 1.0
     try:
-        async with asyncio.timeout(timeout + 0.5):
-            response = await read_table(client, table, address, count, unit)
-    except (TimeoutError, ModbusException):
+        with map_errors(client.errors, timeout_s):
+            return Answer(list(await client.read(table, address, count, unit)))
+    except mbap.ExceptionAnswer as exc:
+        return Answer([], exc.code)
+    except DeviceError:
+        if not client.connected:  # a broken frame closed the link: the next unit gets a new one
+            await client.connect()
         return None
-    if response.isError():
-        return Answer([], int(getattr(response, "exception_code", 0)))
-    if table in ("coil", "discrete"):
-        return Answer(list(response.bits[:count]))
-    return Answer(list(response.registers))
 
 
-async def _connect(args: argparse.Namespace, wait_s: float) -> Client | None:
+async def _connect(args: argparse.Namespace, wait_s: float) -> Transport | None:
     client = _client(args, wait_s)
     try:
         async with asyncio.timeout(wait_s + 2.0):
@@ -168,7 +170,7 @@ async def _scan(args: argparse.Namespace, units: range, table: str, address: int
     try:
         print(f"scanning units {units.start}-{units.stop - 1} ({table} {address}, {timeout:g}s)")
         for unit in units:
-            answer = await _request(client, table, address, 1, unit)
+            answer = await _request(client, table, address, 1, unit=unit, timeout_s=timeout)
             if answer is None:
                 continue
             found.append(unit)
@@ -179,8 +181,6 @@ async def _scan(args: argparse.Namespace, units: range, table: str, address: int
             else:
                 word = answer.values[0]
                 print(f"unit {unit:3d}: answers ({table} {address} = 0x{word:04X} = {word})")
-            if args.port:
-                await asyncio.sleep(0.005)  # a quiet line between frames
     finally:
         client.close()
     if not found:
@@ -196,7 +196,7 @@ async def _read(args: argparse.Namespace, table: str, address: int, count: int) 
     if client is None:
         return EXIT_NO_ANSWER
     try:
-        answer = await _request(client, table, address, count, args.unit)
+        answer = await _request(client, table, address, count, unit=args.unit, timeout_s=timeout)
     finally:
         client.close()
     if answer is None:
@@ -217,11 +217,14 @@ async def _read(args: argparse.Namespace, table: str, address: int, count: int) 
 def format_registers(address: int, words: list[int]) -> list[str]:
     """Raw words beside every plausible decoding, one row per start address."""
     lines = [
-        f"{'addr':>6}  {'hex':>6}  {'uint16':>6}  {'int16':>6}  "
+        f"{'addr':>6}  {'hex':>6}  {'ascii':>5}  {'uint16':>6}  {'int16':>6}  "
         + "  ".join(f"{'int32 ' + o:>12} {'uint32 ' + o:>12} {'float32 ' + o:>14}" for o in ORDERS)
     ]
     for i, word in enumerate(words):
-        row = f"{address + i:6d}  0x{word:04X}  {word:6d}  {_one('int16', [word]):>6}"
+        row = (
+            f"{address + i:6d}  0x{word:04X}  {_ascii(word):>5}  {word:6d}  "
+            f"{_one('int16', [word]):>6}"
+        )
         pair = words[i : i + 2]
         for order in ORDERS:
             if len(pair) < 2:
@@ -232,6 +235,12 @@ def format_registers(address: int, words: list[int]) -> list[str]:
             )
         lines.append(row)
     return lines
+
+
+def _ascii(word: int) -> str:
+    """The register's two bytes as a ``type: string`` point reads them; a space or a byte that
+    is not printable shows as ``.``, so the column stays one word."""
+    return "".join(chr(b) if 0x20 < b < 0x7F else "." for b in word.to_bytes(2, "big"))
 
 
 def _one(type_: str, words: list[int], order: str = "ABCD") -> str:

@@ -3,8 +3,10 @@
 Each simulated unit has a profile (a register map with plausible values that change over
 time) and a mode a test can change at run time: ``ok``, ``silent`` (requests are dropped, so
 the client times out, as on a real bus) or ``exception`` (every read answers an exception
-response). With ``strict`` set, only the registers of the profile's points exist, so a read
-that bridges unused registers is answered "illegal data address", as many real devices do.
+response). With ``max_registers`` set, a longer register read is answered exception 3
+("illegal data value"), as many energy meters do. With ``strict`` set, only the registers of
+the profile's points exist, so a read that bridges unused registers is answered "illegal data
+address", as many real devices do. ``poke`` serves raw words (bad data) instead of a value.
 
     async with serve_tcp([SimUnit(1, "air_quality")], port) as sim:
         sim.unit(1).silence()
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 Wave = Callable[[float], Value]  # seconds since start -> value
 
 _FC_TABLE = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
+_READS_KEPT = 10_000  # reads a unit remembers for tests (bounded: a sim may run for days)
 
 
 def _wave(mean: float, amplitude: float, period: float, phase: float = 0.0) -> Wave:
@@ -112,6 +115,17 @@ _PROFILES: dict[str, list[tuple[dict[str, Any], Wave]]] = {
         ({"name": "door_open", "table": "discrete", "address": 0, "type": "bool"},
          _flag(120.0, 0.1)),
     ],
+    # A meter's nameplate in ASCII registers (issue 18), beside one measurement.
+    "nameplate_meter": [
+        ({"name": "serial", "table": "holding", "address": 0, "type": "string", "length": 8},
+         lambda t: "SN-20261201"),
+        ({"name": "model", "table": "holding", "address": 8, "type": "string", "length": 4,
+          "byte_order": "BA"}, lambda t: "SDM120"),
+        ({"name": "firmware", "table": "holding", "address": 12, "type": "uint16"},
+         lambda t: 312),
+        ({"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
+         _wave(230.0, 3.0, 60.0)),
+    ],
     # Issue 7's end-to-end workload: 4 uint16, 2 int16, 4 float32 in holding registers 0..13.
     "e2e_cabinet": [
         ({"name": f"u{i}", "table": "holding", "address": i, "type": "uint16",
@@ -144,6 +158,12 @@ class SimUnit:
     exception_code: int = int(ExcCodes.DEVICE_FAILURE)
     requests: int = 0  # requests received for this unit, answered or not
     started: float = field(default_factory=time.monotonic)
+    # (table, address) -> a raw register word served instead of the profile's (see poke)
+    poked: dict[tuple[str, int], int] = field(default_factory=dict)
+    # like many energy meters: a register read longer than this is answered exception 3
+    max_registers: int | None = None
+    refused: int = 0  # reads refused for max_registers
+    reads: list[tuple[str, int, int]] = field(default_factory=list)  # (table, address, count)
 
     def __post_init__(self) -> None:
         if self.profile not in _PROFILES:
@@ -162,6 +182,11 @@ class SimUnit:
 
     def recover(self) -> None:
         self.mode = "ok"
+
+    def poke(self, table: str, address: int, words: Sequence[int]) -> None:
+        """Serve these raw words from ``address`` on, whatever the profile says (bad data)."""
+        for k, word in enumerate(words):
+            self.poked[(table, address + k)] = word
 
     def values(self, now: float | None = None) -> dict[str, Value]:
         """The values the unit would answer right now, by point name."""
@@ -227,6 +252,9 @@ class SimUnit:
                 else:
                     registers[index] = word
                 touched.add(index)
+        for (poked_table, address), word in self.poked.items():
+            if poked_table == table and 0 <= address - start < len(registers):
+                registers[address - start] = word
 
 
 async def _refresh(  # noqa: PLR0917 - the signature pymodbus calls
@@ -243,7 +271,13 @@ async def _refresh(  # noqa: PLR0917 - the signature pymodbus calls
         return None
     if unit.mode == "exception":
         return ExcCodes(unit.exception_code)
-    unit.write_table(_FC_TABLE[function_code], start_address, registers)
+    table = _FC_TABLE[function_code]
+    if len(unit.reads) < _READS_KEPT:
+        unit.reads.append((table, address, count))
+    if unit.max_registers is not None and function_code in (3, 4) and count > unit.max_registers:
+        unit.refused += 1
+        return ExcCodes.ILLEGAL_VALUE
+    unit.write_table(table, start_address, registers)
     return None
 
 

@@ -1,13 +1,21 @@
 """Modbus RTU and TCP sources: poll devices, decode with ``codec.registers``.
 
-One :class:`ModbusSource` per configured source owns one client (pymodbus's RTU client on a
-serial port; for Modbus TCP our lean :class:`~gateway.sources.mbap_client.MbapClient`, at about
-half pymodbus's CPU per read) and one scheduler task that polls all of its devices, one after
+One :class:`ModbusSource` per configured source owns one transport (``sources/transport.py``:
+pymodbus's RTU client on a serial port; for Modbus TCP our lean
+:class:`~gateway.sources.mbap_client.MbapClient`, at about half pymodbus's CPU per read, or
+:class:`~gateway.sources.rtu_tcp_client.RtuTcpClient` for ``framing: rtu``; each maps its
+errors through its own table) and one scheduler task that polls all of its devices, one after
 another. So one transaction is on the wire at a time without a lock: RS-485 is half duplex, and
 many Modbus TCP gateways take one request at a time anyway; polling from one task means a
 transaction's timeout measures the device, not the queue, and devices that fall due on the same
 tick cost one wake-up, not one each plus a lock hand-over. A serial bus leaves a short gap
-between frames.
+between frames, and a device's ``pause`` a longer one before each of its requests.
+
+Each device is read in the plan its read limits allow (``max_registers``, ``max_bits``,
+``max_gap``, ``one_request_per_point``: ``codec.registers.plan_device``). A merged read that
+the device refuses with exception 2 (illegal data address) or 3 (illegal data value) is split
+in halves, then halves of those, and the pieces that work are kept for every later poll; the
+device's ``read_mode`` in the status says why.
 
 Each device is polled at its ``interval`` on a drift-free schedule (a heap of next due times):
 a poll that comes late skips the ticks it missed (``polls_skipped``) instead of bursting. A
@@ -24,25 +32,28 @@ import asyncio
 import heapq
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.codec import mbap
-from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, plan_requests
-from gateway.codec.registers import split_request as _split
-from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from gateway.codec.registers import (
+    DecodeError,
+    ReadRequest,
+    RequestDecoder,
+    halve_request,
+    plan_device,
+)
+from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource, ReadLimits
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import DeviceStats, Sample, SampleSink, Value, now_ms
 from gateway.sources.mbap_client import MbapClient
-
-if TYPE_CHECKING:  # pymodbus (~2 MB resident) is imported only where a client is made
-    from pymodbus.client import AsyncModbusSerialClient
-
-    SourceClient = MbapClient | AsyncModbusSerialClient  # Modbus TCP goes through our client
+from gateway.sources.rtu_tcp_client import RtuTcpClient
+from gateway.sources.transport import Transport, map_errors
 
 log = logging.getLogger(__name__)
 
 DOWN_AFTER = 3  # consecutive failed polls before a device is "down"
-ILLEGAL_DATA_ADDRESS = 2
+# Exception codes with which devices refuse a merged read: it is then read in smaller pieces.
+REFUSALS = {2: "illegal data address", 3: "illegal data value"}
 
 
 class ExceptionResponse(DeviceProtocolError):
@@ -60,9 +71,9 @@ class _Device:
     config: ModbusDevice
     stats: DeviceStats
     plan: list[ReadRequest]
+    limits: ReadLimits = field(default_factory=ReadLimits)
     failures: int = 0  # consecutive failed polls
     backoff_s: float = 0.0
-    split: bool = False  # re-planned after "illegal data address"
     # per request of the plan, compiled on first use (a split plan adds its pieces)
     decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
     # per point index: its name, so a sample is built without going back to the config
@@ -90,18 +101,24 @@ class ModbusSource:
             rtu = config if isinstance(config, ModbusRtuSource) else None
             frame_gap_s = default_frame_gap(rtu.baudrate) if rtu else 0.0
         self._frame_gap = frame_gap_s
-        self._devices = [
-            _Device(
-                config=device,
-                stats=DeviceStats(name=device.name, source=config.name, interval_s=device.interval),
-                plan=plan_requests(device.points),
-                names=[p.name for p in device.points],
-            )
-            for device in config.devices
-        ]
-        self._client: SourceClient | None = None
+        self._devices = [self._device(device) for device in config.devices]
+        self._client: Transport | None = None
+        self._last_end = 0.0  # loop time the last transaction on the connection ended
         self._reconnect_at = 0.0
         self._reconnect_delay = 0.0
+
+    def _device(self, device: ModbusDevice) -> _Device:
+        limits = self._config.limits(device)
+        stats = DeviceStats(name=device.name, source=self._config.name, interval_s=device.interval)
+        if limits.one_request_per_point:
+            stats.read_mode = "one request per point (one_request_per_point: true)"
+        return _Device(
+            config=device,
+            stats=stats,
+            plan=plan_device(device.points, limits),
+            limits=limits,
+            names=[p.name for p in device.points],
+        )
 
     @property
     def devices(self) -> list[DeviceStats]:
@@ -120,13 +137,8 @@ class ModbusSource:
             self._client.close()
             self._client = None
 
-    def _make_client(self) -> SourceClient:
-        c = self._config
-        if isinstance(c, ModbusRtuSource):
-            return serial_client(
-                c.port, c.baudrate, c.parity, c.stopbits, c.bytesize, timeout_s=c.timeout
-            )
-        return MbapClient(c.host, c.port, timeout_s=c.timeout)
+    def _make_client(self) -> Transport:
+        return make_transport(self._config, frame_gap_s=self._frame_gap)
 
     # -----------------------------------------------------------------------------------------
     # Scheduling
@@ -232,17 +244,10 @@ class ModbusSource:
             try:
                 data, _ = await self._read(device, request, attempts)
             except ExceptionResponse as exc:
-                if exc.code == ILLEGAL_DATA_ADDRESS and len(request.points) > 1:
-                    parts = _split(request, device.config.points)
+                parts = halve_request(request, device.config.points)
+                if exc.code in REFUSALS and len(parts) > 1:
                     device.plan[index : index + 1] = parts
-                    if not device.split:
-                        log.warning(
-                            "%s (unit %d): refuses merged reads (%s); reading point by point",
-                            device.stats.name,
-                            device.config.unit,
-                            exc,
-                        )
-                    device.split = True
+                    self._read_in_pieces(device, request, exc.code)
                     continue  # read the smaller pieces now
                 error = str(exc)
                 index += 1
@@ -253,6 +258,24 @@ class ModbusSource:
             device.stats.last_values.update(values)
             self._sink(Sample(device.stats.name, started_ms, values))
         return error
+
+    def _read_in_pieces(self, device: _Device, request: ReadRequest, code: int) -> None:
+        """Say (once in the log, always in the status) why the device is read in pieces."""
+        stats = device.stats
+        refused = f"{request.table} {request.address}+{request.count}"
+        why = f"exception {code} ({REFUSALS[code]})"
+        if stats.read_mode is None:
+            log.warning(
+                "%s (unit %d): answered %s to a read of %s; reading it in smaller pieces",
+                stats.name,
+                device.config.unit,
+                why,
+                refused,
+            )
+        stats.read_mode = (
+            f"in pieces ({len(device.plan)} requests a poll): it answered {why} "
+            f"to a read of {refused}"
+        )
 
     def _decode(
         self, device: _Device, request: ReadRequest, data: list[Any], values: dict[str, Value]
@@ -283,65 +306,24 @@ class ModbusSource:
 
     async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
         client = await self._connected_client()
+        loop = asyncio.get_running_loop()
+        if device.limits.pause:  # the device needs a quiet spell after the last request
+            wait = self._last_end + device.limits.pause - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
         device.stats.requests_total += 1
-        if isinstance(client, MbapClient):
-            return await self._transact_tcp(client, device, request), now_ms()
-        return await self._transact_rtu(client, device, request)
-
-    async def _transact_rtu(
-        self, client: AsyncModbusSerialClient, device: _Device, request: ReadRequest
-    ) -> tuple[list[Any], int]:
-        from pymodbus.exceptions import (  # noqa: PLC0415 - pymodbus only where RTU is polled
-            ConnectionException,
-            ModbusException,
-            ModbusIOException,
-        )
-
-        timeout = self._config.timeout
         try:
-            # pymodbus times the answer out itself; this guard only bounds the worst case
-            async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
-                response = await read_table(
-                    client, request.table, request.address, request.count, device.config.unit
+            with map_errors(client.errors, self._config.timeout):
+                values = await client.read(
+                    request.table, request.address, request.count, device.config.unit
                 )
-        except (TimeoutError, ModbusIOException) as exc:
-            raise DeviceTimeout(f"no answer within {timeout:g}s") from exc
-        except ConnectionException as exc:
-            raise DeviceError(f"connection lost: {exc}") from exc
-        except ModbusException as exc:
-            raise DeviceProtocolError(str(exc)) from exc
-        finally:
-            if self._frame_gap:
-                await asyncio.sleep(self._frame_gap)
-        if response.isError():
-            raise ExceptionResponse(int(getattr(response, "exception_code", 0)), request)
-        ts_ms = now_ms()
-        if request.table in ("coil", "discrete"):
-            return list(response.bits[: request.count]), ts_ms
-        if len(response.registers) != request.count:
-            raise DeviceProtocolError(
-                f"asked {request.count} registers, got {len(response.registers)}"
-            )
-        return list(response.registers), ts_ms
-
-    async def _transact_tcp(
-        self, client: MbapClient, device: _Device, request: ReadRequest
-    ) -> list[Any]:
-        try:
-            values: list[Any] = await client.read(
-                request.table, request.address, request.count, device.config.unit
-            )
-        except TimeoutError:
-            raise DeviceTimeout(f"no answer within {self._config.timeout:g}s") from None
         except mbap.ExceptionAnswer as exc:
             raise ExceptionResponse(exc.code, request) from None
-        except mbap.FramingError as exc:
-            raise DeviceProtocolError(str(exc)) from None
-        except OSError as exc:  # ConnectionError included
-            raise DeviceError(f"connection lost: {exc}") from None
-        return values
+        finally:
+            self._last_end = loop.time()
+        return list(values), now_ms()
 
-    async def _connected_client(self) -> SourceClient:
+    async def _connected_client(self) -> Transport:
         """The client, (re)connected if needed, with capped backoff between attempts."""
         timeout = self._config.timeout
         client = self._client
@@ -389,38 +371,24 @@ def _where(config: ModbusRtuSource | ModbusTcpSource) -> str:
     return f"{config.host}:{config.port}"
 
 
-# retries=0: we retry ourselves, so a down device can be tried once per backoff period;
-# reconnect_delay=0: no reconnect task inside pymodbus, we reconnect with our own backoff.
+def make_transport(
+    config: ModbusRtuSource | ModbusTcpSource, *, frame_gap_s: float = 0.0
+) -> Transport:
+    """The transport a source's config names: RS-485 through pymodbus, Modbus TCP (MBAP) or
+    RTU frames over TCP through our own clients."""
+    if isinstance(config, ModbusRtuSource):
+        # pymodbus (~2 MB resident) is imported only where an RTU bus is polled
+        from gateway.sources.serial_rtu_client import SerialRtuClient  # noqa: PLC0415
 
-
-def serial_client(
-    port: str, baudrate: int, parity: str, stopbits: int, bytesize: int, *, timeout_s: float
-) -> AsyncModbusSerialClient:
-    """A Modbus RTU client that neither retries nor reconnects on its own."""
-    from pymodbus.client import AsyncModbusSerialClient  # noqa: PLC0415 - see TYPE_CHECKING
-    from pymodbus.framer import FramerType  # noqa: PLC0415
-
-    return AsyncModbusSerialClient(
-        port,
-        framer=FramerType.RTU,
-        baudrate=baudrate,
-        parity=parity,
-        stopbits=stopbits,
-        bytesize=bytesize,
-        timeout=timeout_s,
-        retries=0,
-        reconnect_delay=0,
-    )
-
-
-async def read_table(
-    client: AsyncModbusSerialClient, table: str, address: int, count: int, unit: int
-) -> Any:
-    """One read of ``count`` registers or bits of ``table``; pymodbus's response as is."""
-    read = {
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-    }[table]
-    return await read(address, count=count, device_id=unit)
+        return SerialRtuClient(
+            config.port,
+            config.baudrate,
+            config.parity,
+            config.stopbits,
+            config.bytesize,
+            timeout_s=config.timeout,
+            frame_gap_s=frame_gap_s,
+        )
+    if config.framing == "rtu":
+        return RtuTcpClient(config.host, config.port, timeout_s=config.timeout)
+    return MbapClient(config.host, config.port, timeout_s=config.timeout)
