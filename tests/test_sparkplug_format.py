@@ -61,6 +61,7 @@ def catalog(alarms: tuple[str, ...] = ("aq-1/pm25>50", "noise-1/laeq<20")) -> Ca
                     "delta": PointInfo("int16"),
                     "energy": PointInfo("uint64"),
                     "volts": PointInfo("uint16", "V", scaled=True),
+                    "meter": PointInfo("uint32", "kWh", scaled=True),
                     "serial": PointInfo("string"),
                 },
             ),
@@ -71,7 +72,15 @@ def catalog(alarms: tuple[str, ...] = ("aq-1/pm25>50", "noise-1/laeq<20")) -> Ca
 
 
 CURRENT: dict[str, dict[str, Value]] = {
-    "aq-1": {"pm25": 12, "temp": 21.5, "door": False, "delta": -5, "volts": 230.4, "serial": "X1"},
+    "aq-1": {
+        "pm25": 12,
+        "temp": 21.5,
+        "door": False,
+        "delta": -5,
+        "volts": 230.4,
+        "serial": "X1",
+        "meter": 123456.78,
+    },
     "noise-1": {"laeq": 55.5},
 }
 
@@ -199,14 +208,16 @@ def test_nbirth_then_every_dbirth_with_names_aliases_datatypes_and_values(
         "door": BOOLEAN,
         "delta": INT16,
         "energy": UINT64,
-        "volts": DOUBLE,  # a scaled integer is not an integer
+        "volts": FLOAT,  # a scaled integer is not an integer
+        "meter": DOUBLE,  # nor a wide one, which a float32 would round
         "serial": STRING,
     }
     assert all(m["alias"] is not None for m in dev.values())
     assert host.values["aq-1", "pm25"] == 12
     assert host.values["aq-1", "temp"] == 21.5
     assert host.values["aq-1", "delta"] == -5
-    assert host.values["aq-1", "volts"] == 230.4
+    assert host.values["aq-1", "volts"] == pytest.approx(230.4, rel=1e-7)  # a float32
+    assert host.values["aq-1", "meter"] == 123456.78
     assert host.values["aq-1", "serial"] == "X1"
     assert dev["energy"]["is_null"] and dev["energy"]["field"] is None  # no current value
     assert dev["sgw/seq"]["is_null"]

@@ -53,6 +53,8 @@ DATATYPES: dict[str, tuple[int, str]] = {
     "number": (pb.Double, "double_value"),
 }
 _DOUBLE = (pb.Double, "double_value")
+_FLOAT = (pb.Float, "float_value")
+_FLOAT_FIELDS = frozenset({"float_value", "double_value"})
 _LONG = (pb.Int64, "long_value")
 _ULONG = (pb.UInt64, "long_value")
 _BOOL = (pb.Boolean, "boolean_value")
@@ -61,10 +63,12 @@ _ALARM_NAME = re.compile(r"^([^/]+)/([^/<>]+)([<>])")
 
 
 def datatype_for(point_type: str, *, scaled: bool = False) -> tuple[int, str]:
-    """A point's Sparkplug datatype and value field; a scaled integer is a Double."""
+    """A point's Sparkplug datatype and value field. A scaled integer is not an integer: a
+    16-bit one is a Float (its value, rounded to the scale's decimals, has at most 7
+    significant digits, which a float32 keeps), a wider one a Double."""
     found = DATATYPES.get(point_type, _DOUBLE)
     if scaled and found[1] in ("int_value", "long_value"):
-        return _DOUBLE
+        return _FLOAT if point_type in ("int16", "uint16") else _DOUBLE
     return found
 
 
@@ -250,6 +254,7 @@ class SparkplugFormat:
                 continue
             self._seq_metric(payload, dev.seq_alias, seq, ts, historical)
             points = dev.points
+            add = payload.metrics.add
             for name, value in item.values.items():
                 point = points.get(name)
                 if point is None:
@@ -257,12 +262,19 @@ class SparkplugFormat:
                         f"{item.device}/{name}", "is not in the config: its value is dropped"
                     )
                     continue
-                m = payload.metrics.add()
+                m = add()
                 m.alias = point.alias
                 m.timestamp = ts
                 if historical:
                     m.is_historical = True
-                if not _set_value(m, point.field, value):
+                field = point.field
+                # The common cases first (a backlog drain encodes millions): a float in a
+                # float field, an int in an unsigned one.
+                if type(value) is float and field in _FLOAT_FIELDS:
+                    setattr(m, field, value)
+                elif type(value) is int and field == "int_value" and 0 <= value <= _INT32:
+                    m.int_value = value
+                elif not _set_value(m, field, value):
                     self._warn(f"{item.device}/{name}", f"value {value!r} does not fit its type")
             self._last_seq[item.device] = seq
             out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
