@@ -10,6 +10,8 @@ import pytest
 from test_config import BASE, problems_for, write
 
 from gateway.config import load_config
+from gateway.uplink.sparkplug.setup import sparkplug_format
+from gateway.uplink.wire import Catalog
 
 
 def sparkplug(**section: Any) -> dict[str, Any]:
@@ -76,3 +78,13 @@ def test_a_sparkplug_section_with_the_json_format_is_pointed_out(tmp_path: Path)
     data["uplink"]["sparkplug"] = {"group_id": "g"}
     warnings = load_config(write(tmp_path, data)).warnings
     assert any("not used" in w for w in warnings), warnings
+
+
+def test_the_format_is_made_from_the_config(tmp_path: Path) -> None:
+    data = sparkplug(group_id="city-sensors", primary_host_id="scada-1")
+    data["uplink"]["topic_prefix"] = "city/sensors"
+    config = load_config(write(tmp_path, data)).config
+    fmt = sparkplug_format(config, Catalog("lamppost-0421", "d", ()), dict)
+    assert fmt.topic_ncmd == "spBv1.0/city-sensors/NCMD/lamppost-0421"  # edge node: gateway.id
+    assert fmt.subscriptions()[1] == "spBv1.0/STATE/scada-1"
+    assert fmt.topic_checkpoint == "city/sensors/lamppost-0421/checkpoint"
