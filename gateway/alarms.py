@@ -1,4 +1,4 @@
-"""Threshold alarms: readings in, raised/cleared events out. Pure: no I/O, no clock.
+"""Threshold alarms: samples in, raised/cleared events out. Pure: no I/O, no clock.
 
 A rule watches one point (``device/point``) and is either ``above`` or ``below`` a threshold:
 
@@ -6,12 +6,12 @@ A rule watches one point (``device/point``) and is either ``above`` or ``below``
   ``clear_below`` (hysteresis) or, without it, when a value is no longer above 50.
 * ``below: 5`` raises when a value is less than 5; it clears when a value is above
   ``clear_above`` or, without it, when a value is no longer below 5.
-* ``hold: 60s``: the raise condition must hold, reading after reading, for that long before the
-  alarm is raised. Time is judged on the readings' own timestamps, so a slow poll or a busy
+* ``hold: 60s``: the raise condition must hold, sample after sample, for that long before the
+  alarm is raised. Time is judged on the samples' own timestamps, so a slow poll or a busy
   event loop does not change the outcome. Clearing is immediate (hysteresis covers flapping).
 
 Booleans count as 0 and 1, so ``{point: cab/door_open, above: 0}`` alarms on an open door.
-NaN says nothing about a condition and is ignored.
+NaN says nothing about a condition and is ignored, and so does a string value.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.config import AlarmRule
-from gateway.model import AlarmEvent, AlarmState, Reading
+from gateway.model import AlarmEvent, AlarmState, Sample
 
 
 @dataclass(slots=True)
@@ -74,7 +74,7 @@ class _RuleState:
 
 
 class AlarmEngine:
-    """Evaluates every rule of a reading's point; keeps only per-rule state."""
+    """Evaluates every rule of a sample's points; keeps only per-rule state."""
 
     def __init__(self, rules: Sequence[AlarmRule]) -> None:
         self._states: list[_RuleState] = [_RuleState(rule, rule.name) for rule in rules]
@@ -84,28 +84,25 @@ class AlarmEngine:
             device, _, point = state.rule.point.partition("/")
             self._by_device.setdefault(device, {}).setdefault(point, []).append(state)
 
-    def observe_all(self, readings: Sequence[Reading]) -> list[AlarmEvent]:
-        """The events these readings cause, in order: usually none, one when a rule changes
+    def observe(self, sample: Sample) -> list[AlarmEvent]:
+        """The events this sample causes, in order: usually none, one when a rule changes
         state. A device without rules costs one lookup."""
+        points = self._by_device.get(sample.device)
+        if points is None:
+            return []
         events: list[AlarmEvent] = []
-        by_device = self._by_device
-        for reading in readings:
-            points = by_device.get(reading.device)
-            states = points.get(reading.point) if points is not None else None
-            if not states:
+        for point, value in sample.values.items():
+            states = points.get(point)
+            if not states or isinstance(value, str):
                 continue
-            value = float(reading.value)
-            if math.isnan(value):
+            number = float(value)
+            if math.isnan(number):
                 continue
             for state in states:
-                event = state.observe(value, reading.ts_ms)
+                event = state.observe(number, sample.ts_ms)
                 if event is not None:
                     events.append(event)
         return events
-
-    def observe(self, reading: Reading) -> list[AlarmEvent]:
-        """The events this one reading causes."""
-        return self.observe_all((reading,))
 
     def active(self) -> list[str]:
         """Names of the alarms raised now, in rule order."""

@@ -1,6 +1,6 @@
 """Is the system clock synchronised? A box without a real-time clock boots in the past.
 
-Readings taken before the first NTP sync are flagged ``"clock": "unsynced"`` (SPEC.md), and
+Samples taken before the first NTP sync are flagged ``"clock": "unsynced"`` (SPEC.md), and
 status reports the state. The answer comes from, in order:
 
 1. ``$STREET_GATEWAY_CLOCK=synced|unsynced`` — an override for tests and the demo;
@@ -9,7 +9,7 @@ status reports the state. The answer comes from, in order:
 3. ``/run/systemd/timesync/synchronized``, which systemd-timesyncd creates once it has synced
    (used when the kernel call is refused, e.g. by the unit's ``ProtectClock=``/system-call filter).
 
-When no source can tell, the clock counts as unsynchronised (readings get flagged, never
+When no source can tell, the clock counts as unsynchronised (samples get flagged, never
 silently trusted) and that is logged once. :class:`SystemClock` caches the answer and asks
 again every ``recheck_s`` seconds; it logs once when the clock becomes synchronised.
 ``SystemClock().synced`` is the whole interface the daemon needs.
@@ -134,7 +134,7 @@ class SystemClock:
 
     @property
     def synced(self) -> bool:
-        """True once the clock is synchronised; cheap to read for every reading."""
+        """True once the clock is synchronised; cheap to read for every sample."""
         now = self._clock()
         if self._synced is None or now - self._checked_at >= self.recheck_s:
             self._update(now)
@@ -146,7 +146,7 @@ class SystemClock:
         if answer is None and not self._unknown_logged:
             self._unknown_logged = True
             log.warning(
-                "cannot tell whether the system clock is synchronised; readings are flagged "
+                "cannot tell whether the system clock is synchronised; samples are flagged "
                 "unsynced (set %s=synced to override)",
                 ENV_OVERRIDE,
             )
@@ -154,7 +154,7 @@ class SystemClock:
         if synced and not self._synced:
             log.info("system clock is synchronised")
         elif not synced and self._synced is None:
-            log.info("system clock is not synchronised yet; readings are flagged until it is")
+            log.info("system clock is not synchronised yet; samples are flagged until it is")
         elif not synced and self._synced:
-            log.warning("system clock lost synchronisation; readings are flagged again")
+            log.warning("system clock lost synchronisation; samples are flagged again")
         self._synced = synced

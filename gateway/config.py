@@ -98,8 +98,9 @@ class TlsConfig(_Model):
 
 
 class BatchConfig(_Model):
-    max_readings: Annotated[int, Field(ge=1, le=10_000)] = 500
-    # Short by default: a live reading waits at most this long for others to share its message.
+    max_samples: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # Short by default: while messages are in flight, a live sample waits at most this long for
+    # others to share its message (with the window idle it goes at once).
     max_wait: Duration = 0.1
 
 
@@ -541,7 +542,7 @@ def _cross_check(config: Config) -> list[Problem]:
     if config.buffer.max_size < MIN_BUFFER_SIZE:
         problems.append(
             (("buffer", "max_size"),
-             "must be at least 256KiB, or the buffer evicts readings as it stores them")
+             "must be at least 256KiB, or the buffer evicts samples as it stores them")
         )  # fmt: skip
     problems += _check_uplink(config)
     problems += _check_status(config)

@@ -4,7 +4,7 @@ Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer and th
 outlive the pipeline (sources and alarm rules), so a SIGHUP reload swaps the pipeline and never
 touches the buffer; the uplink is replaced only when its settings changed, so a reload does not
 flap the gateway's status to offline. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop
-polling -> commit in-flight readings -> let the uplink finish the publish in progress (bounded)
+polling -> commit in-flight samples -> let the uplink finish the publish in progress (bounded)
 -> close the buffer.
 """
 
@@ -33,10 +33,12 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import BufferStats, DeviceStats, Reading, ReadingsSink, UplinkStats
+from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
 from gateway.status import SourceView, StatusServer
+from gateway.uplink.catalog import catalog_of
+from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.mqtt import Uplink
 
 log = logging.getLogger(__name__)
@@ -59,15 +61,13 @@ class Pipeline:
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
         ]
 
-    def accept(self, readings: list[Reading]) -> None:
-        """The sink every source calls with a poll's readings: flag unsynced time, buffer them,
+    def accept(self, sample: Sample) -> None:
+        """The sink every source calls with a poll's sample: flag unsynced time, buffer it,
         then run the alarm rules."""
         if not self.clock.synced:
-            readings = [
-                Reading(r.device, r.point, r.value, r.ts_ms, r.unit, False) for r in readings
-            ]
-        self.buffer.put_many(readings)
-        for event in self.alarms.observe_all(readings):
+            sample = sample._replace(clock_synced=False)
+        self.buffer.put(sample)
+        for event in self.alarms.observe(sample):
             log.warning(
                 "alarm %s %s (value %s, priority %s)",
                 event.alarm,
@@ -88,20 +88,25 @@ class Pipeline:
 
 def make_uplink(loaded: LoadedConfig, buffer: Buffer, started_ms: int) -> Uplink:
     config = loaded.config
+    wire_format = JsonFormat(
+        catalog_of(config, loaded.digest),
+        topic_prefix=config.uplink.topic_prefix,
+        qos=config.uplink.qos,
+        version=__version__,
+        started_ms=started_ms,
+    )
     return Uplink(
         config.uplink,
         gateway_id=config.gateway.id,
         client_id=config.client_id,
         buffer=buffer,
         password=loaded.mqtt_password,
-        version=__version__,
-        config_digest=loaded.digest,
-        started_ms=started_ms,
+        wire_format=wire_format,
     )
 
 
 def make_source(
-    config: ModbusRtuSource | ModbusTcpSource | SerialSource, sink: ReadingsSink
+    config: ModbusRtuSource | ModbusTcpSource | SerialSource, sink: SampleSink
 ) -> SourceAdapter:
     if isinstance(config, SerialSource):
         return SerialSensorSource(config, sink)
@@ -156,7 +161,7 @@ class Daemon:
         ]
 
     def backlog(self) -> int:
-        return self.buffer_stats().readings
+        return self.buffer_stats().samples
 
     # -- running --------------------------------------------------------------------------------
 
@@ -232,7 +237,7 @@ class Daemon:
                     log.info("reloaded %s: %s", next_loaded.path, _summary(next_loaded.config))
                 await self._shut_down(sources, uplink)
                 watch.cancel()
-            log.info("stopped: buffer closed with %d readings waiting", buffer.stats.readings)
+            log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
@@ -252,7 +257,7 @@ class Daemon:
             client_id=config.client_id,
             password=loaded.mqtt_password,
         ):
-            await self._uplink.announce(loaded.digest)
+            await self._uplink.reconfigure(catalog_of(config, loaded.digest))
             return task
         await self._stop_uplink(task)
         self.loaded = loaded
@@ -281,7 +286,7 @@ class Daemon:
             async with asyncio.timeout(1.0):
                 await self._buffer.flush()
         except TimeoutError:
-            log.warning("could not commit the last readings within 1 s; they stay queued")
+            log.warning("could not commit the last samples within 1 s; they stay queued")
         if self._drain_s:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._drain_s):
@@ -295,7 +300,7 @@ class Daemon:
             async with asyncio.timeout(UPLINK_SHUTDOWN_S + 0.5):
                 await self._uplink.shutdown(UPLINK_SHUTDOWN_S)
         except TimeoutError:
-            log.warning("uplink did not finish in time; unacknowledged readings stay buffered")
+            log.warning("uplink did not finish in time; unacknowledged samples stay buffered")
         await _cancel(task)
 
     def _load_new_config(self) -> LoadedConfig | None:
@@ -364,13 +369,13 @@ class Daemon:
         ok = sum(1 for d in devices if d.state == "ok")
         link = f"up ({uplink.server})" if uplink.connected else "down"
         return (
-            f"{ok}/{len(devices)} devices ok, uplink {link}, backlog {buffer.readings}, "
+            f"{ok}/{len(devices)} devices ok, uplink {link}, backlog {buffer.samples}, "
             f"published {uplink.published_total}"
         )
 
 
 def _hard_exit() -> None:
-    log.critical("shutdown did not finish in time: exiting hard (committed readings are safe)")
+    log.critical("shutdown did not finish in time: exiting hard (committed samples are safe)")
     logging.shutdown()
     os._exit(1)
 

@@ -3,8 +3,9 @@
 Simulated street sensors (Modbus TCP units and a serial noise meter on a pseudo-terminal), a local
 MQTT broker (mosquitto when installed, else the embedded amqtt broker), a cuttable link between
 the daemon and the broker, the daemon itself with its status page, and an upstream subscriber
-that counts what arrives. A live view shows each device's latest values, readings/s, the backlog,
-the uplink state and "delivered N of M". ``--outage 20s`` cuts the link for 20 s every 40 s.
+that counts what arrives. A live view shows each device's latest values, messages/s, the link
+cost, the backlog, the uplink state and "delivered N of M". ``--outage 20s`` cuts the link for
+20 s every 40 s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import yaml
 
 from gateway.config import load_config, parse_duration
 from gateway.daemon import Daemon
+from gateway.model import format_link_cost
 from gateway.sim.link import CuttableLink
 from gateway.sim.modbus import SimUnit, profile_points, serve_tcp
 from gateway.sim.serial import SimulatedSerialSensor
@@ -60,7 +62,7 @@ def demo_config(
         "uplink": {
             "servers": [f"mqtt://127.0.0.1:{broker_port}"],
             "topic_prefix": TOPIC_PREFIX,
-            "batch": {"max_readings": 500, "max_wait": "100ms"},
+            "batch": {"max_samples": 100, "max_wait": "100ms"},
             "keepalive": "5s",
             "reconnect_max": "2s",
         },
@@ -199,11 +201,11 @@ async def _wait_for_port(port: int, limit_s: float = 10.0) -> None:
 
 @dataclass
 class Upstream:
-    """Counts what reached the broker: distinct seqs (readings, alarms, gaps), recent alarms."""
+    """Counts what reached the broker: distinct seqs (samples, alarms, gaps), recent alarms."""
 
     seqs: set[int] = field(default_factory=set)
     alarms: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
-    # when readings messages arrived, for the messages/s figure (a bounded window)
+    # when samples messages arrived, for the messages/s figure (a bounded window)
     received_times: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -211,8 +213,8 @@ class Upstream:
     def take(self, topic: str, payload: bytes) -> None:
         message = json.loads(payload)
         kind = topic.rsplit("/", 1)[-1]
-        if kind == "readings":
-            self.seqs.update(reading["seq"] for reading in message["readings"])
+        if kind == "samples":
+            self.seqs.update(sample["seq"] for sample in message["samples"])
             self.received_times.append(time.monotonic())
         elif kind == "alarms":
             self.seqs.add(message["seq"])
@@ -294,9 +296,10 @@ def render(
     lines += [
         "",
         f"link: {link_state:<24} uplink: {uplink_state}",
-        f"messages/s upstream: {rate:5.1f}   backlog in buffer: {buffer.readings:>6}   "
+        f"messages/s upstream: {rate:5.1f}   backlog in buffer: {buffer.samples:>6}   "
         f"published: {uplink.published_total}",
-        f"delivered {upstream.delivered():,} of {committed:,} stored readings and alarms"
+        f"link cost: {format_link_cost(asdict(uplink))}",
+        f"delivered {upstream.delivered():,} of {committed:,} stored samples and alarms"
         + ("  — nothing lost" if upstream.delivered() >= committed > 0 else ""),
     ]
     if upstream.alarms:
@@ -336,7 +339,7 @@ async def show(
             buffer = daemon.buffer_stats()
             print(
                 f"delivered {upstream.delivered():,} of {buffer.last_seq:,}, "
-                f"backlog {buffer.readings}, link {'up' if link.is_up else 'CUT'}",
+                f"backlog {buffer.samples}, link {'up' if link.is_up else 'CUT'}",
                 flush=True,
             )
 
@@ -445,7 +448,7 @@ async def run_demo(
                     task.cancel()
             delivered, committed = upstream.delivered(), daemon.buffer_stats().last_seq
             print(
-                f"\ndemo stopped: delivered {delivered:,} of {committed:,} stored readings and "
+                f"\ndemo stopped: delivered {delivered:,} of {committed:,} stored samples and "
                 f"alarms; {committed - delivered:,} were still in the buffer"
                 if delivered < committed
                 else f"\ndemo stopped: delivered {delivered:,} of {committed:,}, nothing lost"

@@ -7,7 +7,8 @@ boundary with ``raise ... from exc``, so callers only ever catch our own types::
     ├── ConfigError          a user mistake in the YAML; carries one line per problem
     ├── BufferStoreError     the durable buffer
     │   ├── BufferWriteError     disk full, read-only file system, I/O error
-    │   └── BufferCorruptError   the database file is not ours or is damaged
+    │   ├── BufferCorruptError   the database file is not ours or is damaged
+    │   └── BufferNewerError     written by a newer street-gateway: refused, left untouched
     ├── DeviceError          a sensor did not give a usable answer
     │   ├── DeviceTimeout        no answer within the transaction timeout
     │   ├── DeviceProtocolError  exception response, CRC error, unexpected frame
@@ -40,6 +41,11 @@ class BufferWriteError(BufferStoreError):
 
 class BufferCorruptError(BufferStoreError):
     """The buffer file is damaged or is not a street-gateway buffer."""
+
+
+class BufferNewerError(BufferStoreError):
+    """The buffer file was written by a newer street-gateway (a higher schema version): this
+    one refuses to start rather than move a backlog it cannot read aside."""
 
 
 class DeviceError(GatewayError):

@@ -1,7 +1,7 @@
 """Value types that flow through the pipeline. Imports nothing of ours.
 
-A sensor produces :class:`Reading`; the alarm rules produce :class:`AlarmEvent`; the buffer
-assigns each a ``seq`` when it commits it and hands them back to the uplink as
+A source produces one :class:`Sample` per poll of a device; the alarm rules produce
+:class:`AlarmEvent`; the buffer gives each a ``seq`` and hands them to the uplink as
 :class:`StoredItem`; what eviction or corruption gave up comes back as :class:`Gap`.
 """
 
@@ -11,7 +11,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 Value = float | int | bool | str
 
@@ -25,26 +25,7 @@ class Lane(enum.IntEnum):
     """Which queue an item is published from; alarms go before everything else."""
 
     ALARM = 0
-    READING = 1
-
-
-class Reading(NamedTuple):
-    """One value of one point, stamped when it was acquired (Unix ms, UTC).
-
-    A NamedTuple rather than a frozen dataclass: every reading is built once or twice on its
-    way in, and a tuple is built in ~0.4 us against ~1.2 us, and is as immutable.
-    """
-
-    device: str
-    point: str
-    value: Value
-    ts_ms: int
-    unit: str | None = None
-    clock_synced: bool = True
-
-
-# What a source hands its readings to: one call per poll (or line), not one per value.
-ReadingsSink = Callable[[list[Reading]], None]
+    SAMPLE = 1
 
 
 class Sample(NamedTuple):
@@ -96,8 +77,29 @@ def format_ago(ts_ms: int | None, now_ms: int) -> str:
     return format_duration(max(0, now_ms - ts_ms) / 1000) + " ago"
 
 
+def format_bytes(n: float) -> str:
+    """``512 B``, ``12.3 MiB``."""
+    units = ["B", "KiB", "MiB", "GiB"]
+    i = 0
+    while n >= 1024 and i < 3:
+        n /= 1024
+        i += 1
+    return f"{n:.1f} {units[i]}" if i else f"{int(n)} B"
+
+
+def format_link_cost(uplink: dict[str, Any]) -> str:
+    """``12.3 MiB sent · 1.2 MiB/h · 181 B per sample`` from ``/status``'s ``uplink``: what an
+    LTE plan has to carry, without a calculator."""
+    per_sample = uplink.get("bytes_per_sample")
+    return (
+        f"{format_bytes(uplink.get('bytes_total', 0))} sent · "
+        f"{format_bytes(uplink.get('bytes_per_hour', 0))}/h · "
+        f"{'-' if per_sample is None else f'{per_sample:g} B'} per sample"
+    )
+
+
 def now_ms() -> int:
-    """The wall clock as a reading's ``ts`` is stamped: Unix milliseconds."""
+    """The wall clock as a sample's ``ts`` is stamped: Unix milliseconds."""
     return time.time_ns() // 1_000_000
 
 
@@ -113,17 +115,13 @@ class AlarmEvent:
 
 
 class StoredItem(NamedTuple):
-    """A committed reading or alarm as the buffer returns it to the uplink (a NamedTuple, like
-    :class:`Reading`: a backlog drain builds hundreds of thousands a second).
-
-    ``body`` is the item's JSON object text without ``seq`` (made by ``uplink.payload``),
-    so publishing needs no re-encoding of the stored value.
-    """
+    """A sample or an alarm with the seq the buffer gave it, as the buffer hands it to the uplink
+    (a NamedTuple: a backlog drain builds hundreds of thousands a second)."""
 
     seq: int
     lane: Lane
     ts_ms: int
-    body: str
+    item: Sample | AlarmEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +167,13 @@ class DeviceStats:
 class BufferStats:
     """The durable buffer's figures, owned by the buffer."""
 
-    readings: int = 0  # rows held: readings and alarms not yet acknowledged
+    samples: int = 0  # items held (on disk or in memory): samples and alarms not yet acknowledged
     alarms: int = 0  # of which alarms
     bytes: int = 0  # database + WAL on disk
     oldest_ts: int | None = None
-    last_seq: int = 0  # highest seq committed
+    last_seq: int = 0  # highest seq handed out
     evicted_total: dict[str, int] = field(default_factory=dict)  # by gap reason
-    dropped_total: int = 0  # readings lost from the memory queue while the disk failed
+    dropped_total: int = 0  # samples refused (memory queue full while the disk failed, or NaN)
     write_errors_total: int = 0
     writable: bool = True
     last_error: str | None = None
@@ -188,11 +186,14 @@ class UplinkStats:
 
     connected: bool = False
     server: str | None = None
-    published_total: int = 0  # readings acknowledged by the broker
+    published_total: int = 0  # samples and alarms acknowledged by the broker
     alarms_published_total: int = 0
     gaps_published_total: int = 0
     messages_total: int = 0
     last_publish_ts: int | None = None
+    bytes_total: int = 0  # MQTT PUBLISH packets sent, whole
+    bytes_per_hour: int = 0  # at the last minute's rate
+    bytes_per_sample: float | None = None  # over the last minute
     connects_total: int = 0
     connect_failures_total: int = 0
     last_error: str | None = None

@@ -31,12 +31,20 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.model import BufferStats, DeviceStats, UplinkStats, Value, format_value
+from gateway.model import (
+    BufferStats,
+    DeviceStats,
+    UplinkStats,
+    Value,
+    format_bytes,
+    format_link_cost,
+    format_value,
+)
 from gateway.model import now_ms as wall_clock_ms
 
 log = logging.getLogger(__name__)
 
-STALE_INTERVALS = 3  # a device is silent after this many of its intervals without a reading
+STALE_INTERVALS = 3  # a device is silent after this many of its intervals without a sample
 PAGE_REFRESH_MS = 5000
 DEVICE_STATES = ("ok", "failing", "down")
 
@@ -64,7 +72,7 @@ class StatusProvider(Protocol):
     def sources(self) -> list[SourceView]: ...
 
     def backlog(self) -> int:
-        """Readings and alarms stored and not yet acknowledged by the broker."""
+        """Samples and alarms held and not yet acknowledged by the broker."""
         ...
 
 
@@ -74,7 +82,7 @@ class StatusProvider(Protocol):
 
 def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, list[str]]:
     """(healthy, problems): degraded when the buffer cannot be written, or when no device at all
-    produced a reading within 3 of its intervals (counted from start while none has yet).
+    produced a sample within 3 of its intervals (counted from start while none has yet).
 
     One dead device among live ones is not a health problem; it shows in ``/status``. A gateway
     with no devices configured has nothing to judge and is healthy on that count.
@@ -89,7 +97,7 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     started_ms = now - int(float(provider.gateway_info().get("uptime_s", 0)) * 1000)
     if devices and not any(_fresh(d, now, started_ms) for d in devices):
         problems.append(
-            f"no device produced a reading within {STALE_INTERVALS} of its intervals "
+            f"no device produced a sample within {STALE_INTERVALS} of its intervals "
             f"({len(devices)} device{'s' if len(devices) != 1 else ''})"
         )
     return not problems, problems
@@ -123,6 +131,9 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "published_total": uplink.published_total,
             "last_publish_ts": uplink.last_publish_ts,
             "backlog": provider.backlog(),
+            "bytes_total": uplink.bytes_total,
+            "bytes_per_hour": uplink.bytes_per_hour,
+            "bytes_per_sample": uplink.bytes_per_sample,
             "alarms_published_total": uplink.alarms_published_total,
             "gaps_published_total": uplink.gaps_published_total,
             "connects_total": uplink.connects_total,
@@ -130,7 +141,7 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "last_error": uplink.last_error,
         },
         "buffer": {
-            "readings": buffer.readings,
+            "samples": buffer.samples,
             "bytes": buffer.bytes,
             "oldest_ts": buffer.oldest_ts,
             "evicted_total": sum(buffer.evicted_total.values()),
@@ -300,7 +311,7 @@ class StatusCollector:
         )
         last_ok = gauge_family(
             "street_gateway_device_last_ok_timestamp_seconds",
-            "Unix time of the device's last good reading",
+            "Unix time of the device's last good poll",
             labels=labels,
         )
         state = gauge_family(
@@ -320,28 +331,32 @@ class StatusCollector:
                     state.add_metric([*key, name], float(d.state == name))
         yield from (reads_ok, reads_failed, parse_errors, last_ok, state)
 
-        yield gauge("buffer_readings", "Readings and alarms held, not yet acknowledged",
-                    buffer.readings)  # fmt: skip
+        yield gauge("buffer_samples", "Samples and alarms held, not yet acknowledged",
+                    buffer.samples)  # fmt: skip
         yield gauge("buffer_alarms", "Alarms held, not yet acknowledged", buffer.alarms)
         yield gauge("buffer_bytes", "Buffer database and WAL size on disk", buffer.bytes)
         if buffer.oldest_ts is not None:
             yield gauge("buffer_oldest_timestamp_seconds", "Unix time of the oldest held item",
                         buffer.oldest_ts / 1000)  # fmt: skip
-        yield gauge("buffer_last_seq", "Highest seq committed", buffer.last_seq)
+        yield gauge("buffer_last_seq", "Highest seq handed out", buffer.last_seq)
         evicted = counter_family(
             "street_gateway_buffer_evicted", "Items given up, by gap reason", labels=["reason"]
         )
         for reason in sorted({"max_size", "max_age", *buffer.evicted_total}):
             evicted.add_metric([reason], buffer.evicted_total.get(reason, 0))
         yield evicted
-        yield counter("buffer_dropped", "Readings dropped from the memory queue while the disk "
-                      "failed", buffer.dropped_total)  # fmt: skip
+        yield counter("buffer_dropped", "Samples refused: memory queue full while the disk "
+                      "failed, or not storable", buffer.dropped_total)  # fmt: skip
         yield counter("buffer_write_errors", "Failed buffer writes", buffer.write_errors_total)
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
 
         yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
-        yield counter("uplink_published", "Readings acknowledged by the broker",
+        yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
                       uplink.published_total)  # fmt: skip
+        yield counter("uplink_bytes", "Bytes of MQTT PUBLISH packets sent upstream",
+                      uplink.bytes_total)  # fmt: skip
+        yield gauge("uplink_bytes_per_hour", "Bytes per hour upstream at the last minute's rate",
+                    uplink.bytes_per_hour)  # fmt: skip
         yield counter("uplink_alarms_published", "Alarms acknowledged by the broker",
                       uplink.alarms_published_total)  # fmt: skip
         yield counter("uplink_gaps_published", "Gap messages acknowledged by the broker",
@@ -353,7 +368,8 @@ class StatusCollector:
         if uplink.last_publish_ts is not None:
             yield gauge("uplink_last_publish_timestamp_seconds", "Unix time of the last publish",
                         uplink.last_publish_ts / 1000)  # fmt: skip
-        yield gauge("uplink_backlog", "Readings not yet acknowledged by the broker", p.backlog())
+        yield gauge("uplink_backlog", "Samples and alarms not yet acknowledged by the broker",
+                    p.backlog())  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +447,8 @@ return String(Math.round(v*1000)/1000);}
 function hms(t){return [t.getHours(),t.getMinutes(),t.getSeconds()].map(function(n){
 return (n<10?"0":"")+n;}).join(":");}
 function count(n){return Number(n).toLocaleString("en-US");}
+function cost(u){return bytes(u.bytes_total)+" sent · "+bytes(u.bytes_per_hour)+"/h · "+
+(u.bytes_per_sample===null?"-":u.bytes_per_sample+" B")+" per sample";}
 function dl(rows){var d=el("dl");rows.forEach(function(r){add(d,el("dt",null,r[0]));
 var dd=el("dd");if(r[2])add(dd,el("span","dot "+r[2]));
 dd.appendChild(document.createTextNode(r[1]));d.appendChild(dd);});return d;}
@@ -448,14 +466,15 @@ h.problems.forEach(function(p){add(ul,el("li",null,p));});add(m,add(pr,ul));}
 var cards=el("section","cards");
 add(cards,add(el("div","card"),el("h2",null,"Uplink"),dl([
 ["link",u.connected?"connected":"disconnected",u.connected?"ok":"bad"],
-["server",u.server||"-"],["published",count(u.published_total)+" readings"],
+["server",u.server||"-"],["published",count(u.published_total)+" samples and alarms"],
 ["last publish",ago(u.last_publish_ts,now)],["backlog",count(u.backlog)],
+["link cost",cost(u)],
 ["last error",u.last_error||"-"]])));
 var ev=Object.keys(b.evicted_by_reason||{}).map(function(k){
 return k+" "+count(b.evicted_by_reason[k]);}).join(", ");
 add(cards,add(el("div","card"),el("h2",null,"Buffer"),dl([
 ["writable",b.writable?"yes":"NO",b.writable?"ok":"bad"],
-["held",count(b.readings)+" items, "+bytes(b.bytes)],["oldest",ago(b.oldest_ts,now)],
+["held",count(b.samples)+" items, "+bytes(b.bytes)],["oldest",ago(b.oldest_ts,now)],
 ["evicted",count(b.evicted_total)+(ev?" ("+ev+")":"")],["dropped",count(b.dropped_total)],
 ["last error",b.last_error||"-"]])));
 add(m,cards);
@@ -522,15 +541,6 @@ def _ago(ts: int | None, now: int) -> str:
     return "never" if ts is None else f"{_dur((now - ts) / 1000)} ago"
 
 
-def _bytes(n: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB"]
-    i = 0
-    while n >= 1024 and i < 3:
-        n /= 1024
-        i += 1
-    return f"{n:.1f} {units[i]}" if i else f"{int(n)} B"
-
-
 def _dl(rows: Iterable[tuple[str, str] | tuple[str, str, str]]) -> str:
     parts = ["<dl>"]
     for row in rows:
@@ -562,15 +572,16 @@ def _render_body(doc: dict[str, Any]) -> Iterator[str]:
         ("link", "connected" if u["connected"] else "disconnected",
          "ok" if u["connected"] else "bad"),
         ("server", u["server"] or "-"),
-        ("published", f"{u['published_total']:,} readings"),
+        ("published", f"{u['published_total']:,} samples and alarms"),
         ("last publish", _ago(u["last_publish_ts"], now)),
         ("backlog", f"{u['backlog']:,}"),
+        ("link cost", format_link_cost(u)),
         ("last error", u["last_error"] or "-"),
     ])  # fmt: skip
     yield '</div><div class="card"><h2>Buffer</h2>'
     yield _dl([
         ("writable", "yes" if b["writable"] else "NO", "ok" if b["writable"] else "bad"),
-        ("held", f"{b['readings']:,} items, {_bytes(b['bytes'])}"),
+        ("held", f"{b['samples']:,} items, {format_bytes(b['bytes'])}"),
         ("oldest", _ago(b["oldest_ts"], now)),
         ("evicted", f"{b['evicted_total']:,}" + (f" ({evicted})" if evicted else "")),
         ("dropped", f"{b['dropped_total']:,}"),

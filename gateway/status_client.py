@@ -27,7 +27,7 @@ from gateway.config import (
     split_listen,
 )
 from gateway.errors import ConfigError
-from gateway.model import format_ago, format_value
+from gateway.model import format_ago, format_link_cost, format_value
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 1
@@ -166,11 +166,12 @@ def format_status(doc: dict[str, Any]) -> str:
     if not u["connected"] and u.get("last_error"):
         link += f" ({u['last_error']})"
     lines.append(
-        f"uplink   {link}; {u['published_total']} readings published, "
+        f"uplink   {link}; {u['published_total']} samples and alarms published, "
         f"last {format_ago(u['last_publish_ts'], now)}; backlog {u['backlog']}"
     )
+    lines.append(f"link     {format_link_cost(u)}")
     buffer = (
-        f"buffer   {b['readings']} held, {b['bytes'] / 1048576:.1f} MiB, "
+        f"buffer   {b['samples']} held, {b['bytes'] / 1048576:.1f} MiB, "
         f"oldest {format_ago(b['oldest_ts'], now)}; evicted {b['evicted_total']}"
     )
     if b.get("dropped_total"):

@@ -2,7 +2,8 @@
 
 Usage: ``python buffer_child.py DB SYNC RESERVE_BLOCK``. Prints, flushed, one line per event:
 ``open N`` (last_seq after open), ``commit N`` (last_seq after a flush returned),
-``acking a b c`` (about to ack these seqs) and ``acked`` (the ack returned).
+``exposed a b c`` (handed out before their commit, as to the uplink), ``acking a b c`` (about
+to ack these seqs) and ``acked`` (the ack returned).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from gateway.buffer import Buffer
-from gateway.model import AlarmEvent, Lane, Reading
+from gateway.model import AlarmEvent, Lane, Sample
 
 
 def say(line: str) -> None:
@@ -32,12 +33,15 @@ async def main() -> None:
         while True:
             for _ in range(random.randint(1, 40)):
                 n += 1
-                buffer.put(Reading("aq-1", "pm25", n * 0.5, 1_764_169_200_000 + n))
+                buffer.put(Sample("aq-1", 1_764_169_200_000 + n, {"pm25": n * 0.5}))
             if random.random() < 0.2:
                 buffer.put(AlarmEvent("aq-1/pm25>50", "raised", 63.0, "high", 1_764_169_200_000))
+            if random.random() < 0.3:  # the uplink takes live items before their commit
+                live = await buffer.fetch(Lane.SAMPLE, after_seq=buffer.last_seq - 50)
+                say("exposed " + " ".join(str(item.seq) for item in live))
             say(f"commit {await buffer.flush()}")
             if random.random() < 0.3:
-                items = await buffer.fetch(Lane.READING, limit=random.randint(1, 30))
+                items = await buffer.fetch(Lane.SAMPLE, limit=random.randint(1, 30))
                 seqs = [item.seq for item in items if random.random() < 0.7]
                 say("acking " + " ".join(map(str, seqs)))
                 await buffer.ack(seqs)

@@ -15,15 +15,14 @@ import pytest
 
 from gateway.buffer import Buffer
 from gateway.buffer.seqfile import SeqState, plan_start
-from gateway.model import AlarmEvent, Gap, Lane, Reading
-from gateway.uplink.payload import alarm_body, reading_body
+from gateway.model import AlarmEvent, Gap, Lane, Sample
 
 T0 = 1_764_169_200_000
 DAY_MS = 86_400_000
 
 
-def reading(n: int, ts: int = T0) -> Reading:
-    return Reading("aq-1", "pm25", n * 0.5, ts + n, unit="ug/m3")
+def reading(n: int, ts: int = T0) -> Sample:
+    return Sample("aq-1", ts + n, {"pm25": n * 0.5, "n": n})
 
 
 ALARM = AlarmEvent("aq-1/pm25>50", "raised", 63.0, "high", T0)
@@ -44,21 +43,21 @@ async def test_round_trip_lanes_seq_and_ack(tmp_path: Path) -> None:
             buffer.put(reading(n))
         buffer.put(ALARM)
         assert await buffer.flush() == 6
-        readings = await buffer.fetch(Lane.READING)
+        readings = await buffer.fetch(Lane.SAMPLE)
         alarms = await buffer.fetch(Lane.ALARM)
         assert [r.seq for r in readings] == [1, 2, 3, 4, 5]
-        assert [r.body for r in readings] == [reading_body(reading(n)) for n in range(5)]
-        assert [(a.seq, a.body) for a in alarms] == [(6, alarm_body(ALARM))]
-        assert [r.seq for r in await buffer.fetch(Lane.READING, after_seq=2, up_to_seq=4)] == [3, 4]
-        assert [r.seq for r in await buffer.fetch(Lane.READING, limit=2)] == [1, 2]
+        assert [r.item for r in readings] == [reading(n) for n in range(5)]
+        assert [(a.seq, a.item) for a in alarms] == [(6, ALARM)]
+        assert [r.seq for r in await buffer.fetch(Lane.SAMPLE, after_seq=2, up_to_seq=4)] == [3, 4]
+        assert [r.seq for r in await buffer.fetch(Lane.SAMPLE, limit=2)] == [1, 2]
         await buffer.ack([1, 2, 6, 999])
-        assert await all_items(buffer, Lane.READING) == [3, 4, 5]
+        assert await all_items(buffer, Lane.SAMPLE) == [3, 4, 5]
         assert await all_items(buffer, Lane.ALARM) == []
-        assert (buffer.stats.readings, buffer.stats.alarms) == (3, 0)
+        assert (buffer.stats.samples, buffer.stats.alarms) == (3, 0)
         assert buffer.stats.oldest_ts == reading(2).ts_ms
     async with Buffer(path) as buffer:
         assert buffer.last_seq == 6
-        assert (buffer.stats.readings, buffer.stats.oldest_ts) == (3, reading(2).ts_ms)
+        assert (buffer.stats.samples, buffer.stats.oldest_ts) == (3, reading(2).ts_ms)
         buffer.put(reading(9))
         assert await buffer.flush() == 7
         assert await buffer.pending_gaps() == []
@@ -68,13 +67,13 @@ async def test_live_reading_is_committed_without_flush(tmp_path: Path) -> None:
     async with Buffer(tmp_path / "buffer.db") as buffer:
         buffer.put(reading(1))
         async with asyncio.timeout(5):
-            assert await buffer.wait_for_commit(0) == 1
-        assert await all_items(buffer, Lane.READING) == [1]
+            assert await buffer.wait_for_seq(0) == 1
+        assert await all_items(buffer, Lane.SAMPLE) == [1]
 
 
 async def test_unencodable_reading_is_dropped_and_counted(tmp_path: Path) -> None:
     async with Buffer(tmp_path / "buffer.db") as buffer:
-        buffer.put(Reading("aq-1", "pm25", float("nan"), T0))
+        buffer.put(Sample("aq-1", T0, {"pm25": float("nan")}))
         buffer.put(reading(1))
         assert await buffer.flush() == 1
         assert buffer.stats.dropped_total == 1
@@ -207,13 +206,14 @@ async def test_unopenable_path_degrades_then_recovers(tmp_path: Path) -> None:
             buffer.put(reading(n))
         assert await buffer.flush() == 0
         assert buffer.stats.dropped_total == 2
-        assert await buffer.fetch(Lane.READING) == []
+        assert await buffer.fetch(Lane.SAMPLE) == []
         blocker.unlink()  # the directory appears (e.g. the disk got mounted)
         blocker.mkdir()
         async with asyncio.timeout(10):
-            assert await buffer.wait_for_commit(0) == 5
-        assert buffer.stats.writable
-        assert await all_items(buffer, Lane.READING) == [1, 2, 3, 4, 5]
+            assert await buffer.wait_for_seq(0) == 5  # numbered first, then committed
+            while not buffer.stats.writable:
+                await asyncio.sleep(0.01)
+        assert await all_items(buffer, Lane.SAMPLE) == [1, 2, 3, 4, 5]
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-async def test_full_disk_holds_readings_in_memory_and_recovers(tiny_tmpfs: Path) -> None:
+async def test_full_disk_holds_samples_in_memory_and_recovers(tiny_tmpfs: Path) -> None:
     path = tiny_tmpfs / "buffer.db"
     async with Buffer(path, memory_queue_max=400, min_free_fraction=0.0) as buffer:
         buffer.put(reading(0))
@@ -250,12 +250,16 @@ async def test_full_disk_holds_readings_in_memory_and_recovers(tiny_tmpfs: Path)
         assert buffer.stats.write_errors_total >= 1
         assert "full" in (buffer.stats.last_error or "")
         assert buffer.stats.dropped_total == 100
-        assert buffer.last_seq == 1
+        # numbered and held in memory: the uplink can still publish them while the disk is full
+        assert buffer.last_seq == 401
+        assert await all_items(buffer, Lane.SAMPLE) == list(range(1, 402))
         filler.unlink()
         async with asyncio.timeout(10):
-            assert await buffer.wait_for_commit(1) == 401
-        assert buffer.stats.writable
-        assert await all_items(buffer, Lane.READING) == list(range(1, 402))
+            while not buffer.stats.writable:
+                await asyncio.sleep(0.01)
+        assert await buffer.flush() == 401
+    with sqlite3.connect(path) as db:  # every one of them reached the file
+        assert [s for (s,) in db.execute("SELECT seq FROM samples")] == list(range(1, 402))
 
 
 async def test_max_size_evicts_oldest_readings_alarms_last_with_gaps(tmp_path: Path) -> None:
@@ -271,7 +275,7 @@ async def test_max_size_evicts_oldest_readings_alarms_last_with_gaps(tmp_path: P
         await buffer.evict_now()
         stats = buffer.stats
         assert stats.bytes <= max_size
-        readings = await all_items(buffer, Lane.READING)
+        readings = await all_items(buffer, Lane.SAMPLE)
         assert await all_items(buffer, Lane.ALARM) == [1]
         gaps = await buffer.pending_gaps()
         assert {g.reason for g in gaps} == {"max_size"}
@@ -280,7 +284,7 @@ async def test_max_size_evicts_oldest_readings_alarms_last_with_gaps(tmp_path: P
         assert evicted.isdisjoint(readings)
         assert evicted | set(readings) | {1} == set(range(1, last + 1))
         assert min(readings) > max(evicted)  # the oldest went first
-        assert stats.readings == len(readings) + 1
+        assert stats.samples == len(readings) + 1
 
 
 async def test_max_age_evicts_by_stored_time(tmp_path: Path) -> None:
@@ -296,7 +300,7 @@ async def test_max_age_evicts_by_stored_time(tmp_path: Path) -> None:
         await b.flush()
         clock[0] += DAY_MS + 1
         await b.evict_now()
-        assert await all_items(b, Lane.READING) == [12, 13, 14, 15, 16]
+        assert await all_items(b, Lane.SAMPLE) == [12, 13, 14, 15, 16]
         assert await all_items(b, Lane.ALARM) == []
         gaps = await b.pending_gaps()
         assert [(g.from_seq, g.to_seq, g.count, g.reason) for g in gaps] == [
@@ -308,7 +312,7 @@ async def test_max_age_evicts_by_stored_time(tmp_path: Path) -> None:
 
 def rows_in_file(path: Path) -> list[int]:
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return [seq for (seq,) in db.execute("SELECT seq FROM readings ORDER BY seq")]
+        return [seq for (seq,) in db.execute("SELECT seq FROM samples ORDER BY seq")]
 
 
 async def test_acked_live_rows_leave_the_counts_at_once_and_the_file_with_the_next_commit(
@@ -320,12 +324,11 @@ async def test_acked_live_rows_leave_the_counts_at_once_and_the_file_with_the_ne
             buffer.put(reading(n))
         await buffer.flush()
         await buffer.ack([1, 2])
-        assert (buffer.stats.readings, buffer.stats.oldest_ts) == (1, reading(3).ts_ms)
-        assert [i.seq for i in await buffer.fetch(Lane.READING)] == [3]
+        assert (buffer.stats.samples, buffer.stats.oldest_ts) == (1, reading(3).ts_ms)
+        assert [i.seq for i in await buffer.fetch(Lane.SAMPLE)] == [3]
         assert rows_in_file(path) == [1, 2, 3]  # no transaction of their own
         buffer.put(reading(4))
-        async with asyncio.timeout(5):
-            await buffer.wait_for_commit(3)
+        await buffer.flush()
         assert rows_in_file(path) == [3, 4]  # deleted in the commit of seq 4
         await buffer.ack([3])
     assert rows_in_file(path) == [4]  # and at a clean close
@@ -341,7 +344,7 @@ async def test_acked_rows_are_deleted_after_the_linger_without_a_commit(tmp_path
         async with asyncio.timeout(5):
             while rows_in_file(path) != [2]:
                 await asyncio.sleep(0.02)
-        assert buffer.stats.readings == 1
+        assert buffer.stats.samples == 1
 
 
 async def test_acked_backlog_rows_are_deleted_at_once_and_counted_exactly(tmp_path: Path) -> None:
@@ -350,10 +353,10 @@ async def test_acked_backlog_rows_are_deleted_at_once_and_counted_exactly(tmp_pa
         for n in range(1, 6):
             buffer.put(reading(n))
     async with Buffer(path, ack_linger_s=3600) as buffer:  # reopened: all five are backlog
-        assert [i.seq for i in await buffer.fetch(Lane.READING, limit=2)] == [1, 2]
+        assert [i.seq for i in await buffer.fetch(Lane.SAMPLE, limit=2)] == [1, 2]
         await buffer.ack([1, 2, 99])
         assert rows_in_file(path) == [3, 4, 5]
-        assert (buffer.stats.readings, buffer.stats.oldest_ts) == (3, reading(3).ts_ms)
+        assert (buffer.stats.samples, buffer.stats.oldest_ts) == (3, reading(3).ts_ms)
 
 
 async def test_a_crash_before_the_delete_sends_acked_rows_again(tmp_path: Path) -> None:
@@ -365,8 +368,8 @@ async def test_a_crash_before_the_delete_sends_acked_rows_again(tmp_path: Path) 
     await buffer.ack([1])
     await buffer.abandon()
     async with Buffer(path) as buffer:
-        assert [i.seq for i in await buffer.fetch(Lane.READING)] == [1, 2]  # at least once
-        assert buffer.stats.readings == 2
+        assert [i.seq for i in await buffer.fetch(Lane.SAMPLE)] == [1, 2]  # at least once
+        assert buffer.stats.samples == 2
 
 
 async def test_live_fetch_past_the_tail_reads_the_file(tmp_path: Path) -> None:
@@ -375,10 +378,10 @@ async def test_live_fetch_past_the_tail_reads_the_file(tmp_path: Path) -> None:
             buffer.put(reading(n))
         await buffer.flush()
         await buffer.ack([2, 7])
-        assert await all_items(buffer, Lane.READING) == [1, 3, 4, 5, 6, 8]
-        seqs = [i.seq for i in await buffer.fetch(Lane.READING, after_seq=5, limit=10)]
+        assert await all_items(buffer, Lane.SAMPLE) == [1, 3, 4, 5, 6, 8]
+        seqs = [i.seq for i in await buffer.fetch(Lane.SAMPLE, after_seq=5, limit=10)]
         assert seqs == [6, 8]
-        assert [i.seq for i in await buffer.fetch(Lane.READING, after_seq=3, up_to_seq=6)] == [
+        assert [i.seq for i in await buffer.fetch(Lane.SAMPLE, after_seq=3, up_to_seq=6)] == [
             4,
             5,
             6,

@@ -1,10 +1,11 @@
 """The buffer checked against a plain model (hypothesis stateful testing).
 
-Random appends, flushes, acks (deferred to the next commit when the tail holds them),
-clock jumps, evictions (size and age), clean reopens, crashes
-(the memory queue abandoned) and power cuts (a crash plus a new boot id). After every step the
-buffer must agree with the model: no committed item lost, no seq reused, each evicted seq in
-exactly one gap, and the incremental counters equal to what is stored.
+Random appends, fetches (the uplink reading items, committed or not), flushes, acks (of fetched
+items, committed or not), clock jumps, evictions (size and age), clean reopens, crashes (the
+memory queue abandoned) and power cuts (a crash plus a new boot id). After every step the buffer
+must agree with the model: no committed item lost, no seq that anybody saw reused, every seq
+handed out before its commit and lost in a crash covered by an ``unclean_shutdown`` gap, each
+evicted seq in exactly one gap, and the incremental counters equal to what is held.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from gateway.buffer import Buffer
-from gateway.model import AlarmEvent, Gap, Lane, Reading
-from gateway.uplink.payload import alarm_body, reading_body
+from gateway.buffer import Buffer, codec
+from gateway.model import AlarmEvent, Gap, Lane, Sample
 
 T0 = 1_764_169_200_000
 DAY_MS = 86_400_000
-Item = tuple[Lane, str]
+Item = tuple[Lane, Sample | AlarmEvent]
 T = TypeVar("T")
 
 
@@ -41,8 +41,9 @@ class BufferMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.clock = T0
         self.counter = 0
-        self.queued: list[Item] = []  # put, not yet seen committed
-        self.live: dict[int, Item] = {}  # committed, not acked, not evicted
+        self.queued: list[Item] = []  # put, not yet seen numbered
+        self.live: dict[int, Item] = {}  # numbered (committed or not), not acked, not evicted
+        self.exposed: set[int] = set()  # seqs the uplink was handed (fetched)
         self.acked: set[int] = set()
         # acked, and maybe still in the file: deleted with the next commit (or at a clean
         # close); a crash before that keeps them, and they are to be sent again
@@ -81,35 +82,54 @@ class BufferMachine(RuleBasedStateMachine):
     # -- rules -----------------------------------------------------------------------------
 
     @rule(n=st.integers(1, 300))
-    def put_readings(self, n: int) -> None:
+    def put_samples(self, n: int) -> None:
         for _ in range(n):
             self.counter += 1
-            reading = Reading("aq-1", "pm25", self.counter * 0.5, self.clock + self.counter)
-            self.buffer.put(reading)
-            self.queued.append((Lane.READING, reading_body(reading)))
+            values = {"pm25": self.counter * 0.5, "n": self.counter, "door": self.counter % 2 == 0}
+            sample = Sample("aq-1", self.clock + self.counter, values, self.counter % 3 != 0)
+            self.buffer.put(sample)
+            self.queued.append((Lane.SAMPLE, sample))
 
     @rule()
     def put_alarm(self) -> None:
         self.counter += 1
         event = AlarmEvent("aq-1/pm25>50", "raised", float(self.counter), "high", self.clock)
         self.buffer.put(event)
-        self.queued.append((Lane.ALARM, alarm_body(event)))
+        self.queued.append((Lane.ALARM, event))
+
+    def fetch_all(self) -> dict[int, Item]:
+        """Everything the buffer hands the uplink now, committed or not; checked against the
+        model (items numbered while the fetch ran may or may not be among them)."""
+        self.sync()
+        known = self.max_assigned
+        fetched = {
+            item.seq: (lane, item.item)
+            for lane in Lane
+            for item in self.run(self.buffer.fetch(lane, limit=10**6))
+        }
+        self.sync()
+        self.exposed |= fetched.keys()
+        expected = {seq: item for seq, item in self.live.items() if seq <= known}
+        assert {s: i for s, i in fetched.items() if s <= known} == expected
+        assert fetched.keys() <= self.live.keys()
+        return fetched
+
+    @rule()
+    def fetch_before_commit(self) -> None:
+        self.fetch_all()
 
     @rule()
     def public_reads_agree(self) -> None:
         self.run(self.buffer.flush())
-        self.sync()
-        for lane in Lane:
-            items = self.run(self.buffer.fetch(lane, limit=10**6))
-            assert [(i.seq, (lane, i.body)) for i in items] == [
-                (seq, item) for seq, item in sorted(self.live.items()) if item[0] is lane
-            ]
+        self.fetch_all()
         assert {g.gap_id for g in self.run(self.buffer.pending_gaps())} == self.pending_gap_ids
 
     @rule()
     def flush(self) -> None:
         self.run(self.buffer.flush())
         self.sync()
+        present, _, _ = self.run(self.snapshot())
+        assert self.live.keys() <= present.keys(), "flush() left items uncommitted"
         assert not self.queued
         assert not self.ack_pending, "flush() left acknowledged rows in the file"
 
@@ -121,8 +141,7 @@ class BufferMachine(RuleBasedStateMachine):
     # hypothesis wants the same draws when it replays): indices are mapped onto what exists.
     @rule(picks=st.lists(st.integers(0, 10**6), max_size=80), unknown=st.booleans())
     def ack(self, picks: list[int], unknown: bool) -> None:
-        self.sync()
-        live = sorted(self.live)
+        live = sorted(self.fetch_all())  # the uplink acknowledges what it was handed
         chosen = [live[i % len(live)] for i in picks] if live else []
         extra = [self.max_assigned + 1000] if unknown else []  # a seq it never assigned
         self.run(self.buffer.ack([*chosen, *extra]))
@@ -162,13 +181,36 @@ class BufferMachine(RuleBasedStateMachine):
             state["boot"] = "a-boot-after-a-power-cut"
             seq_file.write_text(json.dumps(state))
         self.buffer = self.run(self.open())
-        present, _, _ = self.run(self.snapshot())
+        present, gaps, last = self.run(self.snapshot())
         for seq in present.keys() & self.ack_pending.keys():  # acked, not yet deleted: revived
             event("a crash kept acknowledged rows")
             self.live[seq] = self.ack_pending.pop(seq)
             self.acked.discard(seq)
+        self.queued.clear()  # never numbered: gone, as if never put
+        lost = {seq for seq in self.live if seq not in present}
+        unclean: set[int] = set()
+        for gap in gaps:
+            if gap.gap_id not in self.gap_ids and gap.reason == "unclean_shutdown":
+                unclean.update(range(gap.from_seq, gap.to_seq + 1))
+        exposed_lost = lost & self.exposed
+        assert exposed_lost <= unclean, f"handed out, lost, not declared: {exposed_lost - unclean}"
+        if lost:
+            event("a crash lost uncommitted items")
+        if exposed_lost:
+            event("a crash lost items handed out before their commit")
+        for seq in lost:
+            del self.live[seq]
+        # seqs above where numbering continues were never seen by anybody: free again
+        assert all(seq not in self.exposed for seq in range(last + 1, self.max_assigned + 1))
+        self.max_assigned = min(self.max_assigned, last)
         self.sync()
-        self.queued.clear()  # what was not committed is gone, and never got a seq
+
+    @rule(n=st.integers(1, 30), power_cut=st.booleans())
+    def crash_while_publishing(self, n: int, power_cut: bool) -> None:
+        """The uplink was handed live samples before their commit, then the process died."""
+        self.put_samples(n)
+        self.fetch_all()
+        self.crash(power_cut)
 
     # -- the model check -------------------------------------------------------------------
 
@@ -177,10 +219,17 @@ class BufferMachine(RuleBasedStateMachine):
         with fetch() and pending_gaps() the commit task could run between two calls)."""
         async with self.buffer._lock:
             with contextlib.closing(sqlite3.connect(self.path)) as db:
-                present = {
-                    seq: (lane, body)
-                    for lane, table in ((Lane.READING, "readings"), (Lane.ALARM, "alarms"))
-                    for seq, body in db.execute(f"SELECT seq, body FROM {table}")
+                present: dict[int, Item] = {
+                    seq: (Lane.SAMPLE, codec.sample_from_row(ts, device, values, flags))
+                    for seq, ts, device, values, flags in db.execute(
+                        "SELECT seq, ts_ms, device, vals, flags FROM samples"
+                    )
+                }
+                present |= {
+                    row[0]: (Lane.ALARM, codec.alarm_from_row(*row[1:]))
+                    for row in db.execute(
+                        "SELECT seq, ts_ms, alarm, state, value, priority FROM alarms"
+                    )
                 }
                 gaps = [
                     Gap(*row)
@@ -202,14 +251,16 @@ class BufferMachine(RuleBasedStateMachine):
         never_assigned: set[int] = set()
         for gap in new_gaps:
             if gap.reason == "unclean_shutdown":
-                assert gap.from_seq > self.max_assigned, "an unclean gap over assigned seqs"
+                seqs = set(range(gap.from_seq, gap.to_seq + 1))
+                assert not seqs & set(self.live), "an unclean gap over seqs still held"
                 assert gap.count == gap.to_seq - gap.from_seq + 1
-                never_assigned.update(range(gap.from_seq, gap.to_seq + 1))
-        # seqs committed since the last look take the queued items in order
+                never_assigned |= {s for s in seqs if s > self.max_assigned}
+        # seqs numbered since the last look take the queued items in order
         assigned = [s for s in range(self.max_assigned + 1, last + 1) if s not in never_assigned]
-        assert len(assigned) <= len(self.queued), "more seqs committed than items put"
+        assert len(assigned) <= len(self.queued), "more seqs handed out than items put"
         for seq, item in zip(assigned, self.queued, strict=False):
             assert seq not in self.gapped and seq not in self.acked, f"seq {seq} reused"
+            assert seq not in self.exposed, f"seq {seq} was seen before and is reused"
             self.live[seq] = item
         del self.queued[: len(assigned)]
         self.max_assigned = last
@@ -229,13 +280,12 @@ class BufferMachine(RuleBasedStateMachine):
             for seq in evicted:
                 del self.live[seq]
         assert {g.gap_id for g in gaps} == self.pending_gap_ids
-        for seq, item in self.live.items():
-            assert present.get(seq) == item, f"committed seq {seq} lost or changed"
-        assert set(present) == set(self.live), "stored seqs the model does not know"
+        for seq, item in present.items():
+            assert self.live.get(seq) == item, f"stored seq {seq} unknown or changed"
         stats = self.buffer.stats
-        alarms = sum(1 for lane, _ in present.values() if lane is Lane.ALARM)
-        assert stats.readings == len(present)  # acked rows not yet deleted are not counted
-        assert stats.alarms == alarms
+        held = [lane for lane, _ in (*self.live.values(), *self.queued)]
+        assert stats.samples == len(held)  # acked rows not yet deleted are not counted
+        assert stats.alarms == held.count(Lane.ALARM)
         assert stats.last_seq == last
         assert stats.writable
 

@@ -2,7 +2,7 @@
 
 A gateway's record is a handful of range sets (received seqs, seqs received more than once,
 declared gaps per reason, everything covered) plus its open holes with the time each was first
-seen. Memory is proportional to the number of ranges, never to the number of readings.
+seen. Memory is proportional to the number of ranges, never to the number of samples.
 
 Holes are kept as the exact complement of ``covered`` below ``max_seq``: when ``max_seq``
 advances, the uncovered part of the new stretch becomes a hole stamped "now"; when a seq or a
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gateway.audit.ranges import RangeSet, runs
 
-KINDS = ("readings", "alarms", "gaps", "status")
+KINDS = ("samples", "alarms", "gaps", "status")
 
 
 class RejectedMessage(ValueError):
@@ -26,7 +26,7 @@ class RejectedMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Seqs:
-    """Seqs delivered in a readings or alarms message, in arrival order."""
+    """Seqs delivered in a samples or alarms message, in arrival order."""
 
     gateway: str
     seqs: list[int]
@@ -84,16 +84,16 @@ def parse_message(prefix: str, topic: str, payload: bytes | bytearray) -> Event:
         if hi < lo or not isinstance(reason, str) or not reason:
             raise RejectedMessage(f"gap [{lo}, {hi}] reason {reason!r} is not a valid gap")
         return GapDeclared(gateway, lo, hi, reason)
-    readings = doc.get("readings")
-    if not isinstance(readings, list) or not readings:
-        raise RejectedMessage("readings is not a non-empty list")
+    samples = doc.get("samples")
+    if not isinstance(samples, list) or not samples:
+        raise RejectedMessage("samples is not a non-empty list")
     try:  # the hot path: one comprehension, then one check over all seqs
-        seqs = [item["seq"] for item in readings]
+        seqs = [item["seq"] for item in samples]
     except (TypeError, KeyError, IndexError):
-        raise RejectedMessage("a reading is not a JSON object with a seq") from None
+        raise RejectedMessage("a sample is not a JSON object with a seq") from None
     if not all(type(s) is int for s in seqs) or min(seqs) < 1:
         bad = next(s for s in seqs if type(s) is not int or s < 1)
-        raise RejectedMessage(f"reading seq is not a positive integer: {bad!r}")
+        raise RejectedMessage(f"sample seq is not a positive integer: {bad!r}")
     return Seqs(gateway, seqs)
 
 

@@ -123,7 +123,7 @@ class RangeSet:
 def runs(values: Iterable[int]) -> Iterator[tuple[int, int]]:
     """Consecutive ascending runs of ``values`` in arrival order, as ``(lo, hi)``.
 
-    A batch of readings in seq order collapses to one run. Anything else (a repeat, a step
+    A batch of samples in seq order collapses to one run. Anything else (a repeat, a step
     back, a jump) starts a new run, so adding the runs one by one sees every repeat.
     """
     lo = hi = 0

@@ -1,7 +1,7 @@
 """The audit's SQLite state file: one row per gateway, rewritten when the gateway changed.
 
 A row holds the gateway's range sets as JSON lists of ``[lo, hi, lo, hi, ...]``, so a write
-costs the number of ranges, not of readings. Writes are batched: the consumer applies every
+costs the number of ranges, not of samples. Writes are batched: the consumer applies every
 message it has, then ``save`` commits the changed rows in one transaction (WAL,
 ``synchronous=FULL``: a committed batch survives a power cut), and only then are the messages
 acknowledged to the broker.

@@ -1,94 +1,71 @@
-"""The durable store-and-forward buffer: readings and alarms in, seq-numbered items out.
+"""The durable store-and-forward buffer: samples and alarms in, seq-numbered items out.
 
 How it works
 ------------
-``put()`` encodes the item (``uplink.payload``) and appends it to a bounded in-memory queue; it
-never blocks and never raises. The commit task takes what is queued (at most
-``commit_max_rows``) and commits it in one SQLite transaction, assigning the seqs; it waits a
-short linger after the first item of a batch so that one poll's readings share a commit, but
-never holds an item longer than ``commit_interval_s``, and when commits are slower than the
-linger they follow one another without pause (group commit). With ``sync="full"`` every commit
-is fsynced (``synchronous=FULL`` in WAL mode); with ``"normal"`` only checkpoints are.
+``put()`` gives each sample or alarm its seq at once, from the fsynced reservation (below), and
+appends it to a bounded in-memory queue and to the *tail*; it never blocks and never raises. The
+uplink may publish an item from the tail before it is committed, so a live sample does not wait
+for the fsync. The commit task takes what is queued (at most ``commit_max_rows``) and commits it
+in one SQLite transaction; it waits a short linger after the first item of a batch so that a
+poll's samples share a commit, but never holds an item longer than ``commit_interval_s``, and
+when commits are slower than the linger they follow one another without pause (group commit).
+With ``sync="full"`` every commit is fsynced (``synchronous=FULL`` in WAL mode); with
+``"normal"`` only checkpoints are. An item acknowledged before its commit is taken out of the
+queue and never written (fewer writes to the SD card).
 
-Readings and alarms live in two tables keyed by seq, so a lane is read in seq order from its
-primary key. A row leaves only through ``ack()`` or eviction. Gaps live in their own table;
-``ack_gap()`` marks one sent, and maintenance deletes sent gaps once no row is left below them
-(until then they fence later eviction ranges, see below). The count, alarm count and oldest
-timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans or loads the
-backlog.
+Samples and alarms live in two tables keyed by seq, in the neutral form of
+:mod:`gateway.buffer.codec`; the schema and its migrations are :mod:`gateway.buffer.schema`.
+A row leaves only through ``ack()`` or eviction (:mod:`gateway.buffer.eviction`). Gaps live in
+their own table; ``ack_gap()`` marks one sent, and maintenance deletes sent gaps once no row is
+left below them (until then they fence later eviction ranges). The counts and the oldest
+timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans the backlog.
 
-The tail: live items are read from memory
------------------------------------------
-Each commit also appends its items to a per-lane *tail* in memory (the last
-``tail_max_items`` seqs; older ones fall off). Every committed, unacknowledged, unevicted item
-above the lane's *floor* is in it, so ``fetch`` above the floor (the uplink's live stream, and
-its check for new alarms after each commit) answers from memory; below it (the backlog) from
-the file. ``ack`` takes items out of the tail and the counts at once; their rows are deleted in
-the next commit's transaction (or ``ack_linger_s`` later when none comes). So a live stream
-costs one transaction and one fsync per commit: no read-back of what was just written, and no
-delete transaction with an fsync of its own (each statement is a round trip to SQLite's thread,
-~50-100 us of CPU with the wake-ups on both sides). Acks of rows that are only in the file are
-deleted at once, so the counts stay exact; before the file is read or evicted from, pending
-deletes are applied. A crash before the delete leaves acknowledged rows, which are sent again
-(delivery is at least once). Opening, eviction and a dropped connection reset the tail: the
-floor goes up to ``last_seq``.
+The tail
+--------
+Every item with a seq that is not yet acknowledged nor evicted and lies above the lane's *floor*
+is in the lane's tail in memory, committed or not: every uncommitted item always is, and of the
+committed ones the last ``tail_max_items``. So ``fetch`` above the floor (the uplink's live
+stream) answers from memory; below it (the backlog) from the file, followed by the tail. ``ack``
+takes items out of the tail and the counts at once; committed rows are deleted in the next
+commit's transaction (or ``ack_linger_s`` later when none comes). A crash before the delete
+leaves acknowledged rows, which are sent again (delivery is at least once).
 
 Seqs: never reused
 ------------------
-A seq is assigned when its row commits; ``meta.last_seq`` is updated in the same transaction,
-so the database always knows the last seq *it* holds (``D``). Because a power cut can lose the
-WAL's tail (``sync="normal"``, or storage that lies about fsync) while those commits may already
-have been published, ``D`` alone is not enough. So before committing a seq above the
-*reservation* ``R``, the buffer raises ``R`` in the fsynced file ``<db>.seq`` (by
-``seq_reserve_block`` or more at a time): no seq above ``R`` was ever handed out. A clean close
-writes the exact last seq there too. At open:
+``meta.last_seq`` (``D``) is the highest seq below which every item is committed or was
+acknowledged, updated in each commit. Before handing out a seq above the *reservation* ``R``
+the buffer raises ``R`` in the fsynced file ``<db>.seq`` (ahead, by ``seq_reserve_block`` or
+more): no seq above ``R`` was ever handed out. When it runs out, new items wait (without a seq)
+for the commit task to raise it. When the uplink is handed an uncommitted item, the seq goes into
+the exposure mark ``<db>.exposed`` (page cache only). A clean close writes the exact last seq to
+the seq file. At open:
 
 1. clean close recorded and it equals ``D``: continue at ``D + 1``, no gap;
-2. otherwise (unclean stop) the seqs ``D+1 .. R`` may or may not have been committed and
-   published. They are provably unassigned only when the stop was a *process* crash in the same
-   boot (boot id unchanged: the page cache kept every write) *and* the WAL still holds every
-   frame the wal-index (``-shm``) says was committed (``seqfile.wal_intact``). Then continue at
-   ``D + 1`` with no gap: those seqs never reached anybody.
+2. otherwise (unclean stop), in the same boot with a WAL that holds every frame the wal-index
+   (``-shm``) says was committed (``seqfile.wal_intact``): the seqs above the exposure mark were
+   never seen by anybody and are free again; ``D+1 .. mark`` may have been published and not
+   stored, so they become a gap with reason ``unclean_shutdown`` (at worst the upstream has them
+   twice: once received, once declared);
 3. else (reboot or power cut, or a WAL shorter than committed, or no proof either way):
-   continue at ``R + 1`` and record ``D+1 .. R`` as a gap with reason ``unclean_shutdown``, so
-   the upstream sees them accounted for, and no seq is used twice. A gap is needed here rather
-   than a silent skip because every seq must be either published or covered by a gap. Even
-   with ``sync="full"`` a reboot takes this path: we do not bet on the SD card honouring fsync;
-   the price is one gap of at most a reservation block per power cut.
+   continue at ``R + 1`` and record ``D+1 .. R`` as an ``unclean_shutdown`` gap, so the upstream
+   sees them accounted for, and no seq is used twice. Even with ``sync="full"`` a reboot takes
+   this path: we do not bet on the SD card honouring fsync.
 
 A corrupt or foreign file is moved aside (``<db>.corrupt-<UTC time>``, with its -wal/-shm) and a
 fresh one started above ``R``; the lost range ``base+1 .. R`` (``base``: the last seq before
 that file was created, kept in ``<db>.seq``; or ``.. clean`` when a clean close recorded it) is
 recorded as a ``corrupt_buffer`` gap. A missing database next to a seq file counts the same way.
-
-Eviction
---------
-Every ``maintenance_interval_s`` (and after a commit that takes the files near ``max_size``):
-
-- ``max_age``: rows whose *stored* time is older than ``max_age_s``, oldest first, readings
-  then alarms. The stored time is ``max(now, the latest stored time)``, so it never goes back
-  when the clock is set after boot; rows stored while the clock read before 2020 have no
-  trustworthy age and are only evicted by size (they stay at the head of the queue).
-- size: ``(page_count - freelist_count) * page_size`` plus a fixed WAL allowance (the
-  ``journal_size_limit``) is what the data needs. Above 90 % of the limit, the oldest readings
-  (alarms only when no reading is left) are deleted in chunks down to 80 %. The limit is
-  ``max_size``, or the current file size when the file system has less than
-  ``min_free_fraction`` free (the file then stops growing: freed pages are reused).
-  ``incremental_vacuum`` gives pages back when the file is larger than the limit.
-
-Each chunk's delete and its gap row commit in one transaction, so a range is reported exactly
-once. A chunk's range stops below the other lane's next row and below the next gap, so every seq
-in a gap's ``from_seq .. to_seq`` was either evicted by it or already acknowledged (``count`` is
-the number of rows it removed), and no seq is in two gaps.
+A file written by a newer street-gateway is refused (:class:`BufferNewerError`) and left alone.
 
 Failures
 --------
 A write that fails (disk full, read-only or vanished directory, I/O error) is rolled back and
-retried with capped exponential backoff; its items stay queued, ``stats.writable`` is False and
-``write_errors_total`` / ``last_error`` say why; while the queue is full new items are dropped
-and counted. A database that cannot be opened at all leaves the buffer entered but degraded:
-``fetch`` returns nothing, and the commit task keeps trying to open it. I/O and corruption
-errors drop the connection, so the retry re-opens and re-checks the file.
+retried with capped exponential backoff; its items stay queued (and can still be published),
+``stats.writable`` is False and ``write_errors_total`` / ``last_error`` say why; while the queue
+is full new items are dropped (before they get a seq) and counted. A database that cannot be
+opened at all leaves the buffer entered but degraded: the backlog cannot be read, and the commit
+task keeps trying to open it. I/O and corruption errors drop the connection, so the retry
+re-opens and re-checks the file.
 """
 
 from __future__ import annotations
@@ -98,8 +75,6 @@ import bisect
 import contextlib
 import itertools
 import logging
-import math
-import os
 import sqlite3
 import time
 from collections import deque
@@ -111,80 +86,35 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from gateway.buffer import seqfile, store
-from gateway.errors import BufferCorruptError, BufferStoreError, BufferWriteError
-from gateway.model import AlarmEvent, BufferStats, Gap, GapReason, Lane, Reading, StoredItem
+from gateway.buffer import codec, seqfile, store
+from gateway.buffer.eviction import EVICT_TRIGGER, Evicted, Evictor
+from gateway.buffer.runs import Run, count, merge_runs, runs_of, take_runs
+from gateway.errors import (
+    BufferCorruptError,
+    BufferNewerError,
+    BufferStoreError,
+    BufferWriteError,
+)
+from gateway.model import AlarmEvent, BufferStats, Gap, GapReason, Lane, Sample, StoredItem
 from gateway.model import now_ms as model_now_ms
-from gateway.uplink.payload import alarm_body, reading_body
 
 log = logging.getLogger(__name__)
 
-PLAUSIBLE_MS = 1_577_836_800_000  # 2020-01-01: a stored time before it is a clock never set
 MAX_SEQ = 2**63 - 1
-_TABLE = {Lane.ALARM: "alarms", Lane.READING: "readings"}
-_EVICT_TRIGGER = 0.9
-_EVICT_TARGET = 0.8
+_TABLE = {Lane.ALARM: "alarms", Lane.SAMPLE: "samples"}
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _RESERVE_AHEAD_MAX = 1_000_000
 
-QueuedItem = tuple[Lane, int, str]  # lane, ts_ms, body
+Item = Sample | AlarmEvent
+Unnumbered = tuple[Lane, int, Item]  # waiting for a seq: lane, ts_ms, item
+Queued = tuple[int, Lane, int, Item]  # seq, lane, ts_ms, item: not yet committed
+TailItem = tuple[int, int, Item]  # seq, ts_ms, item
 T = TypeVar("T")
-
-
-def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted, merged ``(first, last)`` runs of the given seqs."""
-    runs: list[tuple[int, int]] = []
-    for seq in sorted(set(seqs)):
-        if runs and runs[-1][1] == seq - 1:
-            runs[-1] = (runs[-1][0], seq)
-        else:
-            runs.append((seq, seq))
-    return runs
-
-
-def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``runs`` sorted, with overlapping or adjacent ones merged."""
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(runs):
-        if merged and first <= merged[-1][1] + 1:
-            if last > merged[-1][1]:
-                merged[-1] = (merged[-1][0], last)
-        else:
-            merged.append((first, last))
-    return merged
-
-
-TailItem = tuple[int, int, str]  # seq, ts_ms, body: a StoredItem is built when it is fetched
 
 
 def _seq_of(item: TailItem) -> int:
     return item[0]
-
-
-def _remove_runs(tail: deque[TailItem], runs: list[tuple[int, int]]) -> int:
-    """Remove the items whose seq is in ``runs`` (sorted) from ``tail``; how many."""
-    if not tail or runs[-1][1] < tail[0][0] or runs[0][0] > tail[-1][0]:
-        return 0
-    before = len(tail)
-    first, last = runs[0]
-    if len(runs) == 1 and first <= tail[0][0]:  # the usual case: the oldest items, in order
-        while tail and tail[0][0] <= last:
-            tail.popleft()
-        return before - len(tail)
-    kept = [item for item in tail if not any(a <= item[0] <= b for a, b in runs)]
-    tail.clear()
-    tail.extend(kept)
-    return before - len(tail)
-
-
-Row = tuple[int, int, int, str]  # seq, ts_ms, stored_ms, body
-
-
-def _rows(batch: list[QueuedItem], first: int, stored: int, lane: Lane) -> list[Row]:
-    return [
-        (seq, ts, stored, body) for seq, (kind, ts, body) in enumerate(batch, first) if kind is lane
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +123,9 @@ class _CommitTransaction:
     insert the new rows, delete the acknowledged ``runs``, move ``meta`` on; rolled back on
     any error. Returns the rows deleted per lane."""
 
-    readings: list[Row]
-    alarms: list[Row]
-    runs: list[tuple[int, int]]
+    samples: list[codec.SampleRow]
+    alarms: list[codec.AlarmRow]
+    runs: list[Run]
     delete_alarms: bool  # False when no alarm row can be among the acknowledged
     meta: list[tuple[int, str]]
 
@@ -203,15 +133,20 @@ class _CommitTransaction:
         deleted = dict.fromkeys(Lane, 0)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for lane, rows in ((Lane.READING, self.readings), (Lane.ALARM, self.alarms)):
-                if rows:
-                    conn.executemany(
-                        f"INSERT INTO {_TABLE[lane]} (seq, ts_ms, stored_ms, body)"
-                        " VALUES (?,?,?,?)",
-                        rows,
-                    )
+            if self.samples:
+                conn.executemany(
+                    "INSERT INTO samples (seq, ts_ms, stored_ms, device, vals, flags)"
+                    " VALUES (?,?,?,?,?,?)",
+                    self.samples,
+                )
+            if self.alarms:
+                conn.executemany(
+                    "INSERT INTO alarms (seq, ts_ms, stored_ms, alarm, state, value, priority)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    self.alarms,
+                )
             if self.runs:
-                for lane in (Lane.READING, Lane.ALARM) if self.delete_alarms else (Lane.READING,):
+                for lane in (Lane.SAMPLE, Lane.ALARM) if self.delete_alarms else (Lane.SAMPLE,):
                     cursor = conn.executemany(
                         f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", self.runs
                     )
@@ -239,7 +174,7 @@ class Buffer:
         sync: Literal["full", "normal"] = "full",
         commit_interval_s: float = 0.2,
         commit_max_rows: int = 5000,
-        memory_queue_max: int = 100_000,
+        memory_queue_max: int = 20_000,
         maintenance_interval_s: float = 5.0,
         min_free_fraction: float = 0.05,
         seq_reserve_block: int = 1000,
@@ -251,8 +186,7 @@ class Buffer:
     ) -> None:
         self.path = Path(path)
         self.seq_path = self.path.with_name(self.path.name + ".seq")
-        self._max_size = max_size
-        self._max_age_ms = int(max_age_s * 1000)
+        self.exposed_path = self.path.with_name(self.path.name + ".exposed")
         self._sync: Literal["full", "normal"] = sync
         self._commit_interval_s = commit_interval_s
         self._linger_s = min(
@@ -261,43 +195,55 @@ class Buffer:
         self._commit_max_rows = commit_max_rows
         self._queue_max = memory_queue_max
         self._maintenance_interval_s = maintenance_interval_s
-        self._min_free_fraction = min_free_fraction
         self._reserve_block = max(1, seq_reserve_block)
         self._now_ms = now_ms
-        self._evict_chunk = max(1, evict_chunk_rows)
         # WAL kept small beside a small max_size: its allowance counts against max_size.
         self._wal_pages = max(16, min(1000, max_size // store.PAGE_SIZE // 16))
-        self._wal_allowance = self._wal_pages * store.PAGE_SIZE
+        self._evictor = Evictor(
+            self.path,
+            max_size=max_size,
+            max_age_ms=int(max_age_s * 1000),
+            min_free_fraction=min_free_fraction,
+            wal_allowance=self._wal_pages * store.PAGE_SIZE,
+            chunk_rows=evict_chunk_rows,
+            now_ms=now_ms,
+            held=lambda: (self._stats.samples, self._stats.alarms),
+            before_delete=self._apply_acks,
+            atomic=self._atomic,
+            on_evicted=self._after_evict,
+        )
 
-        self._queue: deque[QueuedItem] = deque()
-        self._batch: list[QueuedItem] | None = None  # taken from the queue, not yet committed
+        self._unnumbered: deque[Unnumbered] = deque()  # waiting for the reservation to grow
+        self._queue: deque[Queued] = deque()
+        self._batch: list[Queued] | None = None  # taken from the queue, not yet committed
         self._first_put_t = 0.0
         self._db: aiosqlite.Connection | None = None
+        self._opened = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._committed_event = asyncio.Event()
+        self._seq_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_seq = 0
+        self._last_seq = 0  # highest seq handed out
+        self._settled = 0  # every seq up to it is committed or was acknowledged (meta.last_seq)
         self._reserved = 0
         self._reserve_ahead = self._reserve_block
         self._last_reserve_t = -1e9
         self._base = 0
         self._boot = seqfile.boot_id()
+        self._exposure: seqfile.ExposureMark | None = None
         self._max_stored_ms = 0
         self._stats = BufferStats()
         self._dropping = False
-        # The tail: every committed, unacknowledged, unevicted item of a lane with a seq above
-        # ``_tail_floor[lane]`` is in ``_tail[lane]`` (in seq order), so the uplink reads live
-        # items from memory instead of reading back what was just written.
         self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
         self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
-        # Acknowledged seqs not yet deleted: they go in the next commit's transaction (or after
-        # ``ack_linger_s`` without one), not in a transaction and an fsync of their own.
-        self._ack_runs: list[tuple[int, int]] = []
-        self._ack_counted = dict.fromkeys(Lane, 0)  # of those, already out of stats
+        self._tail_max = max(1, tail_max_items)
+        # Acknowledged seqs whose rows may be in the file: deleted in the next commit's
+        # transaction (or after ``ack_linger_s`` without one), not in one and an fsync of their
+        # own. ``_ack_counted``: of those, already taken out of the counts.
+        self._ack_runs: list[Run] = []
+        self._ack_counted = dict.fromkeys(Lane, 0)
         self._first_ack_t = 0.0
         self._ack_linger_s = ack_linger_s
-        self._tail_max = max(1, tail_max_items)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -305,6 +251,8 @@ class Buffer:
         async with self._lock:
             try:
                 await self._open()
+            except BufferNewerError:
+                raise
             except BufferStoreError as exc:
                 self._record_error(exc)
                 log.error("buffer %s unusable, will keep retrying: %s", self.path, exc)  # noqa: TRY400
@@ -322,19 +270,20 @@ class Buffer:
     ) -> None:
         await self._stop_tasks()
         async with self._lock:
-            while self._db is not None and (self._queue or self._batch or self._ack_runs):
+            while self._db is not None and self._uncommitted():
                 if not await self._commit_step():
                     break
-            lost = len(self._queue) + len(self._batch or ())
+            lost = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
             if lost:
                 self._stats.dropped_total += lost
                 log.error("buffer closed with %d items it could not store", lost)
-            await self._close(clean=True)
+            await self._close(clean=not lost)
 
     async def abandon(self) -> None:
         """Stop as a crash would: drop the memory queue, no clean-shutdown mark (for tests)."""
         await self._stop_tasks()
         async with self._lock:
+            self._unnumbered.clear()
             self._queue.clear()
             self._batch = None
             self._ack_runs = []
@@ -348,6 +297,9 @@ class Buffer:
 
     async def _close(self, *, clean: bool) -> None:
         db, self._db = self._db, None
+        if self._exposure is not None:
+            self._exposure.close()
+            self._exposure = None
         if db is None:
             return
         try:
@@ -371,6 +323,7 @@ class Buffer:
         """Open or create the file and decide where seqs continue (module docstring)."""
         state = await asyncio.to_thread(seqfile.read_state, self.seq_path)
         intact = await asyncio.to_thread(seqfile.wal_intact, self.path)
+        exposed = await asyncio.to_thread(seqfile.read_exposed, self.exposed_path)
         try:
             db, fresh = await store.open_db(self.path, self._sync, self._wal_pages)
         except BufferCorruptError as exc:
@@ -384,25 +337,42 @@ class Buffer:
                 db_last, self._base, self._max_stored_ms = await self._read_meta(db)
                 if state is None:
                     log.warning("seq file %s missing: continuing from the database", self.seq_path)
-            same_boot = state is not None and state.boot is not None and state.boot == self._boot
-            start = seqfile.plan_start(
-                state, fresh=fresh, db_last=db_last, same_boot=same_boot, intact=intact
-            )
+            if self._opened and not fresh:
+                # Reopened after a dropped connection: this process knows what it handed out.
+                start = seqfile.Start(max(db_last, self._settled), [])
+            else:
+                same_boot = state is not None and state.boot == self._boot is not None
+                start = seqfile.plan_start(
+                    state,
+                    fresh=fresh,
+                    db_last=db_last,
+                    same_boot=same_boot,
+                    intact=intact,
+                    exposed=exposed or 0,
+                )
             if fresh:
                 self._base = start.last_seq
             await self._atomic(
                 lambda: self._write_open_state(db, start.last_seq, start.gaps, fresh)
             )
+            exposure = await asyncio.to_thread(seqfile.ExposureMark, self.exposed_path)
         except sqlite3.Error as exc:
             await db.close()
             raise store.map_error(exc, f"cannot initialise {self.path}") from exc
+        except OSError as exc:
+            await db.close()
+            raise BufferWriteError(f"cannot initialise {self.path}: {exc}") from exc
         except BaseException:
             await db.close()
             raise
         self._db = db
-        self._last_seq = start.last_seq
+        if self._exposure is not None:
+            self._exposure.close()
+        self._exposure = exposure
+        self._settled = start.last_seq
+        self._last_seq = max(self._last_seq, start.last_seq)
         self._reset_tail()
-        self._reserved = max(start.last_seq, state.reserved if state else 0)
+        self._reserved = max(self._reserved, start.last_seq, state.reserved if state else 0)
         await asyncio.to_thread(
             seqfile.write_state,
             self.seq_path,
@@ -412,6 +382,7 @@ class Buffer:
             log.warning("buffer: seqs %d..%d recorded as a %s gap", first, to, reason)
         await self._init_stats()
         self._stats.last_seq = self._last_seq
+        self._opened = True
         self._set_writable()
 
     async def _start_afresh(self, exc: BufferCorruptError) -> tuple[aiosqlite.Connection, bool]:
@@ -432,7 +403,7 @@ class Buffer:
         for key, value in await db.execute_fetchall("SELECT key, value FROM meta"):
             meta[key] = value
         found = await db.execute_fetchall(
-            "SELECT (SELECT max(seq) FROM readings), (SELECT max(seq) FROM alarms),"
+            "SELECT (SELECT max(seq) FROM samples), (SELECT max(seq) FROM alarms),"
             " (SELECT max(to_seq) FROM gaps)"
         )
         highest = max([meta.get("last_seq", 0), *(v for v in next(iter(found)) if v)])
@@ -458,61 +429,86 @@ class Buffer:
             )
             await db.execute("COMMIT")
         except BaseException:
-            await self._rollback(db)
+            await store.rollback(db)
             raise
 
     async def _init_stats(self) -> None:
+        """Count the rows in the file, plus what is held in memory and not in it."""
         db = self._require_db()
         rows = await db.execute_fetchall(
-            "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM alarms)"
+            "SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM alarms)"
         )
-        readings, alarms = next(iter(rows))
-        self._stats.readings = int(readings) + int(alarms)
-        self._stats.alarms = int(alarms)
+        samples, alarms = next(iter(rows))
+        memory = [*self._unnumbered, *((lane, ts, i) for _, lane, ts, i in self._queue)]
+        memory_alarms = sum(1 for lane, _, _ in memory if lane is Lane.ALARM)
+        self._stats.samples = int(samples) + int(alarms) + len(memory)
+        self._stats.alarms = int(alarms) + memory_alarms
         self._ack_counted = dict.fromkeys(Lane, 0)  # the count includes them again
         await self._refresh_oldest()
         self._refresh_bytes()
 
     # -- put and commit --------------------------------------------------------------------
 
-    def put(self, item: Reading | AlarmEvent) -> None:
-        """Queue an item for the next commit; never blocks, never raises."""
+    def put(self, item: Sample | AlarmEvent) -> None:
+        """Hold an item (numbered at once when the reservation allows); never blocks, never
+        raises."""
         self.put_many((item,))
 
-    def put_many(self, items: Iterable[Reading | AlarmEvent]) -> None:
-        """Queue items (a poll's readings) for the next commit; never blocks, never raises."""
-        queued: list[QueuedItem] = []
+    def put_many(self, items: Iterable[Sample | AlarmEvent]) -> None:
+        """Hold items: numbered, queued for the next commit, and visible to ``fetch`` at once
+        (or, when the reservation is used up, as soon as the commit task has raised it)."""
+        accepted: list[Unnumbered] = []
         for item in items:
-            try:
-                if isinstance(item, AlarmEvent):
-                    queued.append((Lane.ALARM, item.ts_ms, alarm_body(item)))
-                else:
-                    queued.append((Lane.READING, item.ts_ms, reading_body(item)))
-            except Exception as exc:  # unencodable (NaN, wrong type): must not crash a source
+            problem = codec.problem(item)
+            if problem is not None:  # must not crash a source, nor reach the file
                 self._stats.dropped_total += 1
-                log.warning("buffer: dropped an item that cannot be encoded (%s): %r", exc, item)
-        queue = self._queue
-        before = len(queue)
-        room = self._queue_max - before
-        if len(queued) > room:
-            self._stats.dropped_total += len(queued) - room
-            del queued[room:]
+                log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
+                continue
+            lane = Lane.ALARM if isinstance(item, AlarmEvent) else Lane.SAMPLE
+            accepted.append((lane, item.ts_ms, item))
+        held = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
+        room = self._queue_max - held
+        if len(accepted) > room:
+            self._stats.dropped_total += len(accepted) - room
+            del accepted[max(room, 0) :]
             if not self._dropping:
                 self._dropping = True
-                log.error("buffer memory queue full (%d items): dropping readings", self._queue_max)
-        if not queued:
+                log.error("buffer memory queue full (%d items): dropping samples", self._queue_max)
+        if not accepted:
             return
-        if not before:
+        if not self._queue and not self._unnumbered:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
-        queue.extend(queued)
-        if before < self._commit_max_rows <= len(queue):
+        if self._stats.samples == 0:
+            self._stats.oldest_ts = accepted[0][1]
+        self._stats.samples += len(accepted)
+        self._stats.alarms += sum(1 for lane, _, _ in accepted if lane is Lane.ALARM)
+        self._unnumbered.extend(accepted)
+        self._number()
+        if held < self._commit_max_rows <= held + len(accepted):
             self._wake.set()  # a full batch does not wait for the linger
 
+    def _number(self) -> None:
+        """Give seqs to waiting items as far as the reservation reaches; make them visible."""
+        waiting, queue, tails = self._unnumbered, self._queue, self._tail
+        seq = self._last_seq
+        if not waiting or seq >= self._reserved:
+            if waiting:
+                self._wake.set()  # the commit task raises the reservation
+            return
+        while waiting and seq < self._reserved:
+            lane, ts, item = waiting.popleft()
+            seq += 1
+            queue.append((seq, lane, ts, item))
+            tails[lane].append((seq, ts, item))
+        self._stats.last_seq = self._last_seq = seq
+        self._seq_event.set()
+        self._seq_event = asyncio.Event()
+
     async def flush(self) -> int:
-        """Commit everything queued now, acknowledgements included (stops at a write error);
+        """Commit everything held now, acknowledgements included (stops at a write error);
         return ``last_seq``."""
-        while self._queue or self._batch or self._ack_runs:
+        while self._uncommitted():
             async with self._lock:
                 if not await self._commit_step():
                     break
@@ -520,19 +516,29 @@ class Buffer:
 
     @property
     def last_seq(self) -> int:
+        """The highest seq handed out (committed or not)."""
         return self._last_seq
 
-    async def wait_for_commit(self, after_seq: int) -> int:
+    async def wait_for_seq(self, after_seq: int) -> int:
         """Return ``last_seq`` as soon as it is above ``after_seq``."""
         while self._last_seq <= after_seq:
-            await self._committed_event.wait()
+            await self._seq_event.wait()
         return self._last_seq
+
+    def _uncommitted(self) -> bool:
+        return bool(
+            self._unnumbered
+            or self._queue
+            or self._batch
+            or self._ack_runs
+            or self._settled < self._last_seq
+        )
 
     def _commit_due(self) -> float | None:
         """When the next commit should start (monotonic), or None when nothing waits for one."""
-        if self._queue or self._batch:
+        if self._queue or self._batch or self._unnumbered:
             return self._first_put_t + self._linger_s
-        if self._ack_runs:
+        if self._ack_runs or self._settled < self._last_seq:
             return self._first_ack_t + self._ack_linger_s
         return None
 
@@ -545,7 +551,12 @@ class Buffer:
                 self._wake.clear()
                 continue
             wait = 0.0 if due is None else due - time.monotonic()
-            if self._db is not None and wait > 0 and len(self._queue) < self._commit_max_rows:
+            if (
+                self._db is not None
+                and wait > 0
+                and len(self._queue) < self._commit_max_rows
+                and not (self._unnumbered and self._last_seq >= self._reserved)
+            ):
                 # sleep out the linger; a first put or a full queue (``_wake``) ends it early
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -553,7 +564,7 @@ class Buffer:
                         await self._wake.wait()
                 continue
             ok = True
-            while ok and (self._queue or self._batch or self._ack_runs or self._db is None):
+            while ok and (self._uncommitted() or self._db is None):
                 async with self._lock:
                     ok = await self._commit_step()
             if ok:
@@ -563,65 +574,73 @@ class Buffer:
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     async def _commit_step(self) -> bool:
-        """Open if needed, commit one batch and the pending acknowledgements; False (error
-        recorded) on failure. Holds the lock."""
+        """Open if needed, raise the reservation, commit one batch and the pending
+        acknowledgements; False (error recorded) on failure. Holds the lock."""
         try:
+            await self._reserve_if_low()
             if self._db is None:
                 await self._open()
             if self._queue and self._batch is None:
                 n = min(len(self._queue), self._commit_max_rows)
                 self._batch = [self._queue.popleft() for _ in range(n)]
-            if self._batch or self._ack_runs:
+            if self._batch or self._ack_runs or self._settled < self._last_seq:
                 batch = self._batch or []
                 await self._atomic(lambda: self._commit_batch(batch))
+        except BufferNewerError:
+            raise
         except BufferStoreError as exc:
             self._record_error(exc)
             return False
         if self._dropping and len(self._queue) < self._queue_max:
             self._dropping = False
-        if self._stats.bytes > self._max_size * _EVICT_TRIGGER:
+        if self._stats.bytes > self._evictor.max_size * EVICT_TRIGGER:
             await self._evict_logged()
         return True
 
-    async def _commit_batch(self, batch: list[QueuedItem]) -> None:
-        """One transaction: insert ``batch`` (seqs assigned) and delete the acknowledged rows."""
+    async def _commit_batch(self, batch: list[Queued]) -> None:
+        """One transaction: insert ``batch`` and delete the acknowledged rows."""
         db = self._require_db()
-        first = self._last_seq + 1
-        last = first + len(batch) - 1
+        # every seq below the first still queued is now committed or was acknowledged
+        settled = self._queue[0][0] - 1 if self._queue else self._last_seq
         resync = not self._stats.writable  # after a failure, count the rows afresh
         if batch and resync:  # a failed COMMIT may still have landed
             rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = 'last_seq'")
-            if next(iter(rows))[0] >= last:
-                self._after_commit(batch, last)
+            if next(iter(rows))[0] >= batch[-1][0]:
+                self._after_commit(settled)
                 await self._init_stats()
                 return
         runs, self._ack_runs = self._ack_runs, []
         counted, self._ack_counted = self._ack_counted, dict.fromkeys(Lane, 0)
         try:
-            if last > self._reserved:
-                await self._reserve(last, len(batch))
             stored = max(self._now_ms(), self._max_stored_ms)
-            readings = _rows(batch, first, stored, Lane.READING)
-            alarms = _rows(batch, first, stored, Lane.ALARM) if len(readings) < len(batch) else []
+            samples = [
+                codec.sample_row(seq, stored, item)
+                for seq, _, _, item in batch
+                if isinstance(item, Sample)
+            ]
+            alarms = [
+                codec.alarm_row(seq, stored, item)
+                for seq, lane, _, item in batch
+                if isinstance(item, AlarmEvent)
+            ]
             transaction = _CommitTransaction(
-                readings,
+                samples,
                 alarms,
                 runs,
                 delete_alarms=bool(self._stats.alarms or counted[Lane.ALARM]),
-                meta=[(last, "last_seq"), (stored, "max_stored_ms")] if batch else [],
+                meta=[(settled, "last_seq"), (stored, "max_stored_ms")],
             )
             deleted = await store.on_connection_thread(db, transaction)
         except BaseException as exc:
-            self._ack_runs = _merge_runs(runs + self._ack_runs)  # deleted by a later commit
+            self._ack_runs = merge_runs(runs + self._ack_runs)  # deleted by a later commit
             for lane in Lane:
                 self._ack_counted[lane] += counted[lane]
             if isinstance(exc, sqlite3.Error | OSError):
                 await self._maybe_drop_connection(exc)
                 raise store.map_error(exc, "commit failed") from exc
             raise
-        if batch:
-            self._max_stored_ms = stored
-            self._after_commit(batch, last)
+        self._max_stored_ms = stored
+        self._after_commit(settled)
         if runs:
             self._after_delete(deleted, counted)
         if resync:
@@ -633,128 +652,147 @@ class Buffer:
         """The acknowledged rows are gone: count out those ``ack()`` did not find in the tail."""
         for lane in Lane:
             uncounted = max(0, deleted[lane] - counted[lane])
-            self._stats.readings -= uncounted
+            self._stats.samples -= uncounted
             if lane is Lane.ALARM:
                 self._stats.alarms -= uncounted
 
-    def _after_commit(self, batch: list[QueuedItem], last: int) -> None:
+    def _after_commit(self, settled: int) -> None:
         self._batch = None
-        tails = self._tail
-        # the tail keeps the last ``tail_max`` seqs: what a big batch holds below them is not
-        # even added, and both lanes' floors rise to ``cut``
-        cut = last - self._tail_max
-        skip = max(0, len(batch) - self._tail_max)
-        first = last - len(batch) + 1
-        for seq, (lane, ts, body) in enumerate(itertools.islice(batch, skip, None), first + skip):
-            tails[lane].append((seq, ts, body))
-        for lane, tail in tails.items():
+        self._settled = max(self._settled, settled)
+        # the tail keeps every uncommitted item, and of the committed the last ``tail_max``
+        cut = min(self._settled, self._last_seq - self._tail_max)
+        for lane, tail in self._tail.items():
             while tail and tail[0][0] <= cut:
                 tail.popleft()
             self._tail_floor[lane] = max(self._tail_floor[lane], cut)
-        n_alarms = sum(1 for item in batch if item[0] is Lane.ALARM)
-        if self._stats.readings == 0:
-            self._stats.oldest_ts = batch[0][1]
-        self._stats.readings += len(batch)
-        self._stats.alarms += n_alarms
-        self._stats.last_seq = self._last_seq = last
         self._refresh_bytes()
         self._set_writable()
-        self._committed_event.set()
-        self._committed_event = asyncio.Event()
 
     def _reset_tail(self) -> None:
-        """Forget the tail: every item up to ``last_seq`` is to be read from the file."""
-        for lane in Lane:
-            self._tail[lane].clear()
-            self._tail_floor[lane] = self._last_seq
+        """Forget the committed part of the tail: it is to be read from the file."""
+        for lane, tail in self._tail.items():
+            while tail and tail[0][0] <= self._settled:
+                tail.popleft()
+            self._tail_floor[lane] = self._settled
 
     def _oldest_from_tail(self) -> bool:
-        """Set ``oldest_ts`` from the tail when it holds every row; False when it cannot."""
+        """Set ``oldest_ts`` from the tail when it holds every item; False when it cannot."""
         tails = [tail for tail in self._tail.values() if tail]
-        if self._stats.readings != sum(len(tail) for tail in tails):
+        if self._stats.samples != sum(len(tail) for tail in tails) + len(self._unnumbered):
             return False
         heads = [tail[0] for tail in tails]
-        self._stats.oldest_ts = min(heads)[1] if heads else None  # the lowest seq's ts
+        if heads:
+            self._stats.oldest_ts = min(heads)[1]  # the lowest seq's ts
+        else:
+            self._stats.oldest_ts = self._unnumbered[0][1] if self._unnumbered else None
         return True
 
-    async def _reserve(self, last: int, batch_len: int) -> None:
-        """Raise the fsynced reservation above ``last``: by ``seq_reserve_block``, doubled
+    async def _reserve_if_low(self) -> None:
+        """Raise the fsynced reservation before it runs out: by ``seq_reserve_block``, doubled
         (up to 1M) while reservations come less than a second apart, so a burst costs a few
         fsyncs rather than one per commit; a trickle keeps the unclean-stop gap small."""
+        need = self._last_seq + len(self._unnumbered)
+        if self._reserved - need >= self._reserve_block // 2 and not self._unnumbered:
+            return
         now = time.monotonic()
         if now - self._last_reserve_t < 1.0:
             self._reserve_ahead = min(self._reserve_ahead * 2, _RESERVE_AHEAD_MAX)
         else:
             self._reserve_ahead = self._reserve_block
         self._last_reserve_t = now
-        ahead = max(self._reserve_ahead, 2 * batch_len)
-        reserved = (last + ahead) // self._reserve_block * self._reserve_block
+        ahead = max(self._reserve_ahead, 2 * len(self._unnumbered))
+        reserved = (need + ahead) // self._reserve_block * self._reserve_block
         state = seqfile.SeqState(reserved, None, self._boot, self._base)
-        await asyncio.to_thread(seqfile.write_state, self.seq_path, state)
+        try:
+            await asyncio.to_thread(seqfile.write_state, self.seq_path, state)
+        except OSError as exc:
+            raise BufferWriteError(f"cannot raise the seq reservation: {exc}") from exc
         self._reserved = reserved
+        self._number()
 
     # -- read and acknowledge --------------------------------------------------------------
 
     async def fetch(
         self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
     ) -> list[StoredItem]:
-        """Committed, unacknowledged items of ``lane`` with ``after_seq < seq <= up_to_seq``.
+        """Items of ``lane`` with ``after_seq < seq <= up_to_seq`` not yet acknowledged.
 
-        Live items come from the tail in memory; older ones from the file, once the
-        acknowledged rows are deleted from it.
+        Live items (committed or not) come from the tail in memory; older ones from the file,
+        once the acknowledged rows are deleted from it, followed by the tail.
         """
         up_to = MAX_SEQ if up_to_seq is None else up_to_seq
-        if after_seq >= self._tail_floor[lane] and self._db is not None:
-            tail = self._tail[lane]
-            start = bisect.bisect_right(tail, after_seq, key=_seq_of)
-            items = []
-            for seq, ts, body in itertools.islice(tail, start, start + limit):
-                if seq > up_to:
-                    break
-                items.append(StoredItem(seq, lane, ts, body))
-            return items
-        sql = (
-            f"SELECT seq, ts_ms, body FROM {_TABLE[lane]}"
-            " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
-        )
+        if after_seq >= self._tail_floor[lane]:
+            return self._from_tail(lane, after_seq, up_to, limit)
+        if lane is Lane.SAMPLE:
+            sql = (
+                "SELECT seq, ts_ms, device, vals, flags FROM samples"
+                " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+            )
+        else:
+            sql = (
+                "SELECT seq, ts_ms, alarm, state, value, priority FROM alarms"
+                " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+            )
+        rows: Iterable[Any] = ()
         async with self._lock:
             await self._apply_acks()
-            if self._db is None:
-                return []
             try:
-                rows = await self._db.execute_fetchall(sql, (after_seq, up_to, limit))
+                if self._db is not None:  # unreadable: what memory holds still goes out
+                    rows = await self._db.execute_fetchall(sql, (after_seq, up_to, limit))
             except sqlite3.Error as exc:
                 await self._maybe_drop_connection(exc)
                 self._record_error(store.map_error(exc, "fetch failed"))
-                return []
-        return [StoredItem(seq, lane, ts, body) for seq, ts, body in rows]
+        decode = codec.sample_from_row if lane is Lane.SAMPLE else codec.alarm_from_row
+        items = [StoredItem(row[0], lane, row[1], decode(*row[1:])) for row in rows]
+        if len(items) < limit:
+            after = items[-1].seq if items else after_seq
+            items += self._from_tail(lane, max(after, self._tail_floor[lane]), up_to, limit)
+        return items[:limit]
+
+    def _from_tail(self, lane: Lane, after_seq: int, up_to: int, limit: int) -> list[StoredItem]:
+        tail = self._tail[lane]
+        start = bisect.bisect_right(tail, after_seq, key=_seq_of)
+        items = []
+        for seq, ts, item in itertools.islice(tail, start, start + limit):
+            if seq > up_to:
+                break
+            items.append(StoredItem(seq, lane, ts, item))
+        if items and items[-1].seq > self._settled and self._exposure is not None:
+            try:  # handed out before its commit: a crash now must not let its seq be reused
+                self._exposure.raise_to(items[-1].seq)
+            except OSError as exc:
+                log.warning("buffer: cannot write %s: %s", self.exposed_path, exc)
+        return items
 
     async def ack(self, seqs: Iterable[int]) -> None:
         """Acknowledge these seqs (published upstream); unknown seqs are ignored.
 
-        Items still in the tail (live ones) leave it and the counts at once, and their rows are
-        deleted in the next commit's transaction, or ``ack_linger_s`` later when no commit
-        comes first: a live stream costs no transaction and no fsync of its own for its acks.
-        Other seqs (the backlog) are deleted now, so the counts stay exact. A failed delete is
-        retried with the next commit; rows left by a crash in between are sent again after the
-        restart (delivery is at least once).
+        Items still in the tail leave it and the counts at once; those not yet committed leave
+        the queue too and are never written. Rows already committed are deleted in the next
+        commit's transaction, or ``ack_linger_s`` later when no commit comes first: a live
+        stream costs no transaction and no fsync of its own for its acks. Other seqs (the
+        backlog) are deleted now, so the counts stay exact. A failed delete is retried with the
+        next commit; rows left by a crash in between are sent again after the restart.
         """
-        runs = _runs(seqs)
+        runs = runs_of(seqs)
         if not runs:
             return
         found = 0
+        unwritten = dict.fromkeys(Lane, 0)
+        for item in take_runs(self._queue, runs):
+            unwritten[item[1]] += 1
         for lane, tail in self._tail.items():
-            removed = _remove_runs(tail, runs)
+            removed = len(take_runs(tail, runs))
             if removed:
                 found += removed
-                self._ack_counted[lane] += removed
-                self._stats.readings -= removed
+                self._ack_counted[lane] += removed - unwritten[lane]
+                self._stats.samples -= removed
                 if lane is Lane.ALARM:
                     self._stats.alarms -= removed
         if not self._ack_runs:
             self._first_ack_t = time.monotonic()
-        self._ack_runs = _merge_runs(self._ack_runs + runs)
-        if found < sum(last - first + 1 for first, last in runs):
+        self._ack_runs = merge_runs(self._ack_runs + runs)
+        if found < count(runs):
             async with self._lock:
                 await self._apply_acks()
         else:
@@ -818,128 +856,28 @@ class Buffer:
         if self._db is None:
             return
         try:
-            await self._evict()
+            await self._evictor.run(self._db, self._last_seq)
         except (sqlite3.Error, OSError) as exc:
             await self._maybe_drop_connection(exc)
             self._record_error(store.map_error(exc, "eviction failed"))
         self._refresh_bytes()
 
-    async def _evict(self) -> None:
-        db = self._require_db()
-        now = self._now_ms()
-        if self._max_age_ms > 0 and now >= PLAUSIBLE_MS:
-            cutoff = now - self._max_age_ms
-            for table in ("readings", "alarms"):
-                while await self._evict_old_chunk(db, table, cutoff):
-                    pass
-        await db.execute(  # sent gaps no later eviction range can reach any more
-            "DELETE FROM gaps WHERE acked = 1 AND to_seq < coalesce((SELECT min(s)"
-            " FROM (SELECT min(seq) AS s FROM readings UNION ALL SELECT min(seq) FROM alarms)), ?)",
-            (self._last_seq + 1,),
-        )
-        limit = self._size_limit()
-        page = int(await store.scalar(db, "PRAGMA page_size"))
-        if await self._used_bytes(db, page) > limit * _EVICT_TRIGGER:
-            target = limit * _EVICT_TARGET
-            while (used := await self._used_bytes(db, page)) > target:
-                rows = self._stats.readings
-                if rows == 0:
-                    break
-                live = max(used - self._wal_allowance, 1)
-                n = min(self._evict_chunk, math.ceil((used - target) * rows / live))
-                table = "readings" if rows > self._stats.alarms else "alarms"
-                if not await self._evict_head(db, table, n, "max_size"):
-                    break
-        file_pages = int(await store.scalar(db, "PRAGMA page_count"))
-        excess = file_pages - (limit - self._wal_allowance) // page
-        if excess > 0:
-            await db.execute_fetchall(f"PRAGMA incremental_vacuum({excess})")
-        if sum(self._file_bytes()) > limit:  # the WAL grew past its allowance: give it back
-            await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def _size_limit(self) -> int:
-        limit = self._max_size
-        try:
-            fs = os.statvfs(self.path.parent)
-        except OSError:
-            return limit
-        if fs.f_blocks and fs.f_bavail / fs.f_blocks < self._min_free_fraction:
-            limit = min(limit, self._file_bytes()[0] + self._wal_allowance)
-        return limit
-
-    async def _used_bytes(self, db: aiosqlite.Connection, page: int) -> int:
-        rows = await db.execute_fetchall(
-            "SELECT (SELECT page_count FROM pragma_page_count()),"
-            " (SELECT freelist_count FROM pragma_freelist_count())"
-        )
-        pages, free = next(iter(rows))
-        return int(pages - free) * page + self._wal_allowance
-
-    async def _evict_old_chunk(self, db: aiosqlite.Connection, table: str, cutoff: int) -> bool:
-        head = await db.execute_fetchall(f"SELECT stored_ms FROM {table} ORDER BY seq LIMIT 1")
-        stored = next(iter(head), (None,))[0]
-        if stored is None or not PLAUSIBLE_MS <= stored < cutoff:
-            return False
-        rows = await db.execute_fetchall(
-            f"SELECT stored_ms FROM {table} ORDER BY seq LIMIT ?", (self._evict_chunk,)
-        )
-        n = 0
-        for (stored,) in rows:
-            if not PLAUSIBLE_MS <= stored < cutoff:
-                break
-            n += 1
-        return n > 0 and await self._evict_head(db, table, n, "max_age") > 0
-
-    async def _evict_head(
-        self, db: aiosqlite.Connection, table: str, n: int, reason: GapReason
-    ) -> int:
-        """Delete up to ``n`` lowest-seq rows of ``table``, recorded as one gap; return how many.
-
-        The range stops below the other lane's next row and below the next gap (acknowledged
-        gaps are kept, marked, until no row is left below them), so each seq in a gap's range
-        was evicted by it or acknowledged: never still to be published, never in two gaps.
-        """
-        await self._apply_acks()  # acknowledged rows are not evicted, nor counted as such
-        rows = await db.execute_fetchall(
-            f"SELECT min(seq), max(seq) FROM (SELECT seq FROM {table} ORDER BY seq LIMIT ?)", (n,)
-        )
-        first, last = next(iter(rows))
-        if first is None:
-            return 0
-        other = "alarms" if table == "readings" else "readings"
-        fence = await store.scalar(
-            db,
-            f"SELECT min(s) FROM (SELECT min(seq) AS s FROM {other} WHERE seq > ?1"
-            " UNION ALL SELECT min(from_seq) FROM gaps WHERE from_seq > ?1)",
-            (first,),
-        )
-        if fence is not None and fence <= last:
-            last = fence - 1
-        return await self._atomic(lambda: self._evict_range(db, table, first, last, reason))
-
-    async def _evict_range(
-        self, db: aiosqlite.Connection, table: str, first: int, last: int, reason: GapReason
-    ) -> int:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = await db.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,))
-            removed = cursor.rowcount
-            await db.execute(
-                "INSERT INTO gaps (from_seq, to_seq, count, reason, created_ms) VALUES (?,?,?,?,?)",
-                (first, last, removed, reason, self._now_ms()),
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            await self._rollback(db)
-            raise
-        self._stats.readings -= removed
-        if table == "alarms":
+    async def _after_evict(self, evicted: Evicted) -> None:
+        removed, reason = evicted.removed, evicted.reason
+        self._stats.samples -= removed
+        if evicted.table == "alarms":
             self._stats.alarms -= removed
         self._reset_tail()  # what it held of the evicted range is gone
         self._stats.evicted_total[reason] = self._stats.evicted_total.get(reason, 0) + removed
-        log.warning("buffer: evicted %d %s (seq %d..%d, %s)", removed, table, first, last, reason)
+        log.warning(
+            "buffer: evicted %d %s (seq %d..%d, %s)",
+            removed,
+            evicted.table,
+            evicted.first,
+            evicted.last,
+            reason,
+        )
         await self._refresh_oldest()
-        return int(removed)
 
     # -- stats and errors ------------------------------------------------------------------
 
@@ -947,44 +885,31 @@ class Buffer:
     def stats(self) -> BufferStats:
         return self._stats
 
-    def _file_bytes(self) -> tuple[int, int]:
-        sizes = []
-        for p in (self.path, *store.sidecars(self.path)[:1]):
-            try:
-                sizes.append(p.stat().st_size)
-            except OSError:
-                sizes.append(0)
-        return sizes[0], sizes[1]
-
     def _refresh_bytes(self) -> None:
-        self._stats.bytes = sum(self._file_bytes())
+        self._stats.bytes = sum(self._evictor.file_bytes())
 
     async def _refresh_oldest(self) -> None:
         if self._oldest_from_tail():
             return
         rows = await self._require_db().execute_fetchall(
-            "SELECT (SELECT seq FROM readings ORDER BY seq LIMIT 1),"
-            " (SELECT ts_ms FROM readings ORDER BY seq LIMIT 1),"
+            "SELECT (SELECT seq FROM samples ORDER BY seq LIMIT 1),"
+            " (SELECT ts_ms FROM samples ORDER BY seq LIMIT 1),"
             " (SELECT seq FROM alarms ORDER BY seq LIMIT 1),"
             " (SELECT ts_ms FROM alarms ORDER BY seq LIMIT 1)"
         )
-        r_seq, r_ts, a_seq, a_ts = next(iter(rows))
-        if r_seq is None or (a_seq is not None and a_seq < r_seq):
+        s_seq, s_ts, a_seq, a_ts = next(iter(rows))
+        if s_seq is None and a_seq is None:
+            heads = [tail[0] for tail in self._tail.values() if tail]
+            self._stats.oldest_ts = min(heads)[1] if heads else None
+        elif s_seq is None or (a_seq is not None and a_seq < s_seq):
             self._stats.oldest_ts = a_ts
         else:
-            self._stats.oldest_ts = r_ts
+            self._stats.oldest_ts = s_ts
 
     def _require_db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise BufferWriteError(f"buffer {self.path} is not open")
         return self._db
-
-    async def _rollback(self, db: aiosqlite.Connection) -> None:
-        """Roll back unconditionally: a BEGIN may still be queued in aiosqlite's thread."""
-        try:
-            await db.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            log.debug("rollback: %s", exc)
 
     async def _atomic(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``work`` (a transaction and the bookkeeping after it) to its end, even when the

@@ -13,6 +13,11 @@ directory)::
 - ``base``: the last seq before the current database file was created, so a corrupt file's seq
   range is ``base + 1 .. reserved``.
 
+``buffer.db.exposed`` holds 8 bytes: the highest seq the uplink was handed *before* its commit
+(a live sample is published without waiting for the fsync). It is written in place and never
+fsynced: it has to outlive a killed process, which the page cache guarantees, not a power cut,
+after which the whole reservation counts as unproven anyway.
+
 Blocking file I/O: call it from a worker thread (``asyncio.to_thread``).
 """
 
@@ -140,6 +145,30 @@ def wal_intact(db_path: Path) -> bool:
     return bool(wal_size >= _WAL_HEADER + mx_frame * (_WAL_FRAME_HEADER + page))
 
 
+class ExposureMark:
+    """``<db>.exposed``, kept open: one ``pwrite`` (no fsync) per raise."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.seq = read_exposed(path) or 0
+
+    def raise_to(self, seq: int) -> None:
+        if seq > self.seq:
+            os.pwrite(self._fd, struct.pack("<Q", seq), 0)
+            self.seq = seq
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def read_exposed(path: Path) -> int | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else None
+
+
 @dataclass(frozen=True, slots=True)
 class Start:
     """Where seqs continue after open, and the ranges to report as gaps."""
@@ -149,14 +178,21 @@ class Start:
 
 
 def plan_start(
-    state: SeqState | None, *, fresh: bool, db_last: int, same_boot: bool, intact: bool
+    state: SeqState | None,
+    *,
+    fresh: bool,
+    db_last: int,
+    same_boot: bool,
+    intact: bool,
+    exposed: int = 0,
 ) -> Start:
     """Decide the seq to continue from (the reasoning is in ``buffer/core.py``'s docstring).
 
     ``fresh``: the database file was just created (absent, or moved aside as corrupt);
     ``db_last``: the highest seq the existing database knows (``meta.last_seq``, its rows and
     its gaps); ``same_boot``: the seq file was written in this boot; ``intact``: the WAL holds
-    every frame the wal-index says was committed.
+    every frame the wal-index says was committed; ``exposed``: the highest seq handed to the
+    uplink before its commit (the exposure mark; trusted only with ``same_boot``).
     """
     if fresh:
         if state is None:
@@ -169,5 +205,10 @@ def plan_start(
     if state is None or state.clean == db_last or state.reserved <= db_last:
         return Start(db_last, [])
     if same_boot and intact:
+        # Seqs above what the file holds that nobody ever saw are free again; those handed to
+        # the uplink before their commit may have been published: accounted for as a gap.
+        seen = min(exposed, state.reserved)
+        if seen > db_last:
+            return Start(seen, [(db_last + 1, seen, "unclean_shutdown")])
         return Start(db_last, [])
     return Start(state.reserved, [(db_last + 1, state.reserved, "unclean_shutdown")])

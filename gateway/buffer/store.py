@@ -1,9 +1,11 @@
 """Open, check, create and move aside the buffer's SQLite file. No policy: :mod:`.core` decides.
 
-The file is ours when it starts with the SQLite header, carries our ``application_id`` and
-``user_version``, holds our tables and passes ``PRAGMA quick_check``. A file that fails any of
-that raises :class:`BufferCorruptError`; a file that cannot be opened or written at all (missing
-or read-only directory, disk full, I/O error) raises :class:`BufferWriteError`.
+The file is ours when it starts with the SQLite header, carries our ``application_id``, holds
+our tables and passes ``PRAGMA quick_check``; a file of an older ``user_version`` is migrated
+in place (:mod:`.schema`). A file that is not ours or fails the check raises
+:class:`BufferCorruptError`; one written by a newer street-gateway raises
+:class:`BufferNewerError` and is left untouched; a file that cannot be opened or written at all
+(missing or read-only directory, disk full, I/O error) raises :class:`BufferWriteError`.
 """
 
 from __future__ import annotations
@@ -18,31 +20,16 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from gateway.errors import BufferCorruptError, BufferWriteError
+from gateway.buffer import schema
+from gateway.errors import BufferCorruptError, BufferNewerError, BufferWriteError
 
 log = logging.getLogger(__name__)
 
-APPLICATION_ID = 0x53475742  # "SGWB"
-SCHEMA_VERSION = 1
 PAGE_SIZE = 4096
 SQLITE_HEADER = b"SQLite format 3\x00"
-TABLES = {"readings", "alarms", "gaps", "meta"}
 _CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 # After these the connection is not worth keeping: reopen (and re-check) the file.
 BROKEN_CODES = {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, *_CORRUPT_CODES}
-
-_SCHEMA = [
-    f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-    "CREATE TABLE readings (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
-    " stored_ms INTEGER NOT NULL, body TEXT NOT NULL)",
-    "CREATE TABLE alarms (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
-    " stored_ms INTEGER NOT NULL, body TEXT NOT NULL)",
-    "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
-    " to_seq INTEGER NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL,"
-    " created_ms INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-]
 
 
 T = TypeVar("T")
@@ -57,7 +44,7 @@ async def on_connection_thread(db: aiosqlite.Connection, fn: Callable[..., T], *
     its own methods use (pinned to aiosqlite 0.22.x in pyproject.toml; every commit of every
     buffer test goes through here).
     """
-    result: T = await db._execute(fn, db._conn)  # type: ignore[no-untyped-call]
+    result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
     return result
 
 
@@ -124,27 +111,47 @@ async def _check_or_create(db: aiosqlite.Connection, path: Path) -> bool:
     if not tables and app_id == 0:
         await db.execute_fetchall(f"PRAGMA page_size = {PAGE_SIZE}")
         await db.execute_fetchall("PRAGMA auto_vacuum = INCREMENTAL")
-        mode = await scalar(db, "PRAGMA journal_mode = WAL")
-        if mode != "wal":
-            raise BufferWriteError(f"{path}: cannot switch to WAL mode (got {mode})")
+        await _wal_mode(db, path)
         await db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA:
+        for statement in schema.CREATE:
             await db.execute(statement)
         await db.execute("COMMIT")
         return True
     version = await scalar(db, "PRAGMA user_version")
-    if app_id != APPLICATION_ID or version != SCHEMA_VERSION or not tables >= TABLES:
+    if app_id != schema.APPLICATION_ID or version < 1:
         raise BufferCorruptError(
             f"{path} is not a street-gateway buffer (application_id {app_id:#x},"
             f" user_version {version}, tables {sorted(tables)})"
         )
+    if version > schema.VERSION:
+        raise BufferNewerError(
+            f"{path} was written by a newer street-gateway (buffer schema v{version}; this"
+            f" version reads up to v{schema.VERSION}): refusing to start, the file is untouched"
+        )
     check = [row[0] for row in await db.execute_fetchall("PRAGMA quick_check")]
     if check != ["ok"]:
         raise BufferCorruptError(f"{path} failed quick_check: {'; '.join(check[:3])}")
+    await _wal_mode(db, path)
+    if version < schema.VERSION:
+        rows = await scalar(db, "SELECT count(*) FROM readings") if version == 1 else None
+        log.warning("buffer %s: migrating schema v%d -> v%d", path, version, schema.VERSION)
+        await on_connection_thread(db, schema.migrate, version)
+        log.warning(
+            "buffer %s: migrated to v%d%s",
+            path,
+            schema.VERSION,
+            f" ({rows} readings became samples, seqs kept)" if rows is not None else "",
+        )
+    tables = {row[0] for row in await db.execute_fetchall("SELECT name FROM sqlite_schema")}
+    if not tables >= schema.TABLES:
+        raise BufferCorruptError(f"{path} lacks tables {sorted(schema.TABLES - tables)}")
+    return False
+
+
+async def _wal_mode(db: aiosqlite.Connection, path: Path) -> None:
     mode = await scalar(db, "PRAGMA journal_mode = WAL")
     if mode != "wal":
         raise BufferWriteError(f"{path}: cannot switch to WAL mode (got {mode})")
-    return False
 
 
 def move_aside(path: Path) -> Path:
@@ -160,3 +167,11 @@ def move_aside(path: Path) -> Path:
         if side.exists():
             os.replace(side, target.with_name(target.name + suffix))
     return target
+
+
+async def rollback(db: aiosqlite.Connection) -> None:
+    """Roll back unconditionally: a BEGIN may still be queued in aiosqlite's thread."""
+    try:
+        await db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.debug("rollback: %s", exc)

@@ -88,6 +88,8 @@ def encode(point: ModbusPoint, value: Value) -> list[int]:
     if point.type == "bool":
         shift = point.bit or 0
         return [(1 << shift) if value else 0]
+    if isinstance(value, str):
+        raise TypeError(f"{point.name}: a {point.type} point takes a number, not {value!r}")
     raw: int | float = value
     if point.scale != 1.0 or point.offset != 0.0:
         raw = (float(value) - point.offset) / point.scale

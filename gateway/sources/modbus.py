@@ -31,7 +31,7 @@ from gateway.codec.registers import DecodeError, ReadRequest, RequestDecoder, pl
 from gateway.codec.registers import split_request as _split
 from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
-from gateway.model import DeviceStats, Reading, ReadingsSink, now_ms
+from gateway.model import DeviceStats, Sample, SampleSink, Value, now_ms
 from gateway.sources.mbap_client import MbapClient
 
 if TYPE_CHECKING:  # pymodbus (~2 MB resident) is imported only where a client is made
@@ -65,8 +65,8 @@ class _Device:
     split: bool = False  # re-planned after "illegal data address"
     # per request of the plan, compiled on first use (a split plan adds its pieces)
     decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
-    # per point: (name, unit), so a reading is built without going back to the config
-    labels: list[tuple[str, str | None]] = field(default_factory=list)
+    # per point index: its name, so a sample is built without going back to the config
+    names: list[str] = field(default_factory=list)
 
 
 def default_frame_gap(baudrate: int) -> float:
@@ -75,12 +75,12 @@ def default_frame_gap(baudrate: int) -> float:
 
 
 class ModbusSource:
-    """Polls every device of one Modbus source and hands each request's readings to ``sink``."""
+    """Polls every device of one Modbus source and hands one sample per poll to ``sink``."""
 
     def __init__(
         self,
         config: ModbusRtuSource | ModbusTcpSource,
-        sink: ReadingsSink,
+        sink: SampleSink,
         *,
         frame_gap_s: float | None = None,
     ) -> None:
@@ -95,7 +95,7 @@ class ModbusSource:
                 config=device,
                 stats=DeviceStats(name=device.name, source=config.name, interval_s=device.interval),
                 plan=plan_requests(device.points),
-                labels=[(p.name, p.unit) for p in device.points],
+                names=[p.name for p in device.points],
             )
             for device in config.devices
         ]
@@ -224,11 +224,13 @@ class ModbusSource:
         """Read every request; the last exception response that stopped one, or None."""
         error: str | None = None
         attempts = 1 if device.stats.state == "down" else self._config.retries + 1
+        started_ms = now_ms()
+        values: dict[str, Value] = {}
         index = 0
         while index < len(device.plan):
             request = device.plan[index]
             try:
-                data, ts_ms = await self._read(device, request, attempts)
+                data, _ = await self._read(device, request, attempts)
             except ExceptionResponse as exc:
                 if exc.code == ILLEGAL_DATA_ADDRESS and len(request.points) > 1:
                     parts = _split(request, device.config.points)
@@ -245,26 +247,25 @@ class ModbusSource:
                 error = str(exc)
                 index += 1
                 continue
-            self._deliver(device, request, data, ts_ms)
+            self._decode(device, request, data, values)
             index += 1
+        if values:  # the points that were read, even when a table failed
+            device.stats.last_values.update(values)
+            self._sink(Sample(device.stats.name, started_ms, values))
         return error
 
-    def _deliver(self, device: _Device, request: ReadRequest, data: list[Any], ts_ms: int) -> None:
+    def _decode(
+        self, device: _Device, request: ReadRequest, data: list[Any], values: dict[str, Value]
+    ) -> None:
         decoder = device.decoders.get(request)
         if decoder is None:
             decoder = device.decoders[request] = RequestDecoder(request, device.config.points)
-        stats, labels = device.stats, device.labels
-        name, last_values = stats.name, stats.last_values
-        readings = []
+        names = device.names
         for i, value in decoder(data):
             if isinstance(value, DecodeError):
-                stats.parse_errors += 1
-                continue
-            point, unit = labels[i]
-            last_values[point] = value
-            readings.append(Reading(name, point, value, ts_ms, unit))
-        if readings:
-            self._sink(readings)
+                device.stats.parse_errors += 1
+            else:
+                values[names[i]] = value
 
     async def _read(
         self, device: _Device, request: ReadRequest, attempts: int

@@ -1,4 +1,4 @@
-"""A serial ASCII sensor as a source of readings, on pyserial + pyserial-asyncio-fast.
+"""A serial ASCII sensor as a source of samples, on pyserial + pyserial-asyncio-fast.
 
 The port only moves bytes; :mod:`gateway.codec.lines` frames and parses them. Two modes:
 
@@ -31,7 +31,7 @@ import serial_asyncio_fast
 from gateway.codec.lines import FrameError, LineFramer, make_parser
 from gateway.config import SerialSource
 from gateway.errors import DeviceError, DeviceTimeout, ParseError
-from gateway.model import DeviceState, DeviceStats, Reading, ReadingsSink
+from gateway.model import DeviceState, DeviceStats, Sample, SampleSink
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +175,12 @@ def _reason(exc: BaseException) -> str:
 
 
 class SerialSensorSource:
-    """Reads one serial ASCII sensor and hands each line's values to ``sink`` as Readings."""
+    """Reads one serial ASCII sensor and hands each line's values to ``sink`` as one Sample."""
 
-    def __init__(self, config: SerialSource, sink: ReadingsSink) -> None:
+    def __init__(self, config: SerialSource, sink: SampleSink) -> None:
         self._config = config
         self._sink = sink
         self._parse = make_parser(config.parse, config.points)
-        self._units = {p.name: p.unit for p in config.points}
         self._request = config.request.encode() if config.request else None
         self._stats = DeviceStats(
             name=config.name, source=config.name, interval_s=config.poll_interval
@@ -313,7 +312,7 @@ class SerialSensorSource:
     # -- lines and state -----------------------------------------------------------------------
 
     def _handle(self, line: Line) -> bool | None:
-        """Parse a line and emit its readings: True used, False dropped, None blank."""
+        """Parse a line and emit its sample: True used, False dropped, None blank."""
         stats = self._stats
         if isinstance(line.text, FrameError):
             return self._drop(str(line.text))
@@ -323,13 +322,7 @@ class SerialSensorSource:
             values = self._parse(line.text)
         except ParseError as exc:
             return self._drop(str(exc))
-        device, units = self._config.name, self._units
-        self._sink(
-            [
-                Reading(device, name, value, line.ts_ms, units[name])
-                for name, value in values.items()
-            ]
-        )
+        self._sink(Sample(self._config.name, line.ts_ms, dict(values)))
         stats.reads_ok += 1
         stats.last_ok_ts = line.ts_ms
         stats.last_values.update(values)

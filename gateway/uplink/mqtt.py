@@ -1,24 +1,27 @@
-"""The MQTT uplink: committed readings and alarms from the buffer to the broker, at least once.
+"""The MQTT uplink: samples and alarms from the buffer to the broker, at least once.
 
 One connection at a time, to the first of ``uplink.servers`` that accepts (failover in list
 order); when every server failed, a capped exponential backoff with full jitter
 (:mod:`gateway.uplink.backoff`) before the next round. A link that was up and drops starts a
 new round from the first server.
 
-On each connection:
+What goes on the wire is the business of the one :class:`~gateway.uplink.wire.WireFormat`
+the config names (JSON v2, Sparkplug B); this module only moves its messages. On each
+connection:
 
-* the retained birth message goes to ``P/G/status`` (the retained will, set in CONNECT, says
-  ``{"state": "offline"}`` if the gateway vanishes);
-* the buffer's ``last_seq`` at that moment is the *boundary*: readings at or below it are the
-  backlog and go out with ``"historical": true``;
+* the format's will is set in CONNECT, and its session start (JSON: the retained birth on
+  ``P/G/status`` and ``P/G/meta``) is published before any data;
+* the buffer's ``last_seq`` at that moment is the *boundary*: samples at or below it are the
+  backlog and go out marked historical;
 * a window of ``uplink.max_inflight`` messages is kept in flight; which lane fills a free slot
   is decided by :class:`gateway.uplink.scheduler.LaneScheduler` (alarms, gaps, then live and
-  backlog in turn);
+  backlog in turn). A live sample goes out as soon as the window is idle, before its commit has
+  reached the disk; while messages are in flight, live samples wait to share one;
 * a message's seqs are acknowledged to the buffer only after the broker's PUBACK for it (QoS 1;
   with QoS 0 once paho has written it). Nothing else is ever taken out of the buffer, so after
   a reconnect everything unacknowledged is simply fetched and sent again.
 
-Memory: at most ``max_inflight`` messages (each up to ``batch.max_readings`` readings) are read
+Memory: at most ``max_inflight`` messages (each up to ``batch.max_samples`` samples) are read
 from the buffer at any time, whatever the backlog.
 """
 
@@ -41,9 +44,10 @@ from aiomqtt.exceptions import MqttConnectError
 from gateway.config import UplinkConfig, parse_server
 from gateway.errors import BufferStoreError, UplinkError
 from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats
-from gateway.uplink import payload
 from gateway.uplink.backoff import Backoff
+from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
+from gateway.uplink.wire import Catalog, Outgoing, WireFormat
 
 log = logging.getLogger(__name__)
 # paho's own lines ("failed to receive on socket: ...") go here, below our state-change lines.
@@ -63,7 +67,7 @@ class BufferLike(Protocol):
     @property
     def stats(self) -> BufferStats: ...
 
-    async def wait_for_commit(self, after_seq: int) -> int: ...
+    async def wait_for_seq(self, after_seq: int) -> int: ...
 
     async def fetch(
         self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
@@ -94,19 +98,6 @@ class _ConnectFailed(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
-class _Job:
-    """One message to publish and what its PUBACK settles."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    seqs: list[int] = field(default_factory=list)
-    readings: int = 0
-    alarms: int = 0
-    gap_id: int | None = None
-
-
 @dataclass
 class _Session:
     """One connection's state."""
@@ -115,10 +106,11 @@ class _Session:
     client: aiomqtt.Client
     scheduler: LaneScheduler
     slots: asyncio.Semaphore
-    ready: collections.deque[_Job] = field(default_factory=collections.deque)
+    ready: collections.deque[Outgoing] = field(default_factory=collections.deque)
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     gaps_inflight: set[int] = field(default_factory=set)
     evicted_seen: int = 0
+    poke: asyncio.Event = field(default_factory=asyncio.Event)  # ready got messages
 
 
 class Uplink:
@@ -130,9 +122,7 @@ class Uplink:
         client_id: str,
         buffer: BufferLike,
         password: str | None,
-        version: str,
-        config_digest: str,
-        started_ms: int,
+        wire_format: WireFormat,
         reconnect_min_s: float = 0.1,
         connect_timeout_s: float = 10.0,
     ) -> None:
@@ -141,11 +131,8 @@ class Uplink:
         self._client_id = client_id
         self._buffer = buffer
         self._password = password
-        self._version = version
-        self._started_ms = started_ms
-        self._birth = payload.birth_message(version, started_ms, config_digest)
-        self._client: aiomqtt.Client | None = None  # while connected, for announce()
-        self._topics = payload.Topics.for_gateway(config.topic_prefix, gateway_id)
+        self._format = wire_format
+        self._client: aiomqtt.Client | None = None  # while connected, for reconfigure()
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
         self._keepalive = max(1, round(config.keepalive))
         # Connect (TCP, TLS, CONNACK), birth and goodbye: a broker silent this long is gone.
@@ -154,6 +141,7 @@ class Uplink:
         # sooner by the keepalive (no answer to PINGREQ within keepalive closes it).
         self._publish_timeout = max(30.0, 4.0 * config.keepalive)
         self._stats = UplinkStats()
+        self._meter = LinkMeter()
         self._stopping = asyncio.Event()
         self._shutdown_deadline = math.inf  # loop time by which shutdown must be done
         self._finished = asyncio.Event()
@@ -165,7 +153,12 @@ class Uplink:
 
     @property
     def stats(self) -> UplinkStats:
-        return self._stats
+        now = time.monotonic()
+        stats = self._stats
+        stats.bytes_total = self._meter.bytes_total
+        stats.bytes_per_hour = self._meter.per_hour(now)
+        stats.bytes_per_sample = self._meter.per_sample(now)
+        return stats
 
     def same_link(
         self, config: UplinkConfig, *, gateway_id: str, client_id: str, password: str | None
@@ -175,18 +168,27 @@ class Uplink:
             self._config, self._gateway_id, self._client_id, self._password
         )  # fmt: skip
 
-    async def announce(self, config_digest: str) -> None:
-        """After a reload that keeps the link: the retained birth names the new config.
+    async def reconfigure(self, catalog: Catalog) -> None:
+        """After a reload that keeps the link: tell the upstream about the new config (JSON: the
+        retained birth with the new digest, and meta when it changed).
 
-        Publishing it again beats reconnecting, which would flap the status to offline.
+        Publishing that beats reconnecting, which would flap the status to offline.
         """
-        self._birth = payload.birth_message(self._version, self._started_ms, config_digest)
+        messages = self._format.catalog_changed(catalog)
         client = self._client
         if client is None:
-            return  # the next connect publishes it
+            return  # the next connect publishes the session start with the new catalog
         with contextlib.suppress(MqttError, TimeoutError):
             async with asyncio.timeout(self._op_timeout):
-                await client.publish(self._topics.status, self._birth, qos=1, retain=True)
+                for message in messages:
+                    await self._send(client, message)
+
+    async def _send(self, client: aiomqtt.Client, message: Outgoing) -> None:
+        """Publish one message outside the window (session start, goodbye) and count it."""
+        await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        self._meter.record(
+            time.monotonic(), publish_size(message.topic, message.payload, message.qos), 0
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -290,13 +292,14 @@ class Uplink:
             if tls_context is None:
                 tls_context = await asyncio.to_thread(self._tls_context)
                 self._tls[server] = tls_context
+        will = self._format.will()
         client = aiomqtt.Client(
             host,
             port,
             username=self._config.username,
             password=self._password,
             identifier=self._client_id,
-            will=aiomqtt.Will(self._topics.status, payload.WILL_MESSAGE, qos=1, retain=True),
+            will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
             keepalive=self._keepalive,
             timeout=self._op_timeout,
             # paho's own window is wider than ours by the birth and shutdown messages.
@@ -331,7 +334,10 @@ class Uplink:
         graceful = False
         try:
             async with asyncio.timeout(self._op_timeout):
-                await client.publish(self._topics.status, self._birth, qos=1, retain=True)
+                for message in self._format.session_start():
+                    await self._send(client, message)
+                for topic in self._format.subscriptions():
+                    await client.subscribe(topic, qos=1)
             self._client = client
             boundary = self._buffer.last_seq
             self._stats.connected = True
@@ -342,7 +348,7 @@ class Uplink:
                 client=client,
                 scheduler=LaneScheduler(
                     boundary=boundary,
-                    batch_size=self._config.batch.max_readings,
+                    batch_size=self._config.batch.max_samples,
                     max_wait_s=self._config.batch.max_wait,
                     alarm_fetch=self._config.max_inflight,
                     now=time.monotonic(),
@@ -366,7 +372,7 @@ class Uplink:
     async def _pipeline(self, session: _Session) -> bool:
         """Publish until the link fails (raises) or shutdown is asked (returns True)."""
         async with asyncio.TaskGroup() as tg:
-            watcher = tg.create_task(self._watch(session.client), name="uplink-watch")
+            watcher = tg.create_task(self._watch(session), name="uplink-watch")
             acker = tg.create_task(self._acker(), name="uplink-acker")
             pump = tg.create_task(self._pump(session, tg), name="uplink-pump")
             await self._stopping.wait()
@@ -386,9 +392,8 @@ class Uplink:
         if goodbye:
             try:
                 async with asyncio.timeout(self._shutdown_left()):
-                    await client.publish(
-                        self._topics.status, payload.SHUTDOWN_MESSAGE, qos=1, retain=True
-                    )
+                    for message in self._format.goodbye():
+                        await self._send(client, message)
             except (MqttError, TimeoutError) as exc:
                 log.warning("uplink: could not publish the shutdown status: %s", exc)
         with contextlib.suppress(MqttError, TimeoutError, OSError):
@@ -397,11 +402,15 @@ class Uplink:
         if goodbye:
             log.info("uplink: disconnected (shutdown)")
 
-    async def _watch(self, client: aiomqtt.Client) -> None:
-        """Raises when the connection drops (the message iterator ends with an MqttError)."""
+    async def _watch(self, session: _Session) -> None:
+        """Hands subscribed messages to the format; raises when the connection drops (the
+        message iterator ends with an MqttError)."""
         try:
-            async for _ in client.messages:
-                pass
+            async for message in session.client.messages:
+                answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                if answer:  # e.g. a rebirth: before anything else that waits
+                    session.ready.extendleft(reversed(answer))
+                    session.poke.set()
         except MqttError as exc:
             reason = str(exc.__cause__ or "connection closed")
             if "Unspecified error" in reason:  # paho's word for a reset or closed socket
@@ -415,15 +424,15 @@ class Uplink:
         while True:
             await session.slots.acquire()
             try:
-                job = await self._next_job(session)
+                message = await self._next_message(session)
             except BaseException:
                 session.slots.release()
                 raise
-            task = tg.create_task(self._publish(session, job))
+            task = tg.create_task(self._publish(session, message))
             session.inflight.add(task)
             task.add_done_callback(session.inflight.discard)
 
-    async def _next_job(self, session: _Session) -> _Job:
+    async def _next_message(self, session: _Session) -> Outgoing:
         sched = session.scheduler
         while True:
             if session.ready:
@@ -434,18 +443,18 @@ class Uplink:
             if evicted != session.evicted_seen:
                 session.evicted_seen = evicted
                 sched.gaps_changed(now)
-            pick = sched.next(now)
+            pick = sched.next(now, idle=not session.inflight)
             if isinstance(pick, Wait):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, pick.until - now)):
-                        await self._buffer.wait_for_commit(sched.seen)
+                        await self._wait(session, sched.seen)
                 continue
             checked_to = self._buffer.last_seq
             if pick is Pick.GAPS:
                 gaps = await self._buffer.pending_gaps()
-                session.ready.extend(
-                    self._gap_job(g) for g in gaps if g.gap_id not in session.gaps_inflight
-                )
+                for gap in gaps:
+                    if gap.gap_id not in session.gaps_inflight:
+                        session.ready.extend(self._format.gap(gap))
                 session.gaps_inflight.update(g.gap_id for g in gaps)
                 sched.fetched(pick, last_seq=None, count=len(gaps), checked_to=checked_to, now=now)
                 continue
@@ -463,46 +472,53 @@ class Uplink:
             if not items:
                 continue
             if pick is Pick.ALARMS:
-                session.ready.extend(self._alarm_job(item) for item in items)
+                for item in items:
+                    session.ready.extend(self._format.alarm(item))
             else:
-                session.ready.append(self._readings_job(items, historical=pick is Pick.BACKLOG))
+                session.ready.extend(self._format.samples(items, historical=pick is Pick.BACKLOG))
 
-    def _readings_job(self, items: list[StoredItem], *, historical: bool) -> _Job:
-        return _Job(
-            self._topics.readings,
-            payload.readings_message(self._gateway_id, items, historical=historical),
-            self._config.qos,
-            seqs=[item.seq for item in items],
-            readings=len(items),
-        )
+    async def _wait(self, session: _Session, seen: int) -> None:
+        """Until a seq above ``seen`` is handed out, or ``poke``: the window fell idle (live
+        samples waiting to share a message may go now) or a subscription brought messages."""
+        if not session.inflight and not self._format.subscriptions():
+            await self._buffer.wait_for_seq(seen)
+            return
+        session.poke.clear()
+        waiters = {
+            asyncio.ensure_future(self._buffer.wait_for_seq(seen)),
+            asyncio.ensure_future(session.poke.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
-    def _alarm_job(self, item: StoredItem) -> _Job:
-        body = payload.alarm_message(self._gateway_id, item)
-        return _Job(self._topics.alarms, body, 1, seqs=[item.seq], alarms=1)
-
-    def _gap_job(self, gap: Gap) -> _Job:
-        body = payload.gap_message(self._gateway_id, gap)
-        return _Job(self._topics.gaps, body, 1, gap_id=gap.gap_id)
-
-    async def _publish(self, session: _Session, job: _Job) -> None:
+    async def _publish(self, session: _Session, message: Outgoing) -> None:
+        topic, body, qos = message.topic, message.payload, message.qos
         try:
             async with asyncio.timeout(self._publish_timeout):
-                await session.client.publish(job.topic, job.payload, qos=job.qos, timeout=math.inf)
+                await session.client.publish(
+                    topic, body, qos=qos, retain=message.retain, timeout=math.inf
+                )
         except TimeoutError:
             raise UplinkError(f"no PUBACK within {self._publish_timeout:.0f}s") from None
         finally:
             session.slots.release()
+            session.inflight.discard(asyncio.current_task())
+            session.poke.set()
         stats = self._stats
         stats.messages_total += 1
-        stats.published_total += job.readings
-        stats.alarms_published_total += job.alarms
+        stats.published_total += message.samples + message.alarms
+        stats.alarms_published_total += message.alarms
         stats.last_publish_ts = int(time.time() * 1000)
-        if job.seqs:
-            self._acks.extend(job.seqs)
+        self._meter.record(time.monotonic(), publish_size(topic, body, qos), message.samples)
+        if message.seqs:
+            self._acks.extend(message.seqs)
             self._acks_due.set()
-        if job.gap_id is not None:
-            await self._buffer.ack_gap(job.gap_id)
-            session.gaps_inflight.discard(job.gap_id)
+        for gap_id in message.gap_ids:
+            await self._buffer.ack_gap(gap_id)
+            session.gaps_inflight.discard(gap_id)
             stats.gaps_published_total += 1
 
     # -- acknowledgements to the buffer ---------------------------------------------------

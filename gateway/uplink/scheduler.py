@@ -1,15 +1,16 @@
 """Which lane feeds the next free slot of the publish window. Pure: no I/O, time is passed in.
 
 One :class:`LaneScheduler` lives for one connection. At connect the uplink notes the buffer's
-``last_seq`` as the *boundary*: readings at or below it are the backlog (published with
-``"historical": true``), readings above it are live. The order of preference for a free slot:
+``last_seq`` as the *boundary*: samples at or below it are the backlog (published with
+``"historical": true``), samples above it are live. The order of preference for a free slot:
 
 1. **alarms**, whenever a commit may have brought one (so they are drained first on connect);
 2. **gaps**, at connect, when the buffer evicted something, and every ``gaps_every_s``;
-3. **live readings**, once a batch is full or its oldest commit waited ``max_wait_s``;
+3. **live samples**, at once while nothing is in flight (the window is idle), else once a
+   batch is full or its oldest sample waited ``max_wait_s``;
 4. **backlog**, otherwise, so it drains at link speed.
 
-Live and backlog alternate when both are ready, so a backlog delays live readings by at most
+Live and backlog alternate when both are ready, so a backlog delays live samples by at most
 about one batch, and a busy live stream cannot starve the backlog either. (The live message
 takes the next free slot; on a link limited by bandwidth rather than latency the messages
 already in flight are still ahead of it on the wire, so ``max_inflight`` also bounds that wait.)
@@ -71,9 +72,9 @@ class LaneScheduler:
         self.backlog_done = boundary == 0
         self.live_after = boundary
         self.live_checked_to = boundary
-        self.live_since: float | None = None  # when unfetched live readings were first seen
+        self.live_since: float | None = None  # when unfetched live samples were first seen
         self.gaps_due_at = now
-        self._last_reading_pick: Pick | None = None
+        self._last_sample_pick: Pick | None = None
 
     # -- events ---------------------------------------------------------------------------
 
@@ -91,13 +92,14 @@ class LaneScheduler:
 
     # -- decisions ------------------------------------------------------------------------
 
-    def next(self, now: float) -> Pick | Wait:
+    def next(self, now: float, *, idle: bool = False) -> Pick | Wait:
+        """What fills the next free slot; ``idle``: no message is in flight."""
         if self.alarms_checked_to < self.seen:
             return Pick.ALARMS
         if now >= self.gaps_due_at:
             return Pick.GAPS
-        live = self._live_ready(now)
-        if live and (self.backlog_done or self._last_reading_pick is not Pick.LIVE):
+        live = self._live_ready(now, idle)
+        if live and (self.backlog_done or self._last_sample_pick is not Pick.LIVE):
             return Pick.LIVE
         if not self.backlog_done:
             return Pick.BACKLOG
@@ -106,11 +108,12 @@ class LaneScheduler:
             until = min(until, self.live_since + self.max_wait_s)
         return Wait(until)
 
-    def _live_ready(self, now: float) -> bool:
+    def _live_ready(self, now: float, idle: bool) -> bool:
         if self.live_since is None:
             return False
         return (
-            self.seen - self.live_after >= self.batch_size
+            idle
+            or self.seen - self.live_after >= self.batch_size
             or now - self.live_since >= self.max_wait_s
         )
 
@@ -118,9 +121,9 @@ class LaneScheduler:
         if pick is Pick.ALARMS:
             return FetchRange(Lane.ALARM, self.alarm_after, None, self.alarm_fetch)
         if pick is Pick.LIVE:
-            return FetchRange(Lane.READING, self.live_after, None, self.batch_size)
+            return FetchRange(Lane.SAMPLE, self.live_after, None, self.batch_size)
         if pick is Pick.BACKLOG:
-            return FetchRange(Lane.READING, self.backlog_after, self.boundary, self.batch_size)
+            return FetchRange(Lane.SAMPLE, self.backlog_after, self.boundary, self.batch_size)
         raise ValueError(f"{pick} is not fetched by seq range")
 
     def fetched(
@@ -141,7 +144,7 @@ class LaneScheduler:
             if short:  # every alarm up to checked_to was seen: the next fetch starts above it
                 self.alarms_checked_to = self.alarm_after = max(checked_to, self.alarm_after)
             return
-        self._last_reading_pick = pick
+        self._last_sample_pick = pick
         if pick is Pick.BACKLOG:
             if last_seq is not None:
                 self.backlog_after = last_seq

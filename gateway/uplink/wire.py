@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from gateway.model import AlarmEvent, Gap, Lane, Sample, Value
+from gateway.model import Gap, StoredItem, Value
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +38,6 @@ class Outgoing:
     samples: int = 0  # counted into published_total when acknowledged
     alarms: int = 0
     gap_ids: tuple[int, ...] = ()  # gaps marked sent once this message is acknowledged
-
-
-class StoredItem(NamedTuple):
-    """A sample or an alarm with the seq the buffer gave it."""
-
-    seq: int
-    lane: Lane
-    ts_ms: int
-    item: Sample | AlarmEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,61 @@
+"""The buffer's neutral row form of samples and alarms. Pure.
+
+Not a wire format: no seq framing, no gateway id, no topic; every uplink format encodes the
+decoded :class:`~gateway.model.Sample` at publish time, so changing ``uplink.format`` needs no
+migration. A sample's values are one JSON object keyed by point *name* (not by position): a
+reload or an upgrade that reorders or renames points can never give a stored value to the wrong
+point, and ``sqlite3 buffer.db 'SELECT * FROM samples'`` is readable in the field. JSON keeps
+ints, floats (exactly, by repr), booleans and strings apart; it was measured against pickle and
+marshal (docs/performance.md): pickle is ~10x faster to encode but loading one from disk can run
+code and ties the file to Python, marshal's format may change with the Python version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from gateway.model import AlarmEvent, Sample, Value
+
+FLAG_CLOCK_UNSYNCED = 1
+
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_decode = json.loads
+_VALUE_TYPES = (bool, int, float, str)
+
+SampleRow = tuple[int, int, int, str, str, int]  # seq, ts_ms, stored_ms, device, values, flags
+AlarmRow = tuple[int, int, int, str, str, float, str]  # seq, ts, stored, alarm, state, value, prio
+
+
+def problem(item: Sample | AlarmEvent) -> str | None:
+    """Why ``item`` cannot be stored (a NaN, a value of a foreign type), or None."""
+    if isinstance(item, AlarmEvent):
+        return None if math.isfinite(item.value) else f"alarm value {item.value}"
+    if not isinstance(item.device, str) or not isinstance(item.ts_ms, int):
+        return "device or ts of the wrong type"
+    for name, value in item.values.items():
+        kind = value.__class__
+        if kind is float:
+            if not -math.inf < value < math.inf:  # type: ignore[operator]
+                return f"{name} is {value}"
+        elif kind not in _VALUE_TYPES or not isinstance(name, str):
+            return f"{name!r} has a value of type {kind.__name__}"
+    return None
+
+
+def sample_row(seq: int, stored_ms: int, sample: Sample) -> SampleRow:
+    flags = 0 if sample.clock_synced else FLAG_CLOCK_UNSYNCED
+    return (seq, sample.ts_ms, stored_ms, sample.device, _encode(sample.values), flags)
+
+
+def alarm_row(seq: int, stored_ms: int, event: AlarmEvent) -> AlarmRow:
+    return (seq, event.ts_ms, stored_ms, event.alarm, event.state, event.value, event.priority)
+
+
+def sample_from_row(ts_ms: int, device: str, values: str, flags: int) -> Sample:
+    decoded: dict[str, Value] = _decode(values)
+    return Sample(device, ts_ms, decoded, not flags & FLAG_CLOCK_UNSYNCED)
+
+
+def alarm_from_row(ts_ms: int, alarm: str, state: str, value: float, priority: str) -> AlarmEvent:
+    return AlarmEvent(alarm, state, float(value), priority, ts_ms)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+"""The buffer file's schema, its version and the migrations between versions.
+
+The version is SQLite's ``PRAGMA user_version``; ``application_id`` says the file is ours. Each
+migration is one function ``vN -> vN+1``, run on the connection's thread inside the one
+transaction that also sets the new ``user_version``: a kill -9 in the middle leaves the old
+file as it was (SQLite rolls the transaction back at the next open), so the next start simply
+migrates again. Every stored item keeps its seq; nothing is re-sequenced.
+
+History:
+
+- v1 (street-gateway 0.1): ``readings`` and ``alarms``, each row's final JSON in ``body``.
+- v2 (0.2): ``samples`` in a neutral form (:mod:`gateway.buffer.codec`); ``alarms`` as
+  columns. A v0.1 reading becomes a one-value sample with the reading's seq.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+APPLICATION_ID = 0x53475742  # "SGWB"
+VERSION = 2
+TABLES = {"samples", "alarms", "gaps", "meta"}
+
+_GAPS = (
+    "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
+    " to_seq INTEGER NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0)"
+)
+_META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
+_SAMPLES = (
+    "CREATE TABLE samples (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
+    " stored_ms INTEGER NOT NULL, device TEXT NOT NULL, vals TEXT NOT NULL,"
+    " flags INTEGER NOT NULL DEFAULT 0)"
+)
+_ALARMS = (
+    "CREATE TABLE alarms (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
+    " stored_ms INTEGER NOT NULL, alarm TEXT NOT NULL, state TEXT NOT NULL,"
+    " value REAL NOT NULL, priority TEXT NOT NULL)"
+)
+
+CREATE = [
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {VERSION}",
+    _SAMPLES,
+    _ALARMS,
+    _GAPS,
+    _META,
+]
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Readings become one-value samples; alarm bodies become columns. Seqs are kept."""
+    conn.execute(_SAMPLES)
+    conn.execute(
+        "INSERT INTO samples (seq, ts_ms, stored_ms, device, vals, flags)"
+        " SELECT seq, ts_ms, stored_ms, body ->> '$.device',"
+        " json_object(body ->> '$.point', json(body -> '$.value')),"
+        " coalesce(body ->> '$.clock' = 'unsynced', 0) FROM readings"
+    )
+    conn.execute("DROP TABLE readings")
+    conn.execute(_ALARMS.replace("TABLE alarms", "TABLE alarms_v2"))
+    conn.execute(
+        "INSERT INTO alarms_v2 (seq, ts_ms, stored_ms, alarm, state, value, priority)"
+        " SELECT seq, ts_ms, stored_ms, body ->> '$.alarm', body ->> '$.state',"
+        " body ->> '$.value', body ->> '$.priority' FROM alarms"
+    )
+    conn.execute("DROP TABLE alarms")
+    conn.execute("ALTER TABLE alarms_v2 RENAME TO alarms")
+
+
+# MIGRATIONS[n] turns a version-n file into version n + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a version-``version`` file to :data:`VERSION` in one transaction (on the
+    connection's thread); rolled back whole on any error."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for step in range(version, VERSION):
+            MIGRATIONS[step](conn)
+        conn.execute(f"PRAGMA user_version = {VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

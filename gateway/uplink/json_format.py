@@ -1,0 +1,173 @@
+"""``uplink.format: json``: topics and payloads of wire format v2 (docs/reference.md). Pure.
+
+``P/G/samples`` carries ``{"gateway": G, "samples": [sample, ...]}`` in seq order, a sample
+being ``{"seq", "ts", "device", "values"}`` (plus ``"clock": "unsynced"``); the retained
+``P/G/meta`` carries units and types once, so no sample repeats them. Values are written as the
+sources made them: a Python float's repr is the shortest text that reads back the same number,
+and the decoders already made it the shortest float for its float32 or scale.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.model import AlarmEvent, Gap, Sample, StoredItem
+from gateway.uplink.wire import Catalog, Outgoing
+
+_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+# what that encoder escapes a str with (ensure_ascii=False): quotes, backslash, control chars
+_string = json.encoder.encode_basestring
+
+WILL_MESSAGE = b'{"state":"offline"}'
+SHUTDOWN_MESSAGE = b'{"state":"offline","reason":"shutdown"}'
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    samples: str
+    alarms: str
+    gaps: str
+    status: str
+    meta: str
+
+    @classmethod
+    def for_gateway(cls, prefix: str, gateway: str) -> Topics:
+        base = f"{prefix}/{gateway}"
+        return cls(
+            f"{base}/samples", f"{base}/alarms", f"{base}/gaps", f"{base}/status", f"{base}/meta"
+        )
+
+
+def sample_json(seq: int, sample: Sample) -> str:
+    """``{"seq":n,"ts":...,"device":...,"values":{...}}``; raises ValueError for NaN."""
+    text = (
+        f'{{"seq":{seq},"ts":{sample.ts_ms},"device":{_string(sample.device)},'
+        f'"values":{_compact(sample.values)}'
+    )
+    return text + (',"clock":"unsynced"}' if not sample.clock_synced else "}")
+
+
+def samples_message(gateway: str, items: Sequence[StoredItem], *, historical: bool) -> bytes:
+    """``{"gateway": G, "samples": [...]}`` in seq order; ``historical`` marks backlog."""
+    samples = ",".join(
+        sample_json(item.seq, item.item) for item in items if isinstance(item.item, Sample)
+    )
+    tail = ',"historical":true}' if historical else "}"
+    return f'{{"gateway":{_string(gateway)},"samples":[{samples}]{tail}'.encode()
+
+
+def alarm_message(gateway: str, seq: int, event: AlarmEvent) -> bytes:
+    return _compact(
+        {
+            "gateway": gateway,
+            "seq": seq,
+            "ts": event.ts_ms,
+            "alarm": event.alarm,
+            "state": event.state,
+            "value": event.value,
+            "priority": event.priority,
+        }
+    ).encode()
+
+
+def gap_message(gateway: str, gap: Gap) -> bytes:
+    return _compact(
+        {
+            "gateway": gateway,
+            "from_seq": gap.from_seq,
+            "to_seq": gap.to_seq,
+            "count": gap.count,
+            "reason": gap.reason,
+        }
+    ).encode()
+
+
+def birth_message(version: str, started_ms: int, config_digest: str) -> bytes:
+    return _compact(
+        {
+            "state": "online",
+            "version": version,
+            "started": started_ms,
+            "config_digest": config_digest,
+        }
+    ).encode()
+
+
+def meta_message(catalog: Catalog) -> bytes:
+    """Units and types of every device's points, and each device's source and interval."""
+    devices: dict[str, object] = {}
+    for device in catalog.devices:
+        interval = device.interval_s
+        devices[device.name] = {
+            "source": device.source,
+            "kind": device.kind,
+            "interval_s": int(interval) if float(interval).is_integer() else interval,
+            "points": {
+                name: {"type": p.type} | ({"unit": p.unit} if p.unit is not None else {})
+                for name, p in device.points.items()
+            },
+        }
+    return _compact({"config_digest": catalog.config_digest, "devices": devices}).encode()
+
+
+class JsonFormat:
+    """Wire format v2 in JSON, one message per batch of samples (see the module docstring)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        topic_prefix: str,
+        qos: int,
+        version: str,
+        started_ms: int,
+    ) -> None:
+        self._gateway = catalog.gateway_id
+        self.topics = Topics.for_gateway(topic_prefix, catalog.gateway_id)
+        self._qos = qos
+        self._version = version
+        self._started_ms = started_ms
+        self._catalog = catalog
+
+    def will(self) -> Outgoing:
+        return Outgoing(self.topics.status, WILL_MESSAGE, 1, retain=True)
+
+    def session_start(self) -> list[Outgoing]:
+        catalog = self._catalog
+        birth = birth_message(self._version, self._started_ms, catalog.config_digest)
+        return [
+            Outgoing(self.topics.status, birth, 1, retain=True),
+            Outgoing(self.topics.meta, meta_message(catalog), 1, retain=True),
+        ]
+
+    def samples(self, items: Sequence[StoredItem], *, historical: bool) -> list[Outgoing]:
+        payload = samples_message(self._gateway, items, historical=historical)
+        seqs = tuple(item.seq for item in items)
+        return [Outgoing(self.topics.samples, payload, self._qos, seqs=seqs, samples=len(seqs))]
+
+    def alarm(self, item: StoredItem) -> list[Outgoing]:
+        assert isinstance(item.item, AlarmEvent)
+        payload = alarm_message(self._gateway, item.seq, item.item)
+        return [Outgoing(self.topics.alarms, payload, 1, seqs=(item.seq,), alarms=1)]
+
+    def gap(self, gap: Gap) -> list[Outgoing]:
+        payload = gap_message(self._gateway, gap)
+        return [Outgoing(self.topics.gaps, payload, 1, gap_ids=(gap.gap_id,))]
+
+    def goodbye(self) -> list[Outgoing]:
+        return [Outgoing(self.topics.status, SHUTDOWN_MESSAGE, 1, retain=True)]
+
+    def subscriptions(self) -> list[str]:
+        return []
+
+    def on_message(self, topic: str, payload: bytes) -> list[Outgoing]:
+        return []
+
+    def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
+        """The birth names the new config digest; meta goes again only when it changed."""
+        changed = meta_message(catalog) != meta_message(self._catalog)
+        self._catalog = catalog
+        start = self.session_start()
+        return start if changed else start[:1]
