@@ -20,9 +20,9 @@ import math
 import statistics
 import time
 
-from gateway.model import Lane, Sample
+from gateway.model import Lane, Sample, StoredItem
 from gateway.uplink.sparkplug.format import SparkplugFormat
-from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo, StoredItem
+from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo
 
 DEVICES = 20
 BATCH = 100
@@ -64,7 +64,7 @@ def stored(n: int) -> list[StoredItem]:
         t = (seq - 1) // DEVICES
         device = f"cab-{(seq - 1) % DEVICES:02d}"
         ts = TS0 + 1000 * t
-        items.append(StoredItem(seq, Lane.READING, ts, Sample(device, ts, values(t))))
+        items.append(StoredItem(seq, Lane.SAMPLE, ts, Sample(device, ts, values(t))))
     return items
 
 

@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,20 @@ from typing import Any
 import aiomqtt
 import pytest
 from support import Mosquitto, stop_process
-from test_audit_mqtt import wait_until
 from test_sparkplug_format import CURRENT, GROUP, NODE, catalog, sample
 
 from gateway.audit.sparkplug import SparkplugFleet
-from gateway.model import AlarmEvent, Gap, Lane
+from gateway.model import AlarmEvent, Gap, Lane, StoredItem
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
 from gateway.uplink.sparkplug.format import SparkplugFormat
-from gateway.uplink.wire import Outgoing, StoredItem
+from gateway.uplink.wire import Outgoing
+
+
+def wait_until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def edge_node(bd_seq: int = 3) -> SparkplugFormat:

@@ -7,11 +7,11 @@ import json
 import math
 
 import pytest
+from gateway.uplink.payload import reading_body
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.model import Reading
-from gateway.uplink.payload import reading_body
 
 
 def encoder_body(r: Reading) -> str:

@@ -25,10 +25,10 @@ from sparkplug_support import (
     compile_descriptor_set,
 )
 
-from gateway.model import AlarmEvent, Gap, Lane, Sample, Value
+from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem, Value
 from gateway.uplink.sparkplug import sparkplug_b_pb2
 from gateway.uplink.sparkplug.format import SparkplugFormat, alarm_metric
-from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo, Reconnect, StoredItem
+from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo, Reconnect
 
 GROUP, NODE = "city-sensors", "lamppost-0421"
 README = Path(sparkplug_b_pb2.__file__).with_name("README.md")
@@ -102,7 +102,7 @@ def make(primary: str | None = None, clock: list[int] | None = None, **kw: Any) 
 
 
 def sample(seq: int, device: str = "aq-1", **values: Value) -> StoredItem:
-    return StoredItem(seq, Lane.READING, 1000 + seq, Sample(device, 1000 + seq, values))
+    return StoredItem(seq, Lane.SAMPLE, 1000 + seq, Sample(device, 1000 + seq, values))
 
 
 def feed(host: Host, messages: list[Outgoing]) -> list[Outgoing]:

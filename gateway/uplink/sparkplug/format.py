@@ -23,9 +23,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.model import AlarmEvent, Gap, Sample, Value, now_ms
+from gateway.model import AlarmEvent, Gap, Sample, StoredItem, Value, now_ms
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, StoredItem
+from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect
 
 log = logging.getLogger(__name__)
 
