@@ -123,6 +123,7 @@ class Host:
     bd_seq: int | None = None
     deaths: list[int] = field(default_factory=list)
     births: int = 0
+    session_starts: list[int] = field(default_factory=list)  # len(data) at each NBIRTH
     data: list[tuple[str | None, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
     def feed(self, topic: str, payload: bytes) -> dict[str, Any]:
@@ -130,6 +131,8 @@ class Host:
         assert parts[0] == "spBv1.0" and parts[1] == self.group and parts[3] == self.node, topic
         kind, device = parts[2], (parts[4] if len(parts) > 4 else None)
         doc = self.decoder.decode(payload)
+        if kind in ("NCMD", "DCMD"):  # a host's commands to the node
+            return doc
         if kind == "NDEATH":
             assert doc["seq"] is None  # the standard: NDEATH carries no seq
             (bd,) = [m for m in doc["metrics"] if m["name"] == "bdSeq"]
@@ -142,6 +145,7 @@ class Host:
             assert doc["seq"] == 0
             self.aliases.clear()
             self.births += 1
+            self.session_starts.append(len(self.data))
         elif self.next_seq is not None and doc["seq"] != self.next_seq:
             self.seq_breaks += 1
         self.next_seq = (doc["seq"] + 1) % 256

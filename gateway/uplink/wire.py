@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.model import Gap, StoredItem, Value
 
@@ -116,6 +116,7 @@ class WireFormat(Protocol):
 # Extensions a format may have (Sparkplug B's; the json format has none).
 
 
+@runtime_checkable
 class SessionFormat(Protocol):
     """A format whose connections are numbered and which may hold data back.
 
