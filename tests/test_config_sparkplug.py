@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_config import BASE, problems_for, write
+from test_config import BASE, CONFIGS, problems_for, run_cli, write
 
 from gateway.config import load_config
 from gateway.uplink.sparkplug.setup import sparkplug_format
@@ -88,3 +88,10 @@ def test_the_format_is_made_from_the_config(tmp_path: Path) -> None:
     assert fmt.topic_ncmd == "spBv1.0/city-sensors/NCMD/lamppost-0421"  # edge node: gateway.id
     assert fmt.subscriptions()[1] == "spBv1.0/STATE/scada-1"
     assert fmt.topic_checkpoint == "city/sensors/lamppost-0421/checkpoint"
+
+
+def test_check_names_the_sparkplug_namespace_of_the_example() -> None:
+    done = run_cli("check", "-c", str(CONFIGS / "sparkplug.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert "Sparkplug B spBv1.0/water/+/river-gauge-12/..., checkpoints qos 1" in done.stdout
+    assert "primary host scada-1" in done.stdout
