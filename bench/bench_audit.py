@@ -1,21 +1,24 @@
-"""How fast one audit ingests a fleet from mosquitto, and how much memory 10M readings cost.
+"""How fast one audit ingests a fleet from mosquitto, and how much memory 10M samples cost.
 
-    .venv/bin/python bench/bench_audit.py [--messages 2100] [--readings 10000000] [--backlog 6000]
+    .venv/bin/python bench/bench_audit.py [--messages 2100] [--samples 10000000] [--backlog 6000]
+
+A message is what a gateway publishes on ``P/G/samples`` with the default batch: 100 samples
+(``uplink.batch.max_samples``), each a poll of a ten-point device (bench_buffer.make_sample).
 
 1. Broker path: a private mosquitto on a free loopback port; the audit's persistent session is
-   created, then 300 gateways' messages of 500 readings are published while the audit is away
+   created, then 300 gateways' messages of 100 samples are published while the audit is away
    (queued by the broker), then one in-process audit consumer (the code `audit` runs: MQTT 5,
    manual ack after each committed batch, SQLite state with synchronous=FULL) drains them.
    Timed from the first to the last batch committed.
-2. Memory: 10M readings from 300 gateways fed straight into the ledger (the same `Fleet.apply`
+2. Memory: 10M samples from 300 gateways fed straight into the ledger (the same `Fleet.apply`
    the consumer calls, JSON parsing included) with a state-file save every 200 messages, one
-   dropped message in 1000 and one duplicated in 500; RSS sampled every million readings.
+   dropped message in 1000 and one duplicated in 500; RSS sampled every million samples.
 3. Backlog: the command a user runs. `audit --once` registers its persistent session, then
-   `--backlog` messages of 500 readings from 300 gateways are queued by the broker while no
+   `--backlog` messages of 100 samples from 300 gateways are queued by the broker while no
    audit runs, then `street-gateway audit --once --json` drains them as a subprocess. Its peak
    RSS (VmHWM from /proc/<pid>/status, sampled every 10 ms while it runs),
    its RSS over time, its drain rate (wall time minus that of the empty first run) and the
-   report's totals (every reading received, no hole) are printed.
+   report's totals (every sample received, no hole) are printed.
 """
 
 from __future__ import annotations
@@ -34,23 +37,26 @@ from pathlib import Path
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from bench_buffer import make_sample
 from support import Mosquitto, running_mosquitto
 
 from gateway.audit.consumer import RECEIVE_MAXIMUM, BrokerOptions, Consumer
 from gateway.audit.ledger import Fleet
 from gateway.audit.store import AuditStore
 from gateway.model import Lane, StoredItem
-from gateway.uplink.payload import readings_message
+from gateway.uplink.json_format import samples_message
 
 PREFIX = "bench"
 GATEWAYS = 300
-PER_MESSAGE = 500
-BODY = '{"ts":1764169200123,"device":"aq-1","point":"pm25","value":12.3,"unit":"ug/m3"}'
+PER_MESSAGE = 100
 
 
 def message(gid: str, lo: int) -> bytes:
-    items = [StoredItem(s, Lane.READING, 0, BODY) for s in range(lo, lo + PER_MESSAGE)]
-    return readings_message(gid, items, historical=False)
+    items = [
+        StoredItem(s, Lane.SAMPLE, 0, make_sample(s)._replace(device="cab-01"))
+        for s in range(lo, lo + PER_MESSAGE)
+    ]
+    return samples_message(gid, items, historical=False)
 
 
 def rss_mib() -> float:
@@ -60,10 +66,10 @@ def rss_mib() -> float:
 
 
 async def queue_backlog(broker: Mosquitto, n_messages: int) -> None:
-    """Publish ``n_messages`` of 500 readings round-robin over 300 gateways, QoS 1."""
+    """Publish ``n_messages`` of 100 samples round-robin over 300 gateways, QoS 1."""
     per_gateway = -(-n_messages // GATEWAYS)
     payloads = [
-        (f"{PREFIX}/gw-{g:03d}/readings", message(f"gw-{g:03d}", 1 + k * PER_MESSAGE))
+        (f"{PREFIX}/gw-{g:03d}/samples", message(f"gw-{g:03d}", 1 + k * PER_MESSAGE))
         for k in range(per_gateway)
         for g in range(GATEWAYS)
     ][:n_messages]
@@ -98,18 +104,18 @@ async def broker_path(n_messages: int, workdir: Path) -> None:
             (t_first, n_first), (t_last, n_last) = marks[0], marks[-1]
             n = n_last - n_first  # the first batch's messages start the clock
             took = t_last - t_first
-            readings = sum(led.received.count for led in fleet.gateways.values())
+            samples = sum(led.received.count for led in fleet.gateways.values())
             print(
-                f"audit ingested {consumer.messages_total} messages / {readings} readings in "
+                f"audit ingested {consumer.messages_total} messages / {samples} samples in "
                 f"{consumer.batches} batches; at most {consumer.max_unacked} unacked at once "
                 f"(Receive Maximum {RECEIVE_MAXIMUM} asked); "
-                f"{n / took:,.0f} messages/s, {n * PER_MESSAGE / took:,.0f} readings/s"
+                f"{n / took:,.0f} messages/s, {n * PER_MESSAGE / took:,.0f} samples/s"
             )
 
 
 async def memory(total: int, workdir: Path) -> None:
     fleet = Fleet(PREFIX)
-    # 500 seqs of JSON per message, built once per gateway and re-stamped: the parse is real.
+    # 100 seqs of JSON per message, built once per gateway and re-stamped: the parse is real.
     template = message("gw-000", 1).decode()
     async with AuditStore(workdir / "memory.db") as store:
         print(f"RSS before: {rss_mib():.1f} MiB")
@@ -126,9 +132,9 @@ async def memory(total: int, workdir: Path) -> None:
                 if n_msg % 1000 == 0:
                     continue  # dropped: a hole
                 payload = _restamp(template, gid, lo)
-                fleet.apply(f"{PREFIX}/{gid}/readings", payload, now_ms=n_msg)
+                fleet.apply(f"{PREFIX}/{gid}/samples", payload, now_ms=n_msg)
                 if n_msg % 500 == 0:
-                    fleet.apply(f"{PREFIX}/{gid}/readings", payload, now_ms=n_msg)
+                    fleet.apply(f"{PREFIX}/{gid}/samples", payload, now_ms=n_msg)
                 if n_msg % 200 == 0:
                     await store.save(fleet)
                 fed += PER_MESSAGE
@@ -136,15 +142,15 @@ async def memory(total: int, workdir: Path) -> None:
                     ranges = sum(len(led.received) for led in fleet.gateways.values())
                     holes = sum(len(led.holes) for led in fleet.gateways.values())
                     print(
-                        f"{fed / 1e6:5.1f}M readings: RSS {rss_mib():.1f} MiB, "
+                        f"{fed / 1e6:5.1f}M samples: RSS {rss_mib():.1f} MiB, "
                         f"{ranges} received ranges, {holes} holes, "
-                        f"{fed / (time.perf_counter() - t0):,.0f} readings/s"
+                        f"{fed / (time.perf_counter() - t0):,.0f} samples/s"
                     )
                     next_mark += 1_000_000
         await store.save(fleet)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"done: {fed:,} readings, {n_msg:,} messages; RSS {rss_mib():.1f} MiB, peak {peak:.1f} MiB"
+        f"done: {fed:,} samples, {n_msg:,} messages; RSS {rss_mib():.1f} MiB, peak {peak:.1f} MiB"
     )
 
 
@@ -202,16 +208,16 @@ def backlog(n_messages: int, workdir: Path) -> None:
     holes = sum(len(g["holes"]) for g in doc["gateways"])
     drain = took - empty_s
     print(
-        f"audit --once drained {n_messages} messages / {received:,} readings "
+        f"audit --once drained {n_messages} messages / {received:,} samples "
         f"({holes} holes) in {took:.2f}s: peak RSS (VmHWM) {peak:.1f} MiB; "
-        f"~{n_messages / drain:,.0f} messages/s, ~{received / drain:,.0f} readings/s "
+        f"~{n_messages / drain:,.0f} messages/s, ~{received / drain:,.0f} samples/s "
         f"(wall time beyond the empty run's {empty_s:.2f}s)"
     )
     print("RSS every 0.5 s (MiB): " + " ".join(f"{v:.0f}" for v in timeline))
 
 
 def _restamp(template: str, gid: str, lo: int) -> bytes:
-    # Replace the seq numbers 1..500 and the gateway id of the template.
+    # Replace the seq numbers 1..100 and the gateway id of the template.
     parts = template.split('{"seq":')
     head = parts[0].replace('"gw-000"', f'"{gid}"')
     return (
@@ -222,13 +228,13 @@ def _restamp(template: str, gid: str, lo: int) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=2100)
-    parser.add_argument("--readings", type=int, default=10_000_000)
+    parser.add_argument("--samples", type=int, default=10_000_000)
     parser.add_argument("--backlog", type=int, default=6000, help="messages queued (phase 3)")
     parser.add_argument("--phase", choices=["all", "broker", "memory", "backlog"], default="all")
     args = parser.parse_args()
     if args.phase == "all":  # each phase in a fresh interpreter, so RSS is the audit's own
         for phase in ("broker", "memory", "backlog"):
-            extra = ["--messages", str(args.messages), "--readings", str(args.readings)]
+            extra = ["--messages", str(args.messages), "--samples", str(args.samples)]
             extra += ["--backlog", str(args.backlog)]
             subprocess.run([sys.executable, __file__, "--phase", phase, *extra], check=True)
         return
@@ -238,7 +244,7 @@ def main() -> None:
         elif args.phase == "backlog":
             backlog(args.backlog, Path(tmp))
         else:
-            asyncio.run(memory(args.readings, Path(tmp)))
+            asyncio.run(memory(args.samples, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Benchmark the durable buffer beside a bare aiosqlite ``executemany`` loop (the SQLite floor).
 
-Measures, for the same rows in the same run:
-- append: readings/s from ``put_many()`` (10 at a time, a poll) until durably committed, sync
-  full and normal;
+Measures, for the same rows in the same run (a row is one sample: one poll of a ten-point
+device, as the ``e2e_cabinet`` profile gives):
+- append: samples/s from ``put()`` until durably committed (``flush()`` every 10,000, so the
+  memory queue never overflows), sync full and normal;
 - drain: ``fetch(limit=500)`` + ``ack()`` until empty (rows/s);
-- RSS with an empty buffer and with 1,000,000 buffered readings (each side in a child process).
+- RSS with an empty buffer and with 1,000,000 buffered samples (each side in a child process).
 
 Run: ``.venv/bin/python bench/bench_buffer.py`` (about a minute; ``--rows N`` for append/drain).
 Targets: append and drain >= 50 % of the bare loop; RSS(1M) - RSS(0) < 5 MB.
@@ -23,16 +24,28 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.buffer import Buffer
-from gateway.model import Lane, Reading
-from gateway.uplink.payload import reading_body
+from gateway.buffer import Buffer, codec
+from gateway.model import Lane, Sample
 
 T0 = 1_764_169_200_000
 BARE_BATCH = 500
+POINTS = 10
+WINDOW = 10_000  # samples put between flushes: half the default memory queue
 
 
-def make_reading(n: int) -> Reading:
-    return Reading("aq-1", "pm25", round(n * 0.1, 1), T0 + n, unit="ug/m3")
+def make_sample(n: int) -> Sample:
+    """Poll ``n`` of a ten-point cabinet: four temperatures (0.1), four energies, two flags."""
+    values: dict[str, float | int | bool] = {
+        f"t{i}": round(20 + i + (n % 50) * 0.1, 1) for i in range(4)
+    }
+    values.update({f"e{i}": 1234.5 + n * 0.25 + i for i in range(4)})
+    values.update({"door_open": n % 7 == 0, "alarm": n % 11 == 0})
+    return Sample("cab-01", T0 + n, values)
+
+
+def sample_body(sample: Sample) -> str:
+    """The ``vals`` column the buffer writes for it."""
+    return codec.sample_row(0, T0, sample)[4]
 
 
 def rss_kib() -> int:
@@ -45,40 +58,39 @@ def rss_kib() -> int:
 # -- the buffer ---------------------------------------------------------------------------
 
 
-async def buffer_append(buffer: Buffer, start: int, count: int, window: int = 20_000) -> None:
-    """put_many() ``count`` readings 10 at a time (as a source hands over a poll), keeping at
-    most ``window`` uncommitted; then flush."""
-    base = buffer.last_seq
-    for i in range(0, count, 10):
-        buffer.put_many([make_reading(start + n) for n in range(i, min(i + 10, count))])
-        if i % 1000 == 990:
-            while i + 10 - (buffer.last_seq - base) > window:
-                await buffer.wait_for_commit(buffer.last_seq)
+async def buffer_append(buffer: Buffer, start: int, count: int) -> None:
+    """put() ``count`` samples (one per poll, as a source hands them over), flushing every
+    ``WINDOW``; then flush."""
+    for i in range(count):
+        buffer.put(make_sample(start + i))
+        if i % 1000 == 999:
+            if i % WINDOW == WINDOW - 1:
+                await buffer.flush()
             await asyncio.sleep(0)
     await buffer.flush()
 
 
 async def buffer_drain(buffer: Buffer) -> int:
     drained = 0
-    while items := await buffer.fetch(Lane.READING, limit=500):
+    while items := await buffer.fetch(Lane.SAMPLE, limit=500):
         await buffer.ack(item.seq for item in items)
         drained += len(items)
     return drained
 
 
 async def bench_buffer(dir_: Path, rows: int, sync: str) -> dict[str, float]:
-    readings = [make_reading(n) for n in range(rows)]
+    samples = [make_sample(n) for n in range(rows)]
     async with Buffer(dir_ / f"buffer-{sync}.db", sync=sync) as buffer:  # type: ignore[arg-type]
         t = time.perf_counter()
-        for i, reading in enumerate(readings):
-            buffer.put(reading)
+        for i, sample in enumerate(samples):
+            buffer.put(sample)
             if i % 1000 == 999:
-                while i + 1 - buffer.last_seq > 20_000:
-                    await buffer.wait_for_commit(buffer.last_seq)
+                if i % WINDOW == WINDOW - 1:
+                    await buffer.flush()
                 await asyncio.sleep(0)
         await buffer.flush()
         append = rows / (time.perf_counter() - t)
-        assert buffer.stats.readings == rows and buffer.stats.dropped_total == 0
+        assert buffer.stats.samples == rows and buffer.stats.dropped_total == 0
         t = time.perf_counter()
         drained = await buffer_drain(buffer)
         drain = drained / (time.perf_counter() - t)
@@ -88,14 +100,17 @@ async def bench_buffer(dir_: Path, rows: int, sync: str) -> dict[str, float]:
 
 # -- the bare loop ------------------------------------------------------------------------
 
+INSERT = "INSERT INTO samples VALUES (?,?,?,?,?,?)"
+
 
 async def bare_db(path: Path, sync: str) -> aiosqlite.Connection:
     db = await aiosqlite.connect(path)
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute(f"PRAGMA synchronous={sync.upper()}")
     await db.execute(
-        "CREATE TABLE IF NOT EXISTS readings (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
-        " stored_ms INTEGER NOT NULL, body TEXT NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS samples (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
+        " stored_ms INTEGER NOT NULL, device TEXT NOT NULL, vals TEXT NOT NULL,"
+        " flags INTEGER NOT NULL)"
     )
     await db.commit()
     return db
@@ -104,42 +119,45 @@ async def bare_db(path: Path, sync: str) -> aiosqlite.Connection:
 async def bare_append(db: aiosqlite.Connection, start: int, count: int) -> None:
     for first in range(start, start + count, BARE_BATCH):
         rows = [
-            (n + 1, T0 + n, T0, reading_body(make_reading(n)))
+            codec.sample_row(n + 1, T0, make_sample(n))
             for n in range(first, min(first + BARE_BATCH, start + count))
         ]
-        await db.executemany("INSERT INTO readings VALUES (?,?,?,?)", rows)
+        await db.executemany(INSERT, rows)
         await db.commit()
 
 
 async def bench_bare(dir_: Path, rows: int, sync: str, *, encode: bool) -> dict[str, float]:
-    """The bare loop; ``encode``: JSON-encode each reading inside the timed loop (the same
+    """The bare loop; ``encode``: JSON-encode each sample inside the timed loop (the same
     work the buffer does), else pre-encoded rows (only what SQLite itself costs)."""
-    readings = [make_reading(n) for n in range(rows)]
-    pre = [] if encode else [(n + 1, r.ts_ms, T0, reading_body(r)) for n, r in enumerate(readings)]
+    samples = [make_sample(n) for n in range(rows)]
+    pre = [] if encode else [codec.sample_row(n + 1, T0, s) for n, s in enumerate(samples)]
     db = await bare_db(dir_ / f"bare-{sync}-{encode}.db", sync)
     try:
         t = time.perf_counter()
         for i in range(0, rows, BARE_BATCH):
             if encode:
                 batch = [
-                    (n + 1, r.ts_ms, T0, reading_body(r))
-                    for n, r in enumerate(readings[i : i + BARE_BATCH], i)
+                    codec.sample_row(n + 1, T0, s)
+                    for n, s in enumerate(samples[i : i + BARE_BATCH], i)
                 ]
             else:
                 batch = pre[i : i + BARE_BATCH]
-            await db.executemany("INSERT INTO readings VALUES (?,?,?,?)", batch)
+            await db.executemany(INSERT, batch)
             await db.commit()
         append = rows / (time.perf_counter() - t)
         t = time.perf_counter()
         drained = 0
         while True:
             cursor = await db.execute(
-                "SELECT seq, ts_ms, body FROM readings ORDER BY seq LIMIT ?", (BARE_BATCH,)
+                "SELECT seq, ts_ms, device, vals, flags FROM samples ORDER BY seq LIMIT ?",
+                (BARE_BATCH,),
             )
             got = await cursor.fetchall()
             if not got:
                 break
-            await db.execute("DELETE FROM readings WHERE seq <= ?", (got[-1][0],))
+            for row in got:  # decode, as the buffer does for what it hands the uplink
+                codec.sample_from_row(*row[1:])
+            await db.execute("DELETE FROM samples WHERE seq <= ?", (got[-1][0],))
             await db.commit()
             drained += len(got)
         drain = drained / (time.perf_counter() - t)
@@ -153,21 +171,21 @@ async def bench_bare(dir_: Path, rows: int, sync: str, *, encode: bool) -> dict[
 
 async def rss_child(kind: str, dir_: Path, backlog: int) -> dict[str, int]:
     """RSS with an empty store (after a warm-up that went through the same paths) and with
-    ``backlog`` readings stored, for the buffer or the bare loop."""
+    ``backlog`` samples stored, for the buffer or the bare loop."""
     if kind == "buffer":
         async with Buffer(dir_ / "rss-buffer.db", sync="normal", max_size=2 * 1024**3) as buffer:
             await buffer_append(buffer, 0, 50_000)
             await buffer_drain(buffer)
             empty = rss_kib()
             await buffer_append(buffer, 50_000, backlog)
-            await buffer.fetch(Lane.READING, limit=500)
-            assert buffer.stats.readings == backlog
+            await buffer.fetch(Lane.SAMPLE, limit=500)
+            assert buffer.stats.samples == backlog
             full = rss_kib()
     else:
         db = await bare_db(dir_ / "rss-bare.db", "normal")
         try:
             await bare_append(db, 0, 50_000)
-            await db.execute("DELETE FROM readings")
+            await db.execute("DELETE FROM samples")
             await db.commit()
             empty = rss_kib()
             await bare_append(db, 50_000, backlog)
@@ -208,8 +226,10 @@ def pct(a: float, b: float) -> str:
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-buffer-", dir=args.tmp) as tmp:
         dir_ = Path(tmp)
-        size = len(reading_body(make_reading(1)))
-        print(f"rows: {args.rows:,} readings of ~{size} bytes; dir {tmp}")
+        size = len(sample_body(make_sample(1)))
+        print(
+            f"rows: {args.rows:,} samples of {POINTS} points (~{size} bytes of values); dir {tmp}"
+        )
         print(f"{'':24}{'buffer':>12}{'bare+encode':>14}{'ratio':>7}{'bare rows':>13}{'ratio':>7}")
         for sync in ("full", "normal"):
             ours = await bench_buffer(dir_, args.rows, sync)

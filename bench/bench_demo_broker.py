@@ -1,7 +1,7 @@
 """The demo's broker choice: mosquitto (when installed) against the embedded amqtt broker.
 
 Start-up time, and QoS 1 messages/s from one publisher (16 in flight, like the uplink's window)
-to one subscriber, with ~1 KiB payloads like a readings batch of 10.
+to one subscriber, with ~1 KiB payloads like a samples message of five ten-point polls.
 
     .venv/bin/python bench/bench_demo_broker.py [--messages 3000]
 """
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("aiomqtt").setLevel(logging.CRITICAL)
+    logging.getLogger("mqtt").setLevel(logging.CRITICAL)  # aiomqtt's logger: "pending calls"
     print("| broker | start-up | QoS 1 messages/s (1 KiB) |")
     print("| --- | --- | --- |")
     for embedded, name in ((False, "mosquitto 2.0.11"), (True, "amqtt 0.12 (embedded)")):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.codec.lines import LineFramer, make_parser
 from gateway.config import ParseConfig, SerialPoint, SerialSource
-from gateway.model import Reading
+from gateway.model import Sample
 from gateway.sim.serial import SimulatedSerialSensor
 from gateway.sources.serial import SerialSensorSource
 
@@ -42,13 +42,13 @@ def bench_pure(lines: int = 200_000) -> None:
 
 async def bench_pty(seconds: float = 3.0) -> None:
     link = Path(tempfile.mkdtemp()) / "tty"
-    readings: list[Reading] = []
+    samples: list[Sample] = []
     with SimulatedSerialSensor(link, period=0.00002, seed=1) as sim:
         config = SerialSource.model_validate(
             {"name": "noise-1", "kind": "serial", "port": str(link), "line_end": "\r\n",
              "parse": {"regex": REGEX}, "points": [{"name": "laeq"}, {"name": "lamax"}]}
         )  # fmt: skip
-        source = SerialSensorSource(config, readings.extend)
+        source = SerialSensorSource(config, samples.append)
         task = asyncio.create_task(source.run())
         await asyncio.sleep(0.3)
         stats = source.devices[0]
@@ -56,11 +56,13 @@ async def bench_pty(seconds: float = 3.0) -> None:
         await asyncio.sleep(seconds)
         good = stats.reads_ok - start_ok
         elapsed = time.perf_counter() - start
+        points = sum(len(s.values) for s in samples) / max(len(samples), 1)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         print(
             f"pty -> SerialSensorSource: {good / elapsed:,.0f} lines/s "
-            f"({2 * good / elapsed:,.0f} readings/s), parse_errors={stats.parse_errors}, "
+            f"(one sample of {points:g} points each: {points * good / elapsed:,.0f} points/s), "
+            f"parse_errors={stats.parse_errors}, "
             f"sim lines sent={sim.lines_sent}, bytes dropped by the sim={sim.bytes_dropped}"
         )
 

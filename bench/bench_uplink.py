@@ -1,16 +1,18 @@
 """Drain a backlog from the durable buffer into a local mosquitto, and time it.
 
-    .venv/bin/python bench/bench_uplink.py [--readings 1000000] [--delay-ms 50]
+    .venv/bin/python bench/bench_uplink.py [--samples 100000] [--delay-ms 50]
 
-Fills a Buffer with N readings and one alarm after them (so the alarm is stored *behind* the
+Fills a Buffer with N samples (polls of a ten-point device, as bench_buffer.py makes them: N
+samples are 10 N point values) and one alarm after them (so the alarm is stored *behind* the
 backlog), then, for each scenario, starts an Uplink on a copy of that buffer and measures:
 
-* readings/s: N / (time the subscriber counted the last reading - time run() started);
-* alarm latency: time from run() start to the alarm's arrival at the subscriber.
+* samples/s: N / (time the subscriber counted the last sample - time run() started);
+* alarm latency: time from run() start to the alarm's arrival at the subscriber;
+* bytes per sample: the MQTT PUBLISH packets the subscriber received (``publish_size``) over N.
 
 Scenarios: ``direct`` (uplink -> mosquitto) and ``proxy`` (through tests/proxy.py adding
 ``--delay-ms`` each way, i.e. twice that round trip). The subscriber (QoS 1) runs in its own
-process and counts readings without decoding them; the proxy runs in its own process too.
+process and counts samples without decoding them; the proxy runs in its own process too.
 Loopback only; every process is stopped by pid.
 """
 
@@ -33,12 +35,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import aiomqtt  # noqa: E402
+from bench_buffer import T0, make_sample  # noqa: E402
 from support import Mosquitto, running_mosquitto, stop_process  # noqa: E402
 
 from gateway.buffer import Buffer  # noqa: E402
 from gateway.config import UplinkConfig  # noqa: E402
-from gateway.model import AlarmEvent, Reading  # noqa: E402
+from gateway.model import AlarmEvent  # noqa: E402
+from gateway.uplink.json_format import JsonFormat  # noqa: E402
+from gateway.uplink.meter import publish_size  # noqa: E402
 from gateway.uplink.mqtt import Uplink  # noqa: E402
+from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo  # noqa: E402
 
 GATEWAY = "bench-gw"
 PREFIX = "bench"
@@ -46,35 +52,42 @@ PREFIX = "bench"
 
 async def fill(path: Path, n: int) -> int:
     async with Buffer(path, sync="normal", memory_queue_max=200_000) as buffer:
-        base = 1_764_169_200_000
         for start in range(0, n, 50_000):
             for i in range(start, min(n, start + 50_000)):
-                buffer.put(
-                    Reading(
-                        device="aq-1", point="pm25", value=i * 0.1, ts_ms=base + i, unit="ug/m3"
-                    )
-                )
+                buffer.put(make_sample(i))
             await buffer.flush()
-        buffer.put(AlarmEvent("aq-1/pm25>50", "raised", 63.0, "high", base + n))
+        buffer.put(AlarmEvent("cab-01/t0>50", "raised", 63.0, "high", T0 + n))
         return await buffer.flush()
 
 
+def catalog() -> Catalog:
+    sample = make_sample(0)
+    points = {
+        name: PointInfo("bool" if isinstance(v, bool) else "float32", None)
+        for name, v in sample.values.items()
+    }
+    device = DeviceInfo(sample.device, "cabinet-bus", "modbus-tcp", 1, points)
+    return Catalog(GATEWAY, "-", (device,), ("cab-01/t0>50",))
+
+
 async def subscriber_main(port: int, expect: int) -> None:
-    """Runs in a child process: prints `ready`, `alarm T`, `done T N` (T: time.monotonic())."""
+    """Runs in a child process: prints `ready`, `alarm T`, `done T N BYTES` (T: monotonic)."""
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-sub") as client:
         client.pending_calls_threshold = 1000
         await client.subscribe(f"{PREFIX}/{GATEWAY}/+", qos=1)
         print("ready", flush=True)
-        count = 0
+        count = size = 0
         async for message in client.messages:
             body = message.payload
             assert isinstance(body, bytes)
-            if message.topic.value.endswith("/alarms"):
+            topic = message.topic.value
+            size += publish_size(topic, body, message.qos)
+            if topic.endswith("/alarms"):
                 print(f"alarm {time.monotonic()}", flush=True)
-            elif message.topic.value.endswith("/readings"):
+            elif topic.endswith("/samples"):
                 count += body.count(b'"seq":')
                 if count >= expect:
-                    print(f"done {time.monotonic()} {count}", flush=True)
+                    print(f"done {time.monotonic()} {count} {size}", flush=True)
                     return
 
 
@@ -107,14 +120,17 @@ async def scenario(
             {
                 "servers": [f"mqtt://127.0.0.1:{port}"],
                 "topic_prefix": PREFIX,
-                "batch": {"max_readings": args.batch},
+                "batch": {"max_samples": args.batch},
                 "max_inflight": args.inflight,
             }
         )
         async with Buffer(db, sync="normal") as buffer:
+            wire_format = JsonFormat(
+                catalog(), topic_prefix=PREFIX, qos=config.qos, version="bench", started_ms=0
+            )
             uplink = Uplink(
                 config, gateway_id=GATEWAY, client_id=GATEWAY, buffer=buffer, password=None,
-                version="bench", config_digest="-", started_ms=0,
+                wire_format=wire_format,
             )  # fmt: skip
             profiler = cProfile.Profile() if args.profile else None
             t0 = time.monotonic()
@@ -122,6 +138,7 @@ async def scenario(
                 profiler.enable()
             run = asyncio.create_task(uplink.run())
             alarm_at = done_at = 0.0
+            received_bytes = 0
             try:
                 async with asyncio.timeout(args.limit_s):
                     while not done_at:
@@ -130,6 +147,7 @@ async def scenario(
                             alarm_at = float(rest[0])
                         elif word == b"done":
                             done_at = float(rest[0])
+                            received_bytes = int(rest[2])
             finally:
                 if profiler:
                     profiler.disable()
@@ -141,11 +159,14 @@ async def scenario(
         elapsed = done_at - t0
         return {
             "scenario": name if name == "direct" else f"proxy +{args.delay_ms:g} ms each way",
-            "readings": n,
+            "samples": n,
+            "points": n * len(make_sample(0).values),
             "seconds": round(elapsed, 2),
-            "readings_per_s": round(n / elapsed),
+            "samples_per_s": round(n / elapsed),
             "alarm_latency_ms": round((alarm_at - t0) * 1000, 1),
             "messages": uplink.stats.messages_total,
+            "bytes_per_sample": round(received_bytes / n, 1),
+            "uplink_bytes_total": uplink.stats.bytes_total,
         }
     finally:
         if proxy is not None:
@@ -160,22 +181,22 @@ async def main(args: argparse.Namespace) -> None:
         folder = Path(tmp)
         source = folder / "filled.db"
         t = time.monotonic()
-        last = await fill(source, args.readings)
+        last = await fill(source, args.samples)
         print(f"filled {last} items in {time.monotonic() - t:.1f}s", file=sys.stderr)
         with running_mosquitto(folder) as broker:
             for name in args.scenarios:
                 db = folder / f"{name}.db"
                 for suffix in ("", ".seq"):
                     shutil.copy(f"{source}{suffix}", f"{db}{suffix}")
-                result = await scenario(name, db, args.readings, broker, args)
+                result = await scenario(name, db, args.samples, broker, args)
                 print(json.dumps(result))
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=1_000_000)
+    parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--delay-ms", type=float, default=50.0)
-    parser.add_argument("--batch", type=int, default=500, help="uplink.batch.max_readings")
+    parser.add_argument("--batch", type=int, default=100, help="uplink.batch.max_samples")
     parser.add_argument("--inflight", type=int, default=16, help="uplink.max_inflight")
     parser.add_argument("--scenarios", nargs="+", default=["direct", "proxy"])
     parser.add_argument("--limit-s", type=float, default=120.0, help="give up a scenario after")

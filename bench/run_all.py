@@ -50,6 +50,13 @@ BENCHES = (
     Bench("uplink", "MQTT uplink", "bench_uplink.py"),
     Bench("audit", "Fleet audit", "bench_audit.py"),
     Bench("e2e", "End to end (issue 7)", "bench_e2e.py", limit_s=240),
+    Bench(
+        "e2e-outage",
+        "End to end through a broker outage",
+        "bench_e2e.py",
+        ("--seconds", "30", "--outage", "30"),
+        limit_s=240,
+    ),
     Bench("demo", "The demo's broker", "bench_demo_broker.py", limit_s=120),
 )
 

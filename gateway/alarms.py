@@ -12,12 +12,17 @@ A rule watches one point (``device/point``) and is either ``above`` or ``below``
 
 Booleans count as 0 and 1, so ``{point: cab/door_open, above: 0}`` alarms on an open door.
 NaN says nothing about a condition and is ignored, and so does a string value.
+
+A rule's raised/cleared state is kept in the buffer's database with its event (``alarm_state``),
+and a new engine starts from it: a restart or a reload while an alarm is raised pages nobody
+again, and an alarm whose condition cleared while the gateway was down is cleared on its first
+value.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from gateway.config import AlarmRule
@@ -76,8 +81,13 @@ class _RuleState:
 class AlarmEngine:
     """Evaluates every rule of a sample's points; keeps only per-rule state."""
 
-    def __init__(self, rules: Sequence[AlarmRule]) -> None:
-        self._states: list[_RuleState] = [_RuleState(rule, rule.name) for rule in rules]
+    def __init__(self, rules: Sequence[AlarmRule], raised: Collection[str] = ()) -> None:
+        """``raised``: the alarms already raised (kept in the buffer across restarts and
+        reloads), so they are not raised again; one whose condition cleared meanwhile is
+        cleared on its first value."""
+        self._states: list[_RuleState] = [
+            _RuleState(rule, rule.name, raised=rule.name in raised) for rule in rules
+        ]
         # device -> point -> its rules; a rule's point is "device/point"
         self._by_device: dict[str, dict[str, list[_RuleState]]] = {}
         for state in self._states:

@@ -7,10 +7,12 @@ Each command module exposes ``register(subparsers)``, which adds its parser and 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gateway import __version__
 from gateway.config import (
@@ -89,6 +91,15 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
     from gateway.probe import command as probe_command  # noqa: PLC0415
 
     status_client.register(sub)
+
+    schema = sub.add_parser(
+        "schema",
+        help="print the config's JSON Schema (for editors and CI)",
+        description="Print the JSON Schema of gateway.yaml. Save it next to the config and put "
+        "'# yaml-language-server: $schema=gateway.schema.json' at the top of the YAML for "
+        "completion and checking in an editor.",
+    )
+    schema.set_defaults(func=_schema)
 
     demo = sub.add_parser("demo", help="the whole pipeline on this machine with simulated sensors")
     demo.add_argument(
@@ -187,6 +198,70 @@ def summarise(loaded: LoadedConfig) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the YAML as a person writes it: durations and sizes are strings."""
+    schema = Config.model_json_schema()
+    _for_yaml(schema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "street-gateway config (gateway.yaml)",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def _for_yaml(node: object) -> None:
+    """Mend what pydantic writes for Python into what a YAML editor and jsonschema use.
+
+    A duration's or size's default is a number in the models: written as the YAML would. A
+    discriminated union (``sources``, by ``kind``) becomes one if/then per kind, so an error
+    names the key inside the source instead of "not valid under any of the given schemas".
+    """
+    if isinstance(node, list):
+        for item in node:
+            _for_yaml(item)
+    if not isinstance(node, dict):
+        return
+    default = node.get("default")
+    if isinstance(default, dict):  # a whole section's defaults: each key shows its own
+        del node["default"]
+    elif node.get("type") == "string" and isinstance(default, int | float):
+        units = _DURATION_UNITS if "ms|s|m|h|d" in node.get("pattern", "") else _SIZE_UNITS
+        node["default"] = _with_unit(default, units)
+    discriminator = node.pop("discriminator", None)
+    if isinstance(discriminator, dict) and "oneOf" in node:
+        key, mapping = discriminator["propertyName"], discriminator["mapping"]
+        del node["oneOf"]
+        node.update(
+            type="object",
+            required=[key],
+            properties={key: {"enum": sorted(mapping)}},
+            allOf=[
+                {"if": {"properties": {key: {"const": kind}}}, "then": {"$ref": ref}}
+                for kind, ref in sorted(mapping.items())
+            ],
+        )
+    for value in node.values():
+        _for_yaml(value)
+
+
+_DURATION_UNITS = [("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001)]
+_SIZE_UNITS = [("GiB", 1024.0**3), ("MiB", 1024.0**2), ("KiB", 1024.0), ("B", 1.0)]
+
+
+def _with_unit(value: float, units: list[tuple[str, float]]) -> str:
+    """The largest unit that holds ``value`` a whole number of times: 2592000 s -> '30d'."""
+    for name, size in units:
+        count = value / size
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{name}"
+    return f"{value:g}{units[-1][0]}"
 
 
 def _run(args: argparse.Namespace) -> int:

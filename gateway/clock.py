@@ -1,7 +1,7 @@
 """Is the system clock synchronised? A box without a real-time clock boots in the past.
 
-Samples taken before the first NTP sync are flagged ``"clock": "unsynced"`` (SPEC.md), and
-status reports the state. The answer comes from, in order:
+Samples taken before the first NTP sync are flagged ``"clock": "unsynced"``
+(docs/reference.md), and status reports the state. The answer comes from, in order:
 
 1. ``$STREET_GATEWAY_CLOCK=synced|unsynced`` — an override for tests and the demo;
 2. the kernel: ``adjtimex()`` in read-only mode (``modes = 0``), synchronised unless the

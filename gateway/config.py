@@ -1,4 +1,4 @@
-"""The configuration: frozen pydantic models of SPEC.md's YAML schema, and ``load_config``.
+"""The configuration: frozen pydantic models of the YAML (docs/reference.md), and ``load_config``.
 
 Every problem in a file becomes one line ``FILE: key.path[0].x: what is wrong``; a user
 mistake never shows a traceback. Checks that need more than one field (unique names, register
@@ -15,15 +15,25 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from gateway.errors import ConfigError
 
@@ -37,37 +47,79 @@ GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # ---------------------------------------------------------------------------------------------
 # Durations and sizes: strings in the YAML, seconds (float) and bytes (int) in the models.
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS = {
+    "ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
+    "d": Decimal(86400),
+}  # fmt: skip
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }  # fmt: skip
 _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*$")
+MAX_DURATION = 3650 * 86400  # ten years: anything longer is a typo
+MAX_SIZE = 1024**4  # 1024GiB, past any SD card or disk a cabinet holds
 
 
 def parse_duration(text: object) -> float:
     """``'500ms'`` -> 0.5; a bare number is refused, because its unit would be a guess."""
     if isinstance(text, bool) or not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a duration; write it with a unit, like '10s' or '500ms'")
+        raise ValueError(
+            f"{quote(text)} is not a duration; write it with a unit, like '10s' or '500ms'"
+        )
     match = _QUANTITY.match(text)
     if not match or match.group(2) not in _DURATION_UNITS:
-        raise ValueError(f"{text!r} is not a duration; use ms, s, m, h or d, like '10s'")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        raise ValueError(f"{quote(text)} is not a duration; use ms, s, m, h or d, like '10s'")
+    seconds = _amount(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{quote(text)} is too long; at most 3650d")
+    return float(seconds)
 
 
 def parse_size(text: object) -> int:
     """``'64MiB'`` -> 67108864."""
     if isinstance(text, bool) or not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a size; write it with a unit, like '64MiB'")
+        raise ValueError(f"{quote(text)} is not a size; write it with a unit, like '64MiB'")
     match = _QUANTITY.match(text)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{text!r} is not a size; use B, KiB, MiB, GiB (or kB, MB, GB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        raise ValueError(f"{quote(text)} is not a size; use B, KiB, MiB, GiB (or kB, MB, GB)")
+    size = _amount(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size > MAX_SIZE:
+        raise ValueError(f"{quote(text)} is too large; at most 1024GiB")
+    return int(size)
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+def _amount(digits: str) -> Decimal:
+    # Decimal, not float: a 1 and 400 zeros is "too large", not inf and then an OverflowError.
+    return Decimal(digits) if len(digits) <= 30 else Decimal("1e30")
+
+
+# In the JSON Schema (`street-gateway schema`) they are what the YAML holds: strings with a unit.
+_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*$",
+    "description": "a duration with its unit: ms, s, m, h or d, like '500ms' or '10s'",
+    "examples": ["500ms", "10s", "5m"],
+}
+_SIZE_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgG][iI]?[bB])\s*$",
+    "description": "a size with its unit: B, KiB, MiB, GiB (or kB, MB, GB), like '64MiB'",
+    "examples": ["64MiB", "1GiB"],
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _no_nul(text: str) -> str:
+    if "\0" in text:  # the OS refuses it: a ValueError at open(), not an OSError
+        raise ValueError(f"{quote(text)}: a file name cannot hold a NUL character")
+    return text
+
+
+FilePath = Annotated[Path, BeforeValidator(lambda v: _no_nul(v) if isinstance(v, str) else v)]
+DevicePath = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Model(BaseModel):
@@ -84,16 +136,16 @@ class GatewaySection(_Model):
 
 
 class BufferConfig(_Model):
-    path: Path | None = None  # resolved by load_config: <state dir>/buffer.db
+    path: FilePath | None = None  # resolved by load_config: <state dir>/buffer.db
     max_size: Size = 256 * 1024**2
     max_age: Duration = 30 * 86400.0
     sync: Literal["full", "normal"] = "full"
 
 
 class TlsConfig(_Model):
-    ca_file: Path | None = None  # None: the system's trust store
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: FilePath | None = None  # None: the system's trust store
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     insecure_skip_verify: bool = False  # for a lab broker only; `check` warns about it
 
 
@@ -116,7 +168,7 @@ class UplinkConfig(_Model):
     servers: Annotated[list[str], Field(min_length=1)]
     client_id: str | None = None  # default: gateway.id
     username: str | None = None
-    password_file: Path | None = None
+    password_file: FilePath | None = None
     tls: TlsConfig | None = None
     topic_prefix: str = "street-gateway"
     qos: Literal[0, 1] = 1
@@ -131,7 +183,7 @@ class UplinkConfig(_Model):
 
 class StatusConfig(_Model):
     listen: str = f"127.0.0.1:{DEFAULT_STATUS_PORT}"
-    token_file: Path | None = None
+    token_file: FilePath | None = None
 
 
 class ModbusPoint(_Model):
@@ -143,8 +195,8 @@ class ModbusPoint(_Model):
     ]
     bit: Annotated[int, Field(ge=0, le=15)] | None = None
     byte_order: Literal["ABCD", "DCBA", "BADC", "CDAB"] = "ABCD"
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Finite = 1.0
+    offset: Finite = 0.0
     unit: str | None = None
 
     @property
@@ -183,7 +235,7 @@ class _LineSettings(_Model):
 
 class ModbusRtuSource(_SourceBase, _LineSettings):
     kind: Literal["modbus-rtu"]
-    port: str
+    port: DevicePath
     devices: Annotated[list[ModbusDevice], Field(min_length=1)]
 
 
@@ -207,15 +259,15 @@ class ParseConfig(_Model):
 class SerialPoint(_Model):
     name: Name
     unit: str | None = None
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Finite = 1.0
+    offset: Finite = 0.0
 
 
 class SerialSource(_SourceBase, _LineSettings):
     """A serial ASCII sensor: the source is its own single device, named like the source."""
 
     kind: Literal["serial"]
-    port: str
+    port: DevicePath
     request: str | None = None  # poll mode when set; stream mode otherwise
     interval: Duration | None = None  # default: 10s in poll mode, 60s (staleness) in stream mode
     line_end: Annotated[str, Field(min_length=1, max_length=4)] = "\n"
@@ -339,13 +391,29 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read, merge, validate and cross-check a config file; raise ConfigError with every problem."""
-    path = Path(path)
+    """Read, merge, validate and cross-check a config file; raise ConfigError with every problem.
+
+    Nothing else escapes, whatever the file holds: ``check``, ``run`` and a reload all end in
+    ConfigError's lines, each bounded (:func:`_bounded`).
+    """
     main = str(path)
-    raw, digest = _read_yaml(path, main)
+    try:
+        return _load(Path(path), environ)
+    except ConfigError as exc:
+        raise ConfigError(_bounded(exc.problems, main)) from None
+    except Exception as exc:  # a bug of ours must not crash a reload either
+        problem = f"{main}: cannot check this file, an internal error: {type(exc).__name__}: {exc}"
+        raise ConfigError(_bounded([f"{problem} (please report it)"], main)) from None
+
+
+def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedConfig:
+    main = str(path)
+    data = _read_file(path, f"{main}: ")
+    digest = hashlib.sha256(data)
+    raw = _parse_yaml(data, main)
     if not isinstance(raw, dict):
         raise ConfigError([f"{main}: the file must be a mapping with gateway, uplink and sources"])
-    raw, origin, digest = _merge_includes(raw, path, digest)
+    raw, origin = _merge_includes(raw, path, digest)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -366,35 +434,220 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> L
     )
 
 
+MAX_SECRET_BYTES = 64 * 1024
+
+
 def read_secret(path: Path) -> str:
     """A secret file's content with surrounding whitespace stripped."""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open("rb") as file:
+            data = file.read(MAX_SECRET_BYTES + 1)
+        if len(data) > MAX_SECRET_BYTES:
+            raise ConfigError([f"{path}: a secret file holds one line, not over 64KiB"])
+        return data.decode("utf-8").strip()
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
         raise ConfigError([f"{path}: cannot read secret: {exc}"]) from None
 
 
-def _read_yaml(path: Path, shown: str) -> tuple[Any, Any]:
+# ---------------------------------------------------------------------------------------------
+# Reading YAML: bounded, so that no file can crash or flood the answer
+
+MAX_FILE_BYTES = 4 * 1024**2  # the example is 4KiB: a bigger file is not a config
+MAX_DEPTH = 64  # the schema nests 6 deep; PyYAML's composer recurses, and fails near 490
+MAX_VALUES = 100_000  # values once aliases are expanded: refuses an alias bomb before pydantic
+MAX_INCLUDED_FILES = 100
+
+
+def _read_file(path: Path, where: str, name: str = "") -> bytes:
+    """The file's bytes. ``where`` starts each problem: the file itself, or the include that
+    names it (then ``name`` is the included file's)."""
+    subject = f"{name} " if name else ""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError([f"{shown}: file not found"]) from None
+        raise ConfigError([f"{where}file not found{': ' + name if name else ''}"]) from None
+    except IsADirectoryError:
+        hint = "; name files, or a glob like 'conf.d/*.yaml'" if name else ""
+        raise ConfigError([f"{where}{subject}is a directory, not a file{hint}"]) from None
     except OSError as exc:
-        raise ConfigError([f"{shown}: cannot read: {exc.strerror}"]) from None
-    digest = hashlib.sha256(data)
+        raise ConfigError([f"{where}cannot read {subject}({exc.strerror})"]) from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError([f"{where}{quote(str(path))} is not a file name"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([f"{where}{subject}is larger than 4MiB: not a config file"])
+    return data
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A document we will not build: too deep, too big, or a value that cannot be read."""
+
+
+def _refused(problem: str, event: Any) -> _Refused:
+    return _Refused(problem=problem, problem_mark=event.start_mark)
+
+
+@dataclass
+class _Frame:
+    """A collection open in the event stream, while :func:`_vet` walks it."""
+
+    part: str | int  # its place in its parent: a key or an index
+    anchor: str | None
+    is_mapping: bool
+    values: int = 1  # values in it so far, aliases expanded
+    depth: int = 1  # levels below it, aliases expanded
+    items: int = 0  # events seen: keys and values alternate in a mapping
+    key: str = "?"  # in a mapping, the last key seen
+    lines: dict[str, int] = field(default_factory=dict)  # mapping keys -> their first line
+
+
+def _vet(data: bytes) -> list[Problem]:
+    """Walk the document's events, which PyYAML produces without recursion, before composing it.
+
+    Raises _Refused for nesting past MAX_DEPTH (the composer recurses: near 490 levels PyYAML's
+    crashed with RecursionError), for more than MAX_VALUES values or MAX_DEPTH levels once
+    aliases are expanded (an alias bomb: its answer quoted megabytes), and for an alias used
+    inside its own anchor. Returns the problems that do not stop the reading: duplicate keys (a
+    block pasted twice would have its first copy silently ignored) and escapes that make no
+    character (half a surrogate pair, which nothing can print).
+    """
+    problems: list[Problem] = []
+    stack: list[_Frame] = []
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth), expanded
+
+    def place(event: Any, values: int, depth: int, anchor: str | None) -> None:
+        """A finished value (scalar, alias or collection) goes into the collection around it."""
+        if anchor is not None:
+            anchors[anchor] = (values, depth)
+        if stack:
+            parent = stack[-1]
+            parent.values += values
+            parent.depth = max(parent.depth, depth + 1)
+            parent.items += 1
+            if parent.values > MAX_VALUES:
+                raise _refused(
+                    f"expands to more than {MAX_VALUES:,} values through its aliases", event
+                )
+            if parent.depth > MAX_DEPTH + 1:
+                raise _refused(
+                    f"nested deeper than {MAX_DEPTH} levels once aliases are expanded", event
+                )
+
+    def child_part() -> str | int:
+        if not stack:
+            return ""
+        parent = stack[-1]
+        if parent.is_mapping:
+            return parent.key if parent.items % 2 else _KEY
+        return parent.items
+
+    events: Iterator[Any] = yaml.parse(data, Loader=_Loader)  # C or Python marks: both fine
+    for event in events:
+        if isinstance(event, yaml.ScalarEvent):
+            path = [f.part for f in stack[1:]]
+            parent = stack[-1] if stack else None
+            is_key = parent is not None and parent.is_mapping and parent.items % 2 == 0
+            if is_key and parent is not None:
+                path.append(event.value)
+                parent.key = event.value
+                _note_duplicate(parent, event, path, problems)
+            elif parent is not None:
+                path.append(child_part())
+            if not event.value.isascii():
+                problems += _not_unicode(event.value, path)
+            place(event, 1, 1, event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            if any(frame.anchor == event.anchor for frame in stack):
+                raise _refused(f"alias *{quote(event.anchor)} is used inside its own anchor", event)
+            values, depth = anchors.get(
+                event.anchor or "", (1, 1)
+            )  # the composer names an undefined one
+            place(event, values, depth, None)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                raise _refused(f"nested deeper than {MAX_DEPTH} levels", event)
+            is_mapping = isinstance(event, yaml.MappingStartEvent)
+            stack.append(_Frame(child_part(), event.anchor, is_mapping))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frame = stack.pop()
+            place(event, frame.values, frame.depth, frame.anchor)
+    return problems
+
+
+def _note_duplicate(mapping: _Frame, key: Any, path: list[Any], problems: list[Problem]) -> None:
+    if key.value == "<<" and key.style is None:
+        return  # a merge key may be given again and override on purpose
+    line = key.start_mark.line + 1
+    if key.value not in mapping.lines:
+        mapping.lines[key.value] = line
+        return
+    first = mapping.lines[key.value]
+    where = f"on line {line}" if first == line else f"on lines {first} and {line}"
+    problems.append((tuple(path), f"given twice, {where}; only the last would count"))
+
+
+def _not_unicode(text: str, path: list[Any]) -> list[Problem]:
     try:
-        return yaml.safe_load(data), digest
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a "\\ud800" escape makes half a character
+        return [(tuple(path), f"holds {ascii(text[exc.start])[1:-1]}, which is not a character")]
+    return []
+
+
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: about 5 times faster
+
+
+class _SafeValues:
+    """Turns a value the constructor cannot build into a YAML error with its line (a 5000-digit
+    integer, a 13th month), instead of a ValueError."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]  # a mixin
+        except (ValueError, OverflowError) as exc:
+            reason = "too many digits" if "digits" in str(exc) else str(exc)
+            raise _Refused(
+                problem=f"cannot read {quote(node.value)}: {reason}", problem_mark=node.start_mark
+            ) from None
+
+
+class _Loader(_SafeValues, _Base):  # type: ignore[misc]  # the base is chosen at import time
+    """The safe loader: libyaml's when PyYAML has it, Python's otherwise."""
+
+
+_KEY = "?"  # the part of a key path that a key itself holds while it is read
+
+
+def _parse_yaml(data: bytes, shown: str) -> Any:
+    try:
+        problems = _vet(data)
+        if problems:
+            raise ConfigError([_line(shown, loc, message) for loc, message in problems])
+        return yaml.load(data, Loader=_Loader)  # a safe loader
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([f"{shown}: {_reader_problem(exc, data)}"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{shown}: {where}YAML syntax error: {exc.problem}"]) from None
+        if isinstance(exc, _Refused):
+            raise ConfigError([f"{shown}: {where}{exc.problem}"]) from None
+        problem = exc.problem or ""
+        if mark and exc.context_mark and "duplicate anchor" in (exc.context or ""):
+            problem = f"anchor used twice (lines {exc.context_mark.line + 1} and {mark.line + 1})"
+        raise ConfigError([f"{shown}: {where}YAML syntax error: {problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{shown}: YAML syntax error: {exc}"]) from None
 
 
-def _merge_includes(
-    raw: dict[str, Any], path: Path, digest: Any
-) -> tuple[dict[str, Any], _Origin, Any]:
+def _reader_problem(exc: yaml.reader.ReaderError, data: bytes) -> str:
+    """PyYAML's reader errors say "position N" on two lines: one line, with the line number."""
+    line = data[: exc.position].count(b"\n") + 1
+    if "octet" in exc.reason or "byte" in exc.reason:  # libyaml's words, then Python's
+        return f"line {line}: not UTF-8 text (byte 0x{exc.character:02x}); save the file as UTF-8"
+    return f"line {line}: character U+{exc.character:04X} is not allowed in YAML"
+
+
+def _merge_includes(raw: dict[str, Any], path: Path, digest: Any) -> tuple[dict[str, Any], _Origin]:
     """Append the ``sources`` and ``alarms`` of every included file, remembering their origin."""
     main = str(path)
     origin = _Origin()
@@ -407,35 +660,55 @@ def _merge_includes(
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise ConfigError([f"{main}: include: must be a list of file names or globs"])
     problems: list[str] = []
+    read = 0
     for index, pattern in enumerate(includes):
+        where = f"{main}: include[{index}]: "
         full = str(path.parent / pattern)
-        matches = sorted(glob.glob(full))
+        try:
+            matches = sorted(glob.glob(full))
+        except ValueError:  # a NUL byte
+            problems.append(f"{where}{quote(pattern)} is not a file name or glob")
+            continue
         if not matches and not glob.has_magic(pattern):
-            problems.append(f"{main}: include[{index}]: file not found: {full}")
+            problems.append(f"{where}file not found: {full}")
         for match in matches:
-            shown = str(match)
-            part, part_digest = _read_yaml(Path(match), shown)
-            digest.update(part_digest.digest())
-            if part is None:
-                continue
-            if not isinstance(part, dict):
-                problems.append(f"{shown}: an included file must be a mapping of sources/alarms")
-                continue
-            for key in sorted(set(part) - {"sources", "alarms"}):
-                problems.append(
-                    f"{shown}: {key}: an included file may only hold sources and alarms"
-                )
-            for key in ("sources", "alarms"):
-                items = part.get(key) or []
-                if not isinstance(items, list):
-                    problems.append(f"{shown}: {key}: must be a list")
-                    continue
-                existing = merged.get(key) or []
-                merged[key] = [*existing, *items] if isinstance(existing, list) else existing
-                origin.files.setdefault(key, []).extend((shown, i) for i in range(len(items)))
+            read += 1
+            if read > MAX_INCLUDED_FILES:
+                raise ConfigError([*problems, f"{where}more than {MAX_INCLUDED_FILES} files"])
+            problems += _include(Path(match), where, merged, origin, digest)
     if problems:
         raise ConfigError(problems)
-    return merged, origin, digest
+    return merged, origin
+
+
+def _include(
+    path: Path, where: str, merged: dict[str, Any], origin: _Origin, digest: Any
+) -> list[str]:
+    """Read one included file into ``merged``; its problems, if any."""
+    shown = str(path)
+    try:
+        data = _read_file(path, where, shown)
+        digest.update(hashlib.sha256(data).digest())
+        part = _parse_yaml(data, shown)
+    except ConfigError as exc:
+        return exc.problems
+    if part is None:
+        return []
+    if not isinstance(part, dict):
+        return [f"{shown}: an included file must be a mapping of sources/alarms"]
+    problems = [
+        f"{shown}: {_key_path([key])}: an included file may only hold sources and alarms"
+        for key in sorted(set(part) - {"sources", "alarms"}, key=str)
+    ]
+    for key in ("sources", "alarms"):
+        items = part.get(key) or []
+        if not isinstance(items, list):
+            problems.append(f"{shown}: {key}: must be a list")
+            continue
+        existing = merged.get(key) or []
+        merged[key] = [*existing, *items] if isinstance(existing, list) else existing
+        origin.files.setdefault(key, []).extend((shown, i) for i in range(len(items)))
+    return problems
 
 
 def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None) -> Config:
@@ -469,15 +742,55 @@ def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None
 # Messages
 
 
-def _line(file: str, loc: Sequence[str | int], message: str) -> str:
+def _line(file: str, loc: Sequence[Any], message: str) -> str:
     return f"{file}: {_key_path(loc)}: {message}" if loc else f"{file}: {message}"
 
 
-def _key_path(loc: Sequence[str | int]) -> str:
+def _key_path(loc: Sequence[Any]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{_cut(part)}" if out else _cut(part))
     return out
+
+
+MAX_PROBLEMS = 50  # a file with more is fixed from the top
+MAX_LINE = 500
+QUOTE_LIMIT = 80
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = QUOTE_LIMIT
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 2, 6, 4, 6
+_REPR.fillvalue = "…"
+
+
+def quote(value: object) -> str:
+    """``repr(value)`` cut to about 80 characters with ``…``, however big the value (an alias
+    bomb's expansion is never walked whole)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's 4300 digits
+        text = "<a number of more than 4300 digits>"
+    return _cut(text, QUOTE_LIMIT)
+
+
+def _cut(text: object, limit: int = QUOTE_LIMIT) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded(problems: list[str], main: str) -> list[str]:
+    """At most MAX_PROBLEMS lines, each one printable line of at most MAX_LINE characters."""
+    lines = [_printable(problem) for problem in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"{_printable(main)}: and {len(problems) - MAX_PROBLEMS} more problems")
+    return lines
+
+
+def _printable(text: str) -> str:
+    # A key or a path may hold a newline or a lone surrogate: one line that stderr can encode.
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return _cut(text, MAX_LINE)
 
 
 _SOURCE_KINDS = {"modbus-rtu", "modbus-tcp", "serial"}
@@ -499,26 +812,28 @@ def _message(error: Mapping[str, Any]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
-        return f"{value!r} is not one of {expected}"
+        return f"{quote(value)} is not one of {expected}"
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "union_tag_invalid":
-        return f"kind {ctx.get('tag')!r} is not one of modbus-rtu, modbus-tcp, serial"
+        return f"kind {quote(ctx.get('tag'))} is not one of modbus-rtu, modbus-tcp, serial"
     if kind == "union_tag_not_found":
         return "required key 'kind' is missing (modbus-rtu, modbus-tcp or serial)"
     if kind == "string_pattern_mismatch":
-        return f"{value!r} does not match {ctx.get('pattern')}"
+        return f"{quote(value)} does not match {ctx.get('pattern')}"
     if kind == "less_than_equal":
-        return f"{value!r} is more than the maximum, {ctx.get('le')}"
+        return f"{quote(value)} is more than the maximum, {ctx.get('le')}"
     if kind == "greater_than_equal":
-        return f"{value!r} is less than the minimum, {ctx.get('ge')}"
+        return f"{quote(value)} is less than the minimum, {ctx.get('ge')}"
     if kind == "too_short":
         return f"needs at least {ctx.get('min_length')} item(s)"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
-    return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {value!r})"
+    if kind == "finite_number":
+        return f"{quote(value)} is not a finite number"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {quote(value)})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,9 +859,49 @@ def _cross_check(config: Config) -> list[Problem]:
             (("buffer", "max_size"),
              "must be at least 256KiB, or the buffer evicts samples as it stores them")
         )  # fmt: skip
+    problems += _check_durations(config)
     problems += _check_uplink(config)
     problems += _check_status(config)
     return problems
+
+
+MIN_INTERVAL = 0.01  # a poll every 10ms is already a busy bus; 0 would spin
+
+
+def _check_durations(config: Config) -> list[Problem]:
+    """Every duration within the range where it means something: (key path, value, low, high)."""
+    uplink = config.uplink
+    ranges: list[tuple[tuple[str | int, ...], float, float, float]] = [
+        (("buffer", "max_age"), config.buffer.max_age, 60.0, MAX_DURATION),
+        # MQTT counts keepalive in whole seconds, in 16 bits.
+        (("uplink", "keepalive"), uplink.keepalive, 1.0, 65535.0),
+        (("uplink", "reconnect_max"), uplink.reconnect_max, 0.1, MAX_DURATION),
+        (("uplink", "batch", "max_wait"), uplink.batch.max_wait, 0.0, 60.0),
+    ]
+    for i, source in enumerate(config.sources):
+        loc: tuple[str | int, ...] = ("sources", i)
+        ranges += [
+            ((*loc, "timeout"), source.timeout, MIN_INTERVAL, MAX_DURATION),
+            ((*loc, "backoff_max"), source.backoff_max, 0.1, MAX_DURATION),
+        ]
+        if isinstance(source, SerialSource):
+            ranges.append(((*loc, "interval"), source.poll_interval, MIN_INTERVAL, MAX_DURATION))
+        else:
+            ranges += [
+                ((*loc, "devices", j, "interval"), device.interval, MIN_INTERVAL, MAX_DURATION)
+                for j, device in enumerate(source.devices)
+            ]
+    problems: list[Problem] = []
+    for loc, value, low, high in ranges:
+        if value < low:
+            problems.append((loc, f"{_seconds(value)} is too short; at least {_seconds(low)}"))
+        elif value > high:
+            problems.append((loc, f"{_seconds(value)} is too long; at most {_seconds(high)}"))
+    return problems
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
 
 
 def _check_names(config: Config) -> list[Problem]:
@@ -675,11 +1030,11 @@ def _check_alarms(config: Config) -> list[Problem]:
         if device not in points:
             close = difflib.get_close_matches(device, points, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(((*loc, "point"), f"no device named {device!r}{hint}"))
+            problems.append(((*loc, "point"), f"no device named {quote(device)}{hint}"))
         elif point not in points[device]:
             problems.append(
                 ((*loc, "point"),
-                 f"device {device!r} has no point {point!r}; "
+                 f"device {quote(device)} has no point {quote(point)}; "
                  f"it has {', '.join(sorted(points[device]))}")
             )  # fmt: skip
         if (alarm.above is None) == (alarm.below is None):
@@ -736,7 +1091,7 @@ def _check_uplink(config: Config) -> list[Problem]:
         problems.append(
             (
                 ("uplink", "topic_prefix"),
-                f"{prefix!r}: no wildcards (+ #) and no leading or trailing /",
+                f"{quote(prefix)}: no wildcards (+ #) and no leading or trailing /",
             )
         )
     problems += _check_secret_file(uplink.password_file, ("uplink", "password_file"))
@@ -751,8 +1106,6 @@ def _check_uplink(config: Config) -> list[Problem]:
         problems += _check_secret_file(tls.key_file, ("uplink", "tls", "key_file"))
         if (tls.cert_file is None) != (tls.key_file is None):
             problems.append((("uplink", "tls"), "cert_file and key_file go together"))
-    if uplink.batch.max_wait > 60:
-        problems.append((("uplink", "batch", "max_wait"), "must be at most 60s"))
     problems += _check_sparkplug(config)
     return problems
 
@@ -810,7 +1163,8 @@ def _check_status(config: Config) -> list[Problem]:
     if not is_loopback(host) and config.status.token_file is None:
         problems.append(
             (("status", "listen"),
-             f"{config.status.listen} is not a loopback address, so status.token_file is required")
+             f"{quote(config.status.listen)} is not a loopback address, "
+             "so status.token_file is required")
         )  # fmt: skip
     problems += _check_secret_file(config.status.token_file, ("status", "token_file"))
     return problems
@@ -862,16 +1216,16 @@ def parse_server(url: str) -> tuple[Literal["mqtt", "mqtts"], str, int]:
     """``mqtts://host:8883`` -> ("mqtts", "host", 8883); the port defaults by scheme."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
+        raise ValueError(f"{quote(url)}: the scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError(f"{url!r}: no host")
+        raise ValueError(f"{quote(url)}: no host")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{url!r}: the port is not a number from 1 to 65535") from None
+        raise ValueError(f"{quote(url)}: the port is not a number from 1 to 65535") from None
     if parts.path not in ("", "/") or parts.query or parts.username:
         raise ValueError(
-            f"{url!r}: only scheme://host:port; credentials go in username/password_file"
+            f"{quote(url)}: only scheme://host:port; credentials go in username/password_file"
         )
     scheme: Literal["mqtt", "mqtts"] = "mqtts" if parts.scheme == "mqtts" else "mqtt"
     return scheme, parts.hostname, port or (8883 if scheme == "mqtts" else 1883)
@@ -881,7 +1235,7 @@ def split_listen(listen: str) -> tuple[str, int]:
     """``127.0.0.1:8470`` / ``[::1]:8470`` -> (host, port)."""
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{listen!r} is not HOST:PORT, like 127.0.0.1:{DEFAULT_STATUS_PORT}")
+        raise ValueError(f"{quote(listen)} is not HOST:PORT, like 127.0.0.1:{DEFAULT_STATUS_PORT}")
     return host.strip("[]"), int(port)
 
 

@@ -3,9 +3,9 @@
 Everything runs in one ``asyncio.TaskGroup`` with named tasks. The buffer and the status server
 outlive the pipeline (sources and alarm rules), so a SIGHUP reload swaps the pipeline and never
 touches the buffer; the uplink is replaced only when its settings changed, so a reload does not
-flap the gateway's status to offline. Shutdown follows STYLE.md: signal -> STOPPING=1 -> stop
-polling -> commit in-flight samples -> let the uplink finish the publish in progress (bounded)
--> close the buffer.
+flap the gateway's status to offline. Shutdown follows uvicorn's order: signal -> STOPPING=1 ->
+stop polling -> commit in-flight samples -> let the uplink finish the publish in progress
+(bounded) -> close the buffer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats, Value
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
-from gateway.status import SourceView, StatusServer
+from gateway.status import SourceView, StatusServer, summary_line
+from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.mqtt import Uplink
@@ -55,10 +56,13 @@ SourceAdapter = ModbusSource | SerialSensorSource
 class Pipeline:
     """What a reload replaces: the sources and the alarm rules of one config."""
 
-    def __init__(self, config: Config, buffer: Buffer, clock: SystemClock) -> None:
+    def __init__(
+        self, config: Config, buffer: Buffer, clock: SystemClock, supervisor: Supervisor
+    ) -> None:
         self.buffer = buffer
         self.clock = clock
-        self.alarms = AlarmEngine(config.alarms)
+        self.supervisor = supervisor
+        self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
         self.sources: list[tuple[str, str, SourceAdapter]] = [
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
         ]
@@ -82,7 +86,9 @@ class Pipeline:
     async def run_sources(self) -> None:
         async with asyncio.TaskGroup() as group:
             for name, _, source in self.sources:
-                group.create_task(source.run(), name=f"source:{name}")
+                group.create_task(
+                    self.supervisor.run(f"source:{name}", source.run), name=f"source:{name}"
+                )
 
     def devices(self) -> list[DeviceStats]:
         return [d for _, _, source in self.sources for d in source.devices]
@@ -135,6 +141,7 @@ class Daemon:
         self.started_ms = int(time.time() * 1000)
         self.started_monotonic = time.monotonic()
         self.clock = SystemClock()
+        self.supervisor = Supervisor()
         self._wake = asyncio.Event()
         self._stop_requested = False
         self._drain_s = 0.0
@@ -163,6 +170,9 @@ class Daemon:
 
     def buffer_stats(self) -> BufferStats:
         return self._buffer.stats if self._buffer else BufferStats()
+
+    def tasks(self) -> list[TaskHealth]:
+        return list(self.supervisor.tasks.values())
 
     def sources(self) -> list[SourceView]:
         if self._pipeline is None:
@@ -219,6 +229,7 @@ class Daemon:
                 max_size=buffer_config.max_size,
                 max_age_s=buffer_config.max_age,
                 sync=buffer_config.sync,
+                supervisor=self.supervisor,
             ) as buffer,
             _status_server(self, host, port, self.loaded.status_token) as status,
         ):
@@ -232,13 +243,14 @@ class Daemon:
                 status.port,
             )
             async with asyncio.TaskGroup() as group:
-                watch = group.create_task(self._watch(), name="watchdog")
+                watch = group.create_task(
+                    self.supervisor.run("watchdog", self._watch), name="watchdog"
+                )
                 uplink = self._start_uplink(group)
                 while True:
-                    self._pipeline = Pipeline(self.config, buffer, self.clock)
+                    self._pipeline = Pipeline(self.config, buffer, self.clock, self.supervisor)
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
-                    systemd.ready()
-                    systemd.status(self.status_line())
+                    systemd.ready(self.status_line())  # one datagram: READY with its STATUS
                     next_loaded = await self._next_config()
                     if next_loaded is None:
                         break
@@ -254,7 +266,7 @@ class Daemon:
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
         self._uplink = make_uplink(self.loaded, self._buffer, self.started_ms, self._current_values)
-        return group.create_task(self._uplink.run(), name="uplink")
+        return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
     async def _reload_uplink(
         self, loaded: LoadedConfig, task: asyncio.Task[None], group: asyncio.TaskGroup
@@ -289,7 +301,7 @@ class Daemon:
                     return loaded
 
     async def _shut_down(self, sources: asyncio.Task[None], uplink: asyncio.Task[None]) -> None:
-        """STYLE.md's order: STOPPING=1, stop polling, commit, finish the publish in progress."""
+        """In order: STOPPING=1, stop polling, commit, finish the publish in progress."""
         systemd.stopping()
         log.info("stopping: polling stopped, committing and finishing the publish in progress")
         await _cancel(sources)
@@ -355,7 +367,8 @@ class Daemon:
                 sources_beat.beat()
                 last_polls = polls
             sources_beat.allowance_s = self._polling_allowance()
-            watchdog.tick()
+            if not self.supervisor.down():  # a dead core task starves the watchdog
+                watchdog.tick()
             systemd.status(self.status_line())
             await asyncio.sleep(period)
 
@@ -379,15 +392,7 @@ class Daemon:
         return 3 * slowest + 30.0
 
     def status_line(self) -> str:
-        uplink = self.uplink_stats()
-        buffer = self.buffer_stats()
-        devices = self._devices()
-        ok = sum(1 for d in devices if d.state == "ok")
-        link = f"up ({uplink.server})" if uplink.connected else "down"
-        return (
-            f"{ok}/{len(devices)} devices ok, uplink {link}, backlog {buffer.samples}, "
-            f"published {uplink.published_total}"
-        )
+        return summary_line(self)
 
 
 def _hard_exit() -> None:

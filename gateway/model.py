@@ -138,21 +138,22 @@ class Gap:
 # ---------------------------------------------------------------------------------------------
 # Live figures. Each component owns and updates its own; status and metrics only read them.
 
-DeviceState = Literal["ok", "failing", "down"]
+DeviceState = Literal["unknown", "ok", "failing", "down"]
 
 
 @dataclass(slots=True)
 class DeviceStats:
     """One device's health, owned by its source adapter.
 
-    A device starts ``ok`` and is polled at once; ``failing`` after a failed poll; ``down`` after
-    several in a row, when it is polled with capped backoff so it does not starve its bus.
+    A device is ``unknown`` until its first poll has an outcome (it is polled at once); ``ok``
+    after a good poll; ``failing`` after a failed one; ``down`` after several in a row, when it is
+    polled with capped backoff so it does not starve its bus.
     """
 
     name: str
     source: str
     interval_s: float
-    state: DeviceState = "ok"
+    state: DeviceState = "unknown"
     last_ok_ts: int | None = None
     reads_ok: int = 0
     reads_failed: int = 0

@@ -41,12 +41,13 @@ from gateway.model import (
     format_value,
 )
 from gateway.model import now_ms as wall_clock_ms
+from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
 
 STALE_INTERVALS = 3  # a device is silent after this many of its intervals without a sample
 PAGE_REFRESH_MS = 5000
-DEVICE_STATES = ("ok", "failing", "down")
+DEVICE_STATES = ("unknown", "ok", "failing", "down")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,10 @@ class StatusProvider(Protocol):
 
     def buffer_stats(self) -> BufferStats: ...
 
+    def tasks(self) -> list[TaskHealth]:
+        """The supervised background tasks."""
+        ...
+
     def sources(self) -> list[SourceView]: ...
 
     def backlog(self) -> int:
@@ -81,8 +86,10 @@ class StatusProvider(Protocol):
 
 
 def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, list[str]]:
-    """(healthy, problems): degraded when the buffer cannot be written, or when no device at all
-    produced a sample within 3 of its intervals (counted from start while none has yet).
+    """(healthy, problems): degraded when the buffer cannot be written; when a core task failed
+    and waits for its restart; when every device has had a poll outcome and every one is failing
+    or down; or when no device at all produced a sample within 3 of its intervals (counted from
+    start while none has yet).
 
     One dead device among live ones is not a health problem; it shows in ``/status``. A gateway
     with no devices configured has nothing to judge and is healthy on that count.
@@ -93,14 +100,56 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     if not buffer.writable:
         why = f": {buffer.last_error}" if buffer.last_error else ""
         problems.append(f"buffer cannot be written{why}")
+    for task in provider.tasks():
+        if task.core and not task.running:
+            problems.append(f"task {task.name} failed and is restarting: {task.last_error}")
     devices = [d for s in provider.sources() for d in s.devices]
     started_ms = now - int(float(provider.gateway_info().get("uptime_s", 0)) * 1000)
-    if devices and not any(_fresh(d, now, started_ms) for d in devices):
+    if devices and all(d.state in ("failing", "down") for d in devices):
+        problems.append(f"every device is failing or down ({_count_states(devices)})")
+    elif devices and not any(_fresh(d, now, started_ms) for d in devices):
         problems.append(
             f"no device produced a sample within {STALE_INTERVALS} of its intervals "
-            f"({len(devices)} device{'s' if len(devices) != 1 else ''})"
+            f"({_plural(len(devices), 'device')})"
         )
     return not problems, problems
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _count_states(devices: Sequence[DeviceStats]) -> str:
+    """``3 ok, 1 failing, 0 down`` (and ``, 2 not answered yet`` while some are unknown)."""
+    counts = dict.fromkeys(DEVICE_STATES, 0)
+    for d in devices:
+        counts[d.state] += 1
+    text = f"{counts['ok']} ok, {counts['failing']} failing, {counts['down']} down"
+    if counts["unknown"]:
+        text += f", {counts['unknown']} not answered yet"
+    return text
+
+
+def summary_line(provider: StatusProvider) -> str:
+    """The one line systemd shows as STATUS=: health, devices by state, uplink, backlog.
+
+    Before any device has had a poll outcome: ``0 of 4 devices answered yet``; never "ok" for a
+    device that has not answered.
+    """
+    devices = [d for s in provider.sources() for d in s.devices]
+    if not devices:
+        part = "no devices configured"
+    elif all(d.state == "unknown" for d in devices):
+        part = f"0 of {_plural(len(devices), 'device')} answered yet"
+    else:
+        part = f"{_plural(len(devices), 'device')}: {_count_states(devices)}"
+    uplink = provider.uplink_stats()
+    link = f"up ({uplink.server})" if uplink.connected else "down"
+    healthy, _ = health(provider)
+    return (
+        f"{'' if healthy else 'DEGRADED: '}{part}; uplink {link}, "
+        f"backlog {provider.backlog()}, published {uplink.published_total}"
+    )
 
 
 def _fresh(device: DeviceStats, now_ms: int, started_ms: int) -> bool:
@@ -109,7 +158,7 @@ def _fresh(device: DeviceStats, now_ms: int, started_ms: int) -> bool:
 
 
 def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[str, Any]:
-    """The ``/status`` document (SPEC.md fields, plus a few more an operator wants)."""
+    """The ``/status`` document (docs/reference.md's fields, plus a few more an operator wants)."""
     now = wall_clock_ms() if now_ms is None else now_ms
     info = provider.gateway_info()
     uplink = provider.uplink_stats()
@@ -154,6 +203,16 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "last_error": buffer.last_error,
             "corrupt_files": list(buffer.corrupt_files),
         },
+        "tasks": [
+            {
+                "name": t.name,
+                "running": t.running,
+                "failures": t.failures,
+                "last_error": t.last_error,
+                "last_failure_ts": t.last_failure_ts,
+            }
+            for t in provider.tasks()
+        ],
         "sources": [
             {
                 "name": source.name,
@@ -270,6 +329,50 @@ def _go_float(value: float) -> str:
     return s
 
 
+def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily]:
+    def gauge(name: str, doc: str, value: float) -> MetricFamily:
+        return gauge_family(f"street_gateway_{name}", doc, value=value)
+
+    def counter(name: str, doc: str, value: float) -> MetricFamily:
+        return counter_family(f"street_gateway_{name}", doc, value=value)
+
+    yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
+    yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
+                  uplink.published_total)  # fmt: skip
+    yield counter("uplink_bytes", "Bytes of MQTT PUBLISH packets sent upstream",
+                  uplink.bytes_total)  # fmt: skip
+    yield gauge("uplink_bytes_per_hour", "Bytes per hour upstream at the last minute's rate",
+                uplink.bytes_per_hour)  # fmt: skip
+    yield counter("uplink_alarms_published", "Alarms acknowledged by the broker",
+                  uplink.alarms_published_total)  # fmt: skip
+    yield counter("uplink_gaps_published", "Gap messages acknowledged by the broker",
+                  uplink.gaps_published_total)  # fmt: skip
+    yield counter("uplink_messages", "MQTT messages published", uplink.messages_total)
+    yield counter("uplink_connects", "Successful connections", uplink.connects_total)
+    yield counter("uplink_connect_failures", "Failed connection attempts",
+                  uplink.connect_failures_total)  # fmt: skip
+    if uplink.last_publish_ts is not None:
+        yield gauge("uplink_last_publish_timestamp_seconds", "Unix time of the last publish",
+                    uplink.last_publish_ts / 1000)  # fmt: skip
+    yield gauge("uplink_backlog", "Samples and alarms not yet acknowledged by the broker",
+                backlog)  # fmt: skip
+
+
+def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
+    failures = counter_family(
+        "street_gateway_task_failures", "Unexpected failures of a background task",
+        labels=["task"],
+    )  # fmt: skip
+    running = gauge_family(
+        "street_gateway_task_running", "1 while the task runs, 0 while it waits to restart",
+        labels=["task"],
+    )  # fmt: skip
+    for task in tasks:
+        failures.add_metric([task.name], task.failures)
+        running.add_metric([task.name], task.running)
+    yield from (failures, running)
+
+
 class StatusCollector:
     """Reads the provider at scrape time, once per scrape."""
 
@@ -296,6 +399,7 @@ class StatusCollector:
         yield gauge("uptime_seconds", "Seconds since the daemon started", float(info["uptime_s"]))
         yield gauge("clock_synced", "1 when the system clock is synchronised", info["clock_synced"])
         yield gauge("healthy", "1 when /health answers 200", healthy)
+        yield from _task_families(p.tasks())
 
         labels = ["source", "device"]
         reads_ok = counter_family(
@@ -350,26 +454,7 @@ class StatusCollector:
         yield counter("buffer_write_errors", "Failed buffer writes", buffer.write_errors_total)
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
 
-        yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
-        yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
-                      uplink.published_total)  # fmt: skip
-        yield counter("uplink_bytes", "Bytes of MQTT PUBLISH packets sent upstream",
-                      uplink.bytes_total)  # fmt: skip
-        yield gauge("uplink_bytes_per_hour", "Bytes per hour upstream at the last minute's rate",
-                    uplink.bytes_per_hour)  # fmt: skip
-        yield counter("uplink_alarms_published", "Alarms acknowledged by the broker",
-                      uplink.alarms_published_total)  # fmt: skip
-        yield counter("uplink_gaps_published", "Gap messages acknowledged by the broker",
-                      uplink.gaps_published_total)  # fmt: skip
-        yield counter("uplink_messages", "MQTT messages published", uplink.messages_total)
-        yield counter("uplink_connects", "Successful connections", uplink.connects_total)
-        yield counter("uplink_connect_failures", "Failed connection attempts",
-                      uplink.connect_failures_total)  # fmt: skip
-        if uplink.last_publish_ts is not None:
-            yield gauge("uplink_last_publish_timestamp_seconds", "Unix time of the last publish",
-                        uplink.last_publish_ts / 1000)  # fmt: skip
-        yield gauge("uplink_backlog", "Samples and alarms not yet acknowledged by the broker",
-                    p.backlog())  # fmt: skip
+        yield from _uplink_families(uplink, p.backlog())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +474,7 @@ h2{font-size:13px;text-transform:uppercase;letter-spacing:.06em;color:var(--mute
 .badge{display:inline-block;padding:3px 12px;border-radius:999px;color:#fff;font-weight:600;
 font-size:13px;text-transform:uppercase;letter-spacing:.05em}
 .badge.ok,.state.ok{background:var(--ok)}.badge.degraded,.state.down{background:var(--bad)}
-.state.failing{background:var(--warn)}
+.state.failing{background:var(--warn)}.state.unknown{background:var(--mute)}
 .problems{background:#fef2f2;border:1px solid #fecaca;color:#991b1b;border-radius:10px;
 padding:10px 16px;margin-bottom:14px}
 .problems ul{margin:4px 0 0;padding-left:20px}

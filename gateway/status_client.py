@@ -2,9 +2,9 @@
 
 The base URL is ``--url``, else ``http://<status.listen>`` from the config (a wildcard listen
 address is asked on loopback). The token is read from ``--token-file``, else
-``$STREET_GATEWAY_TOKEN``, else the config's ``status.token_file``. Exit codes (SPEC.md):
-0 healthy, 1 degraded, 3 unreachable (with the reason on stderr). Plain urllib: no event loop
-for one request.
+``$STREET_GATEWAY_TOKEN``, else the config's ``status.token_file``. Exit codes
+(docs/reference.md): 0 healthy, 1 degraded, 3 unreachable (with the reason on stderr). Plain
+urllib: no event loop for one request.
 """
 
 from __future__ import annotations

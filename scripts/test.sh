@@ -2,7 +2,8 @@
 # Install what the tests need and run every check: ruff, mypy --strict, pytest.
 # Works on a fresh machine with only Python and apt: it makes .venv, installs the package with
 # its test extras, and installs mosquitto (the real broker the tests start), socat, systemd's
-# analyzer and chromium from apt when they are missing and this user may install packages.
+# analyzer and chromium from apt when they are missing and this user may install packages; as
+# root also systemd-nspawn and debootstrap for the system test under real systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packag
 command -v socat >/dev/null 2>&1 || apt_packages+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)
+# The system test (tests/system/) boots Debian 12 with systemd in a container; it needs root.
+if [ "$(id -u)" -eq 0 ]; then
+    command -v systemd-nspawn >/dev/null 2>&1 || apt_packages+=(systemd-container)
+    command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || apt_packages+=(debootstrap)
+fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
@@ -36,5 +42,10 @@ echo "== ruff"
 .venv/bin/ruff format --check gateway tests bench
 echo "== mypy --strict gateway"
 .venv/bin/mypy gateway
+if [ "$(id -u)" -eq 0 ] && command -v systemd-nspawn >/dev/null 2>&1; then
+    echo "== system test: runs (root, systemd-nspawn; rootfs cached in /var/cache/street-gateway-tests)"
+else
+    echo "== system test: skipped (needs root and systemd-nspawn)"
+fi
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.model import BufferStats, DeviceStats, UplinkStats, now_ms
 from gateway.status import SourceView, StatusServer
+from gateway.supervisor import TaskHealth
 
 LOOPBACK = "127.0.0.1"
 # Headless chromium on a machine with a closed network: without the background-networking
@@ -38,11 +39,12 @@ class FakeProvider:
     buffer: BufferStats = field(default_factory=BufferStats)
     source_views: list[SourceView] = field(default_factory=list)
     pending: int = 0
+    task_health: list[TaskHealth] = field(default_factory=list)
 
     def gateway_info(self) -> dict[str, Any]:
         return {
             "id": "lamppost-0421",
-            "version": "0.1.0",
+            "version": "0.2.0",
             "uptime_s": self.uptime_s,
             "clock_synced": self.clock_synced,
             "labels": self.labels,
@@ -60,12 +62,20 @@ class FakeProvider:
     def backlog(self) -> int:
         return self.pending
 
+    def tasks(self) -> list[TaskHealth]:
+        return self.task_health
+
     def devices(self) -> list[DeviceStats]:
         return [d for s in self.source_views for d in s.devices]
 
 
+# How the page and ``street-gateway status`` show healthy_provider()'s link figures.
+LINK_COST = "12.3 MiB sent · 1.2 MiB/h · 181 B per sample"
+
+
 def healthy_provider() -> FakeProvider:
-    """Two sources, three devices, all read a moment ago; one has a hostile name."""
+    """Two sources, three devices, all read a moment ago; one has a hostile name; the link has
+    carried 12.3 MiB."""
     now = now_ms()
     return FakeProvider(
         uplink=UplinkStats(
@@ -73,10 +83,13 @@ def healthy_provider() -> FakeProvider:
             server="mqtt://127.0.0.1:1883",
             published_total=1234,
             last_publish_ts=now - 1500,
+            bytes_total=12_897_485,  # 12.3 MiB
+            bytes_per_hour=1_258_291,  # 1.2 MiB
+            bytes_per_sample=181.0,
             connects_total=1,
         ),
         buffer=BufferStats(
-            readings=12,
+            samples=12,
             bytes=3 * 1024 * 1024,
             oldest_ts=now - 4000,
             evicted_total={"max_age": 3},
@@ -89,7 +102,7 @@ def healthy_provider() -> FakeProvider:
                 "modbus-rtu",
                 [
                     DeviceStats(
-                        "aq-1", "rs485-1", 10.0, last_ok_ts=now - 2000, reads_ok=360,
+                        "aq-1", "rs485-1", 10.0, state="ok", last_ok_ts=now - 2000, reads_ok=360,
                         reads_failed=2, last_values={"pm25": 12.3, "temp": 21.52},
                     ),
                     DeviceStats(
@@ -104,7 +117,7 @@ def healthy_provider() -> FakeProvider:
                 "serial",
                 [
                     DeviceStats(
-                        "noise-1", "noise-1", 5.0, last_ok_ts=now - 1000, reads_ok=720,
+                        "noise-1", "noise-1", 5.0, state="ok", last_ok_ts=now - 1000, reads_ok=720,
                         parse_errors=4, last_values={"laeq": 61.2, "lamax": 74.9},
                     )
                 ],

@@ -1,4 +1,4 @@
-"""Alarm rules as tables: a series of (ts_s, value) readings in, the events they cause out."""
+"""Alarm rules as tables: a series of (ts_s, value) samples in, the events they cause out."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import pytest
 
 from gateway.alarms import AlarmEngine
 from gateway.config import AlarmRule
-from gateway.model import Reading, Value
+from gateway.model import Sample, Value
 
 
-def reading(value: Value, ts_s: float = 0.0, device: str = "aq-1", point: str = "pm25") -> Reading:
-    return Reading(device=device, point=point, value=value, ts_ms=int(ts_s * 1000))
+def sample(value: Value, ts_s: float = 0.0, device: str = "aq-1", point: str = "pm25") -> Sample:
+    """A poll of ``device`` that read one point."""
+    return Sample(device, int(ts_s * 1000), {point: value})
 
 
 def run(rule: dict[str, Any], series: list[tuple[float, Value]]) -> list[tuple[float, str]]:
@@ -20,7 +21,7 @@ def run(rule: dict[str, Any], series: list[tuple[float, Value]]) -> list[tuple[f
     engine = AlarmEngine([AlarmRule.model_validate({"point": "aq-1/pm25", **rule})])
     events = []
     for ts_s, value in series:
-        for event in engine.observe(reading(value, ts_s)):
+        for event in engine.observe(sample(value, ts_s)):
             events.append((event.ts_ms / 1000, event.state))
     return events
 
@@ -38,7 +39,7 @@ def run(rule: dict[str, Any], series: list[tuple[float, Value]]) -> list[tuple[f
          [(0, "raised"), (3, "cleared")]),
         ({"below": 5, "clear_above": 8}, [(0, 4), (1, 6), (2, 8), (3, 8.1)],
          [(0, "raised"), (3, "cleared")]),
-        # hold: the condition must last 10 s by the readings' timestamps
+        # hold: the condition must last 10 s by the samples' timestamps
         ({"above": 50, "hold": "10s"}, [(0, 60), (5, 60), (9.999, 60), (10, 60), (11, 60)],
          [(10, "raised")]),
         # hold: a good value in between starts the hold again
@@ -74,7 +75,7 @@ def test_rule_table(
 def test_event_names_and_priority(rule: dict[str, Any], name: str) -> None:
     engine = AlarmEngine([AlarmRule.model_validate({"point": "aq-1/pm25", **rule})])
     bad = 1000.0 if "above" in rule else -1000.0
-    (event,) = engine.observe(reading(bad))
+    (event,) = engine.observe(sample(bad))
     assert (event.alarm, event.state, event.value, event.priority) == (name, "raised", bad, "high")
     assert engine.active() == [name]
 
@@ -87,40 +88,72 @@ def test_rules_only_see_their_point_and_carry_their_priority() -> None:
             AlarmRule(point="noise-1/laeq", above=85),
         ]
     )
-    assert engine.observe(reading(99, device="aq-1", point="pm10")) == []
-    assert engine.observe(reading(99, device="aq-2", point="pm25")) == []
-    events = engine.observe(reading(99))
+    assert engine.observe(sample(99, device="aq-1", point="pm10")) == []
+    assert engine.observe(sample(99, device="aq-2", point="pm25")) == []
+    events = engine.observe(sample(99))
     assert [(e.alarm, e.priority) for e in events] == [
         ("aq-1/pm25>50", "low"),
         ("aq-1/pm25>80", "critical"),
     ]
-    (cleared,) = engine.observe(reading(60, ts_s=1))
+    (cleared,) = engine.observe(sample(60, ts_s=1))
     assert (cleared.alarm, cleared.state, cleared.value) == ("aq-1/pm25>80", "cleared", 60)
     assert engine.active() == ["aq-1/pm25>50"]
-    assert engine.observe(reading(86, device="noise-1", point="laeq"))[0].alarm == (
+    assert engine.observe(sample(86, device="noise-1", point="laeq"))[0].alarm == (
         "noise-1/laeq>85"
     )
     assert engine.active() == ["aq-1/pm25>50", "noise-1/laeq>85"]
 
 
-def test_a_poll_of_readings_raises_what_its_rules_say_in_order() -> None:
+def test_a_poll_raises_what_the_rules_of_each_of_its_points_say_in_order() -> None:
     engine = AlarmEngine(
         [
             AlarmRule(point="aq-1/pm25", above=50),
             AlarmRule(point="aq-1/no2", above=200),
+            AlarmRule(point="aq-1/o3", below=10),
             AlarmRule(point="noise-1/laeq", above=85),
         ]
     )
-    poll = [
-        reading(70, device="aq-1", point="pm10"),  # no rule
-        reading(99, device="aq-1", point="no2"),  # under
-        reading(250, device="aq-1", point="no2"),
-        reading(60, device="aq-1", point="pm25"),
-        reading(90, device="aq-2", point="pm25"),  # another device
+    poll = Sample(
+        "aq-1",
+        0,
+        {"pm10": 70, "no2": 250, "o3": 50, "pm25": 60},  # pm10 has no rule, o3 is fine
+    )
+    events = engine.observe(poll)
+    assert [(e.alarm, e.state, e.value, e.ts_ms) for e in events] == [
+        ("aq-1/no2>200", "raised", 250, 0),
+        ("aq-1/pm25>50", "raised", 60, 0),
     ]
-    events = engine.observe_all(poll)
-    assert [(e.alarm, e.state, e.value) for e in events] == [
-        ("aq-1/no2>200", "raised", 250),
-        ("aq-1/pm25>50", "raised", 60),
+    # the same values from another device concern none of these rules
+    assert engine.observe(Sample("aq-2", 500, {"pm25": 90, "no2": 900})) == []
+    # the next poll clears one and raises another, all in one sample
+    events = engine.observe(Sample("aq-1", 1000, {"no2": 100, "o3": 5, "pm25": 61}))
+    assert [(e.alarm, e.state, e.value, e.ts_ms) for e in events] == [
+        ("aq-1/no2>200", "cleared", 100, 1000),
+        ("aq-1/o3<10", "raised", 5, 1000),
     ]
-    assert engine.observe_all([reading(10, ts_s=1)])[0].state == "cleared"
+    assert engine.active() == ["aq-1/pm25>50", "aq-1/o3<10"]
+
+
+def test_a_sample_with_only_some_points_leaves_the_other_rules_as_they_are() -> None:
+    """With report by exception a sample holds only the points that changed."""
+    engine = AlarmEngine(
+        [AlarmRule.model_validate({"point": "aq-1/pm25", "above": 50, "hold": "10s"})]
+    )
+    assert engine.observe(Sample("aq-1", 0, {"pm25": 60})) == []
+    assert engine.observe(Sample("aq-1", 5000, {"no2": 1})) == []  # pm25 unchanged, not sent
+    (event,) = engine.observe(Sample("aq-1", 10_000, {"pm25": 60}))
+    assert (event.state, event.ts_ms) == ("raised", 10_000)
+
+
+def test_a_string_value_says_nothing_about_a_rule() -> None:
+    engine = AlarmEngine(
+        [AlarmRule(point="cab/status", above=0), AlarmRule(point="cab/t", above=30)]
+    )
+    # a string where a number was expected is ignored, and does not hide the other points
+    (event,) = engine.observe(Sample("cab", 0, {"status": "door open", "t": 31.5}))
+    assert (event.alarm, event.state) == ("cab/t>30", "raised")
+    assert engine.observe(Sample("cab", 1000, {"status": "1"})) == []
+    assert engine.observe(Sample("cab", 2000, {"status": 1}))[0].alarm == "cab/status>0"
+    # nor does a string clear a raised alarm
+    assert engine.observe(Sample("cab", 3000, {"status": "", "t": "n/a"})) == []
+    assert engine.active() == ["cab/status>0", "cab/t>30"]

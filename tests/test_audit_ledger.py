@@ -10,11 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit.ledger import Fleet, GatewayLedger, Hole, merge_fleets, parse_message
+from gateway.audit.ledger import (
+    Fleet,
+    GapDeclared,
+    GatewayLedger,
+    Hole,
+    Seqs,
+    merge_fleets,
+    parse_message,
+)
 from gateway.audit.ranges import RangeSet
 from gateway.audit.report import exit_code, fleet_doc
-from gateway.model import Gap, Lane, StoredItem
-from gateway.uplink.payload import alarm_message, gap_message, readings_message
+from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem
+from gateway.uplink.json_format import alarm_message, gap_message, samples_message
 
 P = "city/sensors"
 
@@ -30,10 +38,10 @@ def assert_canonical(rs: RangeSet) -> None:
     assert rs.count == len(members(rs))
 
 
-def readings(gateway: str, seqs: list[int]) -> bytes:
-    body = '{"ts":1,"device":"d","point":"p","value":1}'
-    items = [StoredItem(s, Lane.READING, 0, body) for s in seqs]
-    return readings_message(gateway, items, historical=False)
+def samples(gateway: str, seqs: list[int], *, historical: bool = False) -> bytes:
+    """A samples message as the uplink writes it, one sample of a poll per seq."""
+    items = [StoredItem(s, Lane.SAMPLE, 0, Sample("d", 0, {"p": 1, "q": "ok"})) for s in seqs]
+    return samples_message(gateway, items, historical=historical)
 
 
 @given(st.lists(st.tuples(st.integers(1, 300), st.integers(0, 20)), max_size=40))
@@ -68,7 +76,7 @@ def test_ledger_for_random_interleavings_and_duplications(
     rnd.shuffle(sent)
     fleet = Fleet(P)
     for i in range(0, len(sent), batch):
-        assert fleet.apply(f"{P}/g/readings", readings("g", sent[i : i + batch]), now_ms=i)
+        assert fleet.apply(f"{P}/g/samples", samples("g", sent[i : i + batch]), now_ms=i)
     if not sent:
         return
     led = fleet.gateways["g"]
@@ -87,11 +95,12 @@ def test_ledger_for_random_interleavings_and_duplications(
 
 def test_a_gap_is_a_declared_range_not_a_hole() -> None:
     fleet = Fleet(P)
-    fleet.apply(f"{P}/g/readings", readings("g", list(range(1, 11))), now_ms=0)
+    fleet.apply(f"{P}/g/samples", samples("g", list(range(1, 11))), now_ms=0)
     fleet.apply(f"{P}/g/gaps", gap_message("g", Gap(1, 11, 20, 10, "max_size")), now_ms=0)
     fleet.apply(f"{P}/g/gaps", gap_message("g", Gap(2, 21, 25, 5, "max_size")), now_ms=0)
     fleet.apply(f"{P}/g/gaps", gap_message("g", Gap(3, 26, 26, 1, "weird")), now_ms=0)
-    fleet.apply(f"{P}/g/alarms", alarm_message("g", StoredItem(27, Lane.ALARM, 0, '{"ts":1}')), 0)
+    event = AlarmEvent("d/p>1", "raised", 2.0, "high", 0)
+    fleet.apply(f"{P}/g/alarms", alarm_message("g", 27, event), 0)
     doc = fleet_doc(fleet, 0)["gateways"][0]
     assert doc["gaps"] == [
         {"from_seq": 11, "to_seq": 25, "reason": "max_size"},
@@ -131,21 +140,27 @@ def test_status_sets_online_and_retained_status_is_not_a_sighting() -> None:
 @pytest.mark.parametrize(
     ("topic", "payload"),
     [
-        (f"{P}/g/readings", b"not json"),
-        (f"{P}/g/readings", b"\xff\xfe"),
-        (f"{P}/g/readings", b"[1, 2]"),
-        (f"{P}/g/readings", b'{"gateway": "g", "readings": []}'),
-        (f"{P}/g/readings", b'{"gateway": "g", "readings": [{"seq": 0}]}'),
-        (f"{P}/g/readings", b'{"gateway": "g", "readings": [{"seq": true}]}'),
-        (f"{P}/g/readings", b'{"gateway": "g", "readings": [{"seq": 1.5}]}'),
-        (f"{P}/g/readings", b'{"gateway": "other", "readings": [{"seq": 1}]}'),
+        (f"{P}/g/samples", b"not json"),
+        (f"{P}/g/samples", b"\xff\xfe"),
+        (f"{P}/g/samples", b"[1, 2]"),
+        (f"{P}/g/samples", b'{"gateway": "g", "samples": []}'),
+        (f"{P}/g/samples", b'{"gateway": "g", "samples": [{"seq": 0}]}'),
+        (f"{P}/g/samples", b'{"gateway": "g", "samples": [{"seq": true}]}'),
+        (f"{P}/g/samples", b'{"gateway": "g", "samples": [{"seq": 1.5}]}'),
+        (f"{P}/g/samples", b'{"gateway": "g", "samples": [{"ts": 1}]}'),
+        (f"{P}/g/samples", b'{"gateway": "g", "samples": [7]}'),
+        (f"{P}/g/samples", b'{"gateway": "other", "samples": [{"seq": 1}]}'),
+        # a v0.1 message: neither its topic nor its key is v0.2's
+        (f"{P}/g/readings", b'{"gateway": "g", "readings": [{"seq": 1}]}'),
+        (f"{P}/g/samples", b'{"gateway": "g", "readings": [{"seq": 1}]}'),
         (f"{P}/g/alarms", b'{"gateway": "g"}'),
         (f"{P}/g/gaps", b'{"gateway": "g", "from_seq": 5, "to_seq": 4, "reason": "x"}'),
         (f"{P}/g/gaps", b'{"gateway": "g", "from_seq": 4, "to_seq": 5}'),
         (f"{P}/g/status", b'{"state": "sleepy"}'),
-        (f"{P}/g/readings", b"[" * 100_000),  # nested past the recursion limit
+        (f"{P}/g/samples", b"[" * 100_000),  # nested past the recursion limit
         (f"{P}/g/other", b"{}"),
-        ("elsewhere/g/readings", b"{}"),
+        (f"{P}/g/meta", b'{"config_digest": "x", "devices": {}}'),  # not a delivery
+        ("elsewhere/g/samples", b"{}"),
     ],
 )
 def test_unusable_messages_are_counted_not_fatal(topic: str, payload: bytes) -> None:
@@ -157,16 +172,24 @@ def test_unusable_messages_are_counted_not_fatal(topic: str, payload: bytes) -> 
 
 
 def test_parse_accepts_the_uplink_payloads() -> None:
-    event = parse_message(P, f"{P}/g/readings", readings("g", [7, 8]))
-    assert event.seqs == [7, 8]  # type: ignore[union-attr]
+    assert parse_message(P, f"{P}/g/samples", samples("g", [7, 8])) == Seqs("g", [7, 8])
+    backlog = samples("g", [3, 4, 5], historical=True)
+    assert parse_message(P, f"{P}/g/samples", backlog) == Seqs("g", [3, 4, 5])
+    unsynced = StoredItem(9, Lane.SAMPLE, 0, Sample("d", 0, {"p": 1.5}, clock_synced=False))
+    message = samples_message("g", [unsynced], historical=False)
+    assert parse_message(P, f"{P}/g/samples", message) == Seqs("g", [9])
+    event = AlarmEvent("d/p>1", "cleared", 0.5, "low", 0)
+    assert parse_message(P, f"{P}/g/alarms", alarm_message("g", 10, event)) == Seqs("g", [10])
+    gap = gap_message("g", Gap(1, 11, 12, 2, "unclean_shutdown"))
+    assert parse_message(P, f"{P}/g/gaps", gap) == GapDeclared("g", 11, 12, "unclean_shutdown")
 
 
 def test_merging_workers_that_each_saw_part_of_a_stream() -> None:
     a, b = Fleet(P), Fleet(P)
-    a.apply(f"{P}/g/readings", readings("g", [1, 2, 3]), 1_000)
-    b.apply(f"{P}/g/readings", readings("g", [4, 5]), 2_000)
-    a.apply(f"{P}/g/readings", readings("g", [9, 10]), 3_000)  # a sees 4..8 missing from t=3s
-    b.apply(f"{P}/g/readings", readings("g", [5, 6]), 4_000)  # a redelivery to another worker
+    a.apply(f"{P}/g/samples", samples("g", [1, 2, 3]), 1_000)
+    b.apply(f"{P}/g/samples", samples("g", [4, 5]), 2_000)
+    a.apply(f"{P}/g/samples", samples("g", [9, 10]), 3_000)  # a sees 4..8 missing from t=3s
+    b.apply(f"{P}/g/samples", samples("g", [5, 6]), 4_000)  # a redelivery to another worker
     b.apply(f"{P}/g/status", b'{"state":"online"}', 5_000)
     a.apply(f"{P}/g/status", b'{"state":"offline"}', 4_500)
     merged = merge_fleets([a, b], now_ms=10_000).gateways["g"]

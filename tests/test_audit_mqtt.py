@@ -21,17 +21,23 @@ import aiomqtt
 import pytest
 from support import Mosquitto, stop_process
 
-from gateway.model import Gap, Lane, StoredItem
-from gateway.uplink.payload import gap_message, readings_message
+from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem
+from gateway.uplink.json_format import alarm_message, gap_message, meta_message, samples_message
+from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo
 
 P = "city/sensors"
-BODY = '{"ts":1764169200123,"device":"aq-1","point":"pm25","value":12.3,"unit":"ug/m3"}'
+SAMPLE = Sample("aq-1", 1764169200123, {"pm25": 12.3, "temp": 21.5, "door": False})
 Message = tuple[str, bytes]
 
 
 def batch(gateway: str, lo: int, hi: int) -> Message:
-    items = [StoredItem(s, Lane.READING, 0, BODY) for s in range(lo, hi + 1)]
-    return f"{P}/{gateway}/readings", readings_message(gateway, items, historical=False)
+    items = [StoredItem(s, Lane.SAMPLE, SAMPLE.ts_ms, SAMPLE) for s in range(lo, hi + 1)]
+    return f"{P}/{gateway}/samples", samples_message(gateway, items, historical=False)
+
+
+ALARM = AlarmEvent("aq-1/pm25>50", "raised", 63.0, "high", 1764169200123)
+CATALOG = Catalog("gw-a", "sha256:abc", (DeviceInfo("aq-1", "rs485-1", "modbus-rtu", 10.0,
+                  {"pm25": PointInfo("uint16", "ug/m3")}),))  # fmt: skip
 
 
 def stream(gateway: str, n_messages: int, per_message: int = 10) -> list[Message]:
@@ -158,14 +164,18 @@ async def test_gaps_are_declared_duplicates_counted_garbage_rejected(
         batch("gw-a", 31, 40),
         batch("gw-a", 31, 40),  # redelivered (at least once)
         batch("gw-a", 38, 45),
-        (f"{P}/gw-a/readings", b"\x00 not json"),
+        (f"{P}/gw-a/alarms", alarm_message("gw-a", 46, ALARM)),  # the same seq sequence
+        (f"{P}/gw-a/samples", b"\x00 not json"),
+        # neither v0.1's readings nor meta are deliveries: not seen, not rejected
+        (f"{P}/gw-a/readings", b'{"gateway":"gw-a","readings":[{"seq":99}]}'),
+        (f"{P}/gw-a/meta", meta_message(CATALOG)),
     ]
     await publish(mosquitto, messages)
     code, doc = audit_once(mosquitto, state, "--grace", "0s")
     a = gateway(doc, "gw-a")
     assert code == 0
     assert a["gaps"] == [{"from_seq": 11, "to_seq": 30, "reason": "max_size"}]
-    assert (a["holes"], a["received"], a["duplicates"], a["max_seq"]) == ([], 25, 10, 45)
+    assert (a["holes"], a["received"], a["duplicates"], a["max_seq"]) == ([], 26, 10, 46)
     assert doc["rejected_messages"] == 1
 
 
@@ -184,7 +194,7 @@ async def test_killed_audit_restarts_and_loses_nothing(
     code, doc = audit_once(mosquitto, state, "--grace", "0s")
     a = gateway(doc, "gw-a")
     assert (code, a["received"], a["max_seq"], a["holes"]) == (0, 15_000, 15_000, [])
-    print(f"killed with {killed_at} readings stored")
+    print(f"killed with {killed_at} samples stored")
 
 
 async def test_sigterm_mid_stream_loses_nothing(

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from gateway.audit.ledger import Fleet
 from gateway.audit.store import AuditStore
-from gateway.model import Lane, StoredItem
-from gateway.uplink.payload import readings_message
+from gateway.model import Lane, Sample, StoredItem
+from gateway.uplink.json_format import samples_message
 
 P = "city/sensors"
-BODY = '{"ts":1764169200123,"device":"aq-1","point":"pm25","value":12.3,"unit":"ug/m3"}'
+SAMPLE = Sample("aq-1", 1764169200123, {"pm25": 12.3, "temp": 21.5})
 
 
-def readings(gateway: str, lo: int, hi: int) -> tuple[str, bytes]:
-    items = [StoredItem(s, Lane.READING, 0, BODY) for s in range(lo, hi + 1)]
-    return f"{P}/{gateway}/readings", readings_message(gateway, items, historical=False)
+def samples(gateway: str, lo: int, hi: int) -> tuple[str, bytes]:
+    items = [StoredItem(s, Lane.SAMPLE, SAMPLE.ts_ms, SAMPLE) for s in range(lo, hi + 1)]
+    return f"{P}/{gateway}/samples", samples_message(gateway, items, historical=False)
 
 
 async def test_messages_applied_while_a_save_commits_go_in_the_next_save(tmp_path: Path) -> None:
@@ -24,11 +24,11 @@ async def test_messages_applied_while_a_save_commits_go_in_the_next_save(tmp_pat
     state = tmp_path / "audit.db"
     fleet = Fleet(P)
     async with AuditStore(state) as store:
-        assert fleet.apply(*readings("gw-a", 1, 10), now_ms=1)
+        assert fleet.apply(*samples("gw-a", 1, 10), now_ms=1)
         saving = asyncio.create_task(store.save(fleet))
         await asyncio.sleep(0)  # the save has taken its rows and awaits SQLite
-        fleet.apply(*readings("gw-b", 1, 5), now_ms=2)
-        fleet.apply(*readings("gw-a", 11, 20), now_ms=2)
+        fleet.apply(*samples("gw-b", 1, 5), now_ms=2)
+        fleet.apply(*samples("gw-a", 11, 20), now_ms=2)
         await saving
         await store.save(fleet)
     async with AuditStore(state, readonly=True) as store:

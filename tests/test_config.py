@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway import config as config_module
 from gateway.config import (
     ModbusRtuSource,
     SerialSource,
@@ -197,11 +198,43 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "uplink.topic_prefix", "no wildcards"),
     ("missing ca file", lambda d: d["uplink"].update(tls={"ca_file": "nope.pem"}),
      "uplink.tls.ca_file", "file not found"),
-    ("batch too large", lambda d: d["uplink"].update(batch={"max_readings": 0}),
-     "uplink.batch.max_readings", "0 is less than the minimum, 1"),
+    ("batch too small", lambda d: d["uplink"].update(batch={"max_samples": 0}),
+     "uplink.batch.max_samples", "0 is less than the minimum, 1"),
+    ("batch too large", lambda d: d["uplink"].update(batch={"max_samples": 10_001}),
+     "uplink.batch.max_samples", "10000"),
+    # v0.1's name of the key: refused by name, not silently ignored
+    ("batch in readings", lambda d: d["uplink"].update(batch={"max_readings": 50}),
+     "uplink.batch.max_readings", "unknown key"),
     ("sources missing", lambda d: d.pop("sources"), "sources", "required"),
     ("labels not strings", lambda d: d["gateway"].update(labels={"site": ["a"]}),
      "gateway.labels.site", "valid string"),
+    # Floors and bounds (issue 19): a zero interval busy-polled, then crashed `check`.
+    ("interval 0ms", lambda d: d["sources"][0]["devices"][0].update(interval="0ms"),
+     "sources[0].devices[0].interval", "0ms is too short; at least 10ms"),
+    ("serial interval 5ms", lambda d: d["sources"][1].update(interval="5ms"),
+     "sources[1].interval", "5ms is too short; at least 10ms"),
+    ("timeout 0s", lambda d: d["sources"][0].update(timeout="0s"),
+     "sources[0].timeout", "0ms is too short; at least 10ms"),
+    ("backoff_max 1ms", lambda d: d["sources"][0].update(backoff_max="1ms"),
+     "sources[0].backoff_max", "1ms is too short; at least 100ms"),
+    ("keepalive past MQTT's 16 bits", lambda d: d["uplink"].update(keepalive="70000s"),
+     "uplink.keepalive", "70000s is too long; at most 65535s"),
+    ("reconnect_max 0s", lambda d: d["uplink"].update(reconnect_max="0s"),
+     "uplink.reconnect_max", "0ms is too short; at least 100ms"),
+    ("max_wait over a minute", lambda d: d["uplink"].update(batch={"max_wait": "90s"}),
+     "uplink.batch.max_wait", "90s is too long; at most 60s"),
+    ("max_age 30s", lambda d: d.update(buffer={"max_age": "30s"}),
+     "buffer.max_age", "30s is too short; at least 60s"),
+    ("duration of 401 digits", lambda d: d["uplink"].update(keepalive="1" + "0" * 400 + "s"),
+     "uplink.keepalive", "0000s' is too long; at most 3650d"),
+    ("size of 310 digits", lambda d: d.update(buffer={"max_size": "1" + "0" * 309 + "B"}),
+     "buffer.max_size", "0000B' is too large; at most 1024GiB"),
+    ("scale inf", lambda d: point(d, 0).update(scale=float("inf")),
+     "sources[0].devices[0].points[0].scale", "inf is not a finite number"),
+    ("serial offset nan", lambda d: d["sources"][1]["points"][0].update(offset=float("nan")),
+     "sources[1].points[0].offset", "nan is not a finite number"),
+    ("NUL in a file name", lambda d: d["uplink"].update(tls={"ca_file": "ca\0.pem"}),
+     "uplink.tls.ca_file", "'ca\\x00.pem': a file name cannot hold a NUL character"),
 ]  # fmt: skip
 
 
@@ -284,6 +317,7 @@ def test_defaults_and_resolved_paths(tmp_path: Path) -> None:
     assert config.buffer.max_age == 30 * 86400
     assert config.uplink.qos == 1
     assert config.uplink.topic_prefix == "street-gateway"
+    assert (config.uplink.batch.max_samples, config.uplink.batch.max_wait) == (100, 0.1)
     assert config.client_id == "lamppost-0421"
     assert config.status.listen == "127.0.0.1:8470"
     serial = config.sources[1]
@@ -425,3 +459,96 @@ def test_probe_alone_lists_the_probes() -> None:
     assert result.returncode == 2
     assert "modbus" in result.stderr
     assert "serial" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that crashed `check` or flooded its answer (issue 19): the exact line each one gets.
+
+BOMB = (
+    "[&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
+    + ", ".join(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9))
+    + "]"
+)  # 9**9 values once expanded
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x: " + "[" * 491 + "]" * 491, "line 1, column 67: nested deeper than 64 levels"),
+        (f"gateway: {{labels: {BOMB}}}\n",
+         "line 1, column 285: expands to more than 100,000 values through its aliases"),
+        ("x: &a [*a]\n", "line 1, column 8: alias *'a' is used inside its own anchor"),
+        ("gateway: {id: gw}\nuplink: {}\ngateway: {id: gw2}\n",
+         "gateway: given twice, on lines 1 and 3; only the last would count"),
+        ("gateway: {id: a, id: b}\n",
+         "gateway.id: given twice, on line 1; only the last would count"),
+        ("x: 1" + "0" * 5000 + "\n", "line 1, column 4: cannot read '1000000000000000000000000000"
+         "000000000…00000000000000000000000000000000000000': too many digits"),
+        ("x: 2001-13-01\n", "line 1, column 4: cannot read '2001-13-01': month must be in 1..12"),
+    ],
+    ids=["deep", "alias bomb", "alias in its anchor", "duplicate section", "duplicate key",
+         "5000 digits", "13th month"],
+)  # fmt: skip
+def test_hostile_yaml_gets_one_line_naming_where(tmp_path: Path, text: str, expected: str) -> None:
+    assert problems_for(tmp_path, text) == [f"{tmp_path / 'gateway.yaml'}: {expected}"]
+
+
+def test_half_a_surrogate_pair_is_refused_by_either_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml refuses the escape itself; PyYAML's Python loader (without libyaml) builds half
+    a character, which nothing can print: the loader's own check refuses it."""
+    text = 'gateway: {id: "\\ud800"}\n'
+    assert problems_for(tmp_path, text) == [
+        f"{tmp_path / 'gateway.yaml'}: line 1, column 18: YAML syntax error: "
+        "found invalid Unicode character escape code"
+    ]
+
+    class PythonLoader(config_module._SafeValues, yaml.SafeLoader):
+        pass
+
+    monkeypatch.setattr(config_module, "_Loader", PythonLoader)
+    assert problems_for(tmp_path, text) == [
+        f"{tmp_path / 'gateway.yaml'}: gateway.id: holds \\ud800, which is not a character"
+    ]
+
+
+def test_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(b"gateway:\n  id: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}: line 2: not UTF-8 text (byte 0xff); save the file as UTF-8"
+    ]
+
+
+def test_include_of_a_directory_names_the_including_file_and_the_entry(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    problems = problems_for(
+        tmp_path, mutated(lambda d: d.update(include=["missing.yaml", "conf.d"]))
+    )
+    main = tmp_path / "gateway.yaml"
+    assert problems == [
+        f"{main}: include[0]: file not found: {tmp_path / 'missing.yaml'}",
+        f"{main}: include[1]: {tmp_path / 'conf.d'} is a directory, not a file; name files, "
+        "or a glob like 'conf.d/*.yaml'",
+    ]
+
+
+def test_a_quoted_value_is_cut_to_about_80_characters(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, mutated(lambda d: d["gateway"].update(id="X" * 100_000)))
+    (problem,) = problems
+    assert problem.startswith(f"{tmp_path / 'gateway.yaml'}: gateway.id: 'XXXX")
+    assert "…" in problem
+    assert len(problem) < len(str(tmp_path)) + 200
+
+
+def test_at_most_fifty_problems_then_a_count(tmp_path: Path) -> None:
+    def many(d: dict[str, Any]) -> None:
+        for i in range(80):
+            add_point(d, name=f"p{i}", table="holding", address=100 + i, type="flaot32")
+
+    problems = problems_for(tmp_path, mutated(many))
+    assert len(problems) == 51
+    assert problems[-1] == f"{tmp_path / 'gateway.yaml'}: and 30 more problems"

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from proxy import FaultProxy
 from support import free_port, stop_process
 
 from gateway.config import ModbusPoint, ModbusRtuSource, ModbusTcpSource
-from gateway.model import DeviceStats, Reading
+from gateway.model import DeviceStats, Sample, now_ms
 from gateway.sim.modbus import SimUnit, profile_points, serve_rtu, serve_tcp
 from gateway.sources.modbus import DOWN_AFTER, ModbusSource
 
@@ -93,39 +95,46 @@ def by_name(source: ModbusSource) -> dict[str, DeviceStats]:
     return {d.name: d for d in source.devices}
 
 
-def check_values(readings: list[Reading], sim: SimUnit, device_name: str) -> None:
-    """Each point's last reading is what the simulated unit holds, within its resolution."""
-    last = {r.point: r for r in readings if r.device == device_name}
+def check_samples(samples: list[Sample], sim: SimUnit, device_name: str) -> None:
+    """Every poll of the device gave one sample with all its points, and the last one holds
+    what the simulated unit holds, within its resolution, as the point's type says."""
+    mine = [s for s in samples if s.device == device_name]
+    assert mine, f"no sample of {device_name}"
     expected = sim.values()
-    assert set(last) == set(expected)
+    assert all(set(s.values) == set(expected) for s in mine)
+    assert all(s.clock_synced and s.ts_ms > 1_600_000_000_000 for s in mine)
+    assert [s.ts_ms for s in mine] == sorted(s.ts_ms for s in mine)
     specs = {p.name: p for p, _ in sim.points}
-    for name, reading in last.items():
+    for name, value in mine[-1].values.items():
         point: ModbusPoint = specs[name]
-        assert reading.unit == point.unit
-        if isinstance(expected[name], bool):
-            assert reading.value == expected[name]
+        if point.type == "bool":
+            assert value is expected[name]
         elif point.type.startswith("float"):
-            assert reading.value == pytest.approx(expected[name], rel=1e-3)
+            assert isinstance(value, float)
+            assert value == pytest.approx(expected[name], rel=1e-3)
         else:  # integers scaled: within a few steps (values move while we look)
-            assert reading.value == pytest.approx(expected[name], abs=5 * point.scale + 2)
+            assert isinstance(value, int if point.scale == 1 else float)
+            assert value == pytest.approx(expected[name], abs=5 * point.scale + 2)
 
 
 async def test_tcp_values_end_to_end_in_the_planned_number_of_requests() -> None:
     port = free_port()
     units = [SimUnit(1, "air_quality"), SimUnit(2, "energy_meter"), SimUnit(3, "traffic_counter")]
-    readings: list[Reading] = []
+    samples: list[Sample] = []
     config = tcp_source(
         port,
         device("aq-1", 1, "air_quality", "300ms"),
         device("meter-1", 2, "energy_meter", "300ms"),
         device("traffic-1", 3, "traffic_counter", "300ms"),
     )
-    source = ModbusSource(config, readings.extend)
+    source = ModbusSource(config, samples.append)
     async with serve_tcp(units, port) as bus, running(source):
         await until(lambda: all(d.reads_ok >= 2 for d in source.devices))
     stats = by_name(source)
     for name, sim in zip(stats, units, strict=True):
-        check_values(readings, sim, name)
+        check_samples(samples, sim, name)
+        # one sample per poll, however many requests the poll took
+        assert sum(s.device == name for s in samples) == stats[name].reads_ok
     # requests per poll cycle equal the plan: 2 for the air sensor (input 0-2, holding 10-13),
     # 2 for the meter (0-13 bridged, 342), 1 for the counter (counts and bits in 0-8)
     assert [s.requests_total / s.reads_ok for s in stats.values()] == [2, 2, 1]
@@ -133,24 +142,29 @@ async def test_tcp_values_end_to_end_in_the_planned_number_of_requests() -> None
     assert bus.requests_total == sum(s.requests_total for s in stats.values())
     assert all(s.state == "ok" and s.reads_failed == 0 for s in stats.values())
     assert stats["traffic-1"].last_values["loop_fault"] is False
-    assert all(r.ts_ms > 1_600_000_000_000 for r in readings)
+    assert stats["aq-1"].last_values == next(
+        s.values for s in reversed(samples) if s.device == "aq-1"
+    )
 
 
 async def test_rtu_values_end_to_end_on_a_shared_bus(pty_pair: tuple[str, str]) -> None:
     server_tty, client_tty = pty_pair
     units = [SimUnit(1, "water_level"), SimUnit(7, "energy_meter")]
-    readings: list[Reading] = []
+    samples: list[Sample] = []
     config = rtu_source(
         client_tty,
         device("level-1", 1, "water_level", "300ms"),
         device("meter-7", 7, "energy_meter", "300ms"),
     )
-    source = ModbusSource(config, readings.extend, frame_gap_s=0.002)
+    source = ModbusSource(config, samples.append, frame_gap_s=0.002)
     async with serve_rtu(units, server_tty, baudrate=19200), running(source):
         await until(lambda: all(d.reads_ok >= 2 for d in source.devices))
     stats = by_name(source)
-    check_values(readings, units[0], "level-1")
-    check_values(readings, units[1], "meter-7")
+    check_samples(samples, units[0], "level-1")
+    check_samples(samples, units[1], "meter-7")
+    assert [sum(s.device == name for s in samples) for name in stats] == [
+        s.reads_ok for s in stats.values()
+    ]
     assert stats["level-1"].requests_total == 2 * stats["level-1"].reads_ok  # input, discrete
     assert stats["meter-7"].requests_total == 2 * stats["meter-7"].reads_ok
     assert [u.requests for u in units] == [s.requests_total for s in stats.values()]
@@ -159,7 +173,7 @@ async def test_rtu_values_end_to_end_on_a_shared_bus(pty_pair: tuple[str, str]) 
 async def test_exception_response_then_timeout_then_recovery() -> None:
     port = free_port()
     unit = SimUnit(1, "air_quality")
-    source = ModbusSource(tcp_source(port, device("aq-1", 1, "air_quality", "50ms")), [].extend)
+    source = ModbusSource(tcp_source(port, device("aq-1", 1, "air_quality", "50ms")), [].append)
     stats = source.devices[0]
     async with serve_tcp([unit], port), running(source):
         await until(lambda: stats.reads_ok >= 1)
@@ -188,9 +202,9 @@ async def test_illegal_data_address_replans_the_device_and_remembers_it() -> Non
     port = free_port()
     # strict: only the meter's own registers exist, so reading 0-13 in one go is refused
     unit = SimUnit(2, "energy_meter", strict=True)
-    readings: list[Reading] = []
+    samples: list[Sample] = []
     source = ModbusSource(tcp_source(port, device("meter", 2, "energy_meter", "300ms")),
-                          readings.extend)  # fmt: skip
+                          samples.append)  # fmt: skip
     stats = source.devices[0]
     async with serve_tcp([unit], port), running(source):
         await until(lambda: stats.reads_ok >= 3)
@@ -198,7 +212,9 @@ async def test_illegal_data_address_replans_the_device_and_remembers_it() -> Non
     assert stats.requests_total == 5 + 4 * (stats.reads_ok - 1)
     assert stats.state == "ok" and stats.reads_failed == 0
     assert set(stats.last_values) == {"voltage", "current", "power", "energy"}
-    check_values(readings, unit, "meter")
+    # the first poll, read in pieces, is still one sample with every point
+    check_samples(samples, unit, "meter")
+    assert len(samples) == stats.reads_ok
 
 
 async def test_dead_unit_on_a_shared_rtu_bus_costs_one_timeout_per_backoff_period(
@@ -213,7 +229,7 @@ async def test_dead_unit_on_a_shared_rtu_bus_costs_one_timeout_per_backoff_perio
         device("aq-1", 1, "air_quality", "50ms"),
         device("dead-2", 2, "water_level", "50ms"),
     )
-    source = ModbusSource(config, [].extend, frame_gap_s=0.002)
+    source = ModbusSource(config, [].append, frame_gap_s=0.002)
     stats = by_name(source)
     async with serve_rtu(units, server_tty, baudrate=19200) as bus, running(source):
         bus.on_request = order.append
@@ -237,7 +253,7 @@ async def test_dead_unit_on_a_shared_rtu_bus_costs_one_timeout_per_backoff_perio
 async def test_lost_tcp_server_is_reconnected() -> None:
     port = free_port()
     unit = SimUnit(1, "water_level")
-    source = ModbusSource(tcp_source(port, device("level", 1, "water_level", "50ms")), [].extend)
+    source = ModbusSource(tcp_source(port, device("level", 1, "water_level", "50ms")), [].append)
     stats = source.devices[0]
     async with running(source):
         await until(lambda: stats.state == "down")  # nothing listens yet
@@ -248,3 +264,69 @@ async def test_lost_tcp_server_is_reconnected() -> None:
         await until(lambda: stats.state != "ok")
         async with serve_tcp([unit], port):
             await until(lambda: stats.state == "ok" and stats.reads_ok > ok)
+
+
+async def test_a_sample_is_stamped_when_its_poll_started() -> None:
+    """A poll's values share one ts, taken before its first request: with 30 ms each way
+    between the gateway and the unit, the poll's second request reaches the unit well after
+    the first, and the sample still carries the time before the first."""
+    port = free_port()
+    unit = SimUnit(1, "air_quality")  # 2 requests per poll: input 0-2, holding 10-13
+    requests_ms: list[int] = []  # when the unit received each request, wall clock
+    seen: list[tuple[Sample, list[int]]] = []  # each sample, and the requests before it
+    async with serve_tcp([unit], port) as bus, FaultProxy(port, delay_s=0.03) as proxy:
+        bus.on_request = lambda _unit: requests_ms.append(now_ms())
+        source = ModbusSource(
+            tcp_source(proxy.port, device("aq-1", 1, "air_quality", "100ms")),
+            lambda sample: seen.append((sample, list(requests_ms))),
+        )
+        async with running(source):
+            await until(lambda: len(seen) >= 3)
+    for n, (sample, before) in enumerate(seen):
+        assert len(before) == 2 * (n + 1)  # this poll's two requests, and those of earlier polls
+        first, second = before[-2], before[-1]
+        assert sample.ts_ms <= first < second
+        if n:
+            assert sample.ts_ms >= before[-3]  # after the previous poll's last request
+        assert set(sample.values) == set(unit.values())
+
+
+async def test_a_poll_where_one_table_fails_gives_the_points_that_were_read() -> None:
+    port = free_port()
+    # the water level unit has input registers and discrete inputs but no holding register
+    pump_hours = {"name": "pump_hours", "table": "holding", "address": 0, "type": "uint16"}
+    points = [*profile_points("water_level"), pump_hours]
+    config = tcp_source(port, {"name": "level", "unit": 1, "interval": "50ms", "points": points})
+    samples: list[Sample] = []
+    source = ModbusSource(config, samples.append)
+    stats = source.devices[0]
+    async with serve_tcp([SimUnit(1, "water_level")], port), running(source):
+        await until(lambda: len(samples) >= 2)
+    assert all(set(s.values) == {"level", "battery", "float_switch"} for s in samples)
+    # the poll still failed: the device says so, and why
+    assert stats.reads_ok == 0 and stats.reads_failed >= 2
+    assert stats.state in ("failing", "down")
+    assert stats.last_error is not None and "reading holding 0+1" in stats.last_error
+    assert set(stats.last_values) == {"level", "battery", "float_switch"}
+
+
+async def test_a_device_is_unknown_until_its_first_poll_and_a_first_outcome_is_no_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    config = tcp_source(
+        port,
+        device("aq-1", 1, "air_quality", "50ms"),
+        device("ghost-9", 9, "air_quality", "50ms"),  # the server has no unit 9
+    )
+    source = ModbusSource(config, [].append)
+    stats = by_name(source)
+    assert [s.state for s in stats.values()] == ["unknown", "unknown"]
+    caplog.set_level(logging.INFO, logger="gateway.sources.modbus")
+    async with serve_tcp([SimUnit(1, "air_quality")], port), running(source):
+        await until(lambda: stats["aq-1"].reads_ok >= 2 and stats["ghost-9"].reads_failed >= 1)
+    assert stats["aq-1"].state == "ok"
+    assert stats["ghost-9"].state in ("failing", "down")
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.sources.modbus"]
+    assert not [m for m in messages if "answering again" in m], messages
+    assert any(m.startswith("ghost-9 (unit 9): poll failed") for m in messages), messages

@@ -1,4 +1,4 @@
-"""`street-gateway run`: the exit codes of SPEC.md for a bad config and a taken status port."""
+"""`street-gateway run`: the reference's exit codes for a bad config and a taken status port."""
 
 from __future__ import annotations
 

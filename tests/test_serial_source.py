@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import time
+import tty
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.config import SerialSource
-from gateway.model import DeviceStats, Reading
+from gateway.model import DeviceStats, Sample
 from gateway.sim.serial import SimulatedSerialSensor
 from gateway.sources.serial import SerialSensorSource
 
@@ -62,12 +63,12 @@ def make_sim(link: Path) -> Iterator[Callable[..., SimulatedSerialSensor]]:
 
 
 @contextlib.asynccontextmanager
-async def running(config: SerialSource) -> AsyncIterator[tuple[DeviceStats, list[Reading]]]:
-    readings: list[Reading] = []
-    source = SerialSensorSource(config, readings.extend)
+async def running(config: SerialSource) -> AsyncIterator[tuple[DeviceStats, list[Sample]]]:
+    samples: list[Sample] = []
+    source = SerialSensorSource(config, samples.append)
     task = asyncio.create_task(source.run(), name="serial-source")
     try:
-        yield source.devices[0], readings
+        yield source.devices[0], samples
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -82,20 +83,53 @@ async def until(predicate: Callable[[], bool], what: str, within: float = 5.0) -
         await asyncio.sleep(0.01)
 
 
-async def test_stream_mode_gives_readings(make_sim: Callable[..., SimulatedSerialSensor]) -> None:
+async def test_stream_mode_gives_one_sample_per_line(
+    make_sim: Callable[..., SimulatedSerialSensor],
+) -> None:
     sim = make_sim(mode="stream", period=0.02)
     before = time.time_ns() // 1_000_000
-    async with running(serial_config(sim.path)) as (stats, readings):
+    async with running(serial_config(sim.path)) as (stats, samples):
         await until(lambda: stats.reads_ok >= 5, "five lines")
-    assert {(r.device, r.point, r.unit) for r in readings} == {
-        ("noise-1", "laeq", "dBA"),
-        ("noise-1", "lamax", "dBA"),
-    }
-    assert all(35 <= r.value <= 105 and r.ts_ms >= before for r in readings)
+    assert len(samples) == stats.reads_ok
+    assert all(s.device == "noise-1" and set(s.values) == {"laeq", "lamax"} for s in samples)
+    assert all(
+        35 <= v <= 105 and s.ts_ms >= before and s.clock_synced
+        for s in samples
+        for v in s.values.values()
+    )
     assert stats.state == "ok"
     assert stats.parse_errors <= 1  # the port may open in the middle of a line
-    assert stats.last_ok_ts == readings[-1].ts_ms
-    assert stats.last_values == {r.point: r.value for r in readings[-2:]}
+    assert stats.last_ok_ts == samples[-1].ts_ms
+    assert stats.last_values == samples[-1].values
+
+
+async def test_each_line_is_one_sample_of_exactly_its_values() -> None:
+    """Lines written by hand on a pty: several lines in one chunk are several samples, each
+    with the values of its line, in order; a bad line is no sample at all."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        async with running(serial_config(os.ttyname(slave))) as (stats, samples):
+            # the port opens in the background: prime it until a first line comes through
+            async with asyncio.timeout(5):
+                while not samples:
+                    os.write(master, b"LAeq=40.0 LAmax=41.0\r\n")
+                    await asyncio.sleep(0.05)
+            os.write(master, b"LAeq=50.1 LAmax=60.2\r\nLAeq=oops LAmax=1\r\n"
+                             b"LAeq=51 LAmax=61.25\r\nLAeq=52.5 LAmax=70\r\n")  # fmt: skip
+            await until(lambda: samples[-1].values.get("laeq") == 52.5, "the last line")
+        priming = {"laeq": 40.0, "lamax": 41.0}
+        new = [s for s in samples if s.values != priming]
+        assert [(s.device, s.values) for s in new] == [
+            ("noise-1", {"laeq": 50.1, "lamax": 60.2}),
+            ("noise-1", {"laeq": 51.0, "lamax": 61.25}),
+            ("noise-1", {"laeq": 52.5, "lamax": 70.0}),
+        ]
+        assert stats.parse_errors == 1
+        assert stats.reads_ok == len(samples)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 @pytest.mark.parametrize(
@@ -106,16 +140,18 @@ async def test_stream_mode_gives_readings(make_sim: Callable[..., SimulatedSeria
         ("json", {"format": "json"}),
     ],
 )
-async def test_poll_mode_gives_readings(
+async def test_poll_mode_gives_one_sample_per_answer(
     make_sim: Callable[..., SimulatedSerialSensor], fmt: str, parse: dict[str, Any]
 ) -> None:
     sim = make_sim(mode="poll", fmt=fmt)
     config = serial_config(
         sim.path, request="MEAS?\r\n", interval="50ms", parse=parse, points=AIR_POINTS
     )
-    async with running(config) as (stats, readings):
+    async with running(config) as (stats, samples):
         await until(lambda: stats.reads_ok >= 3, "three answers")
-    assert {r.point for r in readings} == {"pm25", "temp"}
+    # only the configured points, all of them, in every sample
+    assert all(set(s.values) == {"pm25", "temp"} for s in samples)
+    assert len(samples) == stats.reads_ok
     assert stats.state == "ok"
     assert stats.reads_failed == 0
     assert stats.requests_total >= stats.reads_ok
@@ -127,10 +163,15 @@ async def test_bad_lines_are_counted_and_logged_once(
 ) -> None:
     sim = make_sim(period=0.01, garbage_every=3, long_every=5, bad_utf8_every=7)
     caplog.set_level(logging.INFO, logger="gateway.sources.serial")
-    async with running(serial_config(sim.path)) as (stats, readings):
+    async with running(serial_config(sim.path)) as (stats, samples):
         await until(lambda: stats.parse_errors >= 6 and stats.reads_ok >= 10, "good and bad")
     assert stats.state == "ok"
-    assert all(35 <= r.value <= 105 for r in readings)  # nothing of a bad line got through
+    # nothing of a bad line got through
+    assert len(samples) == stats.reads_ok
+    assert all(
+        set(s.values) == {"laeq", "lamax"} and all(35 <= v <= 105 for v in s.values.values())
+        for s in samples
+    )
     dropping = [r for r in caplog.records if "dropping lines" in r.getMessage()]
     assert len(dropping) == 1
 
@@ -178,16 +219,16 @@ async def test_stream_silence_makes_the_device_failing_then_down(
 
 async def test_a_vanished_port_is_reopened(make_sim: Callable[..., SimulatedSerialSensor]) -> None:
     sim = make_sim(period=0.01)
-    async with running(serial_config(sim.path)) as (stats, readings):
+    async with running(serial_config(sim.path)) as (stats, samples):
         await until(lambda: stats.reads_ok >= 3, "lines before the unplug")
         sim.unplug()
         await until(lambda: stats.state == "down", "down after the unplug")
         await asyncio.sleep(0.3)  # several reopen attempts fail meanwhile
         assert stats.last_error is not None
         assert "No such file or directory" in stats.last_error
-        count = len(readings)
+        count = len(samples)
         sim.plug()  # a new pty behind the same path
-        await until(lambda: len(readings) > count + 4, "lines after the replug")
+        await until(lambda: len(samples) > count + 4, "lines after the replug")
         assert stats.state == "ok"
 
 

@@ -10,10 +10,17 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from status_support import FakeProvider, healthy_provider, now_ms
+from status_support import LINK_COST, FakeProvider, healthy_provider, now_ms
 
-from gateway.model import DeviceStats
-from gateway.status import SourceView, StatusServer, build_status, health
+from gateway.model import DeviceStats, UplinkStats
+from gateway.status import (
+    SourceView,
+    StatusServer,
+    build_status,
+    health,
+    render_page,
+    summary_line,
+)
 
 TOKEN = "s3cret-token"
 
@@ -51,13 +58,20 @@ async def test_status_document_has_every_spec_field(base: str) -> None:
     assert doc["gateway"]["id"] == "lamppost-0421"
     assert doc["gateway"]["clock_synced"] is True
     assert doc["gateway"]["labels"] == {"site": "grand-place"}
-    assert {"connected", "server", "published_total", "last_publish_ts", "backlog"} <= doc[
-        "uplink"
-    ].keys()
+    uplink_fields = {
+        "connected", "server", "published_total", "last_publish_ts", "backlog", "bytes_total",
+        "bytes_per_hour", "bytes_per_sample",
+    }  # fmt: skip
+    assert uplink_fields <= doc["uplink"].keys()
     assert doc["uplink"]["connected"] is True
     assert doc["uplink"]["published_total"] == 1234
     assert doc["uplink"]["backlog"] == 12
-    assert {"readings", "bytes", "oldest_ts", "evicted_total"} <= doc["buffer"].keys()
+    assert doc["uplink"]["bytes_total"] == 12_897_485
+    assert doc["uplink"]["bytes_per_hour"] == 1_258_291
+    assert doc["uplink"]["bytes_per_sample"] == 181.0
+    assert {"samples", "bytes", "oldest_ts", "evicted_total"} <= doc["buffer"].keys()
+    assert "readings" not in doc["buffer"]  # v0.1's name is gone
+    assert doc["buffer"]["samples"] == 12
     assert doc["buffer"]["evicted_total"] == 3
     assert doc["buffer"]["evicted_by_reason"] == {"max_age": 3}
     assert [s["name"] for s in doc["sources"]] == ["rs485-1", "noise-1"]
@@ -73,6 +87,15 @@ async def test_status_document_has_every_spec_field(base: str) -> None:
     assert device["last_values"] == {"pm25": 12.3, "temp": 21.52}
     assert doc["sources"][0]["devices"][1]["state"] == "failing"
     assert doc["health"] == {"status": "ok", "problems": []}
+
+
+async def test_status_before_anything_was_sent_has_no_bytes_per_sample(
+    base: str, provider: FakeProvider
+) -> None:
+    provider.uplink = UplinkStats()
+    _, doc = await get_json(f"{base}/status")
+    assert (doc["uplink"]["bytes_total"], doc["uplink"]["bytes_per_hour"]) == (0, 0)
+    assert doc["uplink"]["bytes_per_sample"] is None
 
 
 async def test_status_turns_nan_values_into_null(base: str, provider: FakeProvider) -> None:
@@ -109,7 +132,7 @@ async def test_health_503_when_no_device_read_within_three_intervals(
     status, body = await get_json(f"{base}/health")
     assert status == 503
     assert len(body["problems"]) == 1
-    assert "no device produced a reading" in body["problems"][0]
+    assert "no device produced a sample" in body["problems"][0]
 
 
 async def test_one_dead_device_is_not_a_health_problem(base: str, provider: FakeProvider) -> None:
@@ -131,7 +154,7 @@ def test_health_grants_three_intervals_of_grace_after_start() -> None:
     provider.uptime_s = 31.0
     healthy, problems = health(provider)
     assert not healthy
-    assert problems == ["no device produced a reading within 3 of its intervals (1 device)"]
+    assert problems == ["no device produced a sample within 3 of its intervals (1 device)"]
 
 
 def test_health_lists_both_causes_and_build_status_reports_them() -> None:
@@ -165,13 +188,16 @@ async def test_metrics_parse_and_carry_the_figures(base: str) -> None:
     hostile = '<script>alert("x")</script>'
     state = (("device", hostile), ("source", "rs485-1"), ("state", "failing"))
     assert samples[("street_gateway_device_state", state)] == 1
-    assert samples[("street_gateway_buffer_readings", ())] == 12
+    assert samples[("street_gateway_buffer_samples", ())] == 12
+    assert not any(name == "street_gateway_buffer_readings" for name, _ in samples)
     assert samples[("street_gateway_buffer_bytes", ())] == 3 * 1024 * 1024
     assert samples[("street_gateway_buffer_evicted_total", (("reason", "max_age"),))] == 3
     assert samples[("street_gateway_buffer_evicted_total", (("reason", "max_size"),))] == 0
     assert samples[("street_gateway_buffer_dropped_total", ())] == 0
     assert samples[("street_gateway_uplink_connected", ())] == 1
     assert samples[("street_gateway_uplink_published_total", ())] == 1234
+    assert samples[("street_gateway_uplink_bytes_total", ())] == 12_897_485
+    assert samples[("street_gateway_uplink_bytes_per_hour", ())] == 1_258_291
     assert samples[("street_gateway_uplink_backlog", ())] == 12
     assert samples[("street_gateway_clock_synced", ())] == 1
     assert samples[("street_gateway_healthy", ())] == 1
@@ -202,6 +228,7 @@ class _PageParser(HTMLParser):
         self.scripts = 0
         self.text: list[str] = []
         self.external: list[str] = []
+        self.terms: list[tuple[str, str]] = []  # (dt, dd) of the cards, in order
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -220,6 +247,10 @@ class _PageParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self.stack and self.stack[-1] not in ("script", "style"):
             self.text.append(data)
+        if self.stack and self.stack[-1] == "dt":
+            self.terms.append((data, ""))
+        elif self.stack and self.stack[-1] == "dd" and self.terms:
+            self.terms[-1] = (self.terms[-1][0], self.terms[-1][1] + data)
 
 
 async def test_page_is_valid_html_with_every_device_and_escapes_names(base: str) -> None:
@@ -240,6 +271,18 @@ async def test_page_is_valid_html_with_every_device_and_escapes_names(base: str)
     assert "12.3" in text
     assert "pm25" in text
     assert "<script>alert" not in page.split("<script>")[0]
+    terms = dict(parser.terms[:7])  # the uplink card
+    assert terms["published"] == "1,234 samples and alarms"
+    assert terms["link cost"] == LINK_COST
+    assert ("held", "12 items, 3.0 MiB") in parser.terms
+
+
+async def test_page_link_cost_before_anything_was_sent(base: str, provider: FakeProvider) -> None:
+    provider.uplink = UplinkStats(connected=True, server="mqtt://127.0.0.1:1883")
+    _, _, page = await get(f"{base}/")
+    parser = _PageParser()
+    parser.feed(page)
+    assert ("link cost", "0 B sent · 0 B/h · - per sample") in parser.terms
 
 
 async def test_page_shows_problems_when_degraded(base: str, provider: FakeProvider) -> None:
@@ -282,3 +325,58 @@ async def test_query_token_opens_the_page_only(guarded: str) -> None:
     assert (await get(f"{guarded}/?token=wrong"))[0] == 401
     assert (await get(f"{guarded}/status?token={TOKEN}"))[0] == 401
     assert (await get(f"{guarded}/metrics?token={TOKEN}"))[0] == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Honest health: unknown until the first poll has an outcome; degraded when every device fails
+
+
+def _one_source(*devices: DeviceStats) -> FakeProvider:
+    return FakeProvider(uptime_s=5.0, source_views=[SourceView("bus", "modbus-tcp", [*devices])])
+
+
+def test_a_device_is_unknown_until_its_first_poll_and_never_called_ok() -> None:
+    provider = _one_source(DeviceStats("aq-1", "bus", 10.0), DeviceStats("aq-2", "bus", 10.0))
+    doc = build_status(provider)
+    assert [d["state"] for d in doc["sources"][0]["devices"]] == ["unknown", "unknown"]
+    assert doc["health"] == {"status": "ok", "problems": []}  # nothing is known to be wrong
+    assert summary_line(provider).startswith("0 of 2 devices answered yet; uplink down")
+    page = render_page(doc)
+    assert page.count('<span class="state unknown">unknown</span>') == 2
+    assert 'class="state ok"' not in page
+
+
+def test_every_device_failing_or_down_is_degraded_once_each_has_an_outcome() -> None:
+    a = DeviceStats("aq-1", "bus", 60.0, state="failing", last_error="connection refused")
+    b = DeviceStats("aq-2", "bus", 60.0)  # unknown: its first poll is still under way
+    provider = _one_source(a, b)
+    assert health(provider) == (True, [])
+    assert summary_line(provider).startswith(
+        "2 devices: 0 ok, 1 failing, 0 down, 1 not answered yet; uplink down"
+    )
+    b.state = "down"
+    assert health(provider) == (
+        False,
+        ["every device is failing or down (0 ok, 1 failing, 1 down)"],
+    )
+    assert summary_line(provider).startswith("DEGRADED: 2 devices: 0 ok, 1 failing, 1 down;")
+    b.state = "ok"
+    assert health(provider) == (True, [])
+    assert summary_line(provider).startswith("2 devices: 1 ok, 1 failing, 0 down; uplink down")
+
+
+def test_no_devices_configured_is_said_plainly() -> None:
+    provider = FakeProvider(uptime_s=5.0, source_views=[])
+    assert summary_line(provider).startswith("no devices configured; uplink down")
+
+
+async def test_metrics_carry_the_unknown_state(base: str, provider: FakeProvider) -> None:
+    provider.devices()[0].state = "unknown"
+    _, _, text = await get(f"{base}/metrics")
+    states = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "street_gateway_device_state" and s.labels["device"] == "aq-1"
+    }
+    assert states == {"unknown": 1, "ok": 0, "failing": 0, "down": 0}

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from status_support import FakeProvider, healthy_provider, serve_in_thread
+from status_support import LINK_COST, FakeProvider, healthy_provider, serve_in_thread
 from support import free_port
+
+from gateway.model import UplinkStats
 
 TOKEN = "tok-3f9a"
 
@@ -56,16 +58,29 @@ def test_healthy_exits_0_and_prints_every_part(server: str) -> None:
     assert "lamppost-0421" in out
     assert "health   ok" in out
     assert "connected to mqtt://127.0.0.1:1883" in out
-    assert "1234 readings published" in out
+    assert "1234 samples and alarms published" in out
     assert "backlog 12" in out
     assert "12 held" in out
     lines = out.splitlines()
+    assert f"link     {LINK_COST}" in lines  # what the LTE plan carries, under the uplink line
+    assert (
+        lines.index(f"link     {LINK_COST}")
+        == next(i for i, line in enumerate(lines) if line.startswith("uplink ")) + 1
+    )
     for device, state in [("aq-1", "ok"), ('<script>alert("x")</script>', "failing")]:
         row = next(line for line in lines if line.strip().startswith(device))
         assert state in row
     noise = next(line for line in lines if line.strip().startswith("noise-1"))
     assert "parse 4" in noise
     assert "laeq=61.2" in noise
+
+
+def test_link_line_before_anything_was_sent(server: str, provider: FakeProvider) -> None:
+    provider.uplink = UplinkStats()
+    result = status_command("--url", server)
+    assert result.returncode == 0, result.stderr
+    assert "link     0 B sent · 0 B/h · - per sample" in result.stdout.splitlines()
+    assert "DISCONNECTED" in result.stdout
 
 
 def test_degraded_exits_1_and_says_why(server: str, provider: FakeProvider) -> None:
@@ -136,3 +151,16 @@ def test_a_broken_config_without_url_exits_3(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "cannot tell where the daemon listens" in result.stderr
     assert "gateway.id" in result.stderr
+
+
+def test_a_device_not_yet_polled_shows_unknown_and_never_ok(
+    server: str, provider: FakeProvider
+) -> None:
+    first = provider.devices()[0]
+    first.state, first.last_ok_ts, first.reads_ok = "unknown", None, 0
+    first.last_values.clear()
+    result = status_command("--url", server)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("aq-1"))
+    assert row.split()[:3] == ["aq-1", "rs485-1", "unknown"]
+    assert "last ok never" in row

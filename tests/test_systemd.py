@@ -181,9 +181,7 @@ def _testable_copy(tmp_path: Path) -> Path:
     text = UNIT.read_text()
     assert "ExecStart=/opt/street-gateway/bin/street-gateway run " in text
     copy = tmp_path / "street-gateway.service"
-    copy.write_text(
-        text.replace("ExecStart=/opt/street-gateway/bin/street-gateway", "ExecStart=/bin/true")
-    )
+    copy.write_text(text.replace("=/opt/street-gateway/bin/street-gateway ", "=/bin/true "))
     return copy
 
 
@@ -201,7 +199,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @needs_analyze
-def test_unit_sandboxing_scores_ok_or_better(tmp_path: Path) -> None:
+def test_unit_sandboxing_scores_2_or_better(tmp_path: Path) -> None:
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", str(_testable_copy(tmp_path))],
         capture_output=True,
@@ -211,8 +209,7 @@ def test_unit_sandboxing_scores_ok_or_better(tmp_path: Path) -> None:
     )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", result.stdout)
     assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 4.9
-    assert match.group(2) in ("OK", "SAFE"), match.group(0)
+    assert float(match.group(1)) <= 2.0, match.group(0)  # systemd/README.md says 1.5
 
 
 def test_unit_declares_what_the_spec_asks() -> None:
@@ -226,6 +223,8 @@ def test_unit_declares_what_the_spec_asks() -> None:
         "SupplementaryGroups=dialout",
         "StateDirectory=street-gateway",
         "ConfigurationDirectory=street-gateway",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/opt/street-gateway/bin/street-gateway check"
+        " -c /etc/street-gateway/gateway.yaml",
+        """ExecReload=/bin/sh -c 'kill -HUP "$MAINPID"'""",
     ]:
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line

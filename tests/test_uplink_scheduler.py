@@ -32,7 +32,7 @@ def test_alarms_then_gaps_then_backlog_on_connect() -> None:
     assert s.next(0) is Pick.GAPS
     s.fetched(Pick.GAPS, last_seq=None, count=0, checked_to=1000, now=0)
     assert s.next(0) is Pick.BACKLOG
-    assert s.fetch_range(Pick.BACKLOG) == FetchRange(Lane.READING, 0, 1000, 100)
+    assert s.fetch_range(Pick.BACKLOG) == FetchRange(Lane.SAMPLE, 0, 1000, 100)
 
 
 def test_backlog_drains_until_a_short_page() -> None:
@@ -46,15 +46,27 @@ def test_backlog_drains_until_a_short_page() -> None:
     assert s.next(0) == Wait(30.0)  # nothing more: wait for a commit (or the gap check)
 
 
-def test_live_waits_for_max_wait_or_a_full_batch() -> None:
+def test_a_live_sample_goes_at_once_while_nothing_is_in_flight() -> None:
+    s = scheduler(boundary=0)
+    drain_alarms_and_gaps(s)
+    s.committed(1, now=1.0)
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=1, now=1.0)
+    assert s.next(1.0, idle=True) is Pick.LIVE  # no max_wait, no full batch: the window is idle
+    assert s.fetch_range(Pick.LIVE) == FetchRange(Lane.SAMPLE, 0, None, 100)
+    s.fetched(Pick.LIVE, last_seq=1, count=1, checked_to=1, now=1.0)
+    assert s.next(1.0, idle=True) == Wait(30.0)  # and nothing is picked twice
+
+
+def test_live_waits_for_max_wait_or_a_full_batch_while_messages_are_in_flight() -> None:
     s = scheduler(boundary=0)
     drain_alarms_and_gaps(s)
     s.committed(10, now=1.0)
     assert s.next(1.0) is Pick.ALARMS  # a commit may have brought an alarm
     s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=10, now=1.0)
-    assert s.next(1.05) == Wait(1.1)
+    assert s.next(1.05, idle=False) == Wait(1.1)
+    assert s.next(1.05, idle=True) is Pick.LIVE  # the window fell idle: no need to wait
     assert s.next(1.1) is Pick.LIVE
-    assert s.fetch_range(Pick.LIVE) == FetchRange(Lane.READING, 0, None, 100)
+    assert s.fetch_range(Pick.LIVE) == FetchRange(Lane.SAMPLE, 0, None, 100)
     s.fetched(Pick.LIVE, last_seq=10, count=10, checked_to=10, now=1.1)
     assert s.next(1.2) == Wait(30.0)
     s.committed(150, now=1.3)

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 from support import Mosquitto, running_mosquitto
-from uplink_support import Pki, as_me, make_pki, make_uplink, reading, running, until, uplink_config
+from uplink_support import (
+    Pki,
+    as_me,
+    make_pki,
+    make_uplink,
+    running,
+    sample,
+    stored,
+    until,
+    uplink_config,
+)
 
 from gateway.buffer import Buffer
 
@@ -43,9 +53,7 @@ def auth_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 async def buffer(tmp_path: Path) -> AsyncIterator[Buffer]:
     async with Buffer(tmp_path / "buffer.db", sync="normal", commit_interval_s=0.05) as buf:
-        for i in range(1, 21):
-            buf.put(reading(i))
-        await buf.flush()
+        await stored(buf, 1, 20)
         yield buf
 
 
@@ -59,7 +67,7 @@ async def test_tls_with_client_certificate_delivers(
     server = f"mqtts://127.0.0.1:{tls_broker.port}"
     uplink = make_uplink(uplink_config([server], tls=_tls(pki, pki.ca)), buffer)
     async with running(uplink):
-        await until(lambda: buffer.stats.readings == 0)
+        await until(lambda: buffer.stats.samples == 0)
     assert uplink.stats.published_total == 20
     assert uplink.stats.server == server
 
@@ -72,14 +80,47 @@ async def test_tls_with_wrong_ca_says_so_once_and_keeps_buffering(
     uplink = make_uplink(uplink_config([server], tls=_tls(pki, pki.other_ca)), buffer)
     async with running(uplink):
         await until(lambda: uplink.stats.connect_failures_total >= 3)
-        buffer.put(reading(21))
+        buffer.put(sample(21))
         assert await buffer.flush() == 21
     assert not uplink.stats.connected
-    assert buffer.stats.readings == 21
+    assert buffer.stats.samples == 21
     failures = [r.getMessage() for r in caplog.records if "TLS failure" in r.getMessage()]
     assert len(failures) == 1  # once per change, not once per retry
     assert failures[0].startswith(f"uplink: TLS failure with {server}: ")
     assert "certificate verify failed" in failures[0]
+    assert uplink.stats.last_error == failures[0].removeprefix("uplink: ")
+
+
+async def test_tls_without_the_client_certificate_the_broker_requires_asks_for_it(
+    tls_broker: Mosquitto, pki: Pki, buffer: Buffer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.uplink")
+    server = f"mqtts://127.0.0.1:{tls_broker.port}"
+    uplink = make_uplink(uplink_config([server], tls={"ca_file": str(pki.ca)}), buffer)
+    async with running(uplink):
+        await until(lambda: uplink.stats.connect_failures_total >= 2)
+    assert not uplink.stats.connected
+    assert buffer.stats.readings == 20
+    expected = (
+        f"TLS failure with {server}: the broker closed the TLS session before CONNACK; "
+        "does it require a client certificate (uplink.tls.cert_file)?"
+    )
+    assert uplink.stats.last_error == expected  # what /status shows as uplink.last_error
+    failures = [r.getMessage() for r in caplog.records if "TLS failure" in r.getMessage()]
+    assert failures == [f"uplink: {expected}"]
+
+
+async def test_tls_hostname_mismatch_names_the_host(
+    tls_broker: Mosquitto, pki: Pki, buffer: Buffer
+) -> None:
+    # The broker's certificate is for IP 127.0.0.1, not for the name "localhost".
+    server = f"mqtts://localhost:{tls_broker.port}"
+    uplink = make_uplink(uplink_config([server], tls=_tls(pki, pki.ca)), buffer)
+    async with running(uplink):
+        await until(lambda: uplink.stats.connect_failures_total >= 1)
+    error = uplink.stats.last_error or ""
+    assert error.startswith(f"TLS failure with {server}: "), error
+    assert "Hostname mismatch, certificate is not valid for 'localhost'" in error
 
 
 async def test_plain_client_at_tls_listener_is_refused(
@@ -89,7 +130,7 @@ async def test_plain_client_at_tls_listener_is_refused(
     async with running(uplink):
         await until(lambda: uplink.stats.connect_failures_total >= 2)
     assert not uplink.stats.connected
-    assert buffer.stats.readings == 20
+    assert buffer.stats.samples == 20
 
 
 async def test_password_right_delivers_wrong_is_refused_clearly(
@@ -101,7 +142,7 @@ async def test_password_right_delivers_wrong_is_refused_clearly(
     async with running(wrong):
         await until(lambda: wrong.stats.connect_failures_total >= 3)
     assert not wrong.stats.connected
-    assert buffer.stats.readings == 20
+    assert buffer.stats.samples == 20
     refused = [r.getMessage() for r in caplog.records if "auth refused" in r.getMessage()]
     assert refused == [
         f"uplink: auth refused by {auth_broker.url}: Not authorized "
@@ -110,5 +151,5 @@ async def test_password_right_delivers_wrong_is_refused_clearly(
 
     right = make_uplink(config, buffer, password="s3cret")
     async with running(right):
-        await until(lambda: buffer.stats.readings == 0)
+        await until(lambda: buffer.stats.samples == 0)
     assert right.stats.published_total == 20

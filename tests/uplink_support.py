@@ -18,11 +18,32 @@ import aiomqtt
 from support import in_background, subscription
 
 from gateway.config import UplinkConfig
-from gateway.model import Reading
+from gateway.model import Sample
+from gateway.uplink.json_format import JsonFormat
+from gateway.uplink.meter import publish_size
 from gateway.uplink.mqtt import Uplink
+from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo
 
 PREFIX = "t"
 GATEWAY = "gw-1"
+VERSION = "0.1.0-test"
+T0 = 1_764_169_200_000
+
+# One air-quality sensor on an RS-485 bus, as catalog_of() would describe it.
+CATALOG = Catalog(
+    gateway_id=GATEWAY,
+    config_digest="abc",
+    devices=(
+        DeviceInfo(
+            "aq-1",
+            "rs485-1",
+            "modbus-rtu",
+            10,
+            {"pm25": PointInfo("uint16", "ug/m3"), "temp": PointInfo("float32", "degC")},
+        ),
+    ),
+    alarms=("aq-1/pm25>50",),
+)
 
 
 def uplink_config(servers: list[str], **overrides: Any) -> UplinkConfig:
@@ -32,29 +53,46 @@ def uplink_config(servers: list[str], **overrides: Any) -> UplinkConfig:
         "topic_prefix": PREFIX,
         "keepalive": "1s",
         "reconnect_max": "500ms",
-        "batch": {"max_readings": 50, "max_wait": "50ms"},
+        "batch": {"max_samples": 50, "max_wait": "50ms"},
         "max_inflight": 8,
     }
     raw.update(overrides)
     return UplinkConfig.model_validate(raw)
 
 
-def make_uplink(config: UplinkConfig, buffer: Any, password: str | None = None) -> Uplink:
+def make_uplink(
+    config: UplinkConfig, buffer: Any, password: str | None = None, catalog: Catalog = CATALOG
+) -> Uplink:
+    wire_format = JsonFormat(
+        catalog, topic_prefix=config.topic_prefix, qos=config.qos, version=VERSION, started_ms=1
+    )
     return Uplink(
         config,
         gateway_id=GATEWAY,
         client_id=GATEWAY,
         buffer=buffer,
         password=password,
-        version="0.1.0-test",
-        config_digest="abc",
-        started_ms=1,
+        wire_format=wire_format,
         reconnect_min_s=0.05,
     )
 
 
-def reading(i: int) -> Reading:
-    return Reading(device="aq-1", point="pm25", value=float(i), ts_ms=1_764_169_200_000 + i)
+def sample(i: int) -> Sample:
+    """The ``i``-th poll of aq-1: its pm25 is ``i``."""
+    return Sample(device="aq-1", ts_ms=T0 + i, values={"pm25": i, "temp": 21.5})
+
+
+def put_samples(buffer: Any, first: int, last: int) -> None:
+    """``sample(first)`` .. ``sample(last)`` into the buffer (not waiting for their commit)."""
+    for i in range(first, last + 1):
+        buffer.put(sample(i))
+
+
+async def stored(buffer: Any, first: int, last: int) -> int:
+    """``put_samples`` then commit them: a backlog. Returns the buffer's last seq."""
+    put_samples(buffer, first, last)
+    last_seq: int = await buffer.flush()
+    return last_seq
 
 
 @dataclass
@@ -63,6 +101,13 @@ class Received:
     data: dict[str, Any]
     retain: bool
     at: float  # monotonic
+    payload: bytes
+    qos: int
+
+    @property
+    def size(self) -> int:
+        """The PUBLISH packet the gateway sent for it (subscribed at QoS 1: the same QoS)."""
+        return publish_size(self.topic, self.payload, self.qos)
 
 
 @dataclass
@@ -75,12 +120,20 @@ class Subscriber:
     def of(self, kind: str) -> list[Received]:
         return [m for m in self.messages if m.topic == f"{PREFIX}/{GATEWAY}/{kind}"]
 
+    def kinds(self) -> list[str]:
+        """The last topic level of every message, in arrival order: status, meta, samples..."""
+        return [m.topic.rsplit("/", 1)[-1] for m in self.messages]
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Every sample received, in arrival order."""
+        return [s for m in self.of("samples") for s in m.data["samples"]]
+
     def seq_counts(self, since: int = 0) -> Counter[int]:
-        """How often each seq arrived in readings or alarms (messages from index ``since``)."""
+        """How often each seq arrived in samples or alarms (messages from index ``since``)."""
         counts: Counter[int] = Counter()
         for m in self.messages[since:]:
-            if m.topic.endswith("/readings"):
-                counts.update(r["seq"] for r in m.data["readings"])
+            if m.topic.endswith("/samples"):
+                counts.update(s["seq"] for s in m.data["samples"])
             elif m.topic.endswith("/alarms"):
                 counts[m.data["seq"]] += 1
         return counts
@@ -96,7 +149,14 @@ class Subscriber:
         body = message.payload
         assert isinstance(body, bytes)
         self.messages.append(
-            Received(str(message.topic), json.loads(body), message.retain, time.monotonic())
+            Received(
+                str(message.topic),
+                json.loads(body),
+                message.retain,
+                time.monotonic(),
+                body,
+                int(message.qos),
+            )
         )
         self.arrived.set()
 

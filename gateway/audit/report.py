@@ -1,4 +1,4 @@
-"""The audit's answers: the JSON document SPEC.md fixes, a table for a person, an exit code.
+"""The audit's answers: the JSON document of docs/reference.md, a table for a person, an exit code.
 
 Pure: functions of a fleet ledger and the current time.
 """
@@ -38,7 +38,7 @@ def gateway_doc(led: GatewayLedger, now_ms: int) -> dict[str, Any]:
 
 
 def fleet_doc(fleet: Fleet, now_ms: int) -> dict[str, Any]:
-    """``{"gateways": [...]}`` as SPEC.md defines it, plus the count of unusable messages."""
+    """``{"gateways": [...]}`` as docs/reference.md has it, plus the count of unusable messages."""
     return {
         "gateways": [gateway_doc(fleet.gateways[g], now_ms) for g in sorted(fleet.gateways)],
         "rejected_messages": fleet.rejected,

@@ -97,6 +97,7 @@ from gateway.errors import (
 )
 from gateway.model import AlarmEvent, BufferStats, Gap, GapReason, Lane, Sample, StoredItem
 from gateway.model import now_ms as model_now_ms
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,11 @@ class _CommitTransaction:
                         f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", self.runs
                     )
                     deleted[lane] = cursor.rowcount
+            if self.alarms:  # each rule's state goes with its event: restored together
+                conn.executemany(
+                    "INSERT OR REPLACE INTO alarm_state (alarm, state, ts_ms) VALUES (?,?,?)",
+                    [(row[3], row[4], row[1]) for row in self.alarms],
+                )
             if self.meta:
                 conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
             conn.execute("COMMIT")
@@ -183,6 +189,7 @@ class Buffer:
         evict_chunk_rows: int = 10_000,
         ack_linger_s: float = 1.0,
         tail_max_items: int = 2000,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.path = Path(path)
         self.seq_path = self.path.with_name(self.path.name + ".seq")
@@ -208,7 +215,7 @@ class Buffer:
             chunk_rows=evict_chunk_rows,
             now_ms=now_ms,
             held=lambda: (self._stats.samples, self._stats.alarms),
-            before_delete=self._apply_acks,
+            before_delete=self._acks_before_evict,
             atomic=self._atomic,
             on_evicted=self._after_evict,
         )
@@ -223,6 +230,7 @@ class Buffer:
         self._wake = asyncio.Event()
         self._seq_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = supervisor or Supervisor()
         self._last_seq = 0  # highest seq handed out
         self._settled = 0  # every seq up to it is committed or was acknowledged (meta.last_seq)
         self._reserved = 0
@@ -233,6 +241,7 @@ class Buffer:
         self._exposure: seqfile.ExposureMark | None = None
         self._max_stored_ms = 0
         self._stats = BufferStats()
+        self._alarm_states: dict[str, str] = {}  # alarm name -> "raised" | "cleared"
         self._dropping = False
         self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
         self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
@@ -256,9 +265,14 @@ class Buffer:
             except BufferStoreError as exc:
                 self._record_error(exc)
                 log.error("buffer %s unusable, will keep retrying: %s", self.path, exc)  # noqa: TRY400
+        # the buffer outlives the daemon's pipeline, so it owns its tasks; the supervisor
+        # logs, counts and restarts them (their exceptions are never left unread)
+        run = self._supervisor.run
         self._tasks = [
-            asyncio.create_task(self._commit_loop(), name="buffer-commit"),
-            asyncio.create_task(self._maintenance_loop(), name="buffer-maintenance"),
+            asyncio.create_task(run("buffer-commit", self._commit_loop), name="buffer-commit"),
+            asyncio.create_task(
+                run("buffer-maintenance", self._maintenance_loop), name="buffer-maintenance"
+            ),
         ]
         return self
 
@@ -297,9 +311,7 @@ class Buffer:
 
     async def _close(self, *, clean: bool) -> None:
         db, self._db = self._db, None
-        if self._exposure is not None:
-            self._exposure.close()
-            self._exposure = None
+        self._swap_exposure(None)
         if db is None:
             return
         try:
@@ -366,9 +378,7 @@ class Buffer:
             await db.close()
             raise
         self._db = db
-        if self._exposure is not None:
-            self._exposure.close()
-        self._exposure = exposure
+        self._swap_exposure(exposure)
         self._settled = start.last_seq
         self._last_seq = max(self._last_seq, start.last_seq)
         self._reset_tail()
@@ -381,9 +391,20 @@ class Buffer:
         for first, to, reason in start.gaps:
             log.warning("buffer: seqs %d..%d recorded as a %s gap", first, to, reason)
         await self._init_stats()
+        if not self._opened:
+            await self._load_alarm_states(db)
         self._stats.last_seq = self._last_seq
         self._opened = True
         self._set_writable()
+
+    def _swap_exposure(self, mark: seqfile.ExposureMark | None) -> None:
+        if self._exposure is not None:
+            self._exposure.close()
+        self._exposure = mark
+
+    async def _load_alarm_states(self, db: aiosqlite.Connection) -> None:
+        rows = await db.execute_fetchall("SELECT alarm, state FROM alarm_state")
+        self._alarm_states = dict(rows)  # type: ignore[arg-type]
 
     async def _start_afresh(self, exc: BufferCorruptError) -> tuple[aiosqlite.Connection, bool]:
         try:
@@ -439,7 +460,8 @@ class Buffer:
             "SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM alarms)"
         )
         samples, alarms = next(iter(rows))
-        memory = [*self._unnumbered, *((lane, ts, i) for _, lane, ts, i in self._queue)]
+        numbered = (*(self._batch or ()), *self._queue)
+        memory = [*self._unnumbered, *((lane, ts, i) for _, lane, ts, i in numbered)]
         memory_alarms = sum(1 for lane, _, _ in memory if lane is Lane.ALARM)
         self._stats.samples = int(samples) + int(alarms) + len(memory)
         self._stats.alarms = int(alarms) + memory_alarms
@@ -479,6 +501,9 @@ class Buffer:
         if not self._queue and not self._unnumbered:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
+        for _, _, item in accepted:
+            if isinstance(item, AlarmEvent):
+                self._alarm_states[item.alarm] = item.state
         if self._stats.samples == 0:
             self._stats.oldest_ts = accepted[0][1]
         self._stats.samples += len(accepted)
@@ -504,6 +529,11 @@ class Buffer:
         self._stats.last_seq = self._last_seq = seq
         self._seq_event.set()
         self._seq_event = asyncio.Event()
+
+    def raised_alarms(self) -> set[str]:
+        """The alarms raised by the last event put (or, after a restart, committed) for each:
+        the state a new :class:`~gateway.alarms.AlarmEngine` starts from."""
+        return {alarm for alarm, state in self._alarm_states.items() if state == "raised"}
 
     async def flush(self) -> int:
         """Commit everything held now, acknowledgements included (stops at a write error);
@@ -808,6 +838,14 @@ class Buffer:
             except BufferStoreError as exc:
                 self._record_error(exc)
 
+    async def _acks_before_evict(self) -> None:
+        """Acknowledged rows are not evicted, nor counted as such: delete them first. When that
+        drops the connection, eviction must stop rather than go on with the closed one."""
+        db = self._db
+        await self._apply_acks()
+        if self._db is not db:
+            raise BufferWriteError("the connection was dropped while evicting")
+
     async def pending_gaps(self) -> list[Gap]:
         """Gaps recorded and not yet acknowledged, oldest first."""
         async with self._lock:
@@ -860,6 +898,8 @@ class Buffer:
         except (sqlite3.Error, OSError) as exc:
             await self._maybe_drop_connection(exc)
             self._record_error(store.map_error(exc, "eviction failed"))
+        except BufferStoreError as exc:  # the connection was dropped under it: reopened later
+            self._record_error(exc)
         self._refresh_bytes()
 
     async def _after_evict(self, evicted: Evicted) -> None:
@@ -928,6 +968,7 @@ class Buffer:
         ):
             db, self._db = self._db, None
             self._reset_tail()
+            self._wake.set()  # the commit task reopens it, without waiting for a put
             if db is not None:
                 try:
                     await db.close()

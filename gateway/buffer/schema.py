@@ -10,7 +10,8 @@ History:
 
 - v1 (street-gateway 0.1): ``readings`` and ``alarms``, each row's final JSON in ``body``.
 - v2 (0.2): ``samples`` in a neutral form (:mod:`gateway.buffer.codec`); ``alarms`` as
-  columns. A v0.1 reading becomes a one-value sample with the reading's seq.
+  columns; ``alarm_state``, each rule's last committed state. A v0.1 reading becomes a
+  one-value sample with the reading's seq.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 APPLICATION_ID = 0x53475742  # "SGWB"
 VERSION = 2
-TABLES = {"samples", "alarms", "gaps", "meta"}
+TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state"}
 
 _GAPS = (
     "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
@@ -28,6 +29,12 @@ _GAPS = (
     " created_ms INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0)"
 )
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
+# Each alarm rule's last committed state (raised or cleared), written in the commit of its event,
+# so a restart while raised publishes nothing new (alarms.AlarmEngine starts from it).
+_ALARM_STATE = (
+    "CREATE TABLE alarm_state (alarm TEXT PRIMARY KEY, state TEXT NOT NULL,"
+    " ts_ms INTEGER NOT NULL) WITHOUT ROWID"
+)
 _SAMPLES = (
     "CREATE TABLE samples (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
     " stored_ms INTEGER NOT NULL, device TEXT NOT NULL, vals TEXT NOT NULL,"
@@ -46,6 +53,7 @@ CREATE = [
     _ALARMS,
     _GAPS,
     _META,
+    _ALARM_STATE,
 ]
 
 
@@ -67,6 +75,7 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     )
     conn.execute("DROP TABLE alarms")
     conn.execute("ALTER TABLE alarms_v2 RENAME TO alarms")
+    conn.execute(_ALARM_STATE)  # v0.1 kept alarm state in memory only: nothing to carry over
 
 
 # MIGRATIONS[n] turns a version-n file into version n + 1.

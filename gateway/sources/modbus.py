@@ -183,7 +183,7 @@ class ModbusSource:
         stats = device.stats
         stats.reads_ok += 1
         stats.last_ok_ts = now_ms()
-        if stats.state != "ok":
+        if stats.state in ("failing", "down"):  # not a first success: unknown -> ok
             log.info(
                 "%s (unit %d): answering again after %d failed polls",
                 stats.name,
@@ -213,7 +213,7 @@ class ModbusSource:
                     cap,
                 )
             stats.state = "down"
-        elif stats.state == "ok":
+        elif stats.state in ("unknown", "ok"):
             log.warning("%s (unit %d): poll failed: %s", stats.name, device.config.unit, error)
             stats.state = "failing"
 

@@ -43,7 +43,7 @@ DOWN_AFTER_INTERVALS = 3
 # sensor that garbles every fifth line gives one warning, not two log lines per five.
 CLEAN_AFTER_GOOD_LINES = 5
 CLOSE_TIMEOUT = 2.0
-_RANK: dict[DeviceState, int] = {"ok": 0, "failing": 1, "down": 2}
+_RANK: dict[DeviceState, int] = {"unknown": -1, "ok": 0, "failing": 1, "down": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +358,7 @@ class SerialSensorSource:
             return
         previous, stats.state = stats.state, state
         if state == "ok":
-            log.info("%s: reading again (was %s)", self._config.name, previous)
+            if previous != "unknown":  # a first good line is no recovery
+                log.info("%s: reading again (was %s)", self._config.name, previous)
         else:
             log.warning("%s: %s: %s", self._config.name, state, error)

@@ -296,7 +296,9 @@ class Uplink:
             raise _ConnectFailed(f"cannot connect to {server}: no answer")
         failure = connecting.exception()
         if failure is not None:
-            raise _ConnectFailed(_describe_connect_failure(server, failure)) from failure
+            has_cert = bool(self._config.tls and self._config.tls.cert_file)
+            reason = _describe_connect_failure(server, failure, client_cert=has_cert)
+            raise _ConnectFailed(reason) from failure
         return client
 
     async def _make_client(self, server: str) -> aiomqtt.Client:
@@ -332,7 +334,7 @@ class Uplink:
         # aiomqtt warns above this many pending calls; our window bounds them by design.
         client.pending_calls_threshold = 2 * self._config.max_inflight + 8
         client._client.connect_timeout = self._op_timeout
-        _fail_fast_before_connack(client)
+        _fail_fast_before_connack(client, tls=tls_context is not None)
         return client
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -621,19 +623,24 @@ class Uplink:
                 return
 
 
-def _fail_fast_before_connack(client: aiomqtt.Client) -> None:
-    """A connection closed before CONNACK (a TLS-only port, a broker at its connection limit)
-    fails the connect at once; aiomqtt alone would wait for its timeout (aiomqtt 2.5 ignores a
-    disconnect before CONNACK)."""
+CLOSED_BEFORE_CONNACK = "the connection closed before CONNACK"
+TLS_CLOSED_BEFORE_CONNACK = "the broker closed the TLS session before CONNACK"
+
+
+def _fail_fast_before_connack(client: aiomqtt.Client, *, tls: bool) -> None:
+    """A connection closed before CONNACK (a TLS-only port, a broker at its connection limit, a
+    broker that wants a client certificate) fails the connect at once; aiomqtt alone would wait
+    for its timeout (aiomqtt 2.5 ignores a disconnect before CONNACK)."""
     paho = client._client
     inner = paho.on_disconnect
+    message = TLS_CLOSED_BEFORE_CONNACK if tls else CLOSED_BEFORE_CONNACK
 
     def on_disconnect(*args: Any) -> None:
         if inner is not None:
             inner(*args)
         connected = client._connected
         if not connected.done():
-            connected.set_exception(MqttError("the connection closed before CONNACK"))
+            connected.set_exception(MqttError(message))
 
     paho.on_disconnect = on_disconnect
 
@@ -653,8 +660,17 @@ def _first_reason(group: BaseExceptionGroup[BaseException]) -> str:
     return text
 
 
-def _describe_connect_failure(server: str, exc: BaseException) -> str:
+def _describe_connect_failure(server: str, exc: BaseException, *, client_cert: bool = False) -> str:
     text = str(exc) or type(exc).__name__
+    if text == TLS_CLOSED_BEFORE_CONNACK:
+        # With TLS 1.3 the broker checks the client's certificate after the handshake, so a
+        # missing or refused one shows here only as a closed session (its log says why).
+        question = (
+            "did it refuse the client certificate (uplink.tls.cert_file)?"
+            if client_cert
+            else "does it require a client certificate (uplink.tls.cert_file)?"
+        )
+        return f"TLS failure with {server}: {text}; {question}"
     if isinstance(exc, MqttConnectError):
         rc = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", None)
         reason = str(exc.rc) if exc.rc is not None and not isinstance(exc.rc, int) else text

@@ -40,7 +40,7 @@ BIN = Path(sys.executable).parent
 STREET_GATEWAY = str(BIN / "street-gateway")
 START_TIMEOUT_S = 15.0
 Device = tuple[str, int, str, str]  # name, Modbus unit, sim profile, poll interval
-# Five ten-point cabinets polled every 50 ms: about 1,000 readings a second.
+# Five ten-point cabinets polled every 50 ms: about 100 samples (1,000 point values) a second.
 HEAVY: list[Device] = [(f"cab-{u}", u, "street_cabinet", "50ms") for u in range(1, 6)]
 STOP_GUARD_S = 15.0  # a hang guard for SIGTERM, not a timing assertion (bench/ measures that)
 
@@ -98,7 +98,7 @@ def gateway_config(
             "topic_prefix": PREFIX,
             "keepalive": "2s",
             "reconnect_max": "500ms",
-            "batch": batch or {"max_readings": 200, "max_wait": "50ms"},
+            "batch": batch or {"max_samples": 200, "max_wait": "50ms"},
         },
         "status": {"listen": f"{LOOPBACK}:0"},
         "sources": sources,
@@ -325,10 +325,11 @@ def run_daemon(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunDaemon]:
 
 @dataclass
 class Message:
-    kind: str  # readings | alarms | gaps | status
+    kind: str  # samples | alarms | gaps | status | meta
     data: dict[str, Any]
     retain: bool
     at: float  # time.monotonic() of arrival
+    payload: bytes  # as it crossed the wire (to check how values are written)
 
 
 @dataclass
@@ -342,12 +343,18 @@ class Upstream:
     def of(self, kind: str) -> list[Message]:
         return [m for m in self.messages if m.kind == kind]
 
-    def readings(self) -> list[dict[str, Any]]:
-        return [r for m in self.of("readings") for r in m.data["readings"]]
+    def samples(self) -> list[dict[str, Any]]:
+        """Every sample received (one poll of one device), in arrival order."""
+        return [s for m in self.of("samples") for s in m.data["samples"]]
+
+    def meta(self) -> dict[str, Any] | None:
+        """The last ``meta`` message: units and types of every device's points."""
+        metas = self.of("meta")
+        return metas[-1].data if metas else None
 
     def seq_counts(self) -> Counter[int]:
-        """How many times each seq arrived in readings or alarms."""
-        counts: Counter[int] = Counter(r["seq"] for r in self.readings())
+        """How many times each seq arrived in samples or alarms."""
+        counts: Counter[int] = Counter(s["seq"] for s in self.samples())
         counts.update(m.data["seq"] for m in self.of("alarms"))
         return counts
 
@@ -358,7 +365,7 @@ class Upstream:
         return max([0, *self.seq_counts(), *self.gap_seqs()])
 
     def holes(self) -> list[int]:
-        """Seqs in 1..max neither received (readings, alarms) nor declared lost (gaps)."""
+        """Seqs in 1..max neither received (samples, alarms) nor declared lost (gaps)."""
         covered = set(self.seq_counts()) | self.gap_seqs()
         return [s for s in range(1, self.max_seq() + 1) if s not in covered]
 
@@ -366,10 +373,10 @@ class Upstream:
         return {seq for seq, n in self.seq_counts().items() if n > 1}
 
     def reused_seqs(self) -> set[int]:
-        """Seqs that arrived with different contents: a seq given to two readings."""
+        """Seqs that arrived with different contents: a seq given to two samples."""
         seen: dict[int, dict[str, Any]] = {}
         reused = set()
-        for item in [*self.readings(), *(m.data for m in self.of("alarms"))]:
+        for item in [*self.samples(), *(m.data for m in self.of("alarms"))]:
             if seen.setdefault(item["seq"], item) != item:
                 reused.add(item["seq"])
         return reused
@@ -407,7 +414,9 @@ class Upstream:
         body = message.payload
         assert isinstance(body, bytes)
         kind = str(message.topic).rsplit("/", 1)[-1]
-        self.messages.append(Message(kind, json.loads(body), message.retain, time.monotonic()))
+        self.messages.append(
+            Message(kind, json.loads(body), message.retain, time.monotonic(), body)
+        )
         self._arrived.set()
 
 

@@ -4,8 +4,10 @@ an unsynchronised clock."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,35 @@ MODBUS_DEVICES = [
 NOISE = "noise-1"
 
 
-def _points_by_device(upstream: Upstream) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    found: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in upstream.readings():
-        found[r["device"]][r["point"]].append(r)
+def _points_by_device(upstream: Upstream) -> dict[str, dict[str, list[Any]]]:
+    """device -> point -> every value received for it."""
+    found: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for s in upstream.samples():
+        for point, value in s["values"].items():
+            found[s["device"]][point].append(value)
     return found
+
+
+def _written_values(upstream: Upstream) -> dict[str, dict[str, list[Decimal]]]:
+    """device -> point -> every non-bool number exactly as its JSON text was written."""
+    found: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
+    for message in upstream.of("samples"):
+        data = json.loads(message.payload, parse_float=Decimal, parse_int=Decimal)
+        for s in data["samples"]:
+            for point, value in s["values"].items():
+                if isinstance(value, Decimal):
+                    found[s["device"]][point].append(value)
+    return found
+
+
+def _significant_digits(value: Decimal) -> int:
+    return len(value.normalize().as_tuple().digits)
+
+
+def _decimals(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
 
 
 class _Page(HTMLParser):
@@ -67,7 +93,7 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
-async def test_readings_arrive_with_values_and_units_and_status_shows_every_device(
+async def test_samples_arrive_with_clean_values_meta_has_units_and_status_shows_every_device(
     modbus_sim: ModbusSim,
     serial_sim: SerialSim,
     run_daemon: RunDaemon,
@@ -94,36 +120,66 @@ async def test_readings_arrive_with_values_and_units_and_status_shows_every_devi
         found = _points_by_device(upstream)
         return all(set(points) <= set(found[dev]) for dev, points in expected.items())
 
-    await upstream.wait_until(every_point_seen, 15, "a reading of every point of every device")
+    await upstream.wait_until(every_point_seen, 15, "a sample of every point of every device")
 
-    # Values and units, as configured and as the simulated sensors produce them.
+    # Values, as the simulated sensors produce them: one sample per poll, every point in it.
     elapsed = time.monotonic() - started + 1.0
     found = _points_by_device(upstream)
     for device, profile in ((d, p) for d, _, p, _ in MODBUS_DEVICES):
         for name, spec in expected[device].items():
-            for r in found[device][name]:
-                assert r.get("unit") == spec.get("unit"), r
-                assert "clock" not in r, r
+            for value in found[device][name]:
                 if spec["type"] == "bool":
-                    assert isinstance(r["value"], bool), r
+                    assert isinstance(value, bool), (device, name, value)
                     continue
                 low, high = value_range(profile, name, elapsed)
                 slack = spec.get("scale", 1.0) if spec["type"] != "float32" else 1e-3
-                assert low - slack <= r["value"] <= high + slack, (r, low, high)
-    by_ts: dict[int, dict[str, float]] = defaultdict(dict)
-    for point in ("laeq", "lamax"):
-        for r in found[NOISE][point]:
-            assert r["unit"] == "dBA", r
-            by_ts[r["ts"]][point] = r["value"]
-    for line in by_ts.values():  # one line of the meter: LAmax is LAeq + 2..9 dB
+                assert low - slack <= value <= high + slack, (device, name, value, low, high)
+    samples = upstream.samples()
+    for s in samples:
+        assert "clock" not in s, s
+        assert set(s["values"]) == set(expected[s["device"]]), s  # a whole poll or line
+    # Clean values on the wire: a float32 as the shortest text that reads back as the same
+    # float32 (no binary noise such as 21.299999237060547), a scaled value with only the
+    # decimals its scale has (pm25 at 0.1: one decimal).
+    written = _written_values(upstream)
+    for device, points in expected.items():
+        for name, spec in points.items():
+            if spec.get("type") != "bool":
+                assert written[device][name], f"no value of {device}/{name} checked"
+            for value in written[device][name]:
+                if spec.get("type") == "float32":
+                    assert _significant_digits(value) <= 9, (device, name, value)
+                elif "scale" in spec:
+                    allowed = max(0, round(-math.log10(spec["scale"])))
+                    assert _decimals(value) <= allowed, (device, name, value, spec["scale"])
+    for s in (s for s in samples if s["device"] == NOISE):  # one line: LAmax is LAeq + 2..9 dB
+        line = s["values"]
         assert 35.0 <= line["laeq"] <= 95.0, line
         assert 2.0 - 0.11 <= line["lamax"] - line["laeq"] <= 9.0 + 0.11, line
-    readings = upstream.readings()
-    assert all(r["seq"] > 0 for r in readings)
-    for message in upstream.of("readings"):  # in seq order within a message
-        seqs = [r["seq"] for r in message.data["readings"]]
+    assert all(s["seq"] > 0 for s in samples)
+    for message in upstream.of("samples"):  # in seq order within a message
+        seqs = [s["seq"] for s in message.data["samples"]]
         assert seqs == sorted(seqs)
         assert message.data["gateway"] == "lamppost-e2e"
+
+    # Units and types once, in the retained meta, before the first sample.
+    kinds = [m.kind for m in upstream.messages]
+    assert "meta" in kinds
+    assert kinds.index("meta") < kinds.index("samples")
+    meta = upstream.meta()
+    assert meta is not None
+    assert set(meta["devices"]) == set(expected)
+    for device, points in expected.items():
+        described = meta["devices"][device]["points"]
+        assert set(described) == set(points), device
+        for name, spec in points.items():
+            assert described[name].get("unit") == spec.get("unit"), (device, name)
+            if "type" in spec:
+                assert described[name]["type"] == spec["type"], (device, name)
+    assert meta["devices"]["aq-1"]["source"] == "cabinet-bus"
+    assert meta["devices"]["aq-1"]["kind"] == "modbus-tcp"
+    assert meta["devices"][NOISE]["points"]["laeq"] == {"type": "number", "unit": "dBA"}
+    assert meta["config_digest"] == upstream.last_status()["config_digest"]  # type: ignore[index]
     assert upstream.last_status() is not None
     assert upstream.last_status()["state"] == "online"  # type: ignore[index]
 
@@ -163,7 +219,7 @@ async def test_readings_arrive_with_values_and_units_and_status_shows_every_devi
     assert json.loads(body)["status"] == "ok"
 
 
-async def test_an_alarm_is_published_with_its_name_and_a_seq_from_the_reading_sequence(
+async def test_an_alarm_is_published_with_its_name_and_a_seq_from_the_sample_sequence(
     modbus_sim: ModbusSim, run_daemon: RunDaemon, upstream: Upstream, tmp_path: Path
 ) -> None:
     devices = [("aq-1", 1, "air_quality", "200ms")]
@@ -182,28 +238,28 @@ async def test_an_alarm_is_published_with_its_name_and_a_seq_from_the_reading_se
     assert alarm["state"] == "raised"
     assert alarm["priority"] == "critical"
 
-    # The reading that raised it was published too, with the same time and value.
+    # The sample that raised it was published too, with the same time and value.
     def trigger() -> list[dict[str, Any]]:
-        return [r for r in upstream.readings() if r["point"] == "pm25" and r["ts"] == alarm["ts"]]
+        return [s for s in upstream.samples() if s["device"] == "aq-1" and s["ts"] == alarm["ts"]]
 
-    await upstream.wait_until(trigger, 5, "the pm25 reading that raised the alarm")
-    assert trigger()[0]["value"] == alarm["value"]
-    # The alarm's seq is one of the gateway's sequence, distinct from every reading's.
-    await upstream.wait_for_seq_above(alarm["seq"] + 10)
-    reading_seqs = {r["seq"] for r in upstream.readings()}
-    assert alarm["seq"] not in reading_seqs
+    await upstream.wait_until(trigger, 5, "the aq-1 sample that raised the alarm")
+    assert trigger()[0]["values"]["pm25"] == alarm["value"]
+    # The alarm's seq is one of the gateway's sequence, distinct from every sample's.
+    await upstream.wait_for_seq_above(alarm["seq"] + 5)
+    sample_seqs = {s["seq"] for s in upstream.samples()}
+    assert alarm["seq"] not in sample_seqs
     assert len(upstream.of("alarms")) == 1  # raised once, the condition still holds
     assert not upstream.holes()
     assert not upstream.of("gaps")
 
 
-async def test_readings_taken_before_clock_sync_are_flagged_and_status_says_so(
+async def test_samples_taken_before_clock_sync_are_flagged_and_status_says_so(
     modbus_sim: ModbusSim, run_daemon: RunDaemon, upstream: Upstream, tmp_path: Path
 ) -> None:
     devices = [("meter-1", 2, "energy_meter", "200ms")]
     config = simulated_bus(modbus_sim, upstream.port, tmp_path, devices)
     daemon = run_daemon(config, env={"STREET_GATEWAY_CLOCK": "unsynced"})
-    await upstream.wait_until(lambda: len(upstream.readings()) >= 8, 10, "readings")
-    assert {r.get("clock") for r in upstream.readings()} == {"unsynced"}
+    await upstream.wait_until(lambda: len(upstream.samples()) >= 3, 10, "samples")
+    assert {s.get("clock") for s in upstream.samples()} == {"unsynced"}
     status = await daemon.status()
     assert status["gateway"]["clock_synced"] is False

@@ -12,7 +12,7 @@ METER: Device = ("meter-1", 2, "energy_meter", "200ms")
 
 
 def _devices_after(upstream: Upstream, seq: int) -> set[str]:
-    return {r["device"] for r in upstream.readings() if r["seq"] > seq}
+    return {s["device"] for s in upstream.samples() if s["seq"] > seq}
 
 
 async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_running(
@@ -20,7 +20,7 @@ async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_runnin
 ) -> None:
     port = modbus_sim([AQ, METER])  # the meter is wired but not configured yet
     daemon = run_daemon(modbus_config(upstream.port, tmp_path, port, [AQ]))
-    await upstream.wait_for_seq_above(20)
+    await upstream.wait_for_seq_above(5)
     assert _devices_after(upstream, 0) == {"aq-1"}
     first_birth = upstream.last_status()
     assert first_birth is not None
@@ -28,7 +28,7 @@ async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_runnin
     daemon.write_config(modbus_config(upstream.port, tmp_path, port, [AQ, METER]))
     daemon.signal(signal.SIGHUP)
     await upstream.wait_until(
-        lambda: "meter-1" in _devices_after(upstream, 0), 10, "readings of the added device"
+        lambda: "meter-1" in _devices_after(upstream, 0), 10, "samples of the added device"
     )
     states = {
         d["name"]: d["state"] for s in (await daemon.status())["sources"] for d in s["devices"]
@@ -44,6 +44,17 @@ async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_runnin
     assert new_birth is not None
     assert new_birth["config_digest"] != first_birth["config_digest"]
     assert new_birth["started"] == first_birth["started"]
+    # The upstream learns the new device's points from the retained meta, re-published.
+    await upstream.wait_until(
+        lambda: set((upstream.meta() or {}).get("devices", {})) == {"aq-1", "meter-1"},
+        5,
+        "a meta naming the added device",
+    )
+    meta = upstream.meta()
+    assert meta is not None
+    assert meta["config_digest"] == new_birth["config_digest"]
+    assert meta["devices"]["meter-1"]["points"]["voltage"] == {"type": "float32", "unit": "V"}
+    metas = len(upstream.of("meta"))
 
     daemon.write_config("gateway: {id: lamppost-e2e\nsources: [\n")  # a half-saved edit
     daemon.signal(signal.SIGHUP)
@@ -57,5 +68,6 @@ async def test_sighup_adds_a_device_and_a_broken_config_keeps_the_old_one_runnin
     assert daemon.proc.poll() is None
     assert str(daemon.config_path) in daemon.log()  # the problem names the file
     assert "YAML syntax error" in daemon.log()
+    assert len(upstream.of("meta")) == metas  # the refused reload told the upstream nothing
     assert not upstream.holes()
     assert not upstream.reused_seqs()
