@@ -192,10 +192,14 @@ def summarise(loaded: LoadedConfig) -> str:
         used = [f"{name} ({', '.join(users[name])})" for name in config.templates if name in users]
         lines.append(f"templates used: {', '.join(used) or 'none'}")
     uplink = config.uplink
-    lines.append(
-        f"uplink: {', '.join(uplink.servers)} as {config.client_id}, "
-        f"topics {uplink.topic_prefix}/{config.gateway.id}/..., qos {uplink.qos}"
-    )
+    topics = f"topics {uplink.topic_prefix}/{config.gateway.id}/..., qos {uplink.qos}"
+    if uplink.format == "sparkplug-b" and uplink.sparkplug is not None:
+        sp = uplink.sparkplug
+        node = sp.edge_node_id or config.gateway.id
+        topics = f"Sparkplug B spBv1.0/{sp.group_id}/+/{node}/..., checkpoints qos {uplink.qos}"
+        if sp.primary_host_id:
+            topics += f", primary host {sp.primary_host_id}"
+    lines.append(f"uplink: {', '.join(uplink.servers)} as {config.client_id}, {topics}")
     lines.append(f"buffer: {config.buffer.path} (max {config.buffer.max_size // 1024**2} MiB)")
     lines.append(f"status: http://{config.status.listen}/")
     return "\n".join(lines)

@@ -158,6 +158,14 @@ class BatchConfig(_Model):
     max_wait: Duration = 0.1
 
 
+class SparkplugConfig(_Model):
+    """``uplink.sparkplug`` (with ``uplink.format: sparkplug-b``); checked in _check_sparkplug."""
+
+    group_id: str
+    edge_node_id: str | None = None  # default: gateway.id
+    primary_host_id: str | None = None  # wait for this host's STATE before births and data
+
+
 class UplinkConfig(_Model):
     servers: Annotated[list[str], Field(min_length=1)]
     client_id: str | None = None  # default: gateway.id
@@ -171,6 +179,8 @@ class UplinkConfig(_Model):
     reconnect_max: Duration = 5.0
     # Messages published and not yet acknowledged; a window lets a backlog drain at link speed.
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = 16
+    format: Literal["json", "sparkplug-b"] = "json"
+    sparkplug: SparkplugConfig | None = None
 
 
 class StatusConfig(_Model):
@@ -1400,7 +1410,52 @@ def _check_uplink(config: Config) -> list[Problem]:
         problems += _check_secret_file(tls.key_file, ("uplink", "tls", "key_file"))
         if (tls.cert_file is None) != (tls.key_file is None):
             problems.append((("uplink", "tls"), "cert_file and key_file go together"))
+    problems += _check_sparkplug(config)
     return problems
+
+
+# -- Sparkplug B (uplink.format: sparkplug-b) -------------------------------------------------
+
+
+def _check_sparkplug(config: Config) -> list[Problem]:
+    uplink, loc = config.uplink, ("uplink", "sparkplug")
+    if uplink.format != "sparkplug-b":
+        return []
+    sp = uplink.sparkplug
+    if sp is None:
+        return [(loc, "uplink.format is sparkplug-b, so uplink.sparkplug.group_id is needed")]
+    problems: list[Problem] = []
+    ids = {"group_id": sp.group_id, "edge_node_id": sp.edge_node_id or config.gateway.id}
+    if sp.primary_host_id is not None:
+        ids["primary_host_id"] = sp.primary_host_id
+    for key, value in ids.items():
+        if not value or set(value) & set("+/#\0"):
+            problems.append(((*loc, key), f"{value!r}: must be non-empty, without + / #"))
+    seen: dict[tuple[str, bool], int] = {}  # one alarm/<device>/<point>/<above|below> metric
+    for i, rule in enumerate(config.alarms):
+        metric = (rule.point, rule.above is not None)
+        if metric in seen:
+            problems.append(
+                (("alarms", i),
+                 f"with sparkplug-b, one alarm per point and direction: alarms[{seen[metric]}] "
+                 f"has {rule.point} {'above' if metric[1] else 'below'} already")
+            )  # fmt: skip
+        seen.setdefault(metric, i)
+    return problems
+
+
+def _sparkplug_warnings(config: Config) -> list[str]:
+    uplink = config.uplink
+    if uplink.format != "sparkplug-b":
+        if uplink.sparkplug is not None:
+            return ["uplink.sparkplug is set but uplink.format is json: it is not used"]
+        return []
+    if uplink.qos == 0:
+        return [
+            "uplink.qos: 0 with sparkplug-b: the checkpoint that acknowledges Sparkplug data goes "
+            "at QoS 0 too, so nothing is acknowledged and delivery is best-effort"
+        ]
+    return []
 
 
 def _check_status(config: Config) -> list[Problem]:
@@ -1464,6 +1519,7 @@ def _warnings(config: Config) -> list[str]:
         warnings.append(
             "uplink.qos: 0 means the broker acknowledges nothing: delivery is best-effort"
         )
+    warnings += _sparkplug_warnings(config)
     if config.uplink.tls is not None and config.uplink.tls.insecure_skip_verify:
         warnings.append("uplink.tls.insecure_skip_verify: the broker's certificate is not checked")
     for i, server in enumerate(config.uplink.servers):

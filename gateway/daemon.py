@@ -33,7 +33,7 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats
+from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats, Value
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
 from gateway.status import SourceView, StatusServer, summary_line
@@ -41,6 +41,8 @@ from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.mqtt import Uplink
+from gateway.uplink.sparkplug.setup import bdseq_file, sparkplug_format
+from gateway.uplink.wire import CurrentValues, WireFormat
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +94,24 @@ class Pipeline:
         return [d for _, _, source in self.sources for d in source.devices]
 
 
-def make_uplink(loaded: LoadedConfig, buffer: Buffer, started_ms: int) -> Uplink:
+def make_uplink(
+    loaded: LoadedConfig, buffer: Buffer, started_ms: int, current_values: CurrentValues
+) -> Uplink:
     config = loaded.config
-    wire_format = JsonFormat(
-        catalog_of(config, loaded.digest),
-        topic_prefix=config.uplink.topic_prefix,
-        qos=config.uplink.qos,
-        version=__version__,
-        started_ms=started_ms,
-    )
+    catalog = catalog_of(config, loaded.digest)
+    wire_format: WireFormat
+    session_counter = None
+    if config.uplink.format == "sparkplug-b":
+        wire_format = sparkplug_format(config, catalog, current_values)
+        session_counter = bdseq_file(buffer.path).advance
+    else:
+        wire_format = JsonFormat(
+            catalog,
+            topic_prefix=config.uplink.topic_prefix,
+            qos=config.uplink.qos,
+            version=__version__,
+            started_ms=started_ms,
+        )
     return Uplink(
         config.uplink,
         gateway_id=config.gateway.id,
@@ -108,6 +119,7 @@ def make_uplink(loaded: LoadedConfig, buffer: Buffer, started_ms: int) -> Uplink
         buffer=buffer,
         password=loaded.mqtt_password,
         wire_format=wire_format,
+        session_counter=session_counter,
     )
 
 
@@ -253,7 +265,7 @@ class Daemon:
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
-        self._uplink = make_uplink(self.loaded, self._buffer, self.started_ms)
+        self._uplink = make_uplink(self.loaded, self._buffer, self.started_ms, self._current_values)
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
     async def _reload_uplink(
@@ -362,6 +374,10 @@ class Daemon:
 
     def _devices(self) -> list[DeviceStats]:
         return self._pipeline.devices() if self._pipeline else []
+
+    def _current_values(self) -> dict[str, dict[str, Value]]:
+        """Each device's last values, for births that carry them (Sparkplug's DBIRTH)."""
+        return {d.name: dict(d.last_values) for d in self._devices()}
 
     def _polling_allowance(self) -> float:
         """Long enough that even a down device (polled once per backoff period) shows a poll."""

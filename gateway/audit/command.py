@@ -16,10 +16,11 @@ from typing import Any
 from gateway.audit.consumer import BrokerOptions, Consumer, client_id_for
 from gateway.audit.ledger import Fleet, merge_fleets
 from gateway.audit.report import exit_code, summary_line, table, to_json
+from gateway.audit.sparkplug import TOPIC_FILTER, SparkplugFleet
 from gateway.audit.store import AuditStateError, AuditStore, default_state_path
 from gateway.config import parse_duration, parse_server, read_secret
 from gateway.errors import ConfigError, UplinkError
-from gateway.model import now_ms
+from gateway.model import format_ago, now_ms
 
 EXIT_USAGE = 2
 
@@ -45,6 +46,13 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         help=f"state file (default {default_state_path()}, from $XDG_STATE_HOME)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("json", "sparkplug-b"),
+        default="json",
+        help="the fleet's uplink.format (default json); sparkplug-b runs as a service, and "
+        "--once then reports from that service's --state",
     )
     parser.add_argument("--once", action="store_true", help="report once the stream settles")
     parser.add_argument("--json", action="store_true", help="print the JSON document")
@@ -79,6 +87,13 @@ def register(sub: Any) -> None:
 def _audit(args: argparse.Namespace) -> int:
     if args.merge:
         return asyncio.run(merge(args.merge, args.json, args.grace))
+    if args.format == "sparkplug-b":
+        if args.group:
+            print("audit: --group: a Sparkplug node's births and data must reach one audit",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        if args.once:  # QoS 0 data are not queued for an absent audit: read the running one's
+            return report_state(args.state or default_state_path(), args)
     if not args.broker:
         print("audit: --broker is required (or --merge STATE...)", file=sys.stderr)
         return EXIT_USAGE
@@ -124,6 +139,32 @@ async def merge(paths: list[Path], as_json: bool, grace: float) -> int:
     return _report(merge_fleets(fleets, now_ms()), as_json, grace)
 
 
+def report_state(state: Path, args: argparse.Namespace) -> int:
+    """``--once --format sparkplug-b``: the report of what the running audit has committed."""
+    if not state.exists():
+        print(
+            f"audit: no audit state at {state}: with sparkplug-b the audit runs as a service "
+            "(street-gateway audit --format sparkplug-b --broker URL --state FILE) and --once "
+            "reads its state",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    written = max(p.stat().st_mtime for p in (state, Path(f"{state}-wal")) if p.exists())
+    print(f"audit: from {state}, written {format_ago(int(written * 1000), now_ms())}",
+          file=sys.stderr)  # fmt: skip
+    return asyncio.run(_report_stored(state, args))
+
+
+async def _report_stored(state: Path, args: argparse.Namespace) -> int:
+    try:
+        async with AuditStore(state, readonly=True) as store:
+            fleet = await store.load("", SparkplugFleet)
+    except AuditStateError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 1
+    return _report(fleet, args.json, args.grace)
+
+
 async def run(args: argparse.Namespace, state: Path, opts: BrokerOptions) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,8 +172,10 @@ async def run(args: argparse.Namespace, state: Path, opts: BrokerOptions) -> int
         loop.add_signal_handler(sig, stop.set)
     try:
         async with AuditStore(state) as store:
-            fleet = await store.load(args.prefix)
-            consumer = Consumer(opts, fleet, store, group=args.group)
+            sparkplug = args.format == "sparkplug-b"
+            fleet = await store.load(args.prefix, SparkplugFleet if sparkplug else Fleet)
+            topics = [TOPIC_FILTER] if sparkplug else None
+            consumer = Consumer(opts, fleet, store, group=args.group, topics=topics)
             if args.once:
                 await consumer.run(stop, settle=args.settle)
                 code = _report(fleet, args.json, args.grace)

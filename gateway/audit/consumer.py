@@ -103,12 +103,14 @@ class Consumer:
         store: AuditStore,
         *,
         group: str | None = None,
+        topics: list[str] | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.opts = opts
         self.fleet = fleet
         self.store = store
         self.group = group
+        self.topics = topics or topic_filters(fleet.prefix, group)  # Sparkplug B: its own
         self.clock_ms = clock_ms
         self.messages_total = 0
         """Messages applied and committed."""
@@ -166,10 +168,10 @@ class Consumer:
         paho.on_message = self._on_message
         self._unacked.clear()  # mids of a lost connection mean nothing on a new one
         async with client:
-            for topic in topic_filters(self.fleet.prefix, self.group):
+            for topic in self.topics:
                 async with asyncio.timeout(CALL_TIMEOUT_S):
                     await client.subscribe(topic, options=SubscribeOptions(qos=1))
-            log.info("subscribed to %s as %s", self.fleet.prefix, self.opts.client_id)
+            log.info("subscribed to %s as %s", " ".join(self.topics), self.opts.client_id)
             self._last_arrival = time.monotonic()
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(self._watch(client), name="audit-mqtt-watch")

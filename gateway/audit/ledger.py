@@ -182,10 +182,18 @@ class Fleet:
         try:
             event = parse_message(self.prefix, topic, payload)
         except RejectedMessage as exc:
-            self.rejected += 1
-            self.last_rejected = f"{topic}: {exc}"
-            self.meta_dirty = True
+            self.reject(topic, exc)
             return False
+        self.record(event, now_ms, retained=retained)
+        return True
+
+    def reject(self, topic: str, exc: RejectedMessage) -> None:
+        self.rejected += 1
+        self.last_rejected = f"{topic}: {exc}"
+        self.meta_dirty = True
+
+    def record(self, event: Event, now_ms: int, *, retained: bool = False) -> None:
+        """Fold one parsed event into its gateway's ledger."""
         led = self.ledger(event.gateway)
         if isinstance(event, Seqs):
             led.receive(event.seqs, now_ms)
@@ -197,7 +205,13 @@ class Fleet:
         if not retained:  # a retained status replayed at subscribe time is not a sighting
             led.last_seen_ts = now_ms
         self.dirty.add(event.gateway)
-        return True
+
+    def extra_meta(self) -> dict[str, str]:
+        """What a wire format's fleet keeps beside the ledgers (saved in the state's meta)."""
+        return {}
+
+    def restore_meta(self, meta: dict[str, str]) -> None:
+        """Take back what :meth:`extra_meta` saved."""
 
 
 def merge_ledgers(parts: list[GatewayLedger], now_ms: int) -> GatewayLedger:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -127,8 +128,8 @@ class AuditStore:
             raise AuditStateError("the audit state is not open")
         return self._db
 
-    async def load(self, prefix: str) -> Fleet:
-        fleet = Fleet(prefix)
+    async def load(self, prefix: str, factory: Callable[[str], Fleet] = Fleet) -> Fleet:
+        fleet = factory(prefix)
         try:
             async with self.db.execute("SELECT * FROM gateway") as cursor:
                 async for row in cursor:
@@ -144,6 +145,7 @@ class AuditStore:
         fleet.prefix = stored_prefix if self.readonly and stored_prefix else prefix
         fleet.rejected = int(meta.get("rejected", "0"))
         fleet.last_rejected = meta.get("last_rejected")
+        fleet.restore_meta(meta)
         return fleet
 
     async def save(self, fleet: Fleet) -> None:
@@ -160,6 +162,7 @@ class AuditStore:
         meta = [("prefix", fleet.prefix), ("rejected", str(fleet.rejected))]
         if fleet.last_rejected is not None:
             meta.append(("last_rejected", fleet.last_rejected))
+        meta += fleet.extra_meta().items()
         try:
             await self.db.executemany(_UPSERT, rows)
             await self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)

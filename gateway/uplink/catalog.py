@@ -16,7 +16,10 @@ def catalog_of(config: Config, config_digest: str) -> Catalog:
             )
             continue
         for device in source.devices:
-            points = {p.name: PointInfo(p.type, p.unit) for p in device.points}
+            points = {
+                p.name: PointInfo(p.type, p.unit, scaled=p.scale != 1 or p.offset != 0)
+                for p in device.points
+            }
             devices.append(
                 DeviceInfo(device.name, source.name, source.kind, device.interval, points)
             )

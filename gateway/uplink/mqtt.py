@@ -9,8 +9,11 @@ What goes on the wire is the business of the one :class:`~gateway.uplink.wire.Wi
 the config names (JSON v2, Sparkplug B); this module only moves its messages. On each
 connection:
 
-* the format's will is set in CONNECT, and its session start (JSON: the retained birth on
-  ``P/G/status`` and ``P/G/meta``) is published before any data;
+* the format's will is set in CONNECT (a :class:`~gateway.uplink.wire.SessionFormat` first
+  takes its durable session number, Sparkplug's bdSeq); its subscriptions are made, then its
+  session start (JSON: the retained birth on ``P/G/status`` and ``P/G/meta``; Sparkplug:
+  NBIRTH and DBIRTHs) is published before any data; a SessionFormat that is not ready yet
+  (Sparkplug waiting for its primary host) holds every data message back until it is;
 * the buffer's ``last_seq`` at that moment is the *boundary*: samples at or below it are the
   backlog and go out marked historical;
 * a window of ``uplink.max_inflight`` messages is kept in flight; which lane fills a free slot
@@ -34,6 +37,7 @@ import logging
 import math
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +51,7 @@ from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats
 from gateway.uplink.backoff import Backoff
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
-from gateway.uplink.wire import Catalog, Outgoing, WireFormat
+from gateway.uplink.wire import Catalog, Outgoing, Reconnect, SessionFormat, WireFormat
 
 log = logging.getLogger(__name__)
 # paho's own lines ("failed to receive on socket: ...") go here, below our state-change lines.
@@ -123,6 +127,7 @@ class Uplink:
         buffer: BufferLike,
         password: str | None,
         wire_format: WireFormat,
+        session_counter: Callable[[], int] | None = None,
         reconnect_min_s: float = 0.1,
         connect_timeout_s: float = 10.0,
     ) -> None:
@@ -132,7 +137,10 @@ class Uplink:
         self._buffer = buffer
         self._password = password
         self._format = wire_format
+        # Blocking, durable (Sparkplug: BdSeqFile.advance): the next session's number.
+        self._session_counter = session_counter
         self._client: aiomqtt.Client | None = None  # while connected, for reconfigure()
+        self._session: _Session | None = None  # ditto, once the session is up
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
         self._keepalive = max(1, round(config.keepalive))
         # Connect (TCP, TLS, CONNACK), birth and goodbye: a broker silent this long is gone.
@@ -175,6 +183,13 @@ class Uplink:
         Publishing that beats reconnecting, which would flap the status to offline.
         """
         messages = self._format.catalog_changed(catalog)
+        session = self._session
+        if session is not None and isinstance(self._format, SessionFormat):
+            # Behind the data messages already built with the old catalog (Sparkplug: their
+            # seqs and aliases come before the new NBIRTH).
+            session.ready.extend(messages)
+            session.poke.set()
+            return
         client = self._client
         if client is None:
             return  # the next connect publishes the session start with the new catalog
@@ -294,6 +309,13 @@ class Uplink:
             if tls_context is None:
                 tls_context = await asyncio.to_thread(self._tls_context)
                 self._tls[server] = tls_context
+        if isinstance(self._format, SessionFormat):
+            if self._session_counter is None:
+                raise UplinkError("this wire format needs a session counter")
+            try:
+                self._format.begin(await asyncio.to_thread(self._session_counter))
+            except UplinkError as exc:  # the bdSeq file cannot be written: retried
+                raise _ConnectFailed(str(exc)) from exc
         will = self._format.will()
         client = aiomqtt.Client(
             host,
@@ -336,10 +358,14 @@ class Uplink:
         graceful = False
         try:
             async with asyncio.timeout(self._op_timeout):
-                for message in self._format.session_start():
-                    await self._send(client, message)
+                # Subscriptions first: Sparkplug answers NCMD (rebirth) from its NBIRTH on.
                 for topic in self._format.subscriptions():
                     await client.subscribe(topic, qos=1)
+                for message in self._format.session_start():
+                    await self._send(client, message)
+            if not await self._until_ready(client):
+                graceful = True  # shutdown while waiting
+                return
             self._client = client
             boundary = self._buffer.last_seq
             self._stats.connected = True
@@ -358,6 +384,7 @@ class Uplink:
                 slots=asyncio.Semaphore(self._config.max_inflight),
                 evicted_seen=_evicted(self._buffer.stats),
             )
+            self._session = session
             graceful = await self._pipeline(session)
         except* (MqttError, TimeoutError, UplinkError, OSError) as group:
             reason = _first_reason(group)
@@ -367,6 +394,7 @@ class Uplink:
             log.error("uplink: the buffer failed (%s); reconnecting", _first_reason(group))  # noqa: TRY400
         finally:
             self._client = None
+            self._session = None
             self._set_disconnected()
             await self._flush_acks()
             await self._close(client, goodbye=graceful)
@@ -409,9 +437,12 @@ class Uplink:
         message iterator ends with an MqttError)."""
         try:
             async for message in session.client.messages:
-                answer = self._format.on_message(str(message.topic), bytes(message.payload))
-                if answer:  # e.g. a rebirth: before anything else that waits
-                    session.ready.extendleft(reversed(answer))
+                try:
+                    answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                except Reconnect as request:
+                    await self._reconnect(session.client, request)
+                if answer:  # e.g. a rebirth: after the messages already built (their seqs)
+                    session.ready.extend(answer)
                     session.poke.set()
         except MqttError as exc:
             reason = str(exc.__cause__ or "connection closed")
@@ -419,6 +450,46 @@ class Uplink:
                 reason = "connection lost"
             raise UplinkError(reason) from exc
         raise UplinkError("connection closed")
+
+    def _ready(self) -> bool:
+        return not isinstance(self._format, SessionFormat) or self._format.ready()
+
+    async def _until_ready(self, client: aiomqtt.Client) -> bool:
+        """Answer subscribed messages until the format is ready (Sparkplug: its primary host's
+        STATE said online and the births went out); False when shutdown came first."""
+        if self._ready():
+            return True
+        log.info("uplink: connected; waiting for the primary host before births and data")
+        messages = client.messages
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._ready():
+                arrival = asyncio.ensure_future(anext(messages))
+                await asyncio.wait({arrival, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not arrival.done():
+                    arrival.cancel()
+                    await asyncio.gather(arrival, return_exceptions=True)
+                    return False
+                message = arrival.result()  # raises MqttError when the link dropped
+                try:
+                    answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                except Reconnect as request:
+                    await self._reconnect(client, request)
+                async with asyncio.timeout(self._op_timeout):
+                    for out in answer:
+                        await self._send(client, out)
+        finally:
+            stopping.cancel()
+        return True
+
+    async def _reconnect(self, client: aiomqtt.Client, request: Reconnect) -> None:
+        """The format asked to end this connection (Sparkplug: its primary host went offline):
+        publish its last words (NDEATH), then raise so the link is closed and made again."""
+        with contextlib.suppress(MqttError, TimeoutError):
+            async with asyncio.timeout(self._op_timeout):
+                for message in request.messages:
+                    await self._send(client, message)
+        raise UplinkError(f"{request.reason}; reconnecting")
 
     # -- the window -----------------------------------------------------------------------
 
@@ -437,6 +508,10 @@ class Uplink:
     async def _next_message(self, session: _Session) -> Outgoing:
         sched = session.scheduler
         while True:
+            if not self._ready():  # Sparkplug: a Reconnect is under way; nothing more goes
+                session.poke.clear()
+                await session.poke.wait()
+                continue
             if session.ready:
                 return session.ready.popleft()
             now = time.monotonic()

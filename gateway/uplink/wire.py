@@ -11,13 +11,17 @@ message reached it.
 The uplink calls, per connection: :meth:`WireFormat.will` (for CONNECT), then publishes
 :meth:`WireFormat.session_start` before any data, then data messages, and on a clean shutdown
 :meth:`WireFormat.goodbye` before DISCONNECT.
+
+Messages must be published in the order the format returned them, across calls (Sparkplug
+numbers each message as it builds it). A format may add the :class:`SessionFormat` extension
+(Sparkplug B: ``bdSeq``, primary host) and raise :class:`Reconnect` from ``on_message``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.model import Gap, StoredItem, Value
 
@@ -44,6 +48,7 @@ class PointInfo:
 
     type: str
     unit: str | None = None
+    scaled: bool = False  # scale or offset set: an integer type's values are not integers
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +110,36 @@ class WireFormat(Protocol):
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         """A reload changed the config; what to publish now, on a live connection."""
         ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Extensions a format may have (Sparkplug B's; the json format has none).
+
+
+@runtime_checkable
+class SessionFormat(Protocol):
+    """A format whose connections are numbered and which may hold data back.
+
+    Per connect the uplink takes the next number from durable storage (for Sparkplug,
+    ``uplink.sparkplug.bdseq.BdSeqFile.advance`` through ``asyncio.to_thread``: persisted
+    before it is used, so a kill -9 never reuses one) and calls :meth:`begin` before
+    :meth:`WireFormat.will`. It subscribes to :meth:`WireFormat.subscriptions` before it
+    publishes :meth:`WireFormat.session_start`, and publishes no data (samples, alarms, gaps)
+    while :meth:`ready` is False; births may then come from :meth:`WireFormat.on_message`
+    (the primary host's STATE said online), and the data follow them.
+    """
+
+    def begin(self, number: int, /) -> None: ...
+
+    def ready(self) -> bool: ...
+
+
+class Reconnect(Exception):  # a request to the uplink, not an error
+    """Raised by :meth:`WireFormat.on_message`: publish ``messages`` (waiting for the QoS 1
+    ones' acknowledgement, bounded in time), disconnect, and connect again after the usual
+    backoff. Nothing is lost: unacknowledged items stay in the buffer."""
+
+    def __init__(self, reason: str, messages: list[Outgoing]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.messages = messages

@@ -1,0 +1,472 @@
+"""Sparkplug B 3.0 edge node: samples, alarms and gaps as Sparkplug messages. Pure: no I/O.
+
+One :class:`SparkplugFormat` per uplink, one Sparkplug *session* per MQTT connection:
+
+* :meth:`begin` takes the connection's ``bdSeq`` (persisted by :mod:`.bdseq` before CONNECT);
+  :meth:`will` is the NDEATH carrying it.
+* births (NBIRTH with seq 0, then one DBIRTH per device) come from :meth:`session_start`, or,
+  with a primary host, from :meth:`on_message` once the host's STATE says online;
+* every DDATA, NDATA and DBIRTH takes the next message ``seq`` (0..255, wrapping) at the moment
+  the format builds it, so the uplink must publish messages in the order they were returned;
+* data go at QoS 0 (the standard); each call's data are followed by one QoS 1 *checkpoint*
+  outside the Sparkplug namespace that carries their seqs (see :mod:`gateway.uplink.wire`).
+
+Aliases are numbered in catalog order (node metrics, then each device's ``sgw/seq`` and
+points), so they are unique across the node and the same for the same catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.model import AlarmEvent, Gap, Sample, StoredItem, Value, now_ms
+from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
+from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "spBv1.0"
+REBIRTH = "Node Control/Rebirth"
+BDSEQ = "bdSeq"
+GAP_METRIC = "sgw/gap"
+SEQ_METRIC = "sgw/seq"
+ALARM_FALLBACK = "sgw/alarm"  # an alarm whose rule left the config (stored before a reload)
+
+# Point type (PointInfo.type) -> (Sparkplug datatype, Payload.Metric value field).
+_INT32 = 0xFFFF_FFFF
+_INT64 = 0xFFFF_FFFF_FFFF_FFFF
+DATATYPES: dict[str, tuple[int, str]] = {
+    "bool": (pb.Boolean, "boolean_value"),
+    "int16": (pb.Int16, "int_value"),
+    "uint16": (pb.UInt16, "int_value"),
+    "int32": (pb.Int32, "int_value"),
+    "uint32": (pb.UInt32, "int_value"),
+    "int64": (pb.Int64, "long_value"),
+    "uint64": (pb.UInt64, "long_value"),
+    "float32": (pb.Float, "float_value"),
+    "float64": (pb.Double, "double_value"),
+    "string": (pb.String, "string_value"),
+    "number": (pb.Double, "double_value"),
+}
+_DOUBLE = (pb.Double, "double_value")
+_FLOAT = (pb.Float, "float_value")
+_FLOAT_FIELDS = frozenset({"float_value", "double_value"})
+_LONG = (pb.Int64, "long_value")
+_ULONG = (pb.UInt64, "long_value")
+_BOOL = (pb.Boolean, "boolean_value")
+_STRING = (pb.String, "string_value")
+_ALARM_NAME = re.compile(r"^([^/]+)/([^/<>]+)([<>])")
+
+
+def datatype_for(point_type: str, *, scaled: bool = False) -> tuple[int, str]:
+    """A point's Sparkplug datatype and value field. A scaled integer is not an integer: a
+    16-bit one is a Float (its value, rounded to the scale's decimals, has at most 7
+    significant digits, which a float32 keeps), a wider one a Double."""
+    found = DATATYPES.get(point_type, _DOUBLE)
+    if scaled and found[1] in ("int_value", "long_value"):
+        return _FLOAT if point_type in ("int16", "uint16") else _DOUBLE
+    return found
+
+
+def alarm_metric(rule_name: str) -> str | None:
+    """``aq-1/pm25>50`` -> ``alarm/aq-1/pm25/above``; None for a name of another shape."""
+    m = _ALARM_NAME.match(rule_name)
+    if m is None:
+        return None
+    return f"alarm/{m[1]}/{m[2]}/{'above' if m[3] == '>' else 'below'}"
+
+
+def _fit(field: str, value: Value) -> Value | None:
+    """``value`` as the metric's ``field`` holds it, or None when it does not fit."""
+    if field == "string_value":
+        return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return None
+    if field == "boolean_value":
+        return bool(value)
+    if field in ("float_value", "double_value"):
+        return float(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    # Signed types travel in the unsigned field as two's complement (as Tahu does).
+    return value & (_INT32 if field == "int_value" else _INT64)
+
+
+def _set_value(metric: pb.Payload.Metric, field: str, value: Value | None) -> bool:
+    """Put ``value`` in the metric's ``field``; False (and is_null) when it does not fit."""
+    fitted = None if value is None else _fit(field, value)
+    if fitted is None:
+        metric.is_null = True
+        return value is None
+    setattr(metric, field, fitted)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    alias: int
+    datatype: int
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    name: str
+    seq_alias: int
+    points: dict[str, _Point]
+
+
+class _Aliases:
+    """Every metric's alias for one catalog, numbered in catalog order."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        n = 0
+
+        def take() -> int:
+            nonlocal n
+            n += 1
+            return n - 1
+
+        self.bdseq = take()
+        self.gap = take()
+        self.node_seq = take()
+        self.alarm_fallback = take()
+        self.alarms: dict[str, tuple[str, int]] = {}  # rule name -> (metric name, alias)
+        for rule in catalog.alarms:
+            metric = alarm_metric(rule)
+            if metric is not None and rule not in self.alarms:
+                self.alarms[rule] = (metric, take())
+        self.devices: dict[str, _Device] = {}
+        for dev in catalog.devices:
+            seq_alias = take()
+            points = {}
+            for name, info in dev.points.items():
+                datatype, field = datatype_for(info.type, scaled=info.scaled)
+                points[name] = _Point(take(), datatype, field)
+            self.devices[dev.name] = _Device(dev.name, seq_alias, points)
+
+
+class SparkplugFormat:
+    """The ``sparkplug-b`` :class:`gateway.uplink.wire.WireFormat`, with the extensions that
+    format defines there: :meth:`begin`, :meth:`ready` and :class:`Reconnect`."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        group_id: str,
+        edge_node_id: str,
+        topic_prefix: str,
+        current_values: CurrentValues,
+        primary_host_id: str | None = None,
+        checkpoint_qos: int = 1,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.group_id = group_id
+        self.edge_node_id = edge_node_id
+        self.primary_host_id = primary_host_id
+        self._current = current_values
+        self._clock = clock_ms
+        self._checkpoint_qos = checkpoint_qos
+        node = f"{NAMESPACE}/{group_id}"
+        self.topic_nbirth = f"{node}/NBIRTH/{edge_node_id}"
+        self.topic_ndeath = f"{node}/NDEATH/{edge_node_id}"
+        self.topic_ndata = f"{node}/NDATA/{edge_node_id}"
+        self.topic_ncmd = f"{node}/NCMD/{edge_node_id}"
+        self.topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
+        self._topic_prefix = topic_prefix
+        self._aliases = _Aliases(catalog)
+        self.topic_checkpoint = f"{topic_prefix}/{catalog.gateway_id}/checkpoint"
+        self.bd_seq = 0
+        self._seq = 0  # the next message's seq
+        self._born = False
+        self._host_online = False
+        self._host_ts: int | None = None  # the last STATE timestamp accepted (kept across sessions)
+        self._last_seq: dict[str, int] = {}  # device -> last sgw/seq sent, for its DBIRTH
+        self._alarm_state: dict[str, str] = {}  # rule name -> raised/cleared, for NBIRTH
+        self._warned: set[str] = set()
+
+    # -- the session ---------------------------------------------------------------------
+
+    def begin(self, bd_seq: int, /) -> None:
+        """A new connection with this bdSeq (0..255); call before :meth:`will`."""
+        if not 0 <= bd_seq <= 255:
+            raise ValueError(f"bdSeq {bd_seq} is not in 0..255")
+        self.bd_seq = bd_seq
+        self._born = False
+        self._host_online = False  # the retained STATE comes again on the new connection
+
+    def ready(self) -> bool:
+        """May data flow now? Only after this session's births went out."""
+        return self._born
+
+    def will(self) -> Outgoing:
+        return Outgoing(self.topic_ndeath, self._death(), qos=1)
+
+    def session_start(self) -> list[Outgoing]:
+        if self.primary_host_id is not None and not self._host_online:
+            return []  # births wait for the primary host (on_message)
+        return self._births()
+
+    def goodbye(self) -> list[Outgoing]:
+        self._born = False
+        return [Outgoing(self.topic_ndeath, self._death(), qos=1)]
+
+    def subscriptions(self) -> list[str]:
+        topics = [self.topic_ncmd]
+        if self.topic_state is not None:
+            topics.append(self.topic_state)
+        return topics
+
+    def on_message(self, topic: str, payload: bytes) -> list[Outgoing]:
+        if topic == self.topic_ncmd:
+            return self._command(payload)
+        if topic == self.topic_state:
+            return self._state(payload)
+        return []
+
+    def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
+        self._aliases = _Aliases(catalog)
+        self.topic_checkpoint = f"{self._topic_prefix}/{catalog.gateway_id}/checkpoint"
+        return self._births() if self._born else []
+
+    # -- data ----------------------------------------------------------------------------
+
+    def samples(self, items: Sequence[StoredItem], *, historical: bool) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        devices = self._aliases.devices
+        for seq, _lane, _ts, item in items:
+            if not isinstance(item, Sample):
+                continue
+            dev = devices.get(item.device)
+            payload = pb.Payload()
+            ts = item.ts_ms
+            if dev is None:  # stored before a reload removed its device: keep the seq
+                self._warn(item.device, "is not in the config: its sample's values are dropped")
+                self._seq_metric(payload, self._aliases.node_seq, seq, ts, historical)
+                out.append(self._data(self.topic_ndata, payload))
+                continue
+            self._seq_metric(payload, dev.seq_alias, seq, ts, historical)
+            points = dev.points
+            add = payload.metrics.add
+            for name, value in item.values.items():
+                point = points.get(name)
+                if point is None:
+                    self._warn(
+                        f"{item.device}/{name}", "is not in the config: its value is dropped"
+                    )
+                    continue
+                m = add()
+                m.alias = point.alias
+                m.timestamp = ts
+                if historical:
+                    m.is_historical = True
+                field = point.field
+                # The common cases first (a backlog drain encodes millions): a float in a
+                # float field, an int in an unsigned one.
+                if type(value) is float and field in _FLOAT_FIELDS:
+                    setattr(m, field, value)
+                elif type(value) is int and field == "int_value" and 0 <= value <= _INT32:
+                    m.int_value = value
+                elif not _set_value(m, field, value):
+                    self._warn(f"{item.device}/{name}", f"value {value!r} does not fit its type")
+            self._last_seq[item.device] = seq
+            out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
+                                  f"{item.device}", payload))  # fmt: skip
+        seqs = tuple(i.seq for i in items)
+        if seqs:
+            out.append(self._checkpoint(max(seqs), seqs=seqs, samples=len(seqs)))
+        return out
+
+    def alarm(self, item: StoredItem) -> list[Outgoing]:
+        event = item.item
+        if not isinstance(event, AlarmEvent):
+            return []
+        payload = pb.Payload()
+        m = payload.metrics.add()
+        found = self._aliases.alarms.get(event.alarm)
+        if found is None:
+            m.alias = self._aliases.alarm_fallback
+            m.string_value = f"{event.alarm} {event.state}"
+        else:
+            m.alias = found[1]
+            m.string_value = event.state
+            self._alarm_state[event.alarm] = event.state
+        m.timestamp = event.ts_ms
+        props = m.properties
+        for key, kind, field, value in (
+            ("seq", pb.UInt64, "long_value", item.seq),
+            ("value", pb.Double, "double_value", event.value),
+            ("priority", pb.String, "string_value", event.priority),
+        ):
+            props.keys.append(key)
+            pv = props.values.add()
+            pv.type = kind
+            setattr(pv, field, value)
+        return [
+            self._data(self.topic_ndata, payload),
+            self._checkpoint(item.seq, seqs=(item.seq,), alarms=1),
+        ]
+
+    def gap(self, gap: Gap) -> list[Outgoing]:
+        payload = pb.Payload()
+        m = payload.metrics.add()
+        m.alias = self._aliases.gap
+        m.timestamp = self._clock()
+        m.string_value = f"{gap.from_seq}-{gap.to_seq}:{gap.reason}"
+        return [
+            self._data(self.topic_ndata, payload),
+            self._checkpoint(gap.to_seq, gap_ids=(gap.gap_id,)),
+        ]
+
+    # -- building blocks -----------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFF
+        return seq
+
+    def _data(self, topic: str, payload: pb.Payload) -> Outgoing:
+        payload.timestamp = self._clock()
+        payload.seq = self._next_seq()
+        return Outgoing(topic, payload.SerializeToString(), qos=0)
+
+    def _checkpoint(
+        self,
+        high: int,
+        *,
+        seqs: tuple[int, ...] = (),
+        samples: int = 0,
+        alarms: int = 0,
+        gap_ids: tuple[int, ...] = (),
+    ) -> Outgoing:
+        return Outgoing(
+            self.topic_checkpoint,
+            str(high).encode(),
+            qos=self._checkpoint_qos,
+            seqs=seqs,
+            samples=samples,
+            alarms=alarms,
+            gap_ids=gap_ids,
+        )
+
+    @staticmethod
+    def _seq_metric(payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool) -> None:
+        m = payload.metrics.add()
+        m.alias = alias
+        m.timestamp = ts
+        m.long_value = seq
+        if historical:
+            m.is_historical = True
+
+    def _death(self) -> bytes:
+        payload = pb.Payload()
+        payload.timestamp = self._clock()
+        m = payload.metrics.add()
+        m.name = BDSEQ
+        m.timestamp = payload.timestamp
+        m.datatype = pb.Int64
+        m.long_value = self.bd_seq
+        return payload.SerializeToString()
+
+    def _births(self) -> list[Outgoing]:
+        """NBIRTH (seq 0, this session's bdSeq) and every DBIRTH; data may flow after them."""
+        now = self._clock()
+        aliases = self._aliases
+        self._seq = 0
+        node = pb.Payload()
+
+        def metric(
+            payload: pb.Payload,
+            name: str,
+            alias: int | None,
+            kind: tuple[int, str],
+            value: Value | None,
+        ) -> None:
+            m = payload.metrics.add()
+            m.name = name
+            if alias is not None:
+                m.alias = alias
+            m.timestamp = now
+            m.datatype = kind[0]
+            _set_value(m, kind[1], value)
+
+        metric(node, BDSEQ, aliases.bdseq, _LONG, self.bd_seq)
+        metric(node, REBIRTH, None, _BOOL, False)  # no alias: the standard says so
+        metric(node, GAP_METRIC, aliases.gap, _STRING, None)
+        metric(node, SEQ_METRIC, aliases.node_seq, _ULONG, None)
+        metric(node, ALARM_FALLBACK, aliases.alarm_fallback, _STRING, None)
+        for rule, (name, alias) in aliases.alarms.items():
+            metric(node, name, alias, _STRING, self._alarm_state.get(rule))
+        out = [self._birth(self.topic_nbirth, node, now)]
+        current = self._current()
+        for dev in aliases.devices.values():
+            payload = pb.Payload()
+            metric(payload, SEQ_METRIC, dev.seq_alias, _ULONG, self._last_seq.get(dev.name))
+            values = current.get(dev.name, {})
+            for name, point in dev.points.items():
+                metric(payload, name, point.alias, (point.datatype, point.field), values.get(name))
+            topic = f"{NAMESPACE}/{self.group_id}/DBIRTH/{self.edge_node_id}/{dev.name}"
+            out.append(self._birth(topic, payload, now))
+        self._born = True
+        return out
+
+    def _birth(self, topic: str, payload: pb.Payload, now: int) -> Outgoing:
+        payload.timestamp = now
+        payload.seq = self._next_seq()
+        return Outgoing(topic, payload.SerializeToString(), qos=0)
+
+    def _command(self, data: bytes) -> list[Outgoing]:
+        payload = pb.Payload()
+        try:
+            payload.ParseFromString(data)
+        except Exception:  # protobuf's DecodeError; a bad command must not end the uplink
+            log.warning("NCMD: not a Sparkplug B payload (%d bytes); ignored", len(data))
+            return []
+        for m in payload.metrics:
+            if m.name == REBIRTH and m.WhichOneof("value") == "boolean_value" and m.boolean_value:
+                if not self._born:
+                    return []  # births follow anyway once the session may start
+                log.info("rebirth requested: NBIRTH (bdSeq %d) and every DBIRTH again", self.bd_seq)
+                return self._births()
+        return []
+
+    def _state(self, data: bytes) -> list[Outgoing]:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        online = doc.get("online") if isinstance(doc, dict) else None
+        ts = doc.get("timestamp") if isinstance(doc, dict) else None
+        if not isinstance(online, bool) or not isinstance(ts, int) or isinstance(ts, bool):
+            log.warning("%s: not a Sparkplug 3.0 STATE payload; ignored", self.topic_state)
+            return []
+        if self._host_ts is not None and ts < self._host_ts:
+            return []  # about an older session of the host
+        self._host_ts = ts
+        if online:
+            self._host_online = True
+            if self._born:
+                return []
+            log.info("primary host %s is online: births", self.primary_host_id)
+            return self._births()
+        self._host_online = False
+        if not self._born:
+            return []
+        self._born = False
+        log.warning("primary host %s went offline: NDEATH and reconnect", self.primary_host_id)
+        raise Reconnect(
+            f"primary host {self.primary_host_id} is offline",
+            [Outgoing(self.topic_ndeath, self._death(), qos=1)],
+        )
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("sparkplug: %s %s", key, message)
