@@ -135,6 +135,18 @@ class Gap:
     reason: GapReason
 
 
+class StatusEvent(NamedTuple):
+    """Something that happened, for the status page's timeline: one per state change.
+
+    ``kind`` is one of docs/reference.md's event kinds (``start``, ``link_down``, ...);
+    ``fields`` holds what goes with it (``{"server": ...}``, ``{"outage_s": 62.4}``)."""
+
+    ts_ms: int
+    kind: str
+    message: str
+    fields: dict[str, Any]
+
+
 # ---------------------------------------------------------------------------------------------
 # Live figures. Each component owns and updates its own; status and metrics only read them.
 

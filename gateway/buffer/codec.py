@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-from gateway.model import AlarmEvent, Sample, Value
+from gateway.model import AlarmEvent, Sample, StatusEvent, Value
 
 FLAG_CLOCK_UNSYNCED = 1
 
@@ -41,6 +41,17 @@ def problem(item: Sample | AlarmEvent) -> str | None:
         elif kind not in _VALUE_TYPES or not isinstance(name, str):
             return f"{name!r} has a value of type {kind.__name__}"
     return None
+
+
+EventRow = tuple[int, str, str, str]  # ts_ms, kind, message, fields (JSON)
+
+
+def event_row(event: StatusEvent) -> EventRow:
+    return (event.ts_ms, event.kind, event.message, _encode(event.fields))
+
+
+def event_from_row(ts_ms: int, kind: str, message: str, fields: str) -> StatusEvent:
+    return StatusEvent(ts_ms, kind, message, _decode(fields))
 
 
 def sample_row(seq: int, stored_ms: int, sample: Sample) -> SampleRow:

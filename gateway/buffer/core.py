@@ -95,13 +95,24 @@ from gateway.errors import (
     BufferStoreError,
     BufferWriteError,
 )
-from gateway.model import AlarmEvent, BufferStats, Gap, GapReason, Lane, Sample, StoredItem
+from gateway.model import (
+    AlarmEvent,
+    BufferStats,
+    Gap,
+    GapReason,
+    Lane,
+    Sample,
+    StatusEvent,
+    StoredItem,
+)
 from gateway.model import now_ms as model_now_ms
 from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 MAX_SEQ = 2**63 - 1
+EVENTS_MAX = 500
+EVENTS_SPAN_MS = 86_400_000
 _TABLE = {Lane.ALARM: "alarms", Lane.SAMPLE: "samples"}
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
@@ -129,6 +140,8 @@ class _CommitTransaction:
     runs: list[Run]
     delete_alarms: bool  # False when no alarm row can be among the acknowledged
     meta: list[tuple[int, str]]
+    events: list[codec.EventRow]
+    events_since_ms: int  # older events are deleted (the newest EVENTS_MAX are kept)
 
     def __call__(self, conn: sqlite3.Connection) -> dict[Lane, int]:
         deleted = dict.fromkeys(Lane, 0)
@@ -159,6 +172,16 @@ class _CommitTransaction:
                 )
             if self.meta:
                 conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
+            if self.events:
+                conn.executemany(
+                    "INSERT INTO events (ts_ms, kind, message, fields) VALUES (?,?,?,?)",
+                    self.events,
+                )
+                conn.execute(
+                    "DELETE FROM events WHERE ts_ms < ? OR event_id <= (SELECT max(event_id)"
+                    " FROM events) - ?",
+                    (self.events_since_ms, EVENTS_MAX),
+                )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -242,6 +265,9 @@ class Buffer:
         self._max_stored_ms = 0
         self._stats = BufferStats()
         self._alarm_states: dict[str, str] = {}  # alarm name -> "raised" | "cleared"
+        self._events: deque[StatusEvent] = deque(maxlen=EVENTS_MAX)  # newest last
+        self._events_unwritten: list[StatusEvent] = []
+        self.previous_run: Literal["clean", "crash"] | None = None  # None: a new buffer
         self._dropping = False
         self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
         self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
@@ -392,7 +418,7 @@ class Buffer:
             log.warning("buffer: seqs %d..%d recorded as a %s gap", first, to, reason)
         await self._init_stats()
         if not self._opened:
-            await self._load_alarm_states(db)
+            await self._load_history(db, state)
         self._stats.last_seq = self._last_seq
         self._opened = True
         self._set_writable()
@@ -402,9 +428,21 @@ class Buffer:
             self._exposure.close()
         self._exposure = mark
 
-    async def _load_alarm_states(self, db: aiosqlite.Connection) -> None:
+    async def _load_history(self, db: aiosqlite.Connection, state: seqfile.SeqState | None) -> None:
+        """At the first open: the alarms' states, the last day's events, how the last run
+        ended (the seq file's clean-shutdown mark)."""
         rows = await db.execute_fetchall("SELECT alarm, state FROM alarm_state")
         self._alarm_states = dict(rows)  # type: ignore[arg-type]
+        if state is not None:
+            self.previous_run = "clean" if state.clean is not None else "crash"
+        since = self._now_ms() - EVENTS_SPAN_MS
+        rows = await db.execute_fetchall(
+            "SELECT ts_ms, kind, message, fields FROM events WHERE ts_ms >= ?"
+            " ORDER BY event_id DESC LIMIT ?",
+            (since, EVENTS_MAX),
+        )
+        loaded = [codec.event_from_row(*row) for row in rows]
+        self._events.extendleft(loaded)  # newest first in the rows: oldest ends up first
 
     async def _start_afresh(self, exc: BufferCorruptError) -> tuple[aiosqlite.Connection, bool]:
         try:
@@ -530,6 +568,20 @@ class Buffer:
         self._seq_event.set()
         self._seq_event = asyncio.Event()
 
+    def record_event(self, event: StatusEvent) -> None:
+        """Keep an event for the status page: at once in memory, and on disk with the next
+        commit (within ``ack_linger_s`` when no data comes). Never blocks, never raises."""
+        self._events.append(event)
+        if not self._events_unwritten and not self._uncommitted():
+            self._first_ack_t = time.monotonic()
+        self._events_unwritten.append(event)
+        self._wake.set()
+
+    def events(self) -> list[StatusEvent]:
+        """The last day's events, newest first (at most 500)."""
+        since = self._now_ms() - EVENTS_SPAN_MS
+        return [e for e in reversed(self._events) if e.ts_ms >= since]
+
     def raised_alarms(self) -> set[str]:
         """The alarms raised by the last event put (or, after a restart, committed) for each:
         the state a new :class:`~gateway.alarms.AlarmEngine` starts from."""
@@ -561,6 +613,7 @@ class Buffer:
             or self._queue
             or self._batch
             or self._ack_runs
+            or self._events_unwritten
             or self._settled < self._last_seq
         )
 
@@ -568,7 +621,7 @@ class Buffer:
         """When the next commit should start (monotonic), or None when nothing waits for one."""
         if self._queue or self._batch or self._unnumbered:
             return self._first_put_t + self._linger_s
-        if self._ack_runs or self._settled < self._last_seq:
+        if self._ack_runs or self._events_unwritten or self._settled < self._last_seq:
             return self._first_ack_t + self._ack_linger_s
         return None
 
@@ -613,7 +666,12 @@ class Buffer:
             if self._queue and self._batch is None:
                 n = min(len(self._queue), self._commit_max_rows)
                 self._batch = [self._queue.popleft() for _ in range(n)]
-            if self._batch or self._ack_runs or self._settled < self._last_seq:
+            if (
+                self._batch
+                or self._ack_runs
+                or self._events_unwritten
+                or (self._settled < self._last_seq)
+            ):
                 batch = self._batch or []
                 await self._atomic(lambda: self._commit_batch(batch))
         except BufferNewerError:
@@ -641,6 +699,7 @@ class Buffer:
                 return
         runs, self._ack_runs = self._ack_runs, []
         counted, self._ack_counted = self._ack_counted, dict.fromkeys(Lane, 0)
+        events, self._events_unwritten = self._events_unwritten, []
         try:
             stored = max(self._now_ms(), self._max_stored_ms)
             samples = [
@@ -659,10 +718,13 @@ class Buffer:
                 runs,
                 delete_alarms=bool(self._stats.alarms or counted[Lane.ALARM]),
                 meta=[(settled, "last_seq"), (stored, "max_stored_ms")],
+                events=[codec.event_row(event) for event in events],
+                events_since_ms=self._now_ms() - EVENTS_SPAN_MS,
             )
             deleted = await store.on_connection_thread(db, transaction)
         except BaseException as exc:
             self._ack_runs = merge_runs(runs + self._ack_runs)  # deleted by a later commit
+            self._events_unwritten[:0] = events
             for lane in Lane:
                 self._ack_counted[lane] += counted[lane]
             if isinstance(exc, sqlite3.Error | OSError):

@@ -10,8 +10,8 @@ History:
 
 - v1 (street-gateway 0.1): ``readings`` and ``alarms``, each row's final JSON in ``body``.
 - v2 (0.2): ``samples`` in a neutral form (:mod:`gateway.buffer.codec`); ``alarms`` as
-  columns; ``alarm_state``, each rule's last committed state. A v0.1 reading becomes a
-  one-value sample with the reading's seq.
+  columns; ``alarm_state``, each rule's last committed state; ``events``, the last day's. A
+  v0.1 reading becomes a one-value sample with the reading's seq.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 APPLICATION_ID = 0x53475742  # "SGWB"
 VERSION = 2
-TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state"}
+TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state", "events"}
 
 _GAPS = (
     "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
@@ -46,6 +46,13 @@ _ALARMS = (
     " value REAL NOT NULL, priority TEXT NOT NULL)"
 )
 
+# What happened (the status page's timeline): the last day, at most EVENTS_MAX rows, written in
+# the commits of the data (buffer/core.py), so it costs no fsync of its own.
+_EVENTS = (
+    "CREATE TABLE events (event_id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
+    " kind TEXT NOT NULL, message TEXT NOT NULL, fields TEXT NOT NULL)"
+)
+
 CREATE = [
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {VERSION}",
@@ -54,6 +61,7 @@ CREATE = [
     _GAPS,
     _META,
     _ALARM_STATE,
+    _EVENTS,
 ]
 
 
@@ -76,6 +84,7 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE alarms")
     conn.execute("ALTER TABLE alarms_v2 RENAME TO alarms")
     conn.execute(_ALARM_STATE)  # v0.1 kept alarm state in memory only: nothing to carry over
+    conn.execute(_EVENTS)
 
 
 # MIGRATIONS[n] turns a version-n file into version n + 1.
