@@ -324,7 +324,7 @@ def installed(box: Container) -> Container:
 # What the README promises
 
 STATUS_LINE = re.compile(
-    r"^(0 of 4 devices answered yet|(DEGRADED: )?4 devices: 0 ok, \d failing, \d down"
+    r"^(0 of \d+ devices answered yet|(DEGRADED: )?\d+ devices: 0 ok, \d failing, \d down"
     r"(, \d not answered yet)?); uplink down, backlog \d+, published 0$"
 )
 
@@ -340,12 +340,12 @@ def test_the_service_is_ready_and_its_status_line_never_calls_a_device_ok(
         text = installed.show("StatusText")["StatusText"]
         if not seen or seen[-1] != text:
             seen.append(text)
-        return text.startswith("DEGRADED: 4 devices: 0 ok")
+        return re.match(r"DEGRADED: \d+ devices: 0 ok", text) is not None
 
     installed.wait("STATUS= turns DEGRADED", degraded, within_s=30)
     assert all(STATUS_LINE.match(text) for text in seen), seen
     journal = installed.journal()
-    assert "street-gateway 0.1.0 started as lamppost-0421" in journal
+    assert re.search(r"street-gateway \S+ started as lamppost-0421", journal)
     assert "noise-1: down: cannot open /dev/ttyAMA0" in journal
     assert "energy-1 (unit 1): poll failed" in journal
     assert "Traceback" not in journal
