@@ -57,6 +57,22 @@ def test_a_live_sample_goes_at_once_while_nothing_is_in_flight() -> None:
     assert s.next(1.0, idle=True) == Wait(30.0)  # and nothing is picked twice
 
 
+def test_with_an_idle_linger_a_poll_cycle_shares_one_message() -> None:
+    s = LaneScheduler(
+        boundary=0, batch_size=100, max_wait_s=0.1, idle_linger_s=0.02, alarm_fetch=8, now=0.0
+    )
+    drain_alarms_and_gaps(s)
+    s.committed(1, now=1.0)  # the first device of the bus answered
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=1, now=1.0)
+    assert s.next(1.005, idle=True) == Wait(1.02)  # the rest of the cycle is on its way
+    s.committed(5, now=1.012)
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=5, now=1.012)
+    assert s.next(1.012, idle=True) == Wait(1.02)
+    assert s.next(1.02, idle=True) is Pick.LIVE  # 20 ms after the first: all five go together
+    s.fetched(Pick.LIVE, last_seq=5, count=5, checked_to=5, now=1.02)
+    assert s.next(1.02, idle=True) == Wait(30.0)
+
+
 def test_live_waits_for_max_wait_or_a_full_batch_while_messages_are_in_flight() -> None:
     s = scheduler(boundary=0)
     drain_alarms_and_gaps(s)

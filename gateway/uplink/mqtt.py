@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 # paho's own lines ("failed to receive on socket: ...") go here, below our state-change lines.
 _paho_log = logging.getLogger(f"{__name__}.paho")
 
+# With the window idle, a live sample waits this long for the rest of its bus's poll cycle (the
+# devices of a bus answer a few ms apart): one message instead of one per device, at ~19 instead
+# of ~26 bytes per point on the benchmark workload (docs/performance.md).
+IDLE_LINGER_S = 0.02
+
 # CONNACK codes that mean the credentials were refused: MQTT 3.1.1 (4, 5) and as paho 2 maps
 # them to MQTT 5 reason codes (134 bad user name or password, 135 not authorized).
 _AUTH_REFUSED = {4, 5, 134, 135}
@@ -378,6 +383,7 @@ class Uplink:
                     boundary=boundary,
                     batch_size=self._config.batch.max_samples,
                     max_wait_s=self._config.batch.max_wait,
+                    idle_linger_s=IDLE_LINGER_S,
                     alarm_fetch=self._config.max_inflight,
                     now=time.monotonic(),
                 ),

@@ -6,8 +6,10 @@ One :class:`LaneScheduler` lives for one connection. At connect the uplink notes
 
 1. **alarms**, whenever a commit may have brought one (so they are drained first on connect);
 2. **gaps**, at connect, when the buffer evicted something, and every ``gaps_every_s``;
-3. **live samples**, at once while nothing is in flight (the window is idle), else once a
-   batch is full or its oldest sample waited ``max_wait_s``;
+3. **live samples**, at once while nothing is in flight (the window is idle) once the first of
+   them waited ``idle_linger_s`` (a few ms: the samples of one poll cycle of a bus come a few ms
+   apart and then share one message), else once a batch is full or its oldest sample waited
+   ``max_wait_s``;
 4. **backlog**, otherwise, so it drains at link speed.
 
 Live and backlog alternate when both are ready, so a backlog delays live samples by at most
@@ -56,6 +58,7 @@ class LaneScheduler:
         boundary: int,
         batch_size: int,
         max_wait_s: float,
+        idle_linger_s: float = 0.0,
         alarm_fetch: int,
         now: float,
         gaps_every_s: float = 30.0,
@@ -63,6 +66,7 @@ class LaneScheduler:
         self.boundary = boundary
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
+        self.idle_linger_s = min(idle_linger_s, max_wait_s)
         self.alarm_fetch = alarm_fetch
         self.gaps_every_s = gaps_every_s
         self.seen = boundary  # highest seq known to be committed
@@ -105,14 +109,16 @@ class LaneScheduler:
             return Pick.BACKLOG
         until = self.gaps_due_at
         if self.live_since is not None:
-            until = min(until, self.live_since + self.max_wait_s)
+            wait = self.idle_linger_s if idle else self.max_wait_s
+            until = min(until, self.live_since + wait)
         return Wait(until)
 
     def _live_ready(self, now: float, idle: bool) -> bool:
         if self.live_since is None:
             return False
+        waited = now - self.live_since
         return (
-            idle
+            (idle and waited >= self.idle_linger_s)
             or self.seen - self.live_after >= self.batch_size
             or now - self.live_since >= self.max_wait_s
         )
