@@ -41,7 +41,6 @@ from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.mqtt import Uplink
-from gateway.uplink.sparkplug.setup import bdseq_file, sparkplug_format
 from gateway.uplink.wire import CurrentValues, WireFormat
 
 log = logging.getLogger(__name__)
@@ -102,6 +101,12 @@ def make_uplink(
     wire_format: WireFormat
     session_counter = None
     if config.uplink.format == "sparkplug-b":
+        # protobuf and the generated schema (~1.5 MB resident) only where Sparkplug is spoken
+        from gateway.uplink.sparkplug.setup import (  # noqa: PLC0415
+            bdseq_file,
+            sparkplug_format,
+        )
+
         wire_format = sparkplug_format(config, catalog, current_values)
         session_counter = bdseq_file(buffer.path).advance
     else:
