@@ -34,6 +34,7 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError, GatewayError
 from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats, Value
+from gateway.report import ReportFilter, rules_for
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
 from gateway.status import SourceView, StatusServer, summary_line
@@ -62,16 +63,31 @@ class Pipeline:
         self.clock = clock
         self.supervisor = supervisor
         self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
+        # report by exception, per device that has any ``report``; the others send everything
+        self.reports: dict[str, ReportFilter] = {}
+        for source in config.sources:
+            for device in source.devices if not isinstance(source, SerialSource) else [source]:
+                rules = rules_for(device)
+                if rules:
+                    self.reports[device.name] = ReportFilter(rules)
         self.sources: list[tuple[str, str, SourceAdapter]] = [
             (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
         ]
 
     def accept(self, sample: Sample) -> None:
-        """The sink every source calls with a poll's sample: flag unsynced time, buffer it,
-        then run the alarm rules."""
+        """The sink every source calls with a poll's sample: flag unsynced time, keep what
+        report by exception sends (a sample left with no value is not stored and takes no seq),
+        then run the alarm rules on every value of the poll."""
         if not self.clock.synced:
             sample = sample._replace(clock_synced=False)
-        self.buffer.put(sample)
+        report = self.reports.get(sample.device)
+        if report is None:
+            self.buffer.put(sample)
+        else:
+            # judged on the samples' own time, as the alarms' hold is
+            values = report(sample.values, sample.ts_ms / 1000)
+            if values:
+                self.buffer.put(sample._replace(values=values))
         for event in self.alarms.observe(sample):
             log.warning(
                 "alarm %s %s (value %s, priority %s)",
