@@ -1,17 +1,24 @@
-"""`street-gateway probe modbus` against simulated units served by a separate process."""
+"""`street-gateway probe modbus` against simulated units served by a separate process, and behind
+a converter passing RTU frames over TCP."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
+import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
+from fake_device import RTU_REQUEST, fake_device
 from support import free_port, stop_process, wait_for_port
 from test_modbus_source import socat_pty_pair
 
 from gateway.cli import main
+from gateway.codec import rtu
 
 
 def _start_sim(*args: str) -> subprocess.Popen[bytes]:
@@ -101,3 +108,44 @@ def test_unreachable_host_and_bad_arguments() -> None:
     assert main(["probe", "modbus", "--host", "127.0.0.1", "--tcp-port", str(port),
                  "--unit", "1", "--read", "holding:0:2", "--timeout", "0.2"]) == 1  # fmt: skip
     assert main(["probe", "modbus", "--host", "127.0.0.1", "--read", "flaot:0:2"]) == 2
+
+
+@pytest.fixture
+def rtu_converter() -> Iterator[int]:
+    """A serial-to-Ethernet converter passing RTU frames, units 2 and 4 behind it (the others
+    silent, as on a real bus), served from a thread because the probe runs its own loop."""
+
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
+        unit, _, address, count = struct.unpack(">BBHH", request[:6])
+        if unit in (2, 4):
+            data = b"".join(struct.pack(">H", 0x4100 + address + i) for i in range(count))
+            writer.write(rtu.with_crc(bytes([unit, 3, len(data)]) + data))
+
+    port: concurrent.futures.Future[int] = concurrent.futures.Future()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with fake_device(reply, RTU_REQUEST) as listening:
+            port.set_result(listening)
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        yield port.result(timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_scan_and_read_behind_a_converter_with_rtu_framing(
+    rtu_converter: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--host", "127.0.0.1", "--tcp-port", str(rtu_converter), "--framing", "rtu"]
+    assert main(["probe", "modbus", *where, "--scan", "1-5", "--timeout", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"unit +(\d+): answers", out) == ["2", "4"]
+    assert main(["probe", "modbus", *where, "--unit", "4", "--read", "holding:0:2"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:4]
+    assert [row.split()[:3] for row in rows] == [["0", "0x4100", "A."], ["1", "0x4101", "A."]]
