@@ -13,14 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from status_support import LINK_COST, FakeProvider, healthy_provider, now_ms
 
 from gateway.model import DeviceStats, UplinkStats
-from gateway.status import (
-    SourceView,
-    StatusServer,
-    build_status,
-    health,
-    render_page,
-    summary_line,
-)
+from gateway.page import render_page
+from gateway.status import SourceView, StatusServer, build_status, health, summary_line
 
 TOKEN = "s3cret-token"
 

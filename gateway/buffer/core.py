@@ -415,7 +415,7 @@ class Buffer:
             seqfile.SeqState(self._reserved, None, self._boot, self._base),
         )
         for first, to, reason in start.gaps:
-            log.warning("buffer: seqs %d..%d recorded as a %s gap", first, to, reason)
+            self._count_gap(first, to, to - first + 1, reason, at_start=True)
         await self._init_stats()
         if not self._opened:
             await self._load_history(db, state)
@@ -971,6 +971,7 @@ class Buffer:
             self._stats.alarms -= removed
         self._reset_tail()  # what it held of the evicted range is gone
         self._stats.evicted_total[reason] = self._stats.evicted_total.get(reason, 0) + removed
+        self._count_gap(evicted.first, evicted.last, removed, reason)
         log.warning(
             "buffer: evicted %d %s (seq %d..%d, %s)",
             removed,
@@ -982,6 +983,14 @@ class Buffer:
         await self._refresh_oldest()
 
     # -- stats and errors ------------------------------------------------------------------
+
+    def _count_gap(
+        self, first: int, last: int, count: int, reason: str, *, at_start: bool = False
+    ) -> None:
+        if at_start:
+            log.warning("buffer: seqs %d..%d recorded as a %s gap", first, last, reason)
+        self._stats.gaps_total += 1
+        self._stats.recent_gaps.append((first, last, count, reason))
 
     @property
     def stats(self) -> BufferStats:
