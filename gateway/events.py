@@ -46,6 +46,7 @@ class DeviceSnapshot:
     state: str
     since_ms: int | None
     last_error: str | None
+    reads_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,8 @@ class Snapshot:
             recent_gaps=tuple(buffer.recent_gaps),
             clock_synced=clock_synced,
             devices=tuple(
-                DeviceSnapshot(d.name, d.state, d.state_since_ms, d.last_error) for d in devices
+                DeviceSnapshot(d.name, d.state, d.state_since_ms, d.last_error, d.reads_failed)
+                for d in devices
             ),
             task_failures=tuple((t.name, t.failures, t.last_error) for t in tasks),
         )
@@ -102,8 +104,8 @@ class EventDetector:
 
     _last: Snapshot | None = None
     _down_since_ms: int | None = None  # when the link was lost, while a link_down stands
-    _reported: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # state, since
-    _renewed: set[str] = field(default_factory=set)  # seen unknown since their last report
+    # device -> (state, since, reads_failed) as last told
+    _reported: dict[str, tuple[str, int | None, int]] = field(default_factory=dict)
     _gaps_seen: int = 0
     _failures: dict[str, int] = field(default_factory=dict)
 
@@ -119,7 +121,7 @@ class EventDetector:
             if isinstance(device, str) and state in _DEVICE_KINDS and device not in seen:
                 seen.add(device)  # the newest says it; an ok one is no news after a start
                 if state != "ok":
-                    detector._reported[device] = (state, event.ts_ms)
+                    detector._reported[device] = (state, event.ts_ms, 0)
         return detector
 
     def observe(self, now: Snapshot) -> list[StatusEvent]:
@@ -163,24 +165,26 @@ class EventDetector:
     def _devices(self, now: Snapshot) -> list[StatusEvent]:
         events = []
         for d in now.devices:
-            before = self._reported.get(d.name)
             if d.state not in _DEVICE_KINDS:
-                self._renewed.add(d.name)  # not polled yet (a start or a reload)
-                continue
-            renewed = d.name in self._renewed
-            self._renewed.discard(d.name)
+                continue  # unknown: not polled yet (a start or a reload)
+            before = self._reported.get(d.name)
             if before is None and d.state == "ok":
-                self._reported[d.name] = (d.state, d.since_ms)
+                self._reported[d.name] = (d.state, d.since_ms, d.reads_failed)
                 continue
             if before is not None and before[0] == d.state:
-                # ok -> failing -> ok between two looks shows as a new since: a recovery.
-                flapped = d.state == "ok" and not renewed and d.since_ms not in (before[1], None)
+                # ok -> failing -> ok between two looks: a new since and more failed polls (a
+                # reload's new device has a new since too, but its count starts again at 0).
+                flapped = (
+                    d.state == "ok"
+                    and d.since_ms not in (before[1], None)
+                    and d.reads_failed > before[2]
+                )
+                if d.state == "ok":
+                    self._reported[d.name] = (d.state, d.since_ms, d.reads_failed)
                 if not flapped:
-                    if d.state == "ok":
-                        self._reported[d.name] = (d.state, d.since_ms)
                     continue
             ts = d.since_ms if d.since_ms is not None else now.ts_ms
-            self._reported[d.name] = (d.state, d.since_ms)
+            self._reported[d.name] = (d.state, d.since_ms, d.reads_failed)
             fields: dict[str, Any] = {"device": d.name}
             if d.state == "ok":
                 message = f"{d.name} ok again"
