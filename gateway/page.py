@@ -345,7 +345,7 @@ def sparkline(point: str, history: list[list[Any]], now: int) -> str:
     def xy(t: int, v: float) -> str:
         x = pad + (t - t0) / (t1 - t0) * (_SPARK_W - 2 * pad)
         y = _SPARK_H / 2 if hi == lo else pad + (hi - v) / (hi - lo) * (_SPARK_H - 2 * pad)
-        return f"{x:.1f},{y:.1f}"
+        return f"{x:.0f},{y:.0f}"
 
     points = " ".join(xy(t, v) for t, v in zip(times, values, strict=True))
     last_x, last_y = xy(times[-1], values[-1]).split(",")
