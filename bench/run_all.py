@@ -58,6 +58,7 @@ BENCHES = (
         limit_s=240,
     ),
     Bench("demo", "The demo's broker", "bench_demo_broker.py", limit_s=120),
+    Bench("status", "Status page: events and history", "bench_status.py", limit_s=120),
 )
 
 

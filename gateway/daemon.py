@@ -17,7 +17,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from gateway import __version__, systemd
@@ -33,7 +34,26 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats, Value
+from gateway.events import (
+    EventDetector,
+    Snapshot,
+    alarm_event,
+    reload_event,
+    reload_refused_event,
+    start_event,
+    stop_event,
+)
+from gateway.history import History
+from gateway.model import (
+    BufferStats,
+    DeviceStats,
+    Sample,
+    SampleSink,
+    StatusEvent,
+    UplinkStats,
+    Value,
+    now_ms,
+)
 from gateway.report import ReportFilter, rules_for
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial import SerialSensorSource
@@ -49,6 +69,7 @@ log = logging.getLogger(__name__)
 UPLINK_SHUTDOWN_S = 2.0
 HARD_EXIT_AFTER_S = 8.0  # after SIGTERM; systemd's TimeoutStopSec would SIGKILL at 10 s
 STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
+EVENTS_INTERVAL_S = 1.0  # how often the figures are compared for the status timeline
 
 SourceAdapter = ModbusSource | SerialSensorSource
 
@@ -57,11 +78,20 @@ class Pipeline:
     """What a reload replaces: the sources and the alarm rules of one config."""
 
     def __init__(
-        self, config: Config, buffer: Buffer, clock: SystemClock, supervisor: Supervisor
+        self,
+        config: Config,
+        buffer: Buffer,
+        clock: SystemClock,
+        supervisor: Supervisor,
+        *,
+        history: History | None = None,
+        record_event: Callable[[StatusEvent], None] | None = None,
     ) -> None:
         self.buffer = buffer
         self.clock = clock
         self.supervisor = supervisor
+        self.history = history or History()
+        self.record_event = record_event or buffer.record_event
         self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
         # report by exception, per device that has any ``report``; the others send everything
         self.reports: dict[str, ReportFilter] = {}
@@ -75,11 +105,13 @@ class Pipeline:
         ]
 
     def accept(self, sample: Sample) -> None:
-        """The sink every source calls with a poll's sample: flag unsynced time, keep what
-        report by exception sends (a sample left with no value is not stored and takes no seq),
-        then run the alarm rules on every value of the poll."""
+        """The sink every source calls with a poll's sample: flag unsynced time, keep its
+        values for the page's sparklines, keep what report by exception sends (a sample left
+        with no value is not stored and takes no seq), then run the alarm rules on every value
+        of the poll."""
         if not self.clock.synced:
             sample = sample._replace(clock_synced=False)
+        self.history.observe(sample)
         report = self.reports.get(sample.device)
         if report is None:
             self.buffer.put(sample)
@@ -97,6 +129,7 @@ class Pipeline:
                 event.priority,
             )
             self.buffer.put(event)
+            self.record_event(alarm_event(event))
 
     async def run_sources(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -170,6 +203,9 @@ class Daemon:
         self._buffer: Buffer | None = None
         self._pipeline: Pipeline | None = None
         self._uplink: Uplink | None = None
+        self._history = History()
+        self._detector = EventDetector()
+        self._event_counts: Counter[str] = Counter()
 
     @property
     def config(self) -> Config:
@@ -205,6 +241,15 @@ class Daemon:
 
     def backlog(self) -> int:
         return self.buffer_stats().samples
+
+    def events(self) -> list[StatusEvent]:
+        return self._buffer.events() if self._buffer else []
+
+    def event_counts(self) -> Mapping[str, int]:
+        return self._event_counts
+
+    def history(self, device: str, now: int) -> dict[str, list[list[Value]]]:
+        return self._history.of(device, now)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -255,6 +300,8 @@ class Daemon:
             _status_server(self, host, port, self.loaded.status_token) as status,
         ):
             self._buffer = buffer
+            self._detector = EventDetector.after(buffer.events())
+            self._record(start_event(now_ms(), __version__, buffer.previous_run))
             log.info(
                 "street-gateway %s started as %s: buffer %s, status http://%s:%d/",
                 __version__,
@@ -267,9 +314,19 @@ class Daemon:
                 watch = group.create_task(
                     self.supervisor.run("watchdog", self._watch), name="watchdog"
                 )
+                events = group.create_task(
+                    self.supervisor.run("events", self._watch_events, core=False), name="events"
+                )
                 uplink = self._start_uplink(group)
                 while True:
-                    self._pipeline = Pipeline(self.config, buffer, self.clock, self.supervisor)
+                    self._pipeline = Pipeline(
+                        self.config,
+                        buffer,
+                        self.clock,
+                        self.supervisor,
+                        history=self._history,
+                        record_event=self._record,
+                    )
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
                     systemd.ready(self.status_line())  # one datagram: READY with its STATUS
                     next_loaded = await self._next_config()
@@ -279,9 +336,13 @@ class Daemon:
                     await _cancel(sources)
                     uplink = await self._reload_uplink(next_loaded, uplink, group)
                     self.loaded = next_loaded
-                    log.info("reloaded %s: %s", next_loaded.path, _summary(next_loaded.config))
+                    summary = _summary(next_loaded.config)
+                    log.info("reloaded %s: %s", next_loaded.path, summary)
+                    self._record(reload_event(now_ms(), str(next_loaded.path), summary))
+                    self._history.forget({name for _, name in next_loaded.config.devices()})
                 await self._shut_down(sources, uplink)
                 watch.cancel()
+                events.cancel()
             log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
@@ -327,6 +388,8 @@ class Daemon:
         log.info("stopping: polling stopped, committing and finishing the publish in progress")
         await _cancel(sources)
         assert self._buffer is not None
+        self._detect_events()
+        self._record(stop_event(now_ms()))  # committed by the flush below
         try:
             async with asyncio.timeout(1.0):
                 await self._buffer.flush()
@@ -356,6 +419,7 @@ class Daemon:
             problems = exc.problems
         if problems:
             log.error("reload refused, the running config stays:\n  %s", "\n  ".join(problems))
+            self._record(reload_refused_event(now_ms(), problems))
             return None
         if loaded.config.buffer != self.config.buffer:
             log.warning("reload: buffer settings change only on restart; the buffer is untouched")
@@ -395,6 +459,33 @@ class Daemon:
 
     def _devices(self) -> list[DeviceStats]:
         return self._pipeline.devices() if self._pipeline else []
+
+    # -- events for the status timeline ----------------------------------------------------------
+
+    def _record(self, event: StatusEvent) -> None:
+        """Keep an event: in the buffer (committed with the next data commit) and counted."""
+        assert self._buffer is not None
+        self._buffer.record_event(event)
+        self._event_counts[event.kind] += 1
+        log.debug("event %s: %s", event.kind, event.message)
+
+    def _detect_events(self) -> None:
+        snapshot = Snapshot.of(
+            now_ms(),
+            uplink=self.uplink_stats(),
+            buffer=self.buffer_stats(),
+            clock_synced=self.clock.synced,
+            devices=self._devices(),
+            tasks=self.tasks(),
+        )
+        for event in self._detector.observe(snapshot):
+            self._record(event)
+
+    async def _watch_events(self) -> None:
+        """Compare the figures about once a second: one event per change of state."""
+        while True:
+            self._detect_events()
+            await asyncio.sleep(EVENTS_INTERVAL_S)
 
     def _current_values(self) -> dict[str, dict[str, Value]]:
         """Each device's last values, for births that carry them (Sparkplug's DBIRTH)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -58,15 +59,22 @@ def format_value(value: Value | None) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """A span as a person reads it at a glance: ``45s``, ``12m``, ``5h``, ``3d``."""
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
+    """A span as a person reads it at a glance, in its two largest units: ``45s``, ``12m 5s``,
+    ``3h 20m``, ``2d 4h`` (a zero second unit is left out: ``5m``, ``1h``; under a second is
+    ``<1s``). The page, ``street-gateway status`` and the audit report all write spans so."""
+    if 0 < seconds < 1:
+        return "<1s"
+    s = int(max(0.0, seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size or (unit == "s" and not parts):
+            parts.append(f"{s // size}{unit}")
+            s %= size
+            if len(parts) == 2 or not s:
+                break
+        elif parts:
+            break  # the second unit would be zero: ``2d``, not ``2d 0h``
+    return " ".join(parts)
 
 
 def format_ago(ts_ms: int | None, now_ms: int) -> str:
@@ -151,6 +159,7 @@ class StatusEvent(NamedTuple):
 # Live figures. Each component owns and updates its own; status and metrics only read them.
 
 DeviceState = Literal["unknown", "ok", "failing", "down"]
+GAPS_KEPT = 256
 
 
 @dataclass(slots=True)
@@ -176,6 +185,7 @@ class DeviceStats:
     last_values: dict[str, Value] = field(default_factory=dict)
     # why the device is not read as planned (Modbus: refused merged reads, or config), or None
     read_mode: str | None = None
+    state_since_ms: int | None = None  # wall clock of the last change of ``state``
 
 
 @dataclass(slots=True)
@@ -193,6 +203,12 @@ class BufferStats:
     writable: bool = True
     last_error: str | None = None
     corrupt_files: list[str] = field(default_factory=list)  # files moved aside at start
+    # Every seq range recorded as a gap in this run, counted, and the last GAPS_KEPT of them
+    # as (from_seq, to_seq, count, reason): the status timeline's ``evicted`` events.
+    gaps_total: int = 0
+    recent_gaps: deque[tuple[int, int, int, str]] = field(
+        default_factory=lambda: deque(maxlen=GAPS_KEPT)
+    )
 
 
 @dataclass(slots=True)
@@ -212,3 +228,5 @@ class UplinkStats:
     connects_total: int = 0
     connect_failures_total: int = 0
     last_error: str | None = None
+    link_changed_ms: int | None = None  # wall clock of the last connect or loss of the link
+    link_lost_ms: int | None = None  # wall clock of the last loss of the link

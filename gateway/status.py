@@ -8,22 +8,19 @@ Access: when a token is configured, every path but ``/health`` wants
 ``Authorization: Bearer <token>`` (compared in constant time); a missing or wrong one gets 401.
 A browser cannot add that header to a plain navigation, so the page ``/`` (and only it) also
 accepts ``?token=<token>``; its script reads the token back from its own address and sends it
-as a header when it refreshes from ``/status``. The page is served with ``Referrer-Policy:
+as a header when it refreshes (``/?body=1``: the same template's ``<main>``, see
+:mod:`gateway.page`). The page is served with ``Referrer-Policy:
 no-referrer`` and no access log is written, so the token does not leak from there; an SSH tunnel
 to a loopback-only listener (the default) avoids tokens in addresses altogether.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import html
 import json
 import logging
 import math
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -31,22 +28,15 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.model import (
-    BufferStats,
-    DeviceStats,
-    UplinkStats,
-    Value,
-    format_bytes,
-    format_link_cost,
-    format_value,
-)
+from gateway.events import EVENT_KINDS
+from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value
 from gateway.model import now_ms as wall_clock_ms
+from gateway.page import CSP, render_body, render_page
 from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
 
 STALE_INTERVALS = 3  # a device is silent after this many of its intervals without a sample
-PAGE_REFRESH_MS = 5000
 DEVICE_STATES = ("unknown", "ok", "failing", "down")
 
 
@@ -78,6 +68,18 @@ class StatusProvider(Protocol):
 
     def backlog(self) -> int:
         """Samples and alarms held and not yet acknowledged by the broker."""
+        ...
+
+    def events(self) -> list[StatusEvent]:
+        """The last day's events, newest first."""
+        ...
+
+    def event_counts(self) -> Mapping[str, int]:
+        """Events recorded by this run, by kind (the ``/metrics`` counter)."""
+        ...
+
+    def history(self, device: str, now_ms: int) -> dict[str, list[list[Value]]]:
+        """The device's last 30 min per numeric and boolean point: ``[[ts, value], ...]``."""
         ...
 
 
@@ -217,14 +219,24 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             {
                 "name": source.name,
                 "kind": source.kind,
-                "devices": [_device(d) for d in source.devices],
+                "devices": [_device(d, provider.history(d.name, now)) for d in source.devices],
             }
             for source in provider.sources()
         ],
+        "events": [_event(e) for e in sorted(provider.events(), key=_newest_first)],
     }
 
 
-def _device(d: DeviceStats) -> dict[str, Any]:
+def _newest_first(event: StatusEvent) -> int:
+    return -event.ts_ms  # events told a moment late (about 1 s) go in their place
+
+
+def _event(e: StatusEvent) -> dict[str, Any]:
+    fields = {k: v for k, v in e.fields.items() if k not in ("ts", "kind", "message")}
+    return {"ts": e.ts_ms, "kind": e.kind, "message": e.message, **fields}
+
+
+def _device(d: DeviceStats, history: dict[str, list[list[Value]]]) -> dict[str, Any]:
     return {
         "name": d.name,
         "state": d.state,
@@ -236,6 +248,8 @@ def _device(d: DeviceStats) -> dict[str, Any]:
         "interval_s": d.interval_s,
         "read_mode": d.read_mode,
         "last_values": {k: _json_value(v) for k, v in d.last_values.items()},
+        "state_since_ts": d.state_since_ms,
+        "history": history,
     }
 
 
@@ -456,265 +470,13 @@ class StatusCollector:
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
 
         yield from _uplink_families(uplink, p.backlog())
-
-
-# ---------------------------------------------------------------------------------------------
-# The page: rendered here on first load (readable without JS), then refreshed by its script.
-
-_CSS = """
-:root{--bg:#f4f6f8;--card:#fff;--ink:#1c2430;--mute:#667085;--line:#e3e7ec;
---ok:#16a34a;--warn:#d97706;--bad:#dc2626}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
-main{max-width:1180px;margin:0 auto;padding:20px 24px 28px}
-header.top{display:flex;flex-wrap:wrap;align-items:center;gap:10px 16px;margin-bottom:14px}
-h1{font-size:26px;margin:0;letter-spacing:-.01em}
-h2{font-size:13px;text-transform:uppercase;letter-spacing:.06em;color:var(--mute);margin:0 0 8px}
-.meta{color:var(--mute)}
-.badge{display:inline-block;padding:3px 12px;border-radius:999px;color:#fff;font-weight:600;
-font-size:13px;text-transform:uppercase;letter-spacing:.05em}
-.badge.ok,.state.ok{background:var(--ok)}.badge.degraded,.state.down{background:var(--bad)}
-.state.failing{background:var(--warn)}.state.unknown{background:var(--mute)}
-.problems{background:#fef2f2;border:1px solid #fecaca;color:#991b1b;border-radius:10px;
-padding:10px 16px;margin-bottom:14px}
-.problems ul{margin:4px 0 0;padding-left:20px}
-.stale{background:#fffbeb;border:1px solid #fde68a;color:#92400e;border-radius:10px;
-padding:8px 16px;margin-bottom:14px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:14px;
-margin-bottom:14px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:14px 18px}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
-dt{color:var(--mute)}dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
-.dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:7px;
-vertical-align:0}
-.dot.ok{background:var(--ok)}.dot.bad{background:var(--bad)}
-table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
-th{text-align:left;font-size:12px;text-transform:uppercase;letter-spacing:.05em;
-color:var(--mute);font-weight:600;padding:6px 10px;border-bottom:2px solid var(--line);
-white-space:nowrap}
-td{padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top}
-tr.device:last-child td{border-bottom:0}
-td.num,th.num{text-align:right}
-td.dev{font-weight:600;white-space:nowrap}td.src{white-space:nowrap}
-td.src small{display:block;color:var(--mute);font-size:12px}
-td.ago{white-space:nowrap}
-.state{display:inline-block;min-width:64px;text-align:center;padding:2px 10px;
-border-radius:6px;color:#fff;font-weight:600;font-size:13px}
-.vals span{display:inline-block;margin-right:12px;white-space:nowrap}
-.vals b{font-weight:600}.vals i{font-style:normal;color:var(--mute);margin-right:3px}
-td.err{color:#b42318;font-size:13px;max-width:260px;overflow-wrap:break-word}
-.card.wide{overflow-x:auto}
-.bad-text{color:var(--bad);font-weight:600}
-footer{color:var(--mute);font-size:13px;margin-top:12px}
-body.is-stale main{opacity:.72}
-"""
-
-# The script renders the same markup as _render_body from a /status document, with DOM nodes
-# and textContent only (never innerHTML), so every string is escaped by construction.
-_JS = """
-(function(){
-"use strict";
-var token=new URLSearchParams(location.search).get("token");
-var every=Number(document.body.dataset.refreshMs)||5000;
-function el(tag,cls,text){var e=document.createElement(tag);if(cls)e.className=cls;
-if(text!==undefined&&text!==null)e.textContent=String(text);return e;}
-function add(p){for(var i=1;i<arguments.length;i++){if(arguments[i])p.appendChild(arguments[i]);}
-return p;}
-function ago(ts,now){if(ts===null||ts===undefined)return "never";var s=Math.max(0,(now-ts)/1000);
-return dur(s)+" ago";}
-function dur(s){s=Math.floor(s);if(s<60)return s+" s";if(s<3600)return Math.floor(s/60)+" min";
-if(s<86400)return Math.floor(s/3600)+" h "+Math.floor(s%3600/60)+" min";
-return Math.floor(s/86400)+" d "+Math.floor(s%86400/3600)+" h";}
-function bytes(n){var u=["B","KiB","MiB","GiB"],i=0;while(n>=1024&&i<3){n/=1024;i++;}
-return (i?n.toFixed(1):n)+" "+u[i];}
-function num(v){if(v===null)return "NaN";if(typeof v==="boolean")return v?"true":"false";
-return String(Math.round(v*1000)/1000);}
-function hms(t){return [t.getHours(),t.getMinutes(),t.getSeconds()].map(function(n){
-return (n<10?"0":"")+n;}).join(":");}
-function count(n){return Number(n).toLocaleString("en-US");}
-function cost(u){return bytes(u.bytes_total)+" sent · "+bytes(u.bytes_per_hour)+"/h · "+
-(u.bytes_per_sample===null?"-":u.bytes_per_sample+" B")+" per sample";}
-function dl(rows){var d=el("dl");rows.forEach(function(r){add(d,el("dt",null,r[0]));
-var dd=el("dd");if(r[2])add(dd,el("span","dot "+r[2]));
-dd.appendChild(document.createTextNode(r[1]));d.appendChild(dd);});return d;}
-function render(doc){
-var g=doc.gateway,u=doc.uplink,b=doc.buffer,now=doc.ts,h=doc.health,ok=h.status==="ok";
-var m=el("main");m.id="app";
-var head=add(el("header","top"),el("h1",null,g.id),
-el("span","badge "+(ok?"ok":"degraded"),ok?"healthy":"degraded"));
-var labels=Object.keys(g.labels||{}).map(function(k){return k+"="+g.labels[k];}).join(", ");
-add(head,el("span","meta","v"+g.version+" · up "+dur(g.uptime_s)+" · clock "+
-(g.clock_synced?"synced":"NOT synced")+(labels?" · "+labels:"")));
-add(m,head);
-if(!ok){var pr=add(el("section","problems"),el("strong",null,"Problems"));var ul=el("ul");
-h.problems.forEach(function(p){add(ul,el("li",null,p));});add(m,add(pr,ul));}
-var cards=el("section","cards");
-add(cards,add(el("div","card"),el("h2",null,"Uplink"),dl([
-["link",u.connected?"connected":"disconnected",u.connected?"ok":"bad"],
-["server",u.server||"-"],["published",count(u.published_total)+" samples and alarms"],
-["last publish",ago(u.last_publish_ts,now)],["backlog",count(u.backlog)],
-["link cost",cost(u)],
-["last error",u.last_error||"-"]])));
-var ev=Object.keys(b.evicted_by_reason||{}).map(function(k){
-return k+" "+count(b.evicted_by_reason[k]);}).join(", ");
-add(cards,add(el("div","card"),el("h2",null,"Buffer"),dl([
-["writable",b.writable?"yes":"NO",b.writable?"ok":"bad"],
-["held",count(b.samples)+" items, "+bytes(b.bytes)],["oldest",ago(b.oldest_ts,now)],
-["evicted",count(b.evicted_total)+(ev?" ("+ev+")":"")],["dropped",count(b.dropped_total)],
-["last error",b.last_error||"-"]])));
-add(m,cards);
-var t=el("table");t.id="devices";var hr=el("tr");
-[["Device"],["Source"],["State"],["Last ok"],["Last values"],["OK","num"],["Failed","num"],
-["Parse err.","num"],["Last error"]].forEach(function(c){add(hr,el("th",c[1],c[0]));});
-add(t,add(el("thead"),hr));var tb=el("tbody");
-doc.sources.forEach(function(s){s.devices.forEach(function(d){
-var tr=el("tr","device");tr.dataset.device=d.name;var vals=el("td","vals");
-Object.keys(d.last_values).forEach(function(k){add(vals,add(el("span"),el("i",null,k),
-el("b",null,num(d.last_values[k]))));});
-add(tr,el("td","dev",d.name),add(el("td","src",s.name),el("small",null,s.kind)),
-add(el("td"),el("span","state "+d.state,d.state)),el("td","ago",ago(d.last_ok_ts,now)),vals,
-el("td","num",count(d.reads_ok)),el("td","num",count(d.reads_failed)),
-el("td","num",count(d.parse_errors)),el("td","err",d.last_error||""));add(tb,tr);});});
-add(t,tb);add(m,add(el("section","card wide"),el("h2",null,"Devices"),t));
-add(m,add(el("footer"),document.createTextNode("updated "+hms(new Date(now))+
-" · refreshes every "+every/1000+" s")));
-return m;}
-var refreshes=0;
-function refresh(){
-var headers=token?{"Authorization":"Bearer "+token}:{};
-fetch("status",{headers:headers,cache:"no-store"}).then(function(r){
-if(!r.ok)throw new Error("HTTP "+r.status);return r.json();}).then(function(doc){
-document.getElementById("app").replaceWith(render(doc));document.body.classList.remove("is-stale");
-refreshes++;document.body.dataset.refreshes=String(refreshes);
-}).catch(function(e){document.body.classList.add("is-stale");
-var s=document.getElementById("stale");if(!s){s=el("div","stale");s.id="stale";
-document.getElementById("app").prepend(s);}
-s.textContent="Not updated: "+e.message+" (retrying every "+every/1000+" s)";
-}).finally(function(){setTimeout(refresh,every);});}
-setTimeout(refresh,every);
-})();
-"""
-
-
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-_CSP = (
-    f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; "
-    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _dur(seconds: float) -> str:
-    s = int(max(0, seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-def _ago(ts: int | None, now: int) -> str:
-    return "never" if ts is None else f"{_dur((now - ts) / 1000)} ago"
-
-
-def _dl(rows: Iterable[tuple[str, str] | tuple[str, str, str]]) -> str:
-    parts = ["<dl>"]
-    for row in rows:
-        dot = f'<span class="dot {row[2]}"></span>' if len(row) == 3 else ""
-        parts.append(f"<dt>{_e(row[0])}</dt><dd>{dot}{_e(row[1])}</dd>")
-    parts.append("</dl>")
-    return "".join(parts)
-
-
-def _render_body(doc: dict[str, Any]) -> Iterator[str]:
-    g, u, b, h, now = doc["gateway"], doc["uplink"], doc["buffer"], doc["health"], doc["ts"]
-    ok = h["status"] == "ok"
-    labels = ", ".join(f"{k}={v}" for k, v in g["labels"].items())
-    meta = (
-        f"v{g['version']} · up {_dur(g['uptime_s'])} · clock "
-        f"{'synced' if g['clock_synced'] else 'NOT synced'}{' · ' + labels if labels else ''}"
-    )
-    yield (
-        f'<header class="top"><h1>{_e(g["id"])}</h1>'
-        f'<span class="badge {"ok" if ok else "degraded"}">{"healthy" if ok else "degraded"}</span>'
-        f'<span class="meta">{_e(meta)}</span></header>'
-    )
-    if not ok:
-        items = "".join(f"<li>{_e(p)}</li>" for p in h["problems"])
-        yield f'<section class="problems"><strong>Problems</strong><ul>{items}</ul></section>'
-    evicted = ", ".join(f"{k} {v:,}" for k, v in b["evicted_by_reason"].items())
-    yield '<section class="cards"><div class="card"><h2>Uplink</h2>'
-    yield _dl([
-        ("link", "connected" if u["connected"] else "disconnected",
-         "ok" if u["connected"] else "bad"),
-        ("server", u["server"] or "-"),
-        ("published", f"{u['published_total']:,} samples and alarms"),
-        ("last publish", _ago(u["last_publish_ts"], now)),
-        ("backlog", f"{u['backlog']:,}"),
-        ("link cost", format_link_cost(u)),
-        ("last error", u["last_error"] or "-"),
-    ])  # fmt: skip
-    yield '</div><div class="card"><h2>Buffer</h2>'
-    yield _dl([
-        ("writable", "yes" if b["writable"] else "NO", "ok" if b["writable"] else "bad"),
-        ("held", f"{b['samples']:,} items, {format_bytes(b['bytes'])}"),
-        ("oldest", _ago(b["oldest_ts"], now)),
-        ("evicted", f"{b['evicted_total']:,}" + (f" ({evicted})" if evicted else "")),
-        ("dropped", f"{b['dropped_total']:,}"),
-        ("last error", b["last_error"] or "-"),
-    ])  # fmt: skip
-    yield '</div></section><section class="card wide"><h2>Devices</h2>'
-    yield '<table id="devices"><thead><tr>'
-    for title, cls in [("Device", ""), ("Source", ""), ("State", ""), ("Last ok", ""),
-                       ("Last values", ""), ("OK", "num"), ("Failed", "num"),
-                       ("Parse err.", "num"), ("Last error", "")]:  # fmt: skip
-        yield f'<th class="{cls}">{title}</th>' if cls else f"<th>{title}</th>"
-    yield "</tr></thead><tbody>"
-    for s in doc["sources"]:
-        for d in s["devices"]:
-            values = "".join(
-                f"<span><i>{_e(k)}</i><b>{_e(format_value(v))}</b></span>"
-                for k, v in d["last_values"].items()
-            )
-            yield (
-                f'<tr class="device" data-device="{_e(d["name"])}">'
-                f'<td class="dev">{_e(d["name"])}</td>'
-                f'<td class="src">{_e(s["name"])}<small>{_e(s["kind"])}</small></td>'
-                f'<td><span class="state {_e(d["state"])}">{_e(d["state"])}</span></td>'
-                f'<td class="ago">{_e(_ago(d["last_ok_ts"], now))}</td>'
-                f'<td class="vals">{values}</td>'
-                f'<td class="num">{d["reads_ok"]:,}</td>'
-                f'<td class="num">{d["reads_failed"]:,}</td>'
-                f'<td class="num">{d["parse_errors"]:,}</td>'
-                f'<td class="err">{_e(d["last_error"] or "")}</td></tr>'
-            )
-    updated = time.strftime("%H:%M:%S", time.localtime(now / 1000))
-    yield (
-        f"</tbody></table></section><footer>updated {updated} · refreshes every "
-        f"{PAGE_REFRESH_MS // 1000} s</footer>"
-    )
-
-
-def render_page(doc: dict[str, Any]) -> str:
-    """The whole page for a /status document: inline CSS and script, no external assets."""
-    body = "".join(_render_body(doc))
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(doc['gateway']['id'])} · street-gateway</title><style>{_CSS}</style>"
-        f'</head><body data-refresh-ms="{PAGE_REFRESH_MS}" data-refreshes="0">'
-        f'<main id="app">{body}</main><script>{_JS}</script></body></html>\n'
-    )
+        events = counter_family(
+            "street_gateway_events", "Status events recorded since start, by kind", labels=["kind"]
+        )
+        counts = p.event_counts()
+        for kind in sorted({*EVENT_KINDS, *counts}):
+            events.add_metric([kind], counts.get(kind, 0))
+        yield events
 
 
 # ---------------------------------------------------------------------------------------------
@@ -776,10 +538,13 @@ def make_app(provider: StatusProvider, *, token: str | None = None) -> web.Appli
         return response
 
     async def get_page(request: web.Request) -> web.Response:
+        """The page; ``?body=1``: only its ``<main>``, which the page's script swaps in."""
+        doc = build_status(provider)
+        body = request.query.get("body") == "1"
         return web.Response(
-            text=render_page(build_status(provider)),
+            text=render_body(doc) if body else render_page(doc),
             content_type="text/html",
-            headers={"Content-Security-Policy": _CSP, "Referrer-Policy": "no-referrer"},
+            headers={"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer"},
         )
 
     app = web.Application(middlewares=[_no_store, _token_middleware(token)])

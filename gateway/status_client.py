@@ -4,7 +4,8 @@ The base URL is ``--url``, else ``http://<status.listen>`` from the config (a wi
 address is asked on loopback). The token is read from ``--token-file``, else
 ``$STREET_GATEWAY_TOKEN``, else the config's ``status.token_file``. Exit codes
 (docs/reference.md): 0 healthy, 1 degraded, 3 unreachable (with the reason on stderr). Plain
-urllib: no event loop for one request.
+urllib: no event loop for one request. Spans are written as everywhere
+(:func:`gateway.model.format_duration`: ``45s``, ``12m 5s``, ``3h 20m``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gateway.config import (
     split_listen,
 )
 from gateway.errors import ConfigError
-from gateway.model import format_ago, format_link_cost, format_value
+from gateway.model import format_ago, format_duration, format_link_cost, format_value
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 1
@@ -137,18 +138,6 @@ def fetch_status(base_url: str, token: str | None, timeout: float = TIMEOUT_S) -
 # For a person
 
 
-def _uptime(seconds: float) -> str:
-    s = int(seconds)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {s}s" if minutes else f"{s}s"
-
-
 def format_status(doc: dict[str, Any]) -> str:
     """The status document as a few aligned lines."""
     now = int(doc.get("ts") or time.time() * 1000)
@@ -156,7 +145,7 @@ def format_status(doc: dict[str, Any]) -> str:
     h = doc.get("health", {"status": "ok", "problems": []})
     labels = " ".join(f"{k}={v}" for k, v in (g.get("labels") or {}).items())
     lines = [
-        f"gateway  {g['id']}  v{g['version']}  up {_uptime(g['uptime_s'])}  "
+        f"gateway  {g['id']}  v{g['version']}  up {format_duration(g['uptime_s'])}  "
         f"clock {'synced' if g['clock_synced'] else 'NOT SYNCED'}"
         + (f"  {labels}" if labels else ""),
         f"health   {'ok' if h['status'] == 'ok' else 'DEGRADED'}",
@@ -195,7 +184,16 @@ def format_status(doc: dict[str, Any]) -> str:
         if d["state"] != "ok" and d.get("last_error"):
             line += f"  ({d['last_error']})"
         lines.append(line)
+    events = doc.get("events") or []
+    lines.append(f"events   {len(events)} in the last 24h" + (", the last 10:" if events else ""))
+    lines += [f"  {_when(e['ts'], now)}  {e['kind']:<17}  {e['message']}" for e in events[:10]]
     return "\n".join(_printable(line) for line in lines)
+
+
+def _when(ts: int, now: int) -> str:
+    """``14:05:09`` and how long ago, so a technician matches it with the journal."""
+    clock = time.strftime("%H:%M:%S", time.localtime(ts / 1000))
+    return f"{clock} ({format_ago(ts, now)})".ljust(len("00:00:00 (23h 59m ago)"))
 
 
 def _printable(text: str) -> str:

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from gateway.model import BufferStats, DeviceStats, UplinkStats, now_ms
+from gateway.history import History
+from gateway.model import BufferStats, DeviceStats, Sample, StatusEvent, UplinkStats, Value, now_ms
 from gateway.status import SourceView, StatusServer
 from gateway.supervisor import TaskHealth
 
@@ -30,6 +35,21 @@ CHROMIUM_FLAGS = [
 ]
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def dump_dom(url: str, profile: Path, virtual_ms: int = 12_000) -> str:
+    """The DOM after ``virtual_ms`` of virtual time in headless Chromium (the page refreshes
+    every 5 s, so by default at least once)."""
+    result = subprocess.run(
+        [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+         f"--virtual-time-budget={virtual_ms}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 @dataclass
 class FakeProvider:
     uptime_s: float = 3600.0
@@ -40,6 +60,9 @@ class FakeProvider:
     source_views: list[SourceView] = field(default_factory=list)
     pending: int = 0
     task_health: list[TaskHealth] = field(default_factory=list)
+    stored_events: list[StatusEvent] = field(default_factory=list)  # newest first
+    recorded: Counter[str] = field(default_factory=Counter)
+    trends: History = field(default_factory=History)
 
     def gateway_info(self) -> dict[str, Any]:
         return {
@@ -65,6 +88,15 @@ class FakeProvider:
     def tasks(self) -> list[TaskHealth]:
         return self.task_health
 
+    def events(self) -> list[StatusEvent]:
+        return self.stored_events
+
+    def event_counts(self) -> Mapping[str, int]:
+        return self.recorded
+
+    def history(self, device: str, now_ms: int) -> dict[str, list[list[Value]]]:
+        return self.trends.of(device, now_ms)
+
     def devices(self) -> list[DeviceStats]:
         return [d for s in self.source_views for d in s.devices]
 
@@ -73,10 +105,50 @@ class FakeProvider:
 LINK_COST = "12.3 MiB sent · 1.2 MiB/h · 181 B per sample"
 
 
+# The healthy provider's last day, newest first; one message is hostile markup.
+def day_of_events(now: int) -> list[StatusEvent]:
+    minute = 60_000
+    return [
+        StatusEvent(now - 5 * minute, "link_up", "link to mqtt://127.0.0.1:1883 up after 12m down",
+                    {"server": "mqtt://127.0.0.1:1883", "outage_s": 720.0}),
+        StatusEvent(now - 17 * minute, "link_down", "link to mqtt://127.0.0.1:1883 lost",
+                    {"server": "mqtt://127.0.0.1:1883"}),
+        StatusEvent(now - 40 * minute, "device_failing", '<script>alert("x")</script> failing: '
+                    "timeout after 1s & <retry>", {"device": '<script>alert("x")</script>'}),
+        StatusEvent(now - 70 * minute, "alarm_cleared", "alarm aq-1/pm25>50 cleared at 38 (high)",
+                    {"alarm": "aq-1/pm25>50", "value": 38.0, "priority": "high"}),
+        StatusEvent(now - 95 * minute, "alarm_raised", "alarm aq-1/pm25>50 raised at 63 (high)",
+                    {"alarm": "aq-1/pm25>50", "value": 63.0, "priority": "high"}),
+        StatusEvent(now - 180 * minute, "start", "started v0.2.0 after a crash (the last run did "
+                    "not stop cleanly)", {"previous": "crash"}),
+    ]  # fmt: skip
+
+
+def a_half_hour_of(trends: History, device: str, values: dict[str, Value], now: int) -> None:
+    """Feed ``trends`` a poll every 10 s for the last 30 min: floats drifting slowly around
+    their value in ``values`` with a little jitter (booleans, integers, strings as they are)."""
+    for i in range(180):
+        ts = now - (179 - i) * 10_000
+        drift = {
+            k: round(v * (1 + 0.08 * math.sin(i / 25 + n) + 0.01 * ((i * 7 + n) % 5 - 2)), 2)
+            if isinstance(v, float) else v
+            for n, (k, v) in enumerate(values.items())
+        }  # fmt: skip
+        trends.observe(Sample(device, ts, drift))
+
+
 def healthy_provider() -> FakeProvider:
     """Two sources, three devices, all read a moment ago; one has a hostile name; the link has
-    carried 12.3 MiB."""
+    carried 12.3 MiB; a day of events and half an hour of history behind it."""
     now = now_ms()
+    provider = _healthy(now)
+    provider.stored_events = day_of_events(now)
+    for device in provider.devices():
+        a_half_hour_of(provider.trends, device.name, device.last_values, now)
+    return provider
+
+
+def _healthy(now: int) -> FakeProvider:
     return FakeProvider(
         uplink=UplinkStats(
             connected=True,

@@ -85,3 +85,21 @@ async def test_fifty_crashes_give_exactly_the_real_transitions(tmp_path: Path) -
     assert len(events) == real
     states = [e.state for e in events]
     assert all(a != b for a, b in itertools.pairwise(states))  # strictly alternating
+
+
+async def test_an_alarm_acknowledged_before_its_commit_keeps_its_state(tmp_path: Path) -> None:
+    """A live alarm is often published and acknowledged before its commit, so its row is never
+    written; its rule's state must reach the disk all the same, or a restart pages again."""
+    path = tmp_path / "buffer.db"
+    buffer = await Buffer(path, commit_interval_s=3600, ack_linger_s=3600).__aenter__()
+    buffer.put(level(2.0, 0))
+    await buffer.flush()  # seqs are now reserved: the next items are numbered at put
+    buffer.put(AlarmEvent(RULE.name, "raised", 3.5, "critical", T0 + 1000))
+    held = await buffer.fetch(Lane.ALARM)
+    assert [item.item.state for item in held] == ["raised"]  # type: ignore[union-attr]
+    await buffer.ack([item.seq for item in held])  # out of the queue before any commit
+    await buffer.flush()
+    await buffer.abandon()  # kill -9
+    async with Buffer(path) as again:
+        assert again.raised_alarms() == {RULE.name}
+        assert await again.fetch(Lane.ALARM) == []  # delivered: nothing to send again

@@ -13,14 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from status_support import LINK_COST, FakeProvider, healthy_provider, now_ms
 
 from gateway.model import DeviceStats, UplinkStats
-from gateway.status import (
-    SourceView,
-    StatusServer,
-    build_status,
-    health,
-    render_page,
-    summary_line,
-)
+from gateway.page import lanes, render_page
+from gateway.status import SourceView, StatusServer, build_status, health, summary_line
 
 TOKEN = "s3cret-token"
 
@@ -380,3 +374,98 @@ async def test_metrics_carry_the_unknown_state(base: str, provider: FakeProvider
         if s.name == "street_gateway_device_state" and s.labels["device"] == "aq-1"
     }
     assert states == {"unknown": 1, "ok": 0, "failing": 0, "down": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# What happened: events and history (v0.2)
+
+
+async def test_status_has_the_days_events_newest_first_and_each_points_history(
+    base: str, provider: FakeProvider
+) -> None:
+    late = provider.stored_events[0]._replace(ts_ms=now_ms() - 30 * 60_000, kind="link_down")
+    provider.stored_events.insert(0, late)  # recorded a moment late: shown in its place
+    _, doc = await get_json(f"{base}/status")
+    events = doc["events"]
+    assert [e["ts"] for e in events] == sorted((e["ts"] for e in events), reverse=True)
+    link_up = events[0]
+    assert link_up == {
+        "ts": link_up["ts"], "kind": "link_up",
+        "message": "link to mqtt://127.0.0.1:1883 up after 12m down",
+        "server": "mqtt://127.0.0.1:1883", "outage_s": 720.0,
+    }  # fmt: skip
+    assert events[-1]["kind"] == "start" and events[-1]["previous"] == "crash"
+    history = doc["sources"][0]["devices"][0]["history"]
+    assert set(history) == {"pm25", "temp"}
+    for entries in history.values():
+        assert 0 < len(entries) <= 120
+        assert all(doc["ts"] - 30 * 60_000 < ts <= doc["ts"] for ts, _ in entries)
+
+
+async def test_metrics_count_events_by_kind(base: str, provider: FakeProvider) -> None:
+    provider.recorded.update(["link_down", "link_down", "start"])
+    _, _, text = await get(f"{base}/metrics")
+    counts = {
+        s.labels["kind"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "street_gateway_events_total"
+    }
+    assert counts["link_down"] == 2
+    assert counts["start"] == 1
+    assert counts["task_failed"] == 0  # every kind is there from the start
+
+
+async def test_the_page_body_alone_is_the_same_template(base: str) -> None:
+    _, _, page = await get(f"{base}/")
+    status, headers, body = await get(f"{base}/?body=1")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert body.startswith('<main id="app">') and body.endswith("</main>")
+    assert "<script" not in body and "<style" not in body
+    start = page.index('<main id="app">')
+    # The same markup but for what moved on between the two requests (ages, the clock).
+    assert page[start : start + 200].split("<h1>")[1][:40] == body.split("<h1>")[1][:40]
+    assert page.count("<svg") == body.count("<svg")
+
+
+async def test_the_page_draws_a_sparkline_per_numeric_value_and_the_timeline(
+    base: str, provider: FakeProvider
+) -> None:
+    _, _, page = await get(f"{base}/")
+    numeric = sum(
+        1
+        for d in provider.devices()
+        for v in d.last_values.values()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    assert page.count('<svg class="spark"') == numeric == 4
+    assert "<title>pm25: min " in page and "over the last 29m" in page
+    parser = _PageParser()
+    parser.feed(page)
+    text = " ".join(parser.text)
+    for event in provider.stored_events:
+        assert event.message in text
+    assert 'class="bar bad"' in page  # the link outage
+    assert "1 outage, 12m in all" in text
+    assert 'class="mark crash"' in page
+    assert "1 start, 1 after a CRASH" in text
+    assert 'class="bar alarm"' in page
+
+
+def test_lanes_draw_outages_alarms_and_devices_until_now_when_still_open() -> None:
+    now = now_ms()
+    minute = 60_000
+    events = [  # newest first
+        {"ts": now - 1 * minute, "kind": "device_down", "message": "", "device": "river-1"},
+        {"ts": now - 2 * minute, "kind": "alarm_raised", "message": "", "alarm": "a>1"},
+        {"ts": now - 3 * minute, "kind": "link_down", "message": "", "server": "s"},
+        {"ts": now - 25 * 3600_000, "kind": "link_down", "message": "", "server": "s"},
+    ]
+    link, restarts, alarms, river = lanes(events, now)
+    assert [(s.start, s.end) for s in link.spans] == [(now - 3 * minute, now)]
+    assert link.summary.startswith("1 outage, 3m in all")
+    assert restarts.spans == []
+    assert [(s.start, s.end) for s in alarms.spans] == [(now - 2 * minute, now)]
+    assert "raised now: a>1" in alarms.summary
+    assert (river.name, river.summary) == ("river-1", "down once; down now")

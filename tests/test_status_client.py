@@ -13,7 +13,7 @@ import yaml
 from status_support import LINK_COST, FakeProvider, healthy_provider, serve_in_thread
 from support import free_port
 
-from gateway.model import UplinkStats
+from gateway.model import StatusEvent, UplinkStats
 
 TOKEN = "tok-3f9a"
 
@@ -164,3 +164,19 @@ def test_a_device_not_yet_polled_shows_unknown_and_never_ok(
     row = next(line for line in result.stdout.splitlines() if line.strip().startswith("aq-1"))
     assert row.split()[:3] == ["aq-1", "rs485-1", "unknown"]
     assert "last ok never" in row
+
+
+def test_the_last_10_events_are_printed_newest_first(server: str, provider: FakeProvider) -> None:
+    base = provider.stored_events[-1].ts_ms
+    provider.stored_events = [
+        StatusEvent(base + n * 1000, "link_down", f"event number {n}", {"server": "s"})
+        for n in range(14, 0, -1)
+    ]
+    result = status_command("--url", server)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    head = lines.index("events   14 in the last 24h, the last 10:")
+    shown = lines[head + 1 :]
+    assert [line.split("event number ")[1] for line in shown] == [str(n) for n in range(14, 4, -1)]
+    assert all("link_down" in line and "ago)" in line for line in shown)
+    assert "up 1h " in lines[0]  # uptime in the one duration style

@@ -3,39 +3,18 @@ device, and works with a token given in its address."""
 
 from __future__ import annotations
 
+import html
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from status_support import CHROMIUM_FLAGS, healthy_provider, serve_in_thread
+from status_support import CHROMIUM, dump_dom, healthy_provider, serve_in_thread
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="Debian's chromium is not installed (apt-get install -y chromium); "
     "the CI bootstrap installs it",
 )
-
-
-def dump_dom(url: str, profile: Path) -> str:
-    """The DOM after 12 s of virtual time: the page refreshes every 5 s, so at least once."""
-    result = subprocess.run(
-        [
-            str(CHROMIUM),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=12000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 def refreshed_rows(dom: str) -> tuple[int, list[str]]:
@@ -62,3 +41,22 @@ def test_the_page_refreshes_with_a_token_from_its_address(tmp_path: Path) -> Non
     refreshes, rows = refreshed_rows(dom)
     assert refreshes >= 1
     assert len(rows) == 3
+
+
+def test_after_a_refresh_the_dom_holds_every_event_and_a_sparkline_per_number(
+    tmp_path: Path,
+) -> None:
+    provider = healthy_provider()
+    with serve_in_thread(provider) as port:
+        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path / "profile")
+    refreshes, _ = refreshed_rows(dom)
+    assert refreshes >= 1  # what is checked is the swapped-in body, not the first load
+    for event in provider.stored_events:
+        assert html.escape(event.message, quote=False) in dom, event.message
+    assert dom.count("<script") == 1  # the hostile device name in an event stayed text
+    rows = dict(re.findall(r'<tr class="device" data-device="([^"]*)">(.*?)</tr>', dom, re.S))
+    for device in provider.devices():
+        numeric = [v for v in device.last_values.values() if isinstance(v, int | float)]
+        row = rows[html.escape(device.name)]
+        assert row.count('<svg class="spark"') == len(numeric), device.name
+    assert 'data-lane="link"' in dom

@@ -125,6 +125,15 @@ TailItem = tuple[int, int, Item]  # seq, ts_ms, item
 T = TypeVar("T")
 
 
+def _alarm_states(
+    acked: list[tuple[int, str, str, int]], batch: list[Queued]
+) -> list[tuple[str, str, int]]:
+    """The alarm_state rows of one commit: the batch's alarms and those acknowledged before
+    their commit, in seq order (the last event of a rule wins)."""
+    events = [(seq, e.alarm, e.state, ts) for seq, _, ts, e in batch if isinstance(e, AlarmEvent)]
+    return [(alarm, state, ts) for _, alarm, state, ts in sorted([*acked, *events])]
+
+
 def _seq_of(item: TailItem) -> int:
     return item[0]
 
@@ -142,6 +151,7 @@ class _CommitTransaction:
     meta: list[tuple[int, str]]
     events: list[codec.EventRow]
     events_since_ms: int  # older events are deleted (the newest EVENTS_MAX are kept)
+    alarm_states: list[tuple[str, str, int]]  # (alarm, state, ts_ms) in seq order
 
     def __call__(self, conn: sqlite3.Connection) -> dict[Lane, int]:
         deleted = dict.fromkeys(Lane, 0)
@@ -165,10 +175,10 @@ class _CommitTransaction:
                         f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", self.runs
                     )
                     deleted[lane] = cursor.rowcount
-            if self.alarms:  # each rule's state goes with its event: restored together
+            if self.alarm_states:  # each rule's state goes with its event: restored together
                 conn.executemany(
                     "INSERT OR REPLACE INTO alarm_state (alarm, state, ts_ms) VALUES (?,?,?)",
-                    [(row[3], row[4], row[1]) for row in self.alarms],
+                    self.alarm_states,
                 )
             if self.meta:
                 conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
@@ -267,6 +277,9 @@ class Buffer:
         self._alarm_states: dict[str, str] = {}  # alarm name -> "raised" | "cleared"
         self._events: deque[StatusEvent] = deque(maxlen=EVENTS_MAX)  # newest last
         self._events_unwritten: list[StatusEvent] = []
+        # Alarms acknowledged before their commit (never written): their rules' states still
+        # go to disk with the next commit, as (seq, alarm, state, ts_ms).
+        self._acked_alarms: list[tuple[int, str, str, int]] = []
         self.previous_run: Literal["clean", "crash"] | None = None  # None: a new buffer
         self._dropping = False
         self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
@@ -415,7 +428,7 @@ class Buffer:
             seqfile.SeqState(self._reserved, None, self._boot, self._base),
         )
         for first, to, reason in start.gaps:
-            log.warning("buffer: seqs %d..%d recorded as a %s gap", first, to, reason)
+            self._count_gap(first, to, to - first + 1, reason, at_start=True)
         await self._init_stats()
         if not self._opened:
             await self._load_history(db, state)
@@ -700,6 +713,7 @@ class Buffer:
         runs, self._ack_runs = self._ack_runs, []
         counted, self._ack_counted = self._ack_counted, dict.fromkeys(Lane, 0)
         events, self._events_unwritten = self._events_unwritten, []
+        acked_alarms, self._acked_alarms = self._acked_alarms, []
         try:
             stored = max(self._now_ms(), self._max_stored_ms)
             samples = [
@@ -720,11 +734,13 @@ class Buffer:
                 meta=[(settled, "last_seq"), (stored, "max_stored_ms")],
                 events=[codec.event_row(event) for event in events],
                 events_since_ms=self._now_ms() - EVENTS_SPAN_MS,
+                alarm_states=_alarm_states(acked_alarms, batch),
             )
             deleted = await store.on_connection_thread(db, transaction)
         except BaseException as exc:
             self._ack_runs = merge_runs(runs + self._ack_runs)  # deleted by a later commit
             self._events_unwritten[:0] = events
+            self._acked_alarms[:0] = acked_alarms
             for lane in Lane:
                 self._ack_counted[lane] += counted[lane]
             if isinstance(exc, sqlite3.Error | OSError):
@@ -873,6 +889,8 @@ class Buffer:
         unwritten = dict.fromkeys(Lane, 0)
         for item in take_runs(self._queue, runs):
             unwritten[item[1]] += 1
+            if isinstance(item[3], AlarmEvent):
+                self._acked_alarms.append((item[0], item[3].alarm, item[3].state, item[2]))
         for lane, tail in self._tail.items():
             removed = len(take_runs(tail, runs))
             if removed:
@@ -971,6 +989,7 @@ class Buffer:
             self._stats.alarms -= removed
         self._reset_tail()  # what it held of the evicted range is gone
         self._stats.evicted_total[reason] = self._stats.evicted_total.get(reason, 0) + removed
+        self._count_gap(evicted.first, evicted.last, removed, reason)
         log.warning(
             "buffer: evicted %d %s (seq %d..%d, %s)",
             removed,
@@ -982,6 +1001,14 @@ class Buffer:
         await self._refresh_oldest()
 
     # -- stats and errors ------------------------------------------------------------------
+
+    def _count_gap(
+        self, first: int, last: int, count: int, reason: str, *, at_start: bool = False
+    ) -> None:
+        if at_start:
+            log.warning("buffer: seqs %d..%d recorded as a %s gap", first, last, reason)
+        self._stats.gaps_total += 1
+        self._stats.recent_gaps.append((first, last, count, reason))
 
     @property
     def stats(self) -> BufferStats:

@@ -202,6 +202,8 @@ class ModbusSource:
                 device.config.unit,
                 device.failures,
             )
+        if stats.state != "ok":
+            stats.state_since_ms = stats.last_ok_ts
         stats.state = "ok"
         stats.last_error = None
         device.failures = 0
@@ -224,10 +226,12 @@ class ModbusSource:
                     error,
                     cap,
                 )
+                stats.state_since_ms = now_ms()
             stats.state = "down"
         elif stats.state in ("unknown", "ok"):
             log.warning("%s (unit %d): poll failed: %s", stats.name, device.config.unit, error)
             stats.state = "failing"
+            stats.state_since_ms = now_ms()
 
     # -----------------------------------------------------------------------------------------
     # One poll: every request of the plan, in order

@@ -31,7 +31,7 @@ import serial_asyncio_fast
 from gateway.codec.lines import FrameError, LineFramer, make_parser
 from gateway.config import SerialSource
 from gateway.errors import DeviceError, DeviceTimeout, ParseError
-from gateway.model import DeviceState, DeviceStats, Sample, SampleSink
+from gateway.model import DeviceState, DeviceStats, Sample, SampleSink, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +357,7 @@ class SerialSensorSource:
         if state == stats.state:
             return
         previous, stats.state = stats.state, state
+        stats.state_since_ms = now_ms()
         if state == "ok":
             if previous != "unknown":  # a first good line is no recovery
                 log.info("%s: reading again (was %s)", self._config.name, previous)

@@ -47,7 +47,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from gateway.config import UplinkConfig, parse_server
 from gateway.errors import BufferStoreError, UplinkError
-from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats
+from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
 from gateway.uplink.backoff import Backoff
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
@@ -355,6 +355,8 @@ class Uplink:
         return context
 
     def _set_disconnected(self) -> None:
+        if self._stats.connected:
+            self._stats.link_lost_ms = self._stats.link_changed_ms = now_ms()
         self._stats.connected = False
 
     # -- one connection -------------------------------------------------------------------
@@ -375,6 +377,7 @@ class Uplink:
             boundary = self._buffer.last_seq
             self._stats.connected = True
             self._stats.server = server
+            self._stats.link_changed_ms = now_ms()
             log.info("uplink: connected to %s (backlog up to seq %d)", server, boundary)
             session = _Session(
                 server=server,

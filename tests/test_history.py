@@ -1,0 +1,108 @@
+"""Each point's last half hour for the sparklines: bounded, downsampled, extremes kept."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.history import MAX_ENTRIES, SPAN_MS, History
+from gateway.model import Sample, format_duration
+
+T0 = 1_764_169_200_000
+BUCKET_MS = SPAN_MS // (MAX_ENTRIES // 2)
+
+
+def test_an_hour_of_fast_polls_keeps_at_most_120_entries_of_the_last_30_min() -> None:
+    history = History()
+    for i in range(36_000):  # every 100 ms for an hour
+        history.observe(Sample("aq-1", T0 + i * 100, {"pm25": math.sin(i / 50), "n": i}))
+    now = T0 + 36_000 * 100
+    kept = history.of("aq-1", now)
+    assert set(kept) == {"pm25", "n"}
+    for entries in kept.values():
+        assert len(entries) <= MAX_ENTRIES
+        times = [ts for ts, _ in entries]
+        assert times == sorted(times)
+        assert times[0] > now - SPAN_MS
+    counter = kept["n"]
+    assert all(isinstance(v, int) for _, v in counter)
+    assert counter[-1][1] == 35_999  # the newest maximum is there
+
+
+def test_a_spike_between_two_looks_is_never_smoothed_away() -> None:
+    history = History()
+    for i in range(300):  # every second, 5 minutes
+        value = 1000.0 if i == 137 else (-50.0 if i == 201 else 20.0)
+        history.observe(Sample("river-1", T0 + i * 1000, {"level": value}))
+    entries = history.of("river-1", T0 + 300_000)["level"]
+    assert [T0 + 137_000, 1000.0] in entries
+    assert [T0 + 201_000, -50.0] in entries
+    assert len(entries) <= 2 * math.ceil(300_000 / BUCKET_MS) + 2
+
+
+def test_booleans_stay_booleans_and_strings_nan_and_silence_are_left_out() -> None:
+    history = History()
+    for i in range(10):
+        values = {"door": i % 2 == 0, "serial": "SN-1", "temp": math.nan if i == 3 else 21.5}
+        history.observe(Sample("cab", T0 + i * 1000, values))
+    kept = history.of("cab", T0 + 10_000)
+    assert set(kept) == {"door", "temp"}
+    assert {v for _, v in kept["door"]} == {True, False}
+    assert all(v == 21.5 for _, v in kept["temp"])
+    assert history.of("cab", T0 + SPAN_MS + 20_000) == {}  # silent for half an hour: nothing
+    assert history.of("nobody", T0) == {}
+
+
+def test_a_clock_set_back_further_than_the_window_starts_afresh() -> None:
+    history = History()
+    history.observe(Sample("aq-1", T0, {"pm25": 1.0}))
+    history.observe(Sample("aq-1", T0 - 3_600_000, {"pm25": 2.0}))
+    assert history.of("aq-1", T0 - 3_600_000) == {"pm25": [[T0 - 3_600_000, 2.0]]}
+
+
+def test_forget_drops_devices_a_reload_removed() -> None:
+    history = History()
+    history.observe(Sample("a", T0, {"x": 1}))
+    history.observe(Sample("b", T0, {"x": 1}))
+    history.forget({"b"})
+    assert history.of("a", T0) == {}
+    assert history.of("b", T0) == {"x": [[T0, 1]]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5_000), st.floats(-1e6, 1e6, allow_nan=False)),
+        min_size=1,
+        max_size=400,
+    )
+)
+def test_each_bucket_keeps_exactly_its_minimum_and_maximum(steps: list[tuple[int, float]]) -> None:
+    """A model check: against every sample kept in a plain list."""
+    history, seen, ts = History(), [], T0
+    for gap, value in steps:
+        ts += gap * 10
+        history.observe(Sample("d", ts, {"p": value}))
+        seen.append((ts, value))
+    entries = history.of("d", ts)["p"]
+    assert len(entries) <= MAX_ENTRIES
+    by_bucket: dict[int, list[float]] = {}
+    for t, v in seen:
+        if t // BUCKET_MS > (ts - SPAN_MS) // BUCKET_MS:
+            by_bucket.setdefault(t // BUCKET_MS, []).append(v)
+    kept: dict[int, list[float]] = {}
+    for t, v in entries:
+        kept.setdefault(int(t) // BUCKET_MS, []).append(float(v))
+    assert kept.keys() == by_bucket.keys()
+    for bucket, values in by_bucket.items():
+        assert sorted(kept[bucket]) == sorted({min(values), max(values)})
+
+
+def test_one_duration_style() -> None:
+    cases = {
+        0: "0s", 0.4: "<1s", 45: "45s", 60: "1m", 65: "1m 5s", 3600: "1h", 3660: "1h 1m",
+        3605: "1h", 5400: "1h 30m", 86_400: "1d", 90_000: "1d 1h", 200_000: "2d 7h",
+    }  # fmt: skip
+    assert {s: format_duration(s) for s in cases} == cases
