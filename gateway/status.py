@@ -2,7 +2,8 @@
 
 Everything is computed at request time from a :class:`StatusProvider` (the daemon implements
 it) that hands out the components' live figures, so this module knows no other component.
-:func:`build_status` and :func:`health` are pure; :class:`StatusServer` serves them on aiohttp.
+:func:`build_status` and :func:`health` are pure; :class:`StatusServer` serves them over
+:mod:`gateway.httpd` (h11).
 
 Access: when a token is configured, every path but ``/health`` wants
 ``Authorization: Bearer <token>`` (compared in constant time); a missing or wrong one gets 401.
@@ -25,10 +26,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
-
 from gateway.events import EVENT_KINDS
+from gateway.httpd import Handler, HttpServer, Request, Response
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
@@ -484,75 +483,78 @@ class StatusCollector:
 
 _OPEN_PATHS = frozenset({"/health"})
 _QUERY_TOKEN_PATHS = frozenset({"/"})
+_JSON = "application/json; charset=utf-8"
+_SAFE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
-def _token_middleware(token: str | None) -> Middleware:
+def _json(doc: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    body = json.dumps(doc, allow_nan=False).encode()
+    return Response(status, body, _JSON, headers)
+
+
+def _refusal(request: Request, expected: bytes | None) -> Response | None:
+    """401 unless the request carries the token (a bearer token; on the page also ``?token=``);
+    /health is open to monitoring. None: let it through."""
+    if expected is None or request.path in _OPEN_PATHS:
+        return None
+    given = ""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        given = value.strip()
+    elif request.path in _QUERY_TOKEN_PATHS:
+        given = request.query.get("token", "")
+    if given and hmac.compare_digest(given.encode(), expected):
+        return None
+    return _json(
+        {"error": "a bearer token is required" if not given else "wrong token"},
+        401,
+        (("WWW-Authenticate", 'Bearer realm="street-gateway"'),),
+    )
+
+
+def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handler:
+    """The status endpoint's routes, for :class:`gateway.httpd.HttpServer`."""
     expected = token.encode() if token else None
 
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or request.path in _OPEN_PATHS:
-            return await handler(request)
-        given = ""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            given = value.strip()
-        elif request.path in _QUERY_TOKEN_PATHS:
-            given = request.query.get("token", "")
-        if given and hmac.compare_digest(given.encode(), expected):
-            return await handler(request)
-        return web.json_response(
-            {"error": "a bearer token is required" if not given else "wrong token"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="street-gateway"'},
-        )
-
-    return check
-
-
-@web.middleware
-async def _no_store(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def make_app(provider: StatusProvider, *, token: str | None = None) -> web.Application:
-    """The aiohttp application; :class:`StatusServer` runs it."""
-
-    async def get_health(request: web.Request) -> web.Response:
+    def get_health(request: Request) -> Response:
         healthy, problems = health(provider)
         if healthy:
-            return web.json_response({"status": "ok"})
-        return web.json_response({"status": "degraded", "problems": problems}, status=503)
+            return _json({"status": "ok"})
+        return _json({"status": "degraded", "problems": problems}, 503)
 
-    async def get_status(request: web.Request) -> web.Response:
-        return web.json_response(
-            build_status(provider), dumps=lambda d: json.dumps(d, allow_nan=False)
+    def get_status(request: Request) -> Response:
+        return _json(build_status(provider))
+
+    def get_metrics(request: Request) -> Response:
+        return Response(
+            200, generate_latest(StatusCollector(provider).collect()), CONTENT_TYPE_LATEST
         )
 
-    async def get_metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(StatusCollector(provider).collect()))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    async def get_page(request: web.Request) -> web.Response:
+    def get_page(request: Request) -> Response:
         """The page; ``?body=1``: only its ``<main>``, which the page's script swaps in."""
         doc = build_status(provider)
-        body = request.query.get("body") == "1"
-        return web.Response(
-            text=render_body(doc) if body else render_page(doc),
-            content_type="text/html",
-            headers={"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer"},
+        html = render_body(doc) if request.query.get("body") == "1" else render_page(doc)
+        return Response(
+            200,
+            html.encode(),
+            "text/html; charset=utf-8",
+            (("Content-Security-Policy", CSP), ("Referrer-Policy", "no-referrer")),
         )
 
-    app = web.Application(middlewares=[_no_store, _token_middleware(token)])
-    app.router.add_get("/health", get_health)
-    app.router.add_get("/status", get_status)
-    app.router.add_get("/metrics", get_metrics)
-    app.router.add_get("/", get_page)
-    return app
+    routes = {"/health": get_health, "/status": get_status, "/metrics": get_metrics, "/": get_page}
+
+    async def handle(request: Request) -> Response:
+        route = routes.get(request.path)
+        response = _refusal(request, expected) if route is not None else None
+        if route is None:
+            response = _json({"error": f"no such path: {request.path[:80]}"}, 404)
+        elif response is None:
+            response = route(request)
+        return Response(
+            response.status, response.body, response.content_type, (*response.headers, *_SAFE)
+        )
+
+    return handle
 
 
 class StatusServer:
@@ -561,10 +563,8 @@ class StatusServer:
     def __init__(
         self, provider: StatusProvider, *, host: str, port: int, token: str | None
     ) -> None:
-        self._app = make_app(provider, token=token)
+        self._server = HttpServer(make_handler(provider, token=token), host=host, port=port)
         self._host = host
-        self._requested_port = port
-        self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
     @property
@@ -575,16 +575,8 @@ class StatusServer:
         return self._port
 
     async def __aenter__(self) -> StatusServer:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self._host, self._requested_port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        await self._server.__aenter__()
+        self._port = self._server.port
         log.info("status endpoint on http://%s:%d/", self._host, self._port)
         return self
 
@@ -594,7 +586,6 @@ class StatusServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._port is not None:
+            await self._server.__aexit__(exc_type, exc, tb)
             self._port = None
