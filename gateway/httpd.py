@@ -58,6 +58,7 @@ class HttpServer:
         self._requested_port = port
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.port = port
 
     async def __aenter__(self) -> HttpServer:
@@ -73,8 +74,10 @@ class HttpServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
+        await asyncio.sleep(0)  # a connection accepted just now starts, and sees the closing
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -83,7 +86,7 @@ class HttpServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._connections) >= MAX_CONNECTIONS or task is None:
+        if self._closing or len(self._connections) >= MAX_CONNECTIONS or task is None:
             writer.close()
             return
         self._connections.add(task)
