@@ -183,7 +183,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def write_config(
-    workdir: Path, mqtt_port: int, status_port: int, sim_ports: list[int], devices: int
+    workdir: Path,
+    mqtt_port: int,
+    status_port: int,
+    sim_ports: list[int],
+    devices: int,
+    *,
+    report: str | None = None,
 ) -> Path:
     per_port = -(-devices // len(sim_ports))
     sources = []
@@ -194,6 +200,10 @@ def write_config(
             "devices": [{"name": f"dev-{u:02d}", "unit": u, "interval": "1s",
                          "points": profile_points(PROFILE)} for u in units],
         })  # fmt: skip
+        if report is not None:  # report by exception on every device
+            for device in sources[-1]["devices"]:
+                band = report if report.endswith("%") else float(report)
+                device["report"] = {"deadband": band, "max_silence": "5m"}
     config = {
         "gateway": {"id": GATEWAY},
         "buffer": {"path": str(workdir / "buffer.db")},
@@ -357,8 +367,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
                     mqtt_port = proxy.port
                 status_port = free_port()
                 config = write_config(
-                    workdir, mqtt_port, status_port, [p for p, _ in sims], args.devices
-                )
+                    workdir, mqtt_port, status_port, [p for p, _ in sims], args.devices,
+                    report=args.report,
+                )  # fmt: skip
                 async with asyncio.TaskGroup() as group:
                     listener = group.create_task(sub.run(broker.port, ready), name="subscriber")
                     await asyncio.wait_for(ready.wait(), 10)
@@ -465,6 +476,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=5.0, help="after the first delivery")
     parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument(
+        "--report", metavar="DEADBAND", help="report by exception on every device (e.g. 1%%)"
+    )
     parser.add_argument("--connections", type=int, default=1, help="simulator processes/ports")
     parser.add_argument(
         "--outage", type=float, default=0.0, metavar="SECONDS",
