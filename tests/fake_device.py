@@ -15,15 +15,20 @@ RTU_REQUEST = 8  # bytes of an RTU read request
 
 @asynccontextmanager
 async def fake_device(reply: Reply, request_size: int = MBAP_REQUEST) -> AsyncIterator[int]:
-    """Answer each ``request_size``-byte request with ``reply``; yields the port."""
+    """Answer each ``request_size``-byte request with ``reply``; yields the port.
+
+    On exit every connection is aborted and every handler ends on its own (no cancellation),
+    including a connection accepted a moment before the server closed: each one is tracked
+    from the moment asyncio makes its protocol until its socket is closed, so none is left to
+    the garbage collector (a ResourceWarning, an error under filterwarnings=error).
+    """
     handlers: set[asyncio.Task[None]] = set()
-    writers: set[asyncio.StreamWriter] = set()
+    made: list[_Tracked] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         handlers.add(task)
-        writers.add(writer)
         try:
             while True:
                 await reply(await reader.readexactly(request_size), writer)
@@ -31,14 +36,45 @@ async def fake_device(reply: Reply, request_size: int = MBAP_REQUEST) -> AsyncIt
             pass
         finally:
             writer.close()
-            writers.discard(writer)
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    def factory() -> _Tracked:
+        protocol = _Tracked(asyncio.StreamReader(), serve)
+        made.append(protocol)
+        return protocol
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
-        for writer in list(writers):  # the handlers then end on their own: no cancellation
-            writer.transport.abort()
-        await asyncio.gather(*handlers, return_exceptions=True)
+        deadline = loop.time() + 2.0  # a connection that failed while being set up never connects
+        while True:
+            await asyncio.sleep(0.005)
+            if any(p.transport is None for p in made) and loop.time() < deadline:
+                continue  # accepted, not yet connected: wait for it
+            for protocol in made:
+                if protocol.transport is not None and not protocol.lost:
+                    protocol.transport.abort()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            # abort() closes the socket a loop turn later, in connection_lost: wait for it
+            if all(task.done() for task in handlers) and all(
+                p.lost or p.transport is None for p in made
+            ):
+                break
         await server.wait_closed()
+
+
+class _Tracked(asyncio.StreamReaderProtocol):
+    """A stream protocol that keeps its transport, so the server can abort it."""
+
+    transport: asyncio.BaseTransport | None = None
+    lost = False  # the socket is closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        super().connection_lost(exc)
