@@ -4,6 +4,7 @@ answers a test writes by hand (garbage, half frames, bad CRCs: what no pymodbus 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -43,7 +44,10 @@ async def fake_device(reply: Reply, request_size: int = MBAP_REQUEST) -> AsyncIt
         return protocol
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, "127.0.0.1", 0)
+    listener = _Listener(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    server = await loop.create_server(factory, sock=listener)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -63,6 +67,22 @@ async def fake_device(reply: Reply, request_size: int = MBAP_REQUEST) -> AsyncIt
             ):
                 break
         await server.wait_closed()
+        for conn in listener.accepted:  # accepted but never handed a protocol: closed here
+            conn.close()
+
+
+class _Listener(socket.socket):
+    """A listening socket that remembers what it accepted: a connection asyncio accepts as the
+    server closes may never reach a protocol, and would be left to the garbage collector."""
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
+        self.accepted: list[socket.socket] = []
+
+    def accept(self) -> tuple[socket.socket, object]:
+        conn, addr = super().accept()
+        self.accepted.append(conn)
+        return conn, addr
 
 
 class _Tracked(asyncio.StreamReaderProtocol):
