@@ -24,18 +24,12 @@ from gateway import __version__, systemd
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.clock import SystemClock
-from gateway.config import (
-    Config,
-    LoadedConfig,
-    ModbusRtuSource,
-    ModbusTcpSource,
-    SerialSource,
-    load_config,
-)
+from gateway.config import Config, LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import BufferStats, DeviceStats, Sample, SampleSink, UplinkStats, Value
-from gateway.sources.modbus import ModbusSource
-from gateway.sources.serial import SerialSensorSource
+from gateway.model import BufferStats, DeviceStats, Sample, UplinkStats, Value
+from gateway.report import ReportFilter, rules_for
+from gateway.sources.device import Device
+from gateway.sources.registry import Registry, RunningSource, installed
 from gateway.status import SourceView, StatusServer, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
@@ -50,30 +44,52 @@ UPLINK_SHUTDOWN_S = 2.0
 HARD_EXIT_AFTER_S = 8.0  # after SIGTERM; systemd's TimeoutStopSec would SIGKILL at 10 s
 STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
 
-SourceAdapter = ModbusSource | SerialSensorSource
-
 
 class Pipeline:
     """What a reload replaces: the sources and the alarm rules of one config."""
 
     def __init__(
-        self, config: Config, buffer: Buffer, clock: SystemClock, supervisor: Supervisor
+        self,
+        config: Config,
+        buffer: Buffer,
+        clock: SystemClock,
+        supervisor: Supervisor,
+        kinds: Registry | None = None,
     ) -> None:
+        kinds = kinds or installed()
         self.buffer = buffer
         self.clock = clock
         self.supervisor = supervisor
+        # starts from the alarms raised before a restart or reload: their overrides resume
         self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
-        self.sources: list[tuple[str, str, SourceAdapter]] = [
-            (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
+        self.sources: list[tuple[str, str, RunningSource]] = [
+            (s.name, s.kind, kinds.make(s, self.accept)) for s in config.sources
         ]
+        self.cores: dict[str, Device] = {
+            core.name: core for _, _, source in self.sources for core in source.cores
+        }
+        # report by exception, for the devices that have `report` (alarms see every value)
+        self._reports: dict[str, ReportFilter] = {}
+        for _, _, spec in config.specs():
+            rules = rules_for(spec)
+            if rules:
+                self._reports[spec.name] = ReportFilter(rules)
+        self._apply_overrides(resumed=True)
 
     def accept(self, sample: Sample) -> None:
-        """The sink every source calls with a poll's sample: flag unsynced time, buffer it,
-        then run the alarm rules."""
+        """The sink every source calls with a poll's sample: flag unsynced time, buffer what
+        report by exception sends, then run the alarm rules on the whole sample."""
         if not self.clock.synced:
             sample = sample._replace(clock_synced=False)
-        self.buffer.put(sample)
-        for event in self.alarms.observe(sample):
+        report = self._reports.get(sample.device)
+        if report is None:
+            self.buffer.put(sample)
+        else:
+            values = report(sample.values, time.monotonic())
+            if values:  # a sample left with no values is not stored and takes no seq
+                self.buffer.put(sample._replace(values=values))
+        events = self.alarms.observe(sample)
+        for event in events:
             log.warning(
                 "alarm %s %s (value %s, priority %s)",
                 event.alarm,
@@ -82,6 +98,35 @@ class Pipeline:
                 event.priority,
             )
             self.buffer.put(event)
+        if events:
+            self._apply_overrides()
+
+    def _apply_overrides(self, *, resumed: bool = False) -> None:
+        """Poll the devices that raised alarms' ``while_raised`` name at their interval, and
+        the others at their own; each switch is logged once."""
+        wanted = self.alarms.overrides()
+        for name, core in self.cores.items():
+            want = wanted.get(name)
+            have = core.override
+            if want is None and have is not None:
+                core.override_interval(None)
+                log.info(
+                    "%s: polled every %gs again (%s)",
+                    name,
+                    core.interval_s,
+                    have[1].replace("while alarm", "alarm").replace("is raised", "cleared"),
+                )
+            elif want is not None and (have is None or have[0] != want[0]):
+                reason = f"while alarm {want[1]} is raised"
+                core.override_interval(want[0], reason)
+                log.warning(
+                    "%s: polled every %gs %s (its interval is %gs)%s",
+                    name,
+                    want[0],
+                    reason,
+                    core.configured_interval_s,
+                    "; resumed, it was raised before this start" if resumed else "",
+                )
 
     async def run_sources(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -91,7 +136,7 @@ class Pipeline:
                 )
 
     def devices(self) -> list[DeviceStats]:
-        return [d for _, _, source in self.sources for d in source.devices]
+        return [core.stats for core in self.cores.values()]
 
 
 def make_uplink(
@@ -121,14 +166,6 @@ def make_uplink(
         wire_format=wire_format,
         session_counter=session_counter,
     )
-
-
-def make_source(
-    config: ModbusRtuSource | ModbusTcpSource | SerialSource, sink: SampleSink
-) -> SourceAdapter:
-    if isinstance(config, SerialSource):
-        return SerialSensorSource(config, sink)
-    return ModbusSource(config, sink)
 
 
 class Daemon:
@@ -178,7 +215,7 @@ class Daemon:
         if self._pipeline is None:
             return []
         return [
-            SourceView(name=name, kind=kind, devices=source.devices)
+            SourceView(name=name, kind=kind, devices=[core.stats for core in source.cores])
             for name, kind, source in self._pipeline.sources
         ]
 
@@ -248,7 +285,9 @@ class Daemon:
                 )
                 uplink = self._start_uplink(group)
                 while True:
-                    self._pipeline = Pipeline(self.config, buffer, self.clock, self.supervisor)
+                    self._pipeline = Pipeline(
+                        self.config, buffer, self.clock, self.supervisor, self.loaded.kinds
+                    )
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
                     systemd.ready(self.status_line())  # one datagram: READY with its STATUS
                     next_loaded = await self._next_config()
@@ -382,13 +421,8 @@ class Daemon:
     def _polling_allowance(self) -> float:
         """Long enough that even a down device (polled once per backoff period) shows a poll."""
         slowest = 0.0
-        for source in self.config.sources:
-            intervals = (
-                [source.poll_interval]
-                if isinstance(source, SerialSource)
-                else [d.interval for d in source.devices]
-            )
-            slowest = max(slowest, *intervals, source.backoff_max)
+        for _, source, spec in self.config.specs():
+            slowest = max(slowest, spec.interval_s, source.backoff_max)
         return 3 * slowest + 30.0
 
     def status_line(self) -> str:

@@ -234,6 +234,7 @@ def _device(d: DeviceStats) -> dict[str, Any]:
         "parse_errors": d.parse_errors,
         "last_error": d.last_error,
         "interval_s": d.interval_s,
+        "interval_reason": d.interval_reason,
         "read_mode": d.read_mode,
         "last_values": {k: _json_value(v) for k, v in d.last_values.items()},
     }

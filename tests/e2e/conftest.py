@@ -32,7 +32,7 @@ import yaml
 from proxy import FaultProxy
 from support import LOOPBACK, Mosquitto, free_port, stop_process, subscription, wait_for_port
 
-from gateway.sim.modbus import SimUnit, profile_points
+from gateway.sources.modbus.sim import SimUnit, profile_points
 
 PREFIX = "e2e"
 GATEWAY = "lamppost-e2e"
