@@ -21,6 +21,7 @@ import yaml
 from support import free_port
 
 from gateway.buffer import Buffer
+from gateway.cli import summarise
 from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.daemon import Pipeline
@@ -172,3 +173,10 @@ def test_check_refuses_unknown_devices_and_too_short_intervals(
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.problems == [f"{path}: alarms[0].while_raised.interval.{device}: {message}"]
+
+
+def test_check_summary_names_the_while_raised_links(tmp_path: Path) -> None:
+    loaded = load_config(write_config(tmp_path, 502))
+    lines = summarise(loaded).splitlines()
+    assert f"while {ALARM} is raised: river-1 every 50ms" in lines
+    assert "    device river-1 unit 1: 3 points every 500ms" in lines

@@ -20,7 +20,6 @@ dead device never blocks the others); :class:`PolledSource` is the base a plugin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -213,20 +212,17 @@ async def run_schedule(
     """
     if not devices:
         await asyncio.Future()  # nothing to poll: wait for the cancellation
-    wake = asyncio.Event()
+    nap = _Nap()
     start = time.monotonic()
     for device in devices:
         device.due = start
-        device._wake = wake.set
+        device._wake = nap.wake
     try:
         while True:
             device = min(devices, key=_due)
             delay = device.due - time.monotonic()
             if delay > 0:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
+                await nap.sleep(delay)
                 continue  # an override may have moved a due time: choose again
             due = device.due
             try:
@@ -243,6 +239,33 @@ async def run_schedule(
     finally:
         for device in devices:
             device._wake = None
+
+
+class _Nap:
+    """A sleep that :meth:`wake` ends early: as cheap as ``asyncio.sleep`` (one future, one
+    timer), where a timeout around an event would raise and catch a cancellation each time."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def sleep(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(delay, _resolve, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+    def wake(self) -> None:
+        if self._future is not None:
+            _resolve(self._future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class StopPolling(Exception):
