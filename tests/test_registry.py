@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.sources.device import DOWN_AFTER, Device
-from gateway.sources.registry import GROUP, installed, load
+from gateway.sources.registry import GROUP, Registry, SourceKind, installed, load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,3 +94,22 @@ def test_an_override_changes_the_effective_interval_and_says_why() -> None:
     assert device.next_due(10.0, 10.2) == 11.0
     device.override_interval(None)
     assert (device.stats.interval_s, device.stats.interval_reason) == (60.0, None)
+
+
+def test_a_plugin_that_cannot_make_its_source_is_one_clear_error(tmp_path: Path) -> None:
+    serial = installed().kind("serial")
+
+    def refuse(config: object, sink: object) -> object:
+        raise OSError("the vendor library is missing")
+
+    kinds = Registry.of([SourceKind("serial", serial.config, refuse, origin="sgw-x 1.0")])  # type: ignore[arg-type]
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG.replace("kind: sdi12, port: /dev/ttyUSB0", "kind: serial, port: /dev/x, "
+                                   "parse: {format: kv}, points: [{name: a}]"))  # fmt: skip
+    config = load_config(path, kinds=kinds).config
+    with pytest.raises(GatewayError) as caught:
+        kinds.make(config.sources[0], [].append)
+    assert str(caught.value) == (
+        "source 'gauge': kind 'serial' (from sgw-x 1.0) cannot make its source: "
+        "OSError: the vendor library is missing"
+    )

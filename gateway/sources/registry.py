@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, Union, get_args
 from pydantic import BaseModel, Field, create_model
 
 from gateway.config import Config, SourceConfig, quote
+from gateway.errors import GatewayError
 from gateway.model import SampleSink
 
 if TYPE_CHECKING:
@@ -72,7 +73,15 @@ class Registry:
         return self.kinds[name]
 
     def make(self, config: SourceConfig, sink: SampleSink) -> RunningSource:
-        return self.kinds[config.kind].make(config, sink)
+        """The running source of ``config``; a plugin that fails to make one is one line."""
+        kind = self.kinds[config.kind]
+        try:
+            return kind.make(config, sink)
+        except Exception as exc:
+            raise GatewayError(
+                f"source {config.name!r}: kind {kind.name!r} (from {kind.origin}) cannot make "
+                f"its source: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def unknown(self, name: str) -> str:
         """The message for a ``kind:`` that no installed kind has."""
@@ -161,6 +170,8 @@ def _invalid(name: str, kind: object) -> str | None:
     annotation = model.model_fields["kind"].annotation
     if get_args(annotation) != (name,):
         return f'has a config whose kind is not Literal["{name}"]'
+    if model.device_specs is SourceConfig.device_specs:
+        return "has a config without device_specs(): the gateway cannot know its devices"
     return None
 
 

@@ -9,6 +9,7 @@ daemon then runs from that venv against a real mosquitto with a source of kind
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -115,6 +116,14 @@ def test_check_reports_a_plugins_mistakes_with_file_and_key_path(
     assert f"{config}: sources[0].points[1].name: point name 'n' is used twice" in (
         result.stderr.splitlines()
     ), result.stderr
+    # `schema` includes the plugin's kind and keys
+    schema = subprocess.run(
+        [str(plugin_python), "-m", "gateway", "schema"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    kinds = json.loads(schema)["properties"]["sources"]["items"]["properties"]["kind"]["enum"]
+    assert "example-counter" in kinds and "modbus-rtu" in kinds
+    assert "CounterConfig" in json.loads(schema)["$defs"]
 
 
 async def test_the_doc_plugin_runs_in_the_daemon_end_to_end(
