@@ -14,7 +14,7 @@ import timeit
 
 from gateway.codec.registers import RequestDecoder, encode, plan_requests
 from gateway.config import ModbusPoint
-from gateway.sim.modbus import profile_points
+from gateway.sources.modbus.sim import profile_points
 
 
 def blocks(profile: str, n: int) -> tuple[RequestDecoder, list[list[int]], int]:

@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from proxy import FaultProxy
 from support import free_port, running_mosquitto, stop_process, wait_for_port
 
-from gateway.sim.modbus import profile_points
+from gateway.sources.modbus.sim import profile_points
 from gateway.uplink.meter import publish_size
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_modbus.py [--seconds 5] [--devices 10]
 
-The simulated units run in a separate process (``gateway.sim.modbus`` over Modbus TCP on
+The simulated units run in a separate process (``gateway.sources.modbus.sim`` over Modbus TCP on
 127.0.0.1), so the CPU figure is the gateway side only: pymodbus client, planner, decoder.
 Devices poll with a 1 ms interval, i.e. as fast as the connection allows. Each poll hands the
 sink one sample; the CPU figure is per 1,000 point values in them.
@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import free_port, stop_process, wait_for_port
 
 from gateway.codec.registers import plan_requests, split_request
-from gateway.config import ModbusPoint, ModbusTcpSource
+from gateway.config import ModbusPoint
 from gateway.model import Sample
-from gateway.sim.modbus import profile_points
-from gateway.sources.modbus import ModbusSource
+from gateway.sources.modbus.config import ModbusTcpSource
+from gateway.sources.modbus.sim import profile_points
+from gateway.sources.modbus.source import ModbusSource
 
 PROFILE = "street_cabinet"  # 10 points: 5 int16, 4 float32, 1 discrete input
 
@@ -91,7 +92,7 @@ def main() -> int:
     port = free_port()
     units = [arg for i in range(args.devices) for arg in ("--unit", f"{i + 1}:{PROFILE}")]
     sim = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from gateway.sim.modbus import main; "
+        [sys.executable, "-c", "import sys; from gateway.sources.modbus.sim import main; "
          "sys.exit(main(sys.argv[1:]))", "--tcp", f"127.0.0.1:{port}", *units],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from gateway.codec.lines import LineFramer, make_parser
-from gateway.config import ParseConfig, SerialPoint, SerialSource
 from gateway.model import Sample
-from gateway.sim.serial import SimulatedSerialSensor
-from gateway.sources.serial import SerialSensorSource
+from gateway.sources.serial.config import ParseConfig, SerialPoint, SerialSource
+from gateway.sources.serial.sim import SimulatedSerialSensor
+from gateway.sources.serial.source import SerialSensorSource
 
 REGEX = r"LAeq=(?P<laeq>\S+) LAmax=(?P<lamax>\S+)"
 POINTS = [SerialPoint(name="laeq", unit="dBA"), SerialPoint(name="lamax", unit="dBA")]

@@ -13,6 +13,9 @@ A rule watches one point (``device/point``) and is either ``above`` or ``below``
 Booleans count as 0 and 1, so ``{point: cab/door_open, above: 0}`` alarms on an open door.
 NaN says nothing about a condition and is ignored, and so does a string value.
 
+``while_raised: {interval: {device: 1s}}`` on a rule asks for those devices to be polled at that
+interval while it is raised: :meth:`AlarmEngine.overrides` says which, the daemon applies them.
+
 A rule's raised/cleared state is kept in the buffer's database with its event (``alarm_state``),
 and a new engine starts from it: a restart or a reload while an alarm is raised pages nobody
 again, and an alarm whose condition cleared while the gateway was down is cleared on its first
@@ -117,3 +120,15 @@ class AlarmEngine:
     def active(self) -> list[str]:
         """Names of the alarms raised now, in rule order."""
         return [state.name for state in self._states if state.raised]
+
+    def overrides(self) -> dict[str, tuple[float, str]]:
+        """Device -> (interval, alarm name) that the raised alarms' ``while_raised`` ask for;
+        when several name one device, the shortest interval wins."""
+        wanted: dict[str, tuple[float, str]] = {}
+        for state in self._states:
+            if not state.raised or state.rule.while_raised is None:
+                continue
+            for device, interval in state.rule.while_raised.interval.items():
+                if device not in wanted or interval < wanted[device][0]:
+                    wanted[device] = (interval, state.name)
+        return wanted

@@ -12,18 +12,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
-from gateway.config import (
-    Config,
-    LoadedConfig,
-    ModbusDevice,
-    ModbusRtuSource,
-    SerialSource,
-)
+from gateway.config import Config, DeviceSpec, LoadedConfig
 from gateway.console import add_config_argument, load_or_report
 from gateway.report import rules_for
+
+if TYPE_CHECKING:
+    from gateway.sources.registry import Registry
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -156,34 +153,31 @@ def summarise(loaded: LoadedConfig) -> str:
     polls_per_minute = 0.0
     users: dict[str, list[str]] = {}  # template -> the devices that use it
     for source in config.sources:
-        if isinstance(source, SerialSource):
-            mode = f"poll every {_seconds(source.poll_interval)}" if source.request else "stream"
+        specs = source.device_specs()
+        where = " ".join(filter(None, [source.kind, source.describe()]))
+        single = len(specs) == 1 and specs[0].loc == ()  # the source is its own device
+        if single:
+            spec = specs[0]
             lines.append(
-                f"  source {source.name} (serial {source.port} {source.baudrate} baud, {mode}): "
-                f"{len(source.points)} points{_report(source)}"
+                f"  source {source.name} ({', '.join(filter(None, [where, spec.summary]))}): "
+                f"{len(spec.points)} points{_report(spec)}"
             )
+        else:
+            lines.append(f"  source {source.name} ({where}):")
+        for spec in specs:
+            if not single:
+                template = f" (template {spec.template})" if spec.template else ""
+                summary = f" {spec.summary}" if spec.summary else ""
+                lines.append(
+                    f"    device {spec.name}{summary}: {len(spec.points)} points"
+                    f"{template} every {_seconds(spec.interval_s)}{_report(spec)}"
+                )
+            if spec.template:
+                users.setdefault(spec.template, []).append(spec.name)
             devices += 1
-            points += len(source.points)
-            if source.request:
-                polls_per_minute += 60 / source.poll_interval
-            continue
-        where = (
-            f"{source.port} {source.baudrate} baud"
-            if isinstance(source, ModbusRtuSource)
-            else f"{source.host}:{source.port}"
-        )
-        lines.append(f"  source {source.name} ({source.kind} {where}):")
-        for device in source.devices:
-            template = f" (template {device.template})" if device.template else ""
-            lines.append(
-                f"    device {device.name} unit {device.unit}: {len(device.points)} points"
-                f"{template} every {_seconds(device.interval)}{_report(device)}"
-            )
-            if device.template:
-                users.setdefault(device.template, []).append(device.name)
-            devices += 1
-            points += len(device.points)
-            polls_per_minute += 60 / device.interval
+            points += len(spec.points)
+            if spec.polled:
+                polls_per_minute += 60 / spec.interval_s
     lines.append(
         f"{len(config.sources)} sources, {devices} devices, {points} points, "
         f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
@@ -191,6 +185,13 @@ def summarise(loaded: LoadedConfig) -> str:
     if config.templates:
         used = [f"{name} ({', '.join(users[name])})" for name in config.templates if name in users]
         lines.append(f"templates used: {', '.join(used) or 'none'}")
+    for rule in config.alarms:
+        if rule.while_raised is not None:
+            faster = ", ".join(
+                f"{device} every {_seconds(interval)}"
+                for device, interval in rule.while_raised.interval.items()
+            )
+            lines.append(f"while {rule.name} is raised: {faster}")
     uplink = config.uplink
     topics = f"topics {uplink.topic_prefix}/{config.gateway.id}/..., qos {uplink.qos}"
     if uplink.format == "sparkplug-b" and uplink.sparkplug is not None:
@@ -205,7 +206,7 @@ def summarise(loaded: LoadedConfig) -> str:
     return "\n".join(lines)
 
 
-def _report(device: ModbusDevice | SerialSource) -> str:
+def _report(device: DeviceSpec) -> str:
     """``, report by exception for 3 of 5 points`` when some of its points have ``report``."""
     rules = rules_for(device)
     return f", report by exception for {len(rules)} of {len(device.points)} points" if rules else ""
@@ -220,9 +221,12 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the YAML as a person writes it: durations and sizes are strings."""
-    schema = Config.model_json_schema()
+def config_json_schema(kinds: Registry | None = None) -> dict[str, Any]:
+    """The JSON Schema of the YAML as a person writes it: durations and sizes are strings.
+    ``sources`` is the union of the installed kinds (``kinds``: those instead)."""
+    from gateway.sources.registry import installed  # noqa: PLC0415 - only `schema` needs it
+
+    schema = (kinds or installed()).config_model.model_json_schema()
     _for_yaml(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import yaml
@@ -36,6 +36,9 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.sources.registry import Registry
 
 DEFAULT_CONFIG_PATH = Path("/etc/street-gateway/gateway.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/street-gateway")
@@ -264,127 +267,104 @@ class ModbusPoint(_Model):
             return 1
         return 4 if self.type.endswith("64") else 2
 
+    @property
+    def exact(self) -> bool:
+        """A bool, a string and an unscaled integer are sent on any change (no deadband)."""
+        return self.type in ("bool", "string") or (
+            not self.type.startswith("float") and self.scale == 1 and self.offset == 0
+        )
 
-class _ReadLimitKeys(_Model):
-    """How a device wants to be read, on a device or (as its devices' default) on a source.
+    def spec(self) -> PointSpec:
+        scaled = self.scale != 1 or self.offset != 0
+        return PointSpec(self.name, self.type, self.unit, scaled, self.report, self.exact)
 
-    None means "not given here": the device's value wins over its source's, and the source's
-    over :class:`ReadLimits`' defaults (see :func:`read_limits`).
+
+# ---------------------------------------------------------------------------------------------
+# Sources: what every kind shares. Each kind (gateway/sources/<kind>/, or a plugin) subclasses
+# SourceConfig with its own keys and ``kind: Literal["its-name"]``; the registry
+# (gateway/sources/registry.py) builds the union of ``sources`` from the kinds installed.
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """One point of a device, as the gateway sees it whatever the kind: for meta, the catalog,
+    report by exception and ``check``."""
+
+    name: str
+    type: str = "number"  # as meta names it: a Modbus type, or "number"
+    unit: str | None = None
+    scaled: bool = False  # value = raw * scale + offset with a scale or offset given
+    report: ReportConfig | None = None
+    exact: bool = False  # sent on any change (bool, int, string): a deadband does not apply
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One device of a source: its name, its configured interval and its points.
+
+    ``loc`` is where the device is written, relative to its source: ``()`` for a source that is
+    its own single device (its ``name`` and ``interval`` are the source's), ``("devices", 2)``
+    for the third of a list. ``check`` names the device's keys through it.
     """
 
-    max_registers: Annotated[int, Field(ge=1, le=125)] | None = None
-    max_bits: Annotated[int, Field(ge=1, le=2000)] | None = None
-    max_gap: Annotated[int, Field(ge=0, le=124)] | None = None  # 0: bridge no unused register
-    pause: Duration | None = None  # between two requests on the same connection or bus
-    one_request_per_point: bool | None = None
+    name: str
+    interval_s: float
+    points: tuple[PointSpec, ...]
+    loc: tuple[str | int, ...] = ()
+    report: ReportConfig | None = None  # the device's default for its points
+    polled: bool = True  # False: it talks on its own, and interval only judges staleness
+    template: str | None = None  # the top-level template it uses, if any
+    summary: str = ""  # what `check` prints after its name, e.g. "unit 3"
 
 
-@dataclass(frozen=True)
-class ReadLimits:
-    """A device's effective read limits (SPEC "Modbus points", since v0.2)."""
+class SourceConfig(_Model):
+    """The keys every source kind takes; a kind adds its own and says what its devices are.
 
-    max_registers: int = 125
-    max_bits: int = 2000
-    max_gap: int = 16
-    pause: float = 0.0
-    one_request_per_point: bool = False
+    Subclasses set ``kind: Literal["their-kind"]`` and implement :meth:`device_specs`; they may
+    override :meth:`check` (cross-field checks, with key paths) and :meth:`prepared`.
+    """
 
-
-def read_limits(source: _ReadLimitKeys, device: _ReadLimitKeys) -> ReadLimits:
-    """The device's own keys, else its source's, else the defaults."""
-    given: dict[str, Any] = {}
-    for key in ReadLimits.__dataclass_fields__:
-        value = getattr(device, key)
-        value = getattr(source, key) if value is None else value
-        if value is not None:
-            given[key] = value
-    return ReadLimits(**given)
-
-
-class ModbusDevice(_ReadLimitKeys):
-    name: Name
-    unit: Annotated[int, Field(ge=0, le=247)]
-    interval: Duration = 10.0
-    # a top-level template's points come first, then the device's own (load_config joins them)
-    template: Name | None = None
-    points: list[ModbusPoint] = Field(default_factory=list)
-    report: ReportConfig | None = None  # the default of its points
-
-
-class _SourceBase(_Model):
+    kind: str
     name: Name
     timeout: Duration = 1.0
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     # Cap of the retry backoff of a device that is down (it is polled at most this rarely).
     backoff_max: Duration = 60.0
 
+    def device_specs(self) -> list[DeviceSpec]:
+        """The source's devices, in config order."""
+        raise NotImplementedError(f"source kind {self.kind!r} does not list its devices")
 
-class _LineSettings(_Model):
+    def check(self, loc: tuple[str | int, ...], config: Config) -> list[Problem]:
+        """Cross-field problems: (key path from the top, starting with ``loc``, message)."""
+        return []
+
+    def prepared(self, config: Config) -> SourceConfig:
+        """The source as it runs, once the whole config is known (Modbus applies templates)."""
+        return self
+
+    def describe(self) -> str:
+        """What ``check`` prints after the source's name and kind: its port or host."""
+        return ""
+
+
+class LineSettings(_Model):
+    """A serial line's settings, for the kinds that open one (modbus-rtu, serial)."""
+
     baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
 
 
-class ModbusRtuSource(_SourceBase, _LineSettings, _ReadLimitKeys):
-    kind: Literal["modbus-rtu"]
-    port: DevicePath
-    devices: Annotated[list[ModbusDevice], Field(min_length=1)]
-
-    def limits(self, device: ModbusDevice) -> ReadLimits:
-        return read_limits(self, device)
+MIN_INTERVAL = 0.01  # a poll every 10ms is already a busy bus; 0 would spin
 
 
-class ModbusTcpSource(_SourceBase, _ReadLimitKeys):
-    kind: Literal["modbus-tcp"]
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 502
-    # rtu: RTU frames (CRC, no MBAP header) over the socket, for serial-to-Ethernet converters
-    framing: Literal["mbap", "rtu"] = "mbap"
-    devices: Annotated[list[ModbusDevice], Field(min_length=1)]
+class WhileRaised(_Model):
+    """``while_raised: {interval: {river-1: 1s}}``: while the alarm is raised, these devices are
+    polled at that interval instead of their own."""
 
-    def limits(self, device: ModbusDevice) -> ReadLimits:
-        return read_limits(self, device)
-
-
-class ParseConfig(_Model):
-    regex: str | None = None
-    format: Literal["kv", "csv", "json"] | None = None
-    fields: list[str] | None = None  # csv only: the column names, in order
-
-    @property
-    def kind(self) -> Literal["regex", "kv", "csv", "json"]:
-        return "regex" if self.regex is not None else self.format or "kv"
-
-
-class SerialPoint(_Model):
-    name: Name
-    unit: str | None = None
-    scale: Finite = 1.0
-    offset: Finite = 0.0
-    report: ReportConfig | None = None
-
-
-class SerialSource(_SourceBase, _LineSettings):
-    """A serial ASCII sensor: the source is its own single device, named like the source."""
-
-    kind: Literal["serial"]
-    port: DevicePath
-    request: str | None = None  # poll mode when set; stream mode otherwise
-    interval: Duration | None = None  # default: 10s in poll mode, 60s (staleness) in stream mode
-    line_end: Annotated[str, Field(min_length=1, max_length=4)] = "\n"
-    parse: ParseConfig
-    points: Annotated[list[SerialPoint], Field(min_length=1)]
-    report: ReportConfig | None = None  # the default of its points
-
-    @property
-    def poll_interval(self) -> float:
-        if self.interval is not None:
-            return self.interval
-        return 10.0 if self.request is not None else 60.0
-
-
-Source = Annotated[ModbusRtuSource | ModbusTcpSource | SerialSource, Field(discriminator="kind")]
+    interval: Annotated[dict[Name, Duration], Field(min_length=1)]
 
 
 class AlarmRule(_Model):
@@ -395,6 +375,7 @@ class AlarmRule(_Model):
     clear_above: float | None = None
     hold: Duration = 0.0
     priority: Literal["low", "normal", "high", "critical"] = "high"
+    while_raised: WhileRaised | None = None
 
     @property
     def name(self) -> str:
@@ -409,11 +390,15 @@ def _number(value: float) -> str:
 
 
 class Config(_Model):
+    """The whole file. ``sources`` is typed by the base class here; the model that validates a
+    file is :func:`gateway.sources.registry.Registry.config_model`, the same with ``sources``
+    as the union of the installed kinds."""
+
     gateway: GatewaySection
     buffer: BufferConfig = BufferConfig()
     uplink: UplinkConfig
     status: StatusConfig = StatusConfig()
-    sources: Annotated[list[Source], Field(min_length=1)]
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
     include: list[str] = Field(default_factory=list)
     # reusable Modbus point lists: a device names one with `template:` (since v0.2)
@@ -421,25 +406,20 @@ class Config(_Model):
         default_factory=dict
     )
 
+    def specs(self) -> Iterator[tuple[int, SourceConfig, DeviceSpec]]:
+        """(source index, source, device) for every device, in config order."""
+        for i, source in enumerate(self.sources):
+            for spec in source.device_specs():
+                yield i, source, spec
+
     def devices(self) -> Iterator[tuple[str, str]]:
-        """(source name, device name) for every device; a serial source is its own device."""
-        for source in self.sources:
-            if isinstance(source, SerialSource):
-                yield source.name, source.name
-            else:
-                for device in source.devices:
-                    yield source.name, device.name
+        """(source name, device name) for every device."""
+        for _, source, spec in self.specs():
+            yield source.name, spec.name
 
     def point_names(self) -> dict[str, set[str]]:
         """Device name -> its point names."""
-        names: dict[str, set[str]] = {}
-        for source in self.sources:
-            if isinstance(source, SerialSource):
-                names[source.name] = {p.name for p in source.points}
-            else:
-                for device in source.devices:
-                    names[device.name] = {p.name for p in device.points}
-        return names
+        return {spec.name: {p.name for p in spec.points} for _, _, spec in self.specs()}
 
     @property
     def client_id(self) -> str:
@@ -460,6 +440,7 @@ class LoadedConfig:
     digest: str = ""  # sha256 of every file read, for the birth message
     mqtt_password: str | None = field(default=None, repr=False)
     status_token: str | None = field(default=None, repr=False)
+    kinds: Registry | None = field(default=None, repr=False)  # the source kinds it was read with
 
     @property
     def status_host_port(self) -> tuple[str, int]:
@@ -500,15 +481,22 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(value.split(":")[0]) if value else DEFAULT_STATE_DIR
 
 
-def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: Path | str, environ: Mapping[str, str] | None = None, kinds: Registry | None = None
+) -> LoadedConfig:
     """Read, merge, validate and cross-check a config file; raise ConfigError with every problem.
 
-    Nothing else escapes, whatever the file holds: ``check``, ``run`` and a reload all end in
-    ConfigError's lines, each bounded (:func:`_bounded`).
+    ``kinds``: the source kinds to validate ``sources`` with (default: those installed, found
+    through their entry points). Nothing else escapes, whatever the file holds: ``check``,
+    ``run`` and a reload all end in ConfigError's lines, each bounded (:func:`_bounded`).
     """
     main = str(path)
+    if kinds is None:
+        from gateway.sources.registry import installed  # noqa: PLC0415 - the kinds import us
+
+        kinds = installed()
     try:
-        return _load(Path(path), environ)
+        return _load(Path(path), environ, kinds)
     except ConfigError as exc:
         raise ConfigError(_bounded(exc.problems, main)) from None
     except Exception as exc:  # a bug of ours must not crash a reload either
@@ -516,7 +504,7 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> L
         raise ConfigError(_bounded([f"{problem} (please report it)"], main)) from None
 
 
-def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedConfig:
+def _load(path: Path, environ: Mapping[str, str] | None, kinds: Registry) -> LoadedConfig:
     main = str(path)
     data = _read_file(path, f"{main}: ")
     digest = hashlib.sha256(data)
@@ -525,11 +513,11 @@ def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedConfig:
         raise ConfigError([f"{main}: the file must be a mapping with gateway, uplink and sources"])
     raw, origin = _merge_includes(raw, path, digest)
     try:
-        config = Config.model_validate(raw)
+        config = kinds.config_model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(exc, main, origin)) from None
+        raise ConfigError(_pydantic_problems(exc, main, origin, kinds)) from None
     config = _resolve_paths(config, path.parent, environ)
-    config = _apply_templates(config)
+    config = config.model_copy(update={"sources": [s.prepared(config) for s in config.sources]})
     problems = [_line(*origin.locate(main, loc), message) for loc, message in _cross_check(config)]
     problems = list(dict.fromkeys(problems))  # a template's problem once, not once per device
     if problems:
@@ -539,10 +527,11 @@ def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedConfig:
     return LoadedConfig(
         config=config,
         path=path,
-        warnings=[f"{main}: {w}" for w in _warnings(config)],
+        warnings=[*(f"{main}: {w}" for w in _warnings(config)), *kinds.problems],
         digest=digest.hexdigest()[:16],
         mqtt_password=password,
         status_token=token,
+        kinds=kinds,
     )
 
 
@@ -851,25 +840,6 @@ def _merge_templates(
     return problems
 
 
-def _apply_templates(config: Config) -> Config:
-    """Every device that names a known template gets its points first, then its own."""
-    if not config.templates:
-        return config
-    sources: list[Source] = []
-    for source in config.sources:
-        if isinstance(source, SerialSource):
-            sources.append(source)
-            continue
-        devices = [
-            d.model_copy(update={"points": [*config.templates[d.template], *d.points]})
-            if d.template in config.templates
-            else d
-            for d in source.devices
-        ]
-        sources.append(source.model_copy(update={"devices": devices}))
-    return config.model_copy(update={"sources": sources})
-
-
 def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None) -> Config:
     """Make file paths relative to the config file's folder; default the buffer path."""
 
@@ -952,22 +922,21 @@ def _printable(text: str) -> str:
     return _cut(text, MAX_LINE)
 
 
-_SOURCE_KINDS = {"modbus-rtu", "modbus-tcp", "serial"}
-
-
-def _pydantic_problems(exc: ValidationError, main: str, origin: _Origin) -> list[str]:
+def _pydantic_problems(
+    exc: ValidationError, main: str, origin: _Origin, kinds: Registry
+) -> list[str]:
     lines: list[str] = []
     for error in exc.errors():
         # A discriminated union puts the tag in the path: sources[1].modbus-rtu.devices -> drop it.
-        raw = [p for i, p in enumerate(error["loc"]) if not (i == 2 and p in _SOURCE_KINDS)]
+        raw = [p for i, p in enumerate(error["loc"]) if not (i == 2 and p in kinds.kinds)]
         file, loc = origin.locate(main, raw)
-        line = _line(file, loc, _message(error))
+        line = _line(file, loc, _message(error, kinds))
         if line not in lines:
             lines.append(line)
     return lines
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def _message(error: Mapping[str, Any], kinds: Registry) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
@@ -977,9 +946,9 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "union_tag_invalid":
-        return f"kind {quote(ctx.get('tag'))} is not one of modbus-rtu, modbus-tcp, serial"
+        return kinds.unknown(str(ctx.get("tag")))
     if kind == "union_tag_not_found":
-        return "required key 'kind' is missing (modbus-rtu, modbus-tcp or serial)"
+        return f"required key 'kind' is missing (installed kinds: {', '.join(kinds.kinds)})"
     if kind == "string_pattern_mismatch":
         return f"{quote(value)} does not match {ctx.get('pattern')}"
     if kind == "less_than_equal":
@@ -1006,20 +975,9 @@ def _cross_check(config: Config) -> list[Problem]:
     problems: list[Problem] = []
     problems += _check_names(config)
     for i, source in enumerate(config.sources):
-        loc: tuple[str | int, ...] = ("sources", i)
-        if isinstance(source, SerialSource):
-            problems += _check_serial(source, loc)
-        else:
-            if source.pause is not None and source.pause > MAX_PAUSE:
-                problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
-            for j, device in enumerate(source.devices):
-                dloc = (*loc, "devices", j)
-                where = _PointPlaces(dloc, device, config.templates)
-                problems += _check_template(device, dloc, config.templates)
-                problems += _check_points(device.points, where)
-                problems += _check_limits(source.limits(device), device, where)
+        problems += source.check(("sources", i), config)  # the kind's own checks
     for name, points in config.templates.items():
-        problems += _check_points(points, _PointPlaces(("templates", name), None, {}))
+        problems += check_points(points, PointPlaces(("templates", name), None, {}))
     problems += _check_reports(config)
     problems += _check_alarms(config)
     if config.buffer.max_size < MIN_BUFFER_SIZE:
@@ -1031,9 +989,6 @@ def _cross_check(config: Config) -> list[Problem]:
     problems += _check_uplink(config)
     problems += _check_status(config)
     return problems
-
-
-MIN_INTERVAL = 0.01  # a poll every 10ms is already a busy bus; 0 would spin
 
 
 def _check_durations(config: Config) -> list[Problem]:
@@ -1052,13 +1007,10 @@ def _check_durations(config: Config) -> list[Problem]:
             ((*loc, "timeout"), source.timeout, MIN_INTERVAL, MAX_DURATION),
             ((*loc, "backoff_max"), source.backoff_max, 0.1, MAX_DURATION),
         ]
-        if isinstance(source, SerialSource):
-            ranges.append(((*loc, "interval"), source.poll_interval, MIN_INTERVAL, MAX_DURATION))
-        else:
-            ranges += [
-                ((*loc, "devices", j, "interval"), device.interval, MIN_INTERVAL, MAX_DURATION)
-                for j, device in enumerate(source.devices)
-            ]
+        ranges += [
+            ((*loc, *spec.loc, "interval"), spec.interval_s, MIN_INTERVAL, MAX_DURATION)
+            for spec in source.device_specs()
+        ]
     problems: list[Problem] = []
     for loc, value, low, high in ranges:
         if value < low:
@@ -1083,13 +1035,7 @@ def _check_names(config: Config) -> list[Problem]:
                  f"{source.name!r} is already the name of sources[{seen_sources[source.name]}]")
             )  # fmt: skip
         seen_sources.setdefault(source.name, i)
-        devices: list[tuple[tuple[str | int, ...], str]]
-        if isinstance(source, SerialSource):
-            devices = [(("sources", i, "name"), source.name)]
-        else:
-            devices = [
-                (("sources", i, "devices", j, "name"), d.name) for j, d in enumerate(source.devices)
-            ]
+        devices = [(("sources", i, *d.loc, "name"), d.name) for d in source.device_specs()]
         for loc, name in devices:
             if name in seen_devices:
                 problems.append(
@@ -1099,7 +1045,7 @@ def _check_names(config: Config) -> list[Problem]:
     return problems
 
 
-def _duplicates(names: Sequence[str]) -> Iterator[tuple[int, str]]:
+def duplicates(names: Sequence[str]) -> Iterator[tuple[int, str]]:
     seen: set[str] = set()
     for index, name in enumerate(names):
         if name in seen:
@@ -1107,14 +1053,19 @@ def _duplicates(names: Sequence[str]) -> Iterator[tuple[int, str]]:
         seen.add(name)
 
 
-class _PointPlaces:
+class _Templated(Protocol):
+    @property
+    def template(self) -> str | None: ...
+
+
+class PointPlaces:
     """Where a device's k-th point (template points first) is written, for messages: in the
     template (``templates.sdm120[k]``) or among the device's own ``points``."""
 
     def __init__(
         self,
         loc: tuple[str | int, ...],
-        device: ModbusDevice | None,
+        device: _Templated | None,
         templates: Mapping[str, Sequence[ModbusPoint]],
     ) -> None:
         self.loc = loc
@@ -1140,20 +1091,7 @@ class _PointPlaces:
         return all(k < self.shared for k in indices)
 
 
-def _check_template(
-    device: ModbusDevice, loc: tuple[str | int, ...], templates: Mapping[str, object]
-) -> list[Problem]:
-    if device.template is not None and device.template not in templates:
-        close = difflib.get_close_matches(device.template, list(templates), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        known = f"; templates: {', '.join(sorted(templates))}" if templates else ""
-        return [((*loc, "template"), f"no template named {device.template!r}{hint}{known}")]
-    if not device.points:
-        return [((*loc, "points"), "needs at least 1 item: give points, a template, or both")]
-    return []
-
-
-def _check_points(points: Sequence[ModbusPoint], where: _PointPlaces) -> list[Problem]:
+def check_points(points: Sequence[ModbusPoint], where: PointPlaces) -> list[Problem]:
     problems: list[Problem] = []
     first: dict[str, int] = {}
     for k, point in enumerate(points):
@@ -1216,22 +1154,6 @@ def _check_points(points: Sequence[ModbusPoint], where: _PointPlaces) -> list[Pr
     return problems
 
 
-def _check_limits(limits: ReadLimits, device: ModbusDevice, where: _PointPlaces) -> list[Problem]:
-    """Every point must fit in one request the device accepts; a pause must stay short."""
-    problems: list[Problem] = []
-    if device.pause is not None and device.pause > MAX_PAUSE:
-        problems.append(((*where.loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
-    for k, point in enumerate(device.points):
-        if not point.is_bit_table and point.width > limits.max_registers:
-            key = "length" if point.type == "string" else "type"
-            problems.append(
-                ((*where(k), key),
-                 f"{point.type} needs {point.width} registers in one request, more than "
-                 f"max_registers ({limits.max_registers}) allows")
-            )  # fmt: skip
-    return problems
-
-
 def _check_point_type(point: ModbusPoint) -> tuple[str, str] | None:
     """The (key, message) of what is wrong with a point's type-specific keys, if anything."""
     given = point.model_fields_set
@@ -1260,25 +1182,19 @@ def _check_point_type(point: ModbusPoint) -> tuple[str, str] | None:
 
 def _reports(
     config: Config,
-) -> Iterator[tuple[tuple[str | int, ...], ReportConfig, ModbusPoint | None]]:
-    """Every ``report`` in the config: (key path, it, its Modbus point, if it is on one)."""
-    for i, source in enumerate(config.sources):
-        loc: tuple[str | int, ...] = ("sources", i)
-        if isinstance(source, SerialSource):
-            holders: list[tuple[tuple[str | int, ...], Any]] = [(loc, source)]
-        else:
-            holders = [((*loc, "devices", j), d) for j, d in enumerate(source.devices)]
-        for hloc, holder in holders:
-            if holder.report is not None:
-                yield (*hloc, "report"), holder.report, None
-            for k, point in enumerate(holder.points):
-                if point.report is not None:
-                    modbus = point if isinstance(point, ModbusPoint) else None
-                    yield (*hloc, "points", k, "report"), point.report, modbus
-    for name, points in config.templates.items():
-        for k, point in enumerate(points):
+) -> Iterator[tuple[tuple[str | int, ...], ReportConfig, PointSpec | None]]:
+    """Every ``report`` in the config: (key path, it, the point it is on, if any)."""
+    for i, _, spec in config.specs():
+        hloc = ("sources", i, *spec.loc)
+        if spec.report is not None:
+            yield (*hloc, "report"), spec.report, None
+        for k, point in enumerate(spec.points):
             if point.report is not None:
-                yield ("templates", name, k, "report"), point.report, point
+                yield (*hloc, "points", k, "report"), point.report, point
+    for name, points in config.templates.items():
+        for k, modbus in enumerate(points):
+            if modbus.report is not None:
+                yield ("templates", name, k, "report"), modbus.report, modbus.spec()
 
 
 def _check_reports(config: Config) -> list[Problem]:
@@ -1287,42 +1203,6 @@ def _check_reports(config: Config) -> list[Problem]:
         for loc, report, _ in _reports(config)
         if report.max_silence <= 0
     ]
-
-
-def _check_serial(source: SerialSource, loc: tuple[str | int, ...]) -> list[Problem]:
-    problems: list[Problem] = []
-    parse, ploc = source.parse, (*loc, "parse")
-    for k, name in _duplicates([p.name for p in source.points]):
-        problems.append(((*loc, "points", k, "name"), f"point name {name!r} is used twice"))
-    points = [p.name for p in source.points]
-    if (parse.regex is None) == (parse.format is None):
-        problems.append((ploc, "give exactly one of regex or format (kv, csv, json)"))
-        return problems
-    if parse.fields is not None and parse.format != "csv":
-        problems.append(((*ploc, "fields"), "fields goes only with format: csv"))
-    if parse.regex is not None:
-        try:
-            groups = set(re.compile(parse.regex).groupindex)
-        except re.error as exc:
-            return [*problems, ((*ploc, "regex"), f"not a valid regular expression: {exc}")]
-        missing = [p for p in points if p not in groups]
-        if missing:
-            problems.append(
-                ((*ploc, "regex"),
-                 f"no named group for point(s) {', '.join(missing)}; write (?P<name>...) for each")
-            )  # fmt: skip
-    elif parse.format == "csv":
-        if not parse.fields:
-            problems.append(
-                ((*ploc, "fields"), "format: csv needs fields: the column names in order")
-            )
-        else:
-            missing = [p for p in points if p not in parse.fields]
-            if missing:
-                problems.append(((*ploc, "fields"), f"no column for point(s) {', '.join(missing)}"))
-    if source.request is not None and not source.request:
-        problems.append(((*loc, "request"), "must not be empty; leave it out for stream mode"))
-    return problems
 
 
 def _check_alarms(config: Config) -> list[Problem]:
@@ -1341,6 +1221,7 @@ def _check_alarms(config: Config) -> list[Problem]:
                  f"device {quote(device)} has no point {quote(point)}; "
                  f"it has {', '.join(sorted(points[device]))}")
             )  # fmt: skip
+        problems += _check_while_raised(alarm, loc, points)
         if (alarm.above is None) == (alarm.below is None):
             problems.append((loc, "give exactly one of above or below"))
             continue
@@ -1379,6 +1260,25 @@ def _check_alarms(config: Config) -> list[Problem]:
             value = getattr(alarm, key)
             if value is not None and not math.isfinite(value):
                 problems.append(((*loc, key), f"{value} is not a finite number"))
+    return problems
+
+
+def _check_while_raised(
+    alarm: AlarmRule, loc: tuple[str | int, ...], points: Mapping[str, object]
+) -> list[Problem]:
+    if alarm.while_raised is None:
+        return []
+    problems: list[Problem] = []
+    for device, interval in alarm.while_raised.interval.items():
+        dloc = (*loc, "while_raised", "interval", device)
+        if device not in points:
+            close = difflib.get_close_matches(device, list(points), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append((dloc, f"no device named {quote(device)}{hint}"))
+        elif interval < MIN_INTERVAL:
+            problems.append(
+                (dloc, f"{_seconds(interval)} is too short; at least {_seconds(MIN_INTERVAL)}")
+            )
     return problems
 
 
@@ -1499,19 +1399,12 @@ def _check_secret_file(path: Path | None, loc: tuple[str | int, ...]) -> list[Pr
 def _warnings(config: Config) -> list[str]:
     warnings: list[str] = []
     for loc, report, point in _reports(config):
-        # a bool, a string and an unscaled integer are sent on any change
-        exact = point is not None and (
-            point.type in ("bool", "string")
-            or (not point.type.startswith("float") and point.scale == 1 and point.offset == 0)
-        )
-        if exact and point is not None and "deadband" in report.model_fields_set:
+        if point is not None and point.exact and "deadband" in report.model_fields_set:
             warnings.append(
                 f"{_key_path(loc)}.deadband: does not apply to a {point.type} point, "
                 "which is sent on any change"
             )
-    used = {
-        d.template for s in config.sources if not isinstance(s, SerialSource) for d in s.devices
-    }
+    used = {spec.template for _, _, spec in config.specs()}
     warnings += [
         f"templates.{name}: no device uses it" for name in config.templates if name not in used
     ]

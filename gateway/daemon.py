@@ -25,14 +25,7 @@ from gateway import __version__, systemd
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.clock import SystemClock
-from gateway.config import (
-    Config,
-    LoadedConfig,
-    ModbusRtuSource,
-    ModbusTcpSource,
-    SerialSource,
-    load_config,
-)
+from gateway.config import Config, LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import (
     EventDetector,
@@ -48,15 +41,14 @@ from gateway.model import (
     BufferStats,
     DeviceStats,
     Sample,
-    SampleSink,
     StatusEvent,
     UplinkStats,
     Value,
     now_ms,
 )
 from gateway.report import ReportFilter, rules_for
-from gateway.sources.modbus import ModbusSource
-from gateway.sources.serial import SerialSensorSource
+from gateway.sources.device import Device
+from gateway.sources.registry import Registry, RunningSource, installed
 from gateway.status import SourceView, StatusServer, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
@@ -71,8 +63,6 @@ HARD_EXIT_AFTER_S = 8.0  # after SIGTERM; systemd's TimeoutStopSec would SIGKILL
 STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
 EVENTS_INTERVAL_S = 1.0  # how often the figures are compared for the status timeline
 
-SourceAdapter = ModbusSource | SerialSensorSource
-
 
 class Pipeline:
     """What a reload replaces: the sources and the alarm rules of one config."""
@@ -83,26 +73,32 @@ class Pipeline:
         buffer: Buffer,
         clock: SystemClock,
         supervisor: Supervisor,
+        kinds: Registry | None = None,
         *,
         history: History | None = None,
         record_event: Callable[[StatusEvent], None] | None = None,
     ) -> None:
+        kinds = kinds or installed()
         self.buffer = buffer
         self.clock = clock
         self.supervisor = supervisor
         self.history = history or History()
         self.record_event = record_event or buffer.record_event
+        # starts from the alarms raised before a restart or reload: their overrides resume
         self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
-        # report by exception, per device that has any ``report``; the others send everything
-        self.reports: dict[str, ReportFilter] = {}
-        for source in config.sources:
-            for device in source.devices if not isinstance(source, SerialSource) else [source]:
-                rules = rules_for(device)
-                if rules:
-                    self.reports[device.name] = ReportFilter(rules)
-        self.sources: list[tuple[str, str, SourceAdapter]] = [
-            (s.name, s.kind, make_source(s, self.accept)) for s in config.sources
+        self.sources: list[tuple[str, str, RunningSource]] = [
+            (s.name, s.kind, kinds.make(s, self.accept)) for s in config.sources
         ]
+        self.cores: dict[str, Device] = {
+            core.name: core for _, _, source in self.sources for core in source.cores
+        }
+        # report by exception, for the devices that have `report` (alarms see every value)
+        self._reports: dict[str, ReportFilter] = {}
+        for _, _, spec in config.specs():
+            rules = rules_for(spec)
+            if rules:
+                self._reports[spec.name] = ReportFilter(rules)
+        self._apply_overrides(resumed=True)
 
     def accept(self, sample: Sample) -> None:
         """The sink every source calls with a poll's sample: flag unsynced time, keep its
@@ -112,7 +108,7 @@ class Pipeline:
         if not self.clock.synced:
             sample = sample._replace(clock_synced=False)
         self.history.observe(sample)
-        report = self.reports.get(sample.device)
+        report = self._reports.get(sample.device)
         if report is None:
             self.buffer.put(sample)
         else:
@@ -120,7 +116,8 @@ class Pipeline:
             values = report(sample.values, sample.ts_ms / 1000)
             if values:
                 self.buffer.put(sample._replace(values=values))
-        for event in self.alarms.observe(sample):
+        events = self.alarms.observe(sample)
+        for event in events:
             log.warning(
                 "alarm %s %s (value %s, priority %s)",
                 event.alarm,
@@ -130,6 +127,35 @@ class Pipeline:
             )
             self.buffer.put(event)
             self.record_event(alarm_event(event))
+        if events:
+            self._apply_overrides()
+
+    def _apply_overrides(self, *, resumed: bool = False) -> None:
+        """Poll the devices that raised alarms' ``while_raised`` name at their interval, and
+        the others at their own; each switch is logged once."""
+        wanted = self.alarms.overrides()
+        for name, core in self.cores.items():
+            want = wanted.get(name)
+            have = core.override
+            if want is None and have is not None:
+                core.override_interval(None)
+                log.info(
+                    "%s: polled every %gs again (%s)",
+                    name,
+                    core.interval_s,
+                    have[1].replace("while alarm", "alarm").replace("is raised", "cleared"),
+                )
+            elif want is not None and (have is None or have[0] != want[0]):
+                reason = f"while alarm {want[1]} is raised"
+                core.override_interval(want[0], reason)
+                log.warning(
+                    "%s: polled every %gs %s (its interval is %gs)%s",
+                    name,
+                    want[0],
+                    reason,
+                    core.configured_interval_s,
+                    "; resumed, it was raised before this start" if resumed else "",
+                )
 
     async def run_sources(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -139,7 +165,7 @@ class Pipeline:
                 )
 
     def devices(self) -> list[DeviceStats]:
-        return [d for _, _, source in self.sources for d in source.devices]
+        return [core.stats for core in self.cores.values()]
 
 
 def make_uplink(
@@ -175,14 +201,6 @@ def make_uplink(
         wire_format=wire_format,
         session_counter=session_counter,
     )
-
-
-def make_source(
-    config: ModbusRtuSource | ModbusTcpSource | SerialSource, sink: SampleSink
-) -> SourceAdapter:
-    if isinstance(config, SerialSource):
-        return SerialSensorSource(config, sink)
-    return ModbusSource(config, sink)
 
 
 class Daemon:
@@ -235,7 +253,7 @@ class Daemon:
         if self._pipeline is None:
             return []
         return [
-            SourceView(name=name, kind=kind, devices=source.devices)
+            SourceView(name=name, kind=kind, devices=[core.stats for core in source.cores])
             for name, kind, source in self._pipeline.sources
         ]
 
@@ -324,6 +342,7 @@ class Daemon:
                         buffer,
                         self.clock,
                         self.supervisor,
+                        self.loaded.kinds,
                         history=self._history,
                         record_event=self._record,
                     )
@@ -494,13 +513,8 @@ class Daemon:
     def _polling_allowance(self) -> float:
         """Long enough that even a down device (polled once per backoff period) shows a poll."""
         slowest = 0.0
-        for source in self.config.sources:
-            intervals = (
-                [source.poll_interval]
-                if isinstance(source, SerialSource)
-                else [d.interval for d in source.devices]
-            )
-            slowest = max(slowest, *intervals, source.backoff_max)
+        for _, source, spec in self.config.specs():
+            slowest = max(slowest, spec.interval_s, source.backoff_max)
         return 3 * slowest + 30.0
 
     def status_line(self) -> str:

@@ -35,8 +35,8 @@ from gateway.config import load_config, parse_duration
 from gateway.daemon import Daemon
 from gateway.model import format_link_cost
 from gateway.sim.link import CuttableLink
-from gateway.sim.modbus import SimUnit, profile_points, serve_tcp
-from gateway.sim.serial import SimulatedSerialSensor
+from gateway.sources.modbus.sim import SimUnit, profile_points, serve_tcp
+from gateway.sources.serial.sim import SimulatedSerialSensor
 
 log = logging.getLogger(__name__)
 

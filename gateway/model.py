@@ -168,13 +168,15 @@ class DeviceStats:
 
     A device is ``unknown`` until its first poll has an outcome (it is polled at once); ``ok``
     after a good poll; ``failing`` after a failed one; ``down`` after several in a row, when it is
-    polled with capped backoff so it does not starve its bus.
+    polled with capped backoff so it does not starve its bus. The shared device core
+    (``gateway/sources/device.py``) keeps these for every kind.
     """
 
     name: str
     source: str
-    interval_s: float
+    interval_s: float  # the effective interval: its own, or an alarm's while_raised override
     state: DeviceState = "unknown"
+    interval_reason: str | None = None  # why interval_s is not the configured one, or None
     last_ok_ts: int | None = None
     reads_ok: int = 0
     reads_failed: int = 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import ModbusDevice, ReportConfig, SerialSource
+from gateway.config import DeviceSpec, ReportConfig
 from gateway.model import Value
 
 DEFAULT_MAX_SILENCE_S = 3600.0
@@ -111,7 +111,7 @@ def rule(point: ReportConfig | None, device: ReportConfig | None) -> ReportRule 
 _DEFAULTS = ReportConfig()
 
 
-def rules_for(device: ModbusDevice | SerialSource) -> dict[str, ReportRule]:
+def rules_for(device: DeviceSpec) -> dict[str, ReportRule]:
     """Point name -> rule, for the points of a device that report by exception."""
     rules = {}
     for point in device.points:

@@ -15,14 +15,10 @@ import pytest
 import yaml
 
 from gateway import config as config_module
-from gateway.config import (
-    ModbusRtuSource,
-    SerialSource,
-    load_config,
-    parse_duration,
-    parse_size,
-)
+from gateway.config import load_config, parse_duration, parse_size
 from gateway.errors import ConfigError
+from gateway.sources.modbus.config import ModbusRtuSource
+from gateway.sources.serial.config import SerialSource
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -27,8 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.cli import summarise
-from gateway.config import MAX_DEPTH, ModbusTcpSource, load_config
+from gateway.config import MAX_DEPTH, load_config
 from gateway.errors import ConfigError
+from gateway.sources.modbus.config import ModbusTcpSource
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED = {path.name: yaml.safe_load(path.read_text()) for path in sorted(CONFIGS.glob("*.yaml"))}

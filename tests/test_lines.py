@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.codec.lines import FrameError, LineFramer, make_parser, parse_number
-from gateway.config import ParseConfig, SerialPoint
 from gateway.errors import ParseError
+from gateway.sources.serial.config import ParseConfig, SerialPoint
 
 TOO_LONG = FrameError("line longer than 4096 bytes")
 

@@ -14,7 +14,7 @@ import pytest
 from fake_device import fake_device as device
 
 from gateway.codec import mbap
-from gateway.sources.mbap_client import MbapClient
+from gateway.sources.modbus.mbap_client import MbapClient
 
 
 def answer(tid: int, unit: int, pdu: bytes) -> bytes:

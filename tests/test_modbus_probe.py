@@ -23,7 +23,7 @@ from gateway.codec import rtu
 
 def _start_sim(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from gateway.sim.modbus import main; "
+        [sys.executable, "-c", "import sys; from gateway.sources.modbus.sim import main; "
          "sys.exit(main(sys.argv[1:]))", *args],
         stdout=subprocess.PIPE,
     )  # fmt: skip

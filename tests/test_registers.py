@@ -22,8 +22,9 @@ from gateway.codec.registers import (
     plan_requests,
     split_request,
 )
-from gateway.config import ModbusPoint, ReadLimits
-from gateway.sim.modbus import PROFILE_NAMES, profile_points
+from gateway.config import ModbusPoint
+from gateway.sources.modbus.config import ReadLimits
+from gateway.sources.modbus.sim import PROFILE_NAMES, profile_points
 
 
 def point(type_: str, address: int = 0, table: str = "holding", **kw: Any) -> ModbusPoint:

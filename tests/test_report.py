@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.cli import summarise
-from gateway.config import ModbusDevice, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.model import Value
 from gateway.report import ReportFilter, ReportRule, rule, rules_for, select
+from gateway.sources.modbus.config import ModbusDevice
 
 
 def run(rule_: ReportRule | None, series: list[tuple[float, Value]]) -> list[float]:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.buffer import Buffer
 from gateway.clock import SystemClock
-from gateway.config import Config
+from gateway.config import Config, load_config
 from gateway.daemon import Pipeline
 from gateway.model import AlarmEvent, Lane, Sample
 from gateway.supervisor import Supervisor
@@ -18,7 +19,9 @@ from gateway.supervisor import Supervisor
 T0 = 1_764_169_200_000
 
 
-def config(report: dict[str, Any] | None, alarms: list[dict[str, Any]] | None = None) -> Config:
+def config(
+    tmp_path: Path, report: dict[str, Any] | None, alarms: list[dict[str, Any]] | None = None
+) -> Config:
     device: dict[str, Any] = {
         "name": "river-1",
         "unit": 1,
@@ -30,16 +33,16 @@ def config(report: dict[str, Any] | None, alarms: list[dict[str, Any]] | None = 
     }
     if report is not None:
         device["report"] = report
-    return Config.model_validate(
-        {
-            "gateway": {"id": "gw"},
-            "uplink": {"servers": ["mqtt://127.0.0.1:1883"]},
-            "sources": [
-                {"name": "s", "kind": "modbus-tcp", "host": "127.0.0.1", "devices": [device]}
-            ],
-            "alarms": alarms or [],
-        }
-    )
+    doc = {
+        "gateway": {"id": "gw"},
+        "buffer": {"path": str(tmp_path / "unused.db")},
+        "uplink": {"servers": ["mqtt://127.0.0.1:1883"]},
+        "sources": [{"name": "s", "kind": "modbus-tcp", "host": "127.0.0.1", "devices": [device]}],
+        "alarms": alarms or [],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_config(path).config
 
 
 async def stored(buffer: Buffer, lane: Lane) -> list[Sample | AlarmEvent]:
@@ -64,7 +67,10 @@ async def test_deadband_and_any_change_decide_what_is_stored(
 ) -> None:
     async with Buffer(tmp_path / "buffer.db") as buffer:
         pipeline = Pipeline(
-            config({"deadband": 0.5, "max_silence": "1h"}), buffer, SystemClock(), Supervisor()
+            config(tmp_path, {"deadband": 0.5, "max_silence": "1h"}),
+            buffer,
+            SystemClock(),
+            Supervisor(),
         )
         await feed(pipeline, clock, [(2.0, False), (2.2, False), (2.6, False), (2.7, True),
                                      (2.7, True), (1.9, True)])  # fmt: skip
@@ -83,7 +89,10 @@ async def test_a_constant_value_is_sent_once_per_max_silence(
 ) -> None:
     async with Buffer(tmp_path / "buffer.db") as buffer:
         pipeline = Pipeline(
-            config({"deadband": 0.5, "max_silence": "5s"}), buffer, SystemClock(), Supervisor()
+            config(tmp_path, {"deadband": 0.5, "max_silence": "5s"}),
+            buffer,
+            SystemClock(),
+            Supervisor(),
         )
         await feed(pipeline, clock, [(3.0, False)] * 12)  # one poll a second, 12 s
         samples = await stored(buffer, Lane.SAMPLE)
@@ -95,7 +104,9 @@ async def test_a_value_changing_every_poll_is_sent_every_poll_and_alarms_see_all
 ) -> None:
     alarm = {"point": "river-1/level", "above": 3.2, "priority": "critical"}
     async with Buffer(tmp_path / "buffer.db") as buffer:
-        pipeline = Pipeline(config({"deadband": 0.5}, [alarm]), buffer, SystemClock(), Supervisor())
+        pipeline = Pipeline(
+            config(tmp_path, {"deadband": 0.5}, [alarm]), buffer, SystemClock(), Supervisor()
+        )
         await feed(pipeline, clock, [(float(n), False) for n in range(6)])
         await feed(pipeline, clock, [(3.0, False), (3.3, False)])  # 3.3: within the deadband
         samples = await stored(buffer, Lane.SAMPLE)
@@ -121,7 +132,7 @@ async def test_without_report_every_value_is_sent_every_poll(
     tmp_path: Path, clock: list[int]
 ) -> None:
     async with Buffer(tmp_path / "buffer.db") as buffer:
-        pipeline = Pipeline(config(None), buffer, SystemClock(), Supervisor())
+        pipeline = Pipeline(config(tmp_path, None), buffer, SystemClock(), Supervisor())
         await feed(pipeline, clock, [(1.0, False)] * 4)
         samples = await stored(buffer, Lane.SAMPLE)
     assert [s.values for s in samples if isinstance(s, Sample)] == [

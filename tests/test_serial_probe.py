@@ -14,7 +14,7 @@ import pytest
 from support import stop_process
 
 from gateway.cli import main
-from gateway.sim.serial import SimulatedSerialSensor
+from gateway.sources.serial.sim import SimulatedSerialSensor
 
 CONFIG = """\
 gateway: {{id: probe-test}}
@@ -116,8 +116,8 @@ def test_probe_names_an_unknown_source(
 def sim_process(link: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The simulator as a process (as the demo and a technician run it), stopped by pid."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.sim.serial", "--link", str(link), "--period", "0.01",
-         "--mode", "stream"],
+        [sys.executable, "-m", "gateway.sources.serial.sim", "--link", str(link),
+         "--period", "0.01", "--mode", "stream"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
     try:

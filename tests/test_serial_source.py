@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import SerialSource
 from gateway.model import DeviceStats, Sample
-from gateway.sim.serial import SimulatedSerialSensor
-from gateway.sources.serial import SerialSensorSource
+from gateway.sources.serial.config import SerialSource
+from gateway.sources.serial.sim import SimulatedSerialSensor
+from gateway.sources.serial.source import SerialSensorSource
 
 NOISE_REGEX = r"LAeq=(?P<laeq>\S+) LAmax=(?P<lamax>\S+)"
 NOISE_POINTS = [{"name": "laeq", "unit": "dBA"}, {"name": "lamax", "unit": "dBA"}]
@@ -214,7 +214,7 @@ async def test_stream_silence_makes_the_device_failing_then_down(
         await until(lambda: stats.state == "ok", "recovery")
     messages = [r.getMessage() for r in caplog.records]
     changes = [m.split(":")[1].strip() for m in messages if "parse" not in m]
-    assert changes == ["failing", "down", "reading again (was down)"]
+    assert changes == ["failing", "down", "answering again (was down)"]
 
 
 async def test_a_vanished_port_is_reopened(make_sim: Callable[..., SimulatedSerialSensor]) -> None:

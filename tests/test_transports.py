@@ -22,12 +22,12 @@ from test_modbus_source import by_name, check_samples, device, running, tcp_sour
 from gateway.codec import mbap, rtu
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import Sample
-from gateway.sim.modbus import SimUnit, serve_rtu
-from gateway.sources.mbap_client import MbapClient
-from gateway.sources.modbus import ModbusSource
-from gateway.sources.rtu_tcp_client import RtuTcpClient
-from gateway.sources.serial_rtu_client import SerialRtuClient
-from gateway.sources.transport import ErrorMap, lookup, map_errors
+from gateway.sources.modbus.mbap_client import MbapClient
+from gateway.sources.modbus.rtu_tcp_client import RtuTcpClient
+from gateway.sources.modbus.serial_rtu_client import SerialRtuClient
+from gateway.sources.modbus.sim import SimUnit, serve_rtu
+from gateway.sources.modbus.source import ModbusSource
+from gateway.sources.modbus.transport import ErrorMap, lookup, map_errors
 
 # ---------------------------------------------------------------------------------------------
 # One error table per transport, complete

@@ -36,6 +36,7 @@ from gateway.audit.ledger import KINDS, Fleet
 from gateway.audit.store import AuditStore
 from gateway.config import parse_server
 from gateway.errors import UplinkError
+from gateway.uplink.aiomqtt_private import paho_client
 from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Consumer:
         # Manual ack is paho's; aiomqtt does not expose it. It must be on before CONNECT: the
         # broker sends what it queued for the session right after CONNACK. For the same reason
         # the ledger takes paho's messages before CONNECT, in place of aiomqtt's queue.
-        paho = client._client
+        paho = paho_client(client)
         paho.manual_ack_set(True)
         paho.on_message = self._on_message
         self._unacked.clear()  # mids of a lost connection mean nothing on a new one

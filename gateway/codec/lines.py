@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.codec.numbers import Scale, decimals, text_decimals
-from gateway.config import ParseConfig, SerialPoint
 from gateway.errors import ParseError
+from gateway.sources.serial.config import ParseConfig, SerialPoint
 
 MAX_LINE_LENGTH = 4096
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.codec.numbers import Scale, decimals, shortest_float32
-from gateway.config import ModbusPoint, ReadLimits
+from gateway.config import ModbusPoint
 from gateway.model import Value
+from gateway.sources.modbus.config import ReadLimits
 
 MAX_REGISTERS = 125  # per read request (function codes 3 and 4)
 MAX_BITS = 2000  # per read request (function codes 1 and 2)

@@ -1,4 +1,8 @@
-"""`street-gateway probe`: commissioning tools for a technician at the cabinet."""
+"""`street-gateway probe`: commissioning tools for a technician at the cabinet.
+
+Each source kind that has a probe adds it (``SourceKind.probe``): ``probe modbus`` and ``probe
+serial`` come from the built-in kinds' packages, a plugin's from the plugin.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gateway.probe import modbus as modbus_probe
-from gateway.probe import serial as serial_probe
+from gateway.sources.registry import installed
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("probe", help="commissioning: scan a Modbus bus, read a serial sensor")
     parser.set_defaults(func=_usage(parser))  # `probe` alone: say which probes there are
     probes = parser.add_subparsers(title="probes", metavar="PROBE")
-    modbus_probe.register(probes)
-    serial = probes.add_parser("serial", help="print and parse lines from a serial sensor")
-    serial_probe.add_arguments(serial)
-    serial.set_defaults(func=serial_probe.run)
+    for add_probe in installed().probes():
+        add_probe(probes)
 
 
 def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

@@ -48,6 +48,7 @@ from aiomqtt.exceptions import MqttConnectError
 from gateway.config import UplinkConfig, parse_server
 from gateway.errors import BufferStoreError, UplinkError
 from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
+from gateway.uplink.aiomqtt_private import connack_future, paho_client
 from gateway.uplink.backoff import Backoff
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
@@ -338,7 +339,7 @@ class Uplink:
         )
         # aiomqtt warns above this many pending calls; our window bounds them by design.
         client.pending_calls_threshold = 2 * self._config.max_inflight + 8
-        client._client.connect_timeout = self._op_timeout
+        paho_client(client).connect_timeout = self._op_timeout
         _fail_fast_before_connack(client, tls=tls_context is not None)
         return client
 
@@ -640,14 +641,14 @@ def _fail_fast_before_connack(client: aiomqtt.Client, *, tls: bool) -> None:
     """A connection closed before CONNACK (a TLS-only port, a broker at its connection limit, a
     broker that wants a client certificate) fails the connect at once; aiomqtt alone would wait
     for its timeout (aiomqtt 2.5 ignores a disconnect before CONNACK)."""
-    paho = client._client
+    paho = paho_client(client)
     inner = paho.on_disconnect
     message = TLS_CLOSED_BEFORE_CONNACK if tls else CLOSED_BEFORE_CONNACK
 
     def on_disconnect(*args: Any) -> None:
         if inner is not None:
             inner(*args)
-        connected = client._connected
+        connected = connack_future(client)
         if not connected.done():
             connected.set_exception(MqttError(message))
 

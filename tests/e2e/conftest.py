@@ -32,7 +32,7 @@ import yaml
 from proxy import FaultProxy
 from support import LOOPBACK, Mosquitto, free_port, stop_process, subscription, wait_for_port
 
-from gateway.sim.modbus import SimUnit, profile_points
+from gateway.sources.modbus.sim import SimUnit, profile_points
 
 PREFIX = "e2e"
 GATEWAY = "lamppost-e2e"
@@ -275,7 +275,8 @@ def with_status_port(config: dict[str, Any], port: int) -> dict[str, Any]:
 
 @pytest.fixture
 def run_daemon(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunDaemon]:
-    """``run_daemon(config, env=None) -> Daemon``: start ``street-gateway run`` as a user does.
+    """``run_daemon(config, env=None, command=None) -> Daemon``: start ``street-gateway run`` as
+    a user does (``command``: another program than the venv's ``street-gateway``).
 
     The config dict is written to ``tmp_path/gateway.yaml`` (status on a free port); the same
     file is reused by every start in the test, so a restart runs on the same buffer. The clock
@@ -285,7 +286,11 @@ def run_daemon(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunDaemon]:
     """
     daemons: list[Daemon] = []
 
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> Daemon:
         status_port = free_port()
         config_path = tmp_path / "gateway.yaml"
         config_path.write_text(
@@ -301,7 +306,7 @@ def run_daemon(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunDaemon]:
         log_path = tmp_path / f"daemon-{len(daemons)}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [STREET_GATEWAY, "run", "-c", str(config_path)],
+                [*(command or [STREET_GATEWAY]), "run", "-c", str(config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environ,

@@ -25,7 +25,7 @@ from e2e.conftest import (
     simulated_bus,
     value_range,
 )
-from gateway.sim.modbus import profile_points
+from gateway.sources.modbus.sim import profile_points
 
 MODBUS_DEVICES = [
     ("aq-1", 1, "air_quality", "200ms"),

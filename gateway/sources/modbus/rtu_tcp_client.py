@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gateway.codec import mbap, rtu
-from gateway.sources.mbap_client import LinkBase, TcpClient
-from gateway.sources.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
+from gateway.sources.modbus.mbap_client import LinkBase, TcpClient
+from gateway.sources.modbus.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
 
 
 class RtuTcpClient(TcpClient["_RtuLink"]):

@@ -20,7 +20,7 @@ import asyncio
 from typing import Any, ClassVar, Generic, TypeVar
 
 from gateway.codec import mbap
-from gateway.sources.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
+from gateway.sources.modbus.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
 
 K = TypeVar("K")  # what identifies the awaited answer
 T = TypeVar("T")  # the answer

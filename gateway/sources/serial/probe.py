@@ -14,13 +14,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from gateway.codec.lines import FrameError, make_parser, unescape
-from gateway.config import SerialSource
 from gateway.console import add_config_argument, load_or_report
 from gateway.errors import DeviceError, ParseError
-from gateway.sources.serial import Line, LinePort, open_line_port
+from gateway.sources.serial.config import SerialSource
+from gateway.sources.serial.source import Line, LinePort, open_line_port
 
 EXIT_OK = 0
 EXIT_NO_LINE = 1
@@ -43,6 +43,12 @@ class _Settings:
     interval: float
     count: int | None
     seconds: float
+
+
+def register(probes: Any) -> None:
+    serial = probes.add_parser("serial", help="print and parse lines from a serial sensor")
+    add_arguments(serial)
+    serial.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

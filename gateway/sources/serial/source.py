@@ -4,8 +4,8 @@ The port only moves bytes; :mod:`gateway.codec.lines` frames and parses them. Tw
 
 * **stream** (no ``request``): the sensor talks on its own. ``interval`` only judges staleness:
   no usable line for 2 intervals makes the device ``failing``, for 3 intervals ``down``.
-* **poll**: ``request`` is written every ``interval`` (drift-free; a poll that overruns skips
-  the missed slots and counts them), the answer is read until ``line_end`` or ``timeout``, and
+* **poll**: ``request`` is written every ``interval`` on the shared device core's drift-free
+  schedule (``sources/device.py``), the answer is read until ``line_end`` or ``timeout``, and
   retried ``retries`` times. Three failed polls in a row make the device ``down``; it is still
   polled every interval, since a serial sensor has its line to itself.
 
@@ -23,27 +23,30 @@ import os
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 import serial
 import serial_asyncio_fast
 
 from gateway.codec.lines import FrameError, LineFramer, make_parser
-from gateway.config import SerialSource
 from gateway.errors import DeviceError, DeviceTimeout, ParseError
-from gateway.model import DeviceState, DeviceStats, Sample, SampleSink, now_ms
+from gateway.model import DeviceStats, Sample, SampleSink
+from gateway.sources.device import Device, StopPolling, run_schedule
+from gateway.sources.serial.config import SerialSource
+from gateway.uplink.backoff import Backoff
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gateway.sources.serial")
 
 BACKOFF_START = 0.5  # first delay before reopening a port, doubled up to backoff_max
-DOWN_AFTER_FAILED_POLLS = 3
 FAILING_AFTER_INTERVALS = 2  # stream mode: no usable line for this many intervals
 DOWN_AFTER_INTERVALS = 3
 # Bad lines are logged once; their end is logged after this many usable lines in a row, so a
 # sensor that garbles every fifth line gives one warning, not two log lines per five.
 CLEAN_AFTER_GOOD_LINES = 5
 CLOSE_TIMEOUT = 2.0
-_RANK: dict[DeviceState, int] = {"unknown": -1, "ok": 0, "failing": 1, "down": 2}
+
+
+class PortClosed(DeviceError):
+    """The port went away (a USB adapter unplugged): the session ends and it is reopened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,7 @@ class LinePort:
         if isinstance(item, _Closed):
             self._protocol.queue.put_nowait(item)  # every later get() raises too
             error = self._protocol.error
-            raise DeviceError(f"port closed: {_reason(error)}" if error else "port closed")
+            raise PortClosed(f"port closed: {_reason(error)}" if error else "port closed")
         return item
 
 
@@ -182,15 +185,26 @@ class SerialSensorSource:
         self._sink = sink
         self._parse = make_parser(config.parse, config.points)
         self._request = config.request.encode() if config.request else None
-        self._stats = DeviceStats(
-            name=config.name, source=config.name, interval_s=config.poll_interval
+        # its line is its own: a down sensor is still polled every interval (no backoff)
+        self._core = Device(
+            config.name,
+            config.name,
+            config.poll_interval,
+            backoff_max_s=config.backoff_max,
+            timeout_s=config.timeout,
+            backoff=False,
+            logger=log,
         )
+        self._stats = self._core.stats
         self._last_good = 0.0  # loop time of the last usable line
         self._session_start = 0.0  # loop time the port was opened
         self._dropped = 0  # lines dropped since input was last clean (0: clean)
         self._good_run = 0  # usable lines in a row since the last dropped one
         self._last_bad: str | None = None
-        self._failed_polls = 0  # in a row
+
+    @property
+    def cores(self) -> list[Device]:
+        return [self._core]
 
     @property
     def devices(self) -> list[DeviceStats]:
@@ -199,7 +213,8 @@ class SerialSensorSource:
     async def run(self) -> None:
         """Read until cancelled; device and port errors only change the device's state."""
         config = self._config
-        attempt = 0
+        start = min(BACKOFF_START, config.backoff_max)
+        reopen = Backoff(start, config.backoff_max, rng=lambda: 1.0)
         while True:
             try:
                 port = await open_line_port(
@@ -212,19 +227,18 @@ class SerialSensorSource:
                     open_timeout=config.timeout,
                 )
             except DeviceError as exc:
-                self._degrade("down", str(exc))
+                self._core.degrade("down", str(exc))
             else:
                 good_before = self._stats.reads_ok
                 try:
                     await self._session(port)
                 except DeviceError as exc:
-                    self._degrade("down", f"port lost: {exc}")
+                    self._core.degrade("down", f"port lost: {exc}")
                 finally:
                     await port.aclose()
                 if self._stats.reads_ok > good_before:
-                    attempt = 0
-            attempt += 1
-            await asyncio.sleep(min(config.backoff_max, BACKOFF_START * 2 ** (attempt - 1)))
+                    reopen.reset()
+            await asyncio.sleep(reopen.next_delay())
 
     async def _session(self, port: LinePort) -> None:
         self._session_start = asyncio.get_running_loop().time()
@@ -256,23 +270,27 @@ class SerialSensorSource:
             f"no valid line for {silent:.3g}s" if self._last_bad else f"no line for {silent:.3g}s"
         )
         error = f"{what} (last: {self._last_bad})" if self._last_bad else what
-        self._degrade("down" if silent >= DOWN_AFTER_INTERVALS * interval else "failing", error)
+        self._core.degrade(
+            "down" if silent >= DOWN_AFTER_INTERVALS * interval else "failing", error
+        )
 
     # -- poll mode -----------------------------------------------------------------------------
 
     async def _poll_loop(self, port: LinePort, request: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self._config.poll_interval
-        next_at = loop.time()
-        while True:
-            await self._poll(port, request)
-            next_at += interval
-            now = loop.time()
-            if next_at < now:
-                missed = int((now - next_at) // interval) + 1
-                self._stats.polls_skipped += missed
-                next_at += missed * interval
-            await self._idle_until(port, next_at)
+        """Poll on the core's schedule until the port goes away (then PortClosed ends it)."""
+        lost: list[PortClosed] = []
+
+        async def poll(core: Device) -> None:
+            try:
+                await self._poll(port, request)
+            except PortClosed as exc:
+                lost.append(exc)
+                raise StopPolling from exc
+
+        try:
+            await run_schedule([self._core], poll, logger=log)
+        except StopPolling:
+            raise lost[0] from None
 
     async def _poll(self, port: LinePort, request: bytes) -> None:
         config = self._config
@@ -292,22 +310,9 @@ class SerialSensorSource:
                 error = f"no answer within {config.timeout:g}s"
                 continue
             if usable:
-                self._failed_polls = 0
                 return
             error = f"bad answer: {self._last_bad}"
-        self._stats.reads_failed += 1
-        self._failed_polls += 1
-        self._degrade("down" if self._failed_polls >= DOWN_AFTER_FAILED_POLLS else "failing", error)
-
-    async def _idle_until(self, port: LinePort, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        while (left := deadline - loop.time()) > 0:
-            try:
-                async with asyncio.timeout(left):
-                    line = await port.get()
-            except TimeoutError:
-                return
-            log.debug("%s: unsolicited line dropped: %r", self._config.name, line.text)
+        self._core.failed(error)
 
     # -- lines and state -----------------------------------------------------------------------
 
@@ -323,8 +328,6 @@ class SerialSensorSource:
         except ParseError as exc:
             return self._drop(str(exc))
         self._sink(Sample(self._config.name, line.ts_ms, dict(values)))
-        stats.reads_ok += 1
-        stats.last_ok_ts = line.ts_ms
         stats.last_values.update(values)
         self._last_good = asyncio.get_running_loop().time()
         self._last_bad = None
@@ -333,7 +336,7 @@ class SerialSensorSource:
             if self._good_run >= CLEAN_AFTER_GOOD_LINES:
                 log.info("%s: lines parse again (%d dropped)", self._config.name, self._dropped)
                 self._dropped = 0
-        self._set_state("ok", None)
+        self._core.succeeded(line.ts_ms)
         return True
 
     def _drop(self, reason: str) -> bool:
@@ -344,22 +347,3 @@ class SerialSensorSource:
         self._good_run = 0
         self._last_bad = reason
         return False
-
-    def _degrade(self, state: Literal["failing", "down"], error: str) -> None:
-        """Move to a worse (or equal) state; a better state comes only from a usable line."""
-        if _RANK[state] >= _RANK[self._stats.state]:
-            self._set_state(state, error)
-
-    def _set_state(self, state: DeviceState, error: str | None) -> None:
-        stats = self._stats
-        if error is not None:
-            stats.last_error = error
-        if state == stats.state:
-            return
-        previous, stats.state = stats.state, state
-        stats.state_since_ms = now_ms()
-        if state == "ok":
-            if previous != "unknown":  # a first good line is no recovery
-                log.info("%s: reading again (was %s)", self._config.name, previous)
-        else:
-            log.warning("%s: %s: %s", self._config.name, state, error)

@@ -24,7 +24,7 @@ from pymodbus.exceptions import (
 from pymodbus.framer import FramerType
 
 from gateway.codec import mbap
-from gateway.sources.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
+from gateway.sources.modbus.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
 
 
 class SerialRtuClient:

@@ -1,9 +1,9 @@
 """Modbus RTU and TCP sources: poll devices, decode with ``codec.registers``.
 
-One :class:`ModbusSource` per configured source owns one transport (``sources/transport.py``:
+One :class:`ModbusSource` per configured source owns one transport (``transport.py``:
 pymodbus's RTU client on a serial port; for Modbus TCP our lean
-:class:`~gateway.sources.mbap_client.MbapClient`, at about half pymodbus's CPU per read, or
-:class:`~gateway.sources.rtu_tcp_client.RtuTcpClient` for ``framing: rtu``; each maps its
+:class:`~gateway.sources.modbus.mbap_client.MbapClient`, at about half pymodbus's CPU per read, or
+:class:`~gateway.sources.modbus.rtu_tcp_client.RtuTcpClient` for ``framing: rtu``; each maps its
 errors through its own table) and one scheduler task that polls all of its devices, one after
 another. So one transaction is on the wire at a time without a lock: RS-485 is half duplex, and
 many Modbus TCP gateways take one request at a time anyway; polling from one task means a
@@ -17,19 +17,15 @@ the device refuses with exception 2 (illegal data address) or 3 (illegal data va
 in halves, then halves of those, and the pieces that work are kept for every later poll; the
 device's ``read_mode`` in the status says why.
 
-Each device is polled at its ``interval`` on a drift-free schedule (a heap of next due times):
-a poll that comes late skips the ticks it missed (``polls_skipped``) instead of bursting. A
-device goes ``ok`` -> ``failing`` on its first failed poll and ``down`` after
-:data:`DOWN_AFTER` in a row; a down device is tried with one attempt (no retries) after a
-backoff that doubles up to the source's ``backoff_max``, so a dead unit costs the others at most
-one timeout per backoff period. Every exception is caught inside the device's poll: one device
-never stops the others.
+Health, the drift-free schedule, the backoff of a down device (one attempt, no retries, at
+most once per backoff period, so a dead unit costs the others at most one timeout per period)
+and the effective interval are the shared device core's (``sources/device.py``); this module
+only reads and decodes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,16 +38,23 @@ from gateway.codec.registers import (
     halve_request,
     plan_device,
 )
-from gateway.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource, ReadLimits
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import DeviceStats, Sample, SampleSink, Value, now_ms
-from gateway.sources.mbap_client import MbapClient
-from gateway.sources.rtu_tcp_client import RtuTcpClient
-from gateway.sources.transport import Transport, map_errors
+from gateway.sources.device import DOWN_AFTER, Device, run_schedule
+from gateway.sources.modbus.config import (
+    ModbusDevice,
+    ModbusRtuSource,
+    ModbusTcpSource,
+    ReadLimits,
+)
+from gateway.sources.modbus.mbap_client import MbapClient
+from gateway.sources.modbus.rtu_tcp_client import RtuTcpClient
+from gateway.sources.modbus.transport import Transport, map_errors
+from gateway.uplink.backoff import Backoff
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gateway.sources.modbus")
 
-DOWN_AFTER = 3  # consecutive failed polls before a device is "down"
+__all__ = ["DOWN_AFTER", "ModbusSource", "default_frame_gap", "make_transport"]
 # Exception codes with which devices refuse a merged read: it is then read in smaller pieces.
 REFUSALS = {2: "illegal data address", 3: "illegal data value"}
 
@@ -69,15 +72,17 @@ class ExceptionResponse(DeviceProtocolError):
 @dataclass
 class _Device:
     config: ModbusDevice
-    stats: DeviceStats
+    core: Device
     plan: list[ReadRequest]
     limits: ReadLimits = field(default_factory=ReadLimits)
-    failures: int = 0  # consecutive failed polls
-    backoff_s: float = 0.0
     # per request of the plan, compiled on first use (a split plan adds its pieces)
     decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
     # per point index: its name, so a sample is built without going back to the config
     names: list[str] = field(default_factory=list)
+
+    @property
+    def stats(self) -> DeviceStats:
+        return self.core.stats
 
 
 def default_frame_gap(baudrate: int) -> float:
@@ -102,23 +107,37 @@ class ModbusSource:
             frame_gap_s = default_frame_gap(rtu.baudrate) if rtu else 0.0
         self._frame_gap = frame_gap_s
         self._devices = [self._device(device) for device in config.devices]
+        self._by_core = {id(d.core): d for d in self._devices}
         self._client: Transport | None = None
         self._last_end = 0.0  # loop time the last transaction on the connection ended
         self._reconnect_at = 0.0
+        self._reconnect = Backoff(0.1, config.backoff_max, rng=lambda: 1.0)
         self._reconnect_delay = 0.0
 
     def _device(self, device: ModbusDevice) -> _Device:
         limits = self._config.limits(device)
-        stats = DeviceStats(name=device.name, source=self._config.name, interval_s=device.interval)
+        core = Device(
+            device.name,
+            self._config.name,
+            device.interval,
+            backoff_max_s=self._config.backoff_max,
+            timeout_s=self._config.timeout,
+            label=f"{device.name} (unit {device.unit})",
+            logger=log,
+        )
         if limits.one_request_per_point:
-            stats.read_mode = "one request per point (one_request_per_point: true)"
+            core.stats.read_mode = "one request per point (one_request_per_point: true)"
         return _Device(
             config=device,
-            stats=stats,
+            core=core,
             plan=plan_device(device.points, limits),
             limits=limits,
             names=[p.name for p in device.points],
         )
+
+    @property
+    def cores(self) -> list[Device]:
+        return [d.core for d in self._devices]
 
     @property
     def devices(self) -> list[DeviceStats]:
@@ -140,98 +159,17 @@ class ModbusSource:
     def _make_client(self) -> Transport:
         return make_transport(self._config, frame_gap_s=self._frame_gap)
 
-    # -----------------------------------------------------------------------------------------
-    # Scheduling
-
     async def _schedule(self) -> None:
-        """Poll the device due first, reschedule it, repeat; sleep while none is due."""
-        if not self._devices:
-            await asyncio.Future()  # nothing to poll: wait for the cancellation
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        # (due, index): the index breaks ties, so devices due together go in config order
-        heap = [(start, index) for index in range(len(self._devices))]
-        while True:
-            due, index = heap[0]
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            device = self._devices[index]
-            await self._poll_guarded(device)
-            _raise_if_cancelling()
-            heapq.heapreplace(heap, (self._next_due(device, due, loop.time()), index))
+        await run_schedule(self.cores, self._poll_core, logger=log)
 
-    def _next_due(self, device: _Device, due: float, now: float) -> float:
-        """When ``device`` polls next, after its poll that was due at ``due`` ended at ``now``."""
-        if device.stats.state == "down":
-            return now + device.backoff_s  # not aligned: the ticks meanwhile are given up
-        interval = device.config.interval
-        if device.backoff_s:  # back from down: restart the schedule from now
-            device.backoff_s = 0.0
-            due = now
-        due += interval
-        if due <= now:
-            missed = int((now - due) // interval) + 1
-            device.stats.polls_skipped += missed
-            due += missed * interval
-        return due
-
-    async def _poll_guarded(self, device: _Device) -> None:
-        """One poll; every failure becomes the device's state, never an exception."""
-        try:
-            error = await self._poll(device)
-        except DeviceError as exc:
-            self._failed(device, str(exc))
-        except Exception as exc:  # one device must never stop the others
-            log.exception("%s: unexpected error while polling", device.stats.name)
-            self._failed(device, f"{type(exc).__name__}: {exc}")
+    async def _poll_core(self, core: Device) -> None:
+        """One poll; its outcome becomes the device's state."""
+        device = self._by_core[id(core)]
+        error = await self._poll(device)
+        if error is not None:
+            core.failed(error)
         else:
-            if error is not None:
-                self._failed(device, error)
-            else:
-                self._succeeded(device)
-
-    def _succeeded(self, device: _Device) -> None:
-        stats = device.stats
-        stats.reads_ok += 1
-        stats.last_ok_ts = now_ms()
-        if stats.state in ("failing", "down"):  # not a first success: unknown -> ok
-            log.info(
-                "%s (unit %d): answering again after %d failed polls",
-                stats.name,
-                device.config.unit,
-                device.failures,
-            )
-        if stats.state != "ok":
-            stats.state_since_ms = stats.last_ok_ts
-        stats.state = "ok"
-        stats.last_error = None
-        device.failures = 0
-
-    def _failed(self, device: _Device, error: str) -> None:
-        stats = device.stats
-        stats.reads_failed += 1
-        stats.last_error = error
-        device.failures += 1
-        if device.failures >= DOWN_AFTER:
-            base = max(device.config.interval, self._config.timeout)
-            cap = max(self._config.backoff_max, device.config.interval)
-            device.backoff_s = min(base * 2 ** (device.failures - DOWN_AFTER + 1), cap)
-            if stats.state != "down":
-                log.warning(
-                    "%s (unit %d): down after %d failed polls (%s); retrying every %gs at most",
-                    stats.name,
-                    device.config.unit,
-                    device.failures,
-                    error,
-                    cap,
-                )
-                stats.state_since_ms = now_ms()
-            stats.state = "down"
-        elif stats.state in ("unknown", "ok"):
-            log.warning("%s (unit %d): poll failed: %s", stats.name, device.config.unit, error)
-            stats.state = "failing"
-            stats.state_since_ms = now_ms()
+            core.succeeded()
 
     # -----------------------------------------------------------------------------------------
     # One poll: every request of the plan, in order
@@ -239,7 +177,7 @@ class ModbusSource:
     async def _poll(self, device: _Device) -> str | None:
         """Read every request; the last exception response that stopped one, or None."""
         error: str | None = None
-        attempts = 1 if device.stats.state == "down" else self._config.retries + 1
+        attempts = device.core.attempts(self._config.retries)
         started_ms = now_ms()
         values: dict[str, Value] = {}
         index = 0
@@ -346,27 +284,15 @@ class ModbusSource:
         if ok and client.connected:
             if self._reconnect_delay:
                 log.info("%s: connected again", self.name)
+            self._reconnect.reset()
             self._reconnect_delay = 0.0
             return client
         first = not self._reconnect_delay
-        self._reconnect_delay = min(max(2 * self._reconnect_delay, 0.1), self._config.backoff_max)
+        self._reconnect_delay = self._reconnect.next_delay()
         self._reconnect_at = loop.time() + self._reconnect_delay
         if first:
             log.warning("%s: cannot connect to %s", self.name, _where(self._config))
         raise DeviceError(f"cannot connect to {_where(self._config)}")
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a poll swallowed.
-
-    pymodbus awaits each answer with ``asyncio.wait_for``, which on Python 3.11 returns the
-    answer and drops the cancellation when both arrive in the same loop turn (fixed in 3.12).
-    Under fast polling that race is common, and a lost cancellation left the poll loop running,
-    so SIGTERM never finished. The task still counts the request (``cancelling()``).
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _where(config: ModbusRtuSource | ModbusTcpSource) -> str:
@@ -382,7 +308,7 @@ def make_transport(
     RTU frames over TCP through our own clients."""
     if isinstance(config, ModbusRtuSource):
         # pymodbus (~2 MB resident) is imported only where an RTU bus is polled
-        from gateway.sources.serial_rtu_client import SerialRtuClient  # noqa: PLC0415
+        from gateway.sources.modbus.serial_rtu_client import SerialRtuClient  # noqa: PLC0415
 
         return SerialRtuClient(
             config.port,
