@@ -20,8 +20,8 @@ their own table; ``ack_gap()`` marks one sent, and maintenance deletes sent gaps
 left below them (until then they fence later eviction ranges). The counts and the oldest
 timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans the backlog.
 
-The tail
---------
+The tail (:mod:`gateway.buffer.tail`)
+--------------------------------
 Every item with a seq that is not yet acknowledged nor evicted and lies above the lane's *floor*
 is in the lane's tail in memory, committed or not: every uncommitted item always is, and of the
 committed ones the last ``tail_max_items``. So ``fetch`` above the floor (the uplink's live
@@ -71,9 +71,7 @@ re-opens and re-checks the file.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import itertools
 import logging
 import sqlite3
 import time
@@ -89,6 +87,7 @@ import aiosqlite
 from gateway.buffer import codec, seqfile, store
 from gateway.buffer.eviction import EVICT_TRIGGER, Evicted, Evictor
 from gateway.buffer.runs import Run, count, merge_runs, runs_of, take_runs
+from gateway.buffer.tail import Tail
 from gateway.errors import (
     BufferCorruptError,
     BufferNewerError,
@@ -121,7 +120,6 @@ _RESERVE_AHEAD_MAX = 1_000_000
 Item = Sample | AlarmEvent
 Unnumbered = tuple[Lane, int, Item]  # waiting for a seq: lane, ts_ms, item
 Queued = tuple[int, Lane, int, Item]  # seq, lane, ts_ms, item: not yet committed
-TailItem = tuple[int, int, Item]  # seq, ts_ms, item
 T = TypeVar("T")
 
 
@@ -132,10 +130,6 @@ def _alarm_states(
     their commit, in seq order (the last event of a rule wins)."""
     events = [(seq, e.alarm, e.state, ts) for seq, _, ts, e in batch if isinstance(e, AlarmEvent)]
     return [(alarm, state, ts) for _, alarm, state, ts in sorted([*acked, *events])]
-
-
-def _seq_of(item: TailItem) -> int:
-    return item[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,9 +276,7 @@ class Buffer:
         self._acked_alarms: list[tuple[int, str, str, int]] = []
         self.previous_run: Literal["clean", "crash"] | None = None  # None: a new buffer
         self._dropping = False
-        self._tail: dict[Lane, deque[TailItem]] = {lane: deque() for lane in Lane}
-        self._tail_floor: dict[Lane, int] = dict.fromkeys(Lane, 0)
-        self._tail_max = max(1, tail_max_items)
+        self._tail = Tail(tail_max_items)
         # Acknowledged seqs whose rows may be in the file: deleted in the next commit's
         # transaction (or after ``ack_linger_s`` without one), not in one and an fsync of their
         # own. ``_ack_counted``: of those, already taken out of the counts.
@@ -566,7 +558,7 @@ class Buffer:
 
     def _number(self) -> None:
         """Give seqs to waiting items as far as the reservation reaches; make them visible."""
-        waiting, queue, tails = self._unnumbered, self._queue, self._tail
+        waiting, queue, tail = self._unnumbered, self._queue, self._tail
         seq = self._last_seq
         if not waiting or seq >= self._reserved:
             if waiting:
@@ -576,7 +568,7 @@ class Buffer:
             lane, ts, item = waiting.popleft()
             seq += 1
             queue.append((seq, lane, ts, item))
-            tails[lane].append((seq, ts, item))
+            tail.add(lane, seq, ts, item)
         self._stats.last_seq = self._last_seq = seq
         self._seq_event.set()
         self._seq_event = asyncio.Event()
@@ -767,32 +759,22 @@ class Buffer:
     def _after_commit(self, settled: int) -> None:
         self._batch = None
         self._settled = max(self._settled, settled)
-        # the tail keeps every uncommitted item, and of the committed the last ``tail_max``
-        cut = min(self._settled, self._last_seq - self._tail_max)
-        for lane, tail in self._tail.items():
-            while tail and tail[0][0] <= cut:
-                tail.popleft()
-            self._tail_floor[lane] = max(self._tail_floor[lane], cut)
+        self._tail.trim(self._settled, self._last_seq)
         self._refresh_bytes()
         self._set_writable()
 
     def _reset_tail(self) -> None:
         """Forget the committed part of the tail: it is to be read from the file."""
-        for lane, tail in self._tail.items():
-            while tail and tail[0][0] <= self._settled:
-                tail.popleft()
-            self._tail_floor[lane] = self._settled
+        self._tail.reset(self._settled)
 
     def _oldest_from_tail(self) -> bool:
         """Set ``oldest_ts`` from the tail when it holds every item; False when it cannot."""
-        tails = [tail for tail in self._tail.values() if tail]
-        if self._stats.samples != sum(len(tail) for tail in tails) + len(self._unnumbered):
+        if self._stats.samples != len(self._tail) + len(self._unnumbered):
             return False
-        heads = [tail[0] for tail in tails]
-        if heads:
-            self._stats.oldest_ts = min(heads)[1]  # the lowest seq's ts
-        else:
-            self._stats.oldest_ts = self._unnumbered[0][1] if self._unnumbered else None
+        oldest = self._tail.oldest_ts()
+        if oldest is None and self._unnumbered:
+            oldest = self._unnumbered[0][1]
+        self._stats.oldest_ts = oldest
         return True
 
     async def _reserve_if_low(self) -> None:
@@ -829,7 +811,7 @@ class Buffer:
         once the acknowledged rows are deleted from it, followed by the tail.
         """
         up_to = MAX_SEQ if up_to_seq is None else up_to_seq
-        if after_seq >= self._tail_floor[lane]:
+        if after_seq >= self._tail.floor(lane):
             return self._from_tail(lane, after_seq, up_to, limit)
         if lane is Lane.SAMPLE:
             sql = (
@@ -854,17 +836,11 @@ class Buffer:
         items = [StoredItem(row[0], lane, row[1], decode(*row[1:])) for row in rows]
         if len(items) < limit:
             after = items[-1].seq if items else after_seq
-            items += self._from_tail(lane, max(after, self._tail_floor[lane]), up_to, limit)
+            items += self._from_tail(lane, max(after, self._tail.floor(lane)), up_to, limit)
         return items[:limit]
 
     def _from_tail(self, lane: Lane, after_seq: int, up_to: int, limit: int) -> list[StoredItem]:
-        tail = self._tail[lane]
-        start = bisect.bisect_right(tail, after_seq, key=_seq_of)
-        items = []
-        for seq, ts, item in itertools.islice(tail, start, start + limit):
-            if seq > up_to:
-                break
-            items.append(StoredItem(seq, lane, ts, item))
+        items = self._tail.get(lane, after_seq, up_to, limit)
         if items and items[-1].seq > self._settled and self._exposure is not None:
             try:  # handed out before its commit: a crash now must not let its seq be reused
                 self._exposure.raise_to(items[-1].seq)
@@ -891,8 +867,7 @@ class Buffer:
             unwritten[item[1]] += 1
             if isinstance(item[3], AlarmEvent):
                 self._acked_alarms.append((item[0], item[3].alarm, item[3].state, item[2]))
-        for lane, tail in self._tail.items():
-            removed = len(take_runs(tail, runs))
+        for lane, removed in self._tail.take(runs).items():
             if removed:
                 found += removed
                 self._ack_counted[lane] += removed - unwritten[lane]
@@ -1028,8 +1003,7 @@ class Buffer:
         )
         s_seq, s_ts, a_seq, a_ts = next(iter(rows))
         if s_seq is None and a_seq is None:
-            heads = [tail[0] for tail in self._tail.values() if tail]
-            self._stats.oldest_ts = min(heads)[1] if heads else None
+            self._stats.oldest_ts = self._tail.oldest_ts()
         elif s_seq is None or (a_seq is not None and a_seq < s_seq):
             self._stats.oldest_ts = a_ts
         else:
