@@ -73,6 +73,23 @@ def test_with_an_idle_linger_a_poll_cycle_shares_one_message() -> None:
     assert s.next(1.02, idle=True) == Wait(30.0)
 
 
+def test_while_live_samples_wait_only_a_full_batch_is_worth_a_wake_up() -> None:
+    s = scheduler(boundary=0)
+    drain_alarms_and_gaps(s)
+    assert s.wake_at_seq() == 0  # nothing waits: the next seq put is news
+    s.committed(1, now=1.0)
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=1, now=1.0)
+    assert isinstance(s.next(1.0, idle=False), Wait)
+    assert s.wake_at_seq() == 99  # the 100th sample fills the batch; before it, the deadline
+    s.committed(99, now=1.01)
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=99, now=1.01)
+    assert isinstance(s.next(1.01, idle=False), Wait)
+    s.committed(100, now=1.02)
+    assert s.next(1.02, idle=False) is Pick.ALARMS  # a commit may bring an alarm: look first
+    s.fetched(Pick.ALARMS, last_seq=None, count=0, checked_to=100, now=1.02)
+    assert s.next(1.02, idle=False) is Pick.LIVE
+
+
 def test_live_waits_for_max_wait_or_a_full_batch_while_messages_are_in_flight() -> None:
     s = scheduler(boundary=0)
     drain_alarms_and_gaps(s)

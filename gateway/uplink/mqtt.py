@@ -534,7 +534,7 @@ class Uplink:
             if isinstance(pick, Wait):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, pick.until - now)):
-                        await self._wait(session, sched.seen)
+                        await self._wait(session, sched.wake_at_seq())
                 continue
             checked_to = self._buffer.last_seq
             if pick is Pick.GAPS:

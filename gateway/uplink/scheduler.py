@@ -113,6 +113,15 @@ class LaneScheduler:
             until = min(until, self.live_since + wait)
         return Wait(until)
 
+    def wake_at_seq(self) -> int:
+        """While waiting: the seq above which a new commit changes the decision. With live
+        samples already waiting out ``idle_linger_s`` or ``max_wait_s``, only a full batch
+        does (the wait's deadline covers the rest): one wake-up per message, not one per
+        sample put meanwhile."""
+        if self.live_since is None:
+            return self.seen
+        return max(self.seen, self.live_after + self.batch_size - 1)
+
     def _live_ready(self, now: float, idle: bool) -> bool:
         if self.live_since is None:
             return False
