@@ -143,3 +143,16 @@ async def subscription(
 
         async with in_background(collect(), name):
             yield
+
+
+async def until_set(
+    event: asyncio.Event, predicate: Callable[[], object], within_s: float, recheck_s: float
+) -> None:
+    """Wait until ``predicate()`` holds, re-checked whenever ``event`` is set (a message came)
+    and every ``recheck_s``; raises TimeoutError after ``within_s``."""
+    async with asyncio.timeout(within_s):
+        while not predicate():
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(recheck_s):
+                    await event.wait()

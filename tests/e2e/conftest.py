@@ -30,7 +30,15 @@ import aiomqtt
 import pytest
 import yaml
 from proxy import FaultProxy
-from support import LOOPBACK, Mosquitto, free_port, stop_process, subscription, wait_for_port
+from support import (
+    LOOPBACK,
+    Mosquitto,
+    free_port,
+    stop_process,
+    subscription,
+    until_set,
+    wait_for_port,
+)
 
 from gateway.sources.modbus.sim import SimUnit, profile_points
 
@@ -400,12 +408,7 @@ class Upstream:
     ) -> None:
         """Wait until ``predicate()`` holds, re-checked on every message and every 0.1 s."""
         try:
-            async with asyncio.timeout(within_s):
-                while not predicate():
-                    self._arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.1):
-                            await self._arrived.wait()
+            await until_set(self._arrived, predicate, within_s, 0.1)
         except TimeoutError:
             raise AssertionError(
                 f"timed out after {within_s}s waiting for {what or predicate!r}; "

@@ -22,7 +22,7 @@ import aiomqtt
 import pytest
 from proxy import FaultProxy
 from sparkplug_support import Decoder, Host, compile_descriptor_set
-from support import LOOPBACK, Mosquitto, subscription
+from support import LOOPBACK, Mosquitto, subscription, until_set
 
 from e2e.conftest import START_TIMEOUT_S, ModbusSim, RunDaemon, modbus_tcp_source
 
@@ -100,12 +100,7 @@ class SparkplugUpstream:
         self, predicate: Callable[[], object], what: str, within_s: float = 20.0
     ) -> None:
         try:
-            async with asyncio.timeout(within_s):
-                while not predicate():
-                    self._arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.2):
-                            await self._arrived.wait()
+            await until_set(self._arrived, predicate, within_s, 0.2)
         except TimeoutError:
             raise AssertionError(f"never saw {what}; verbs {self.verbs()[-20:]}") from None
 
