@@ -143,6 +143,8 @@ class Uplink:
         self._buffer = buffer
         self._password = password
         self._format = wire_format
+        # decided once: a runtime Protocol check costs microseconds, and _ready() is per message
+        self._session_format = wire_format if isinstance(wire_format, SessionFormat) else None
         # Blocking, durable (Sparkplug: BdSeqFile.advance): the next session's number.
         self._session_counter = session_counter
         self._client: aiomqtt.Client | None = None  # while connected, for reconfigure()
@@ -190,7 +192,7 @@ class Uplink:
         """
         messages = self._format.catalog_changed(catalog)
         session = self._session
-        if session is not None and isinstance(self._format, SessionFormat):
+        if session is not None and self._session_format is not None:
             # Behind the data messages already built with the old catalog (Sparkplug: their
             # seqs and aliases come before the new NBIRTH).
             session.ready.extend(messages)
@@ -315,11 +317,11 @@ class Uplink:
             if tls_context is None:
                 tls_context = await asyncio.to_thread(self._tls_context)
                 self._tls[server] = tls_context
-        if isinstance(self._format, SessionFormat):
+        if self._session_format is not None:
             if self._session_counter is None:
                 raise UplinkError("this wire format needs a session counter")
             try:
-                self._format.begin(await asyncio.to_thread(self._session_counter))
+                self._session_format.begin(await asyncio.to_thread(self._session_counter))
             except UplinkError as exc:  # the bdSeq file cannot be written: retried
                 raise _ConnectFailed(str(exc)) from exc
         will = self._format.will()
@@ -462,7 +464,8 @@ class Uplink:
         raise UplinkError("connection closed")
 
     def _ready(self) -> bool:
-        return not isinstance(self._format, SessionFormat) or self._format.ready()
+        session_format = self._session_format
+        return session_format is None or session_format.ready()
 
     async def _until_ready(self, client: aiomqtt.Client) -> bool:
         """Answer subscribed messages until the format is ready (Sparkplug: its primary host's

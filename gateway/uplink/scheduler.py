@@ -129,7 +129,7 @@ class LaneScheduler:
         return (
             (idle and waited >= self.idle_linger_s)
             or self.seen - self.live_after >= self.batch_size
-            or now - self.live_since >= self.max_wait_s
+            or waited >= self.max_wait_s
         )
 
     def fetch_range(self, pick: Pick) -> FetchRange:
