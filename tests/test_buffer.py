@@ -71,6 +71,25 @@ async def test_live_reading_is_committed_without_flush(tmp_path: Path) -> None:
         assert await all_items(buffer, Lane.SAMPLE) == [1]
 
 
+async def test_a_seq_waiter_wakes_once_its_seq_is_passed_and_a_cancelled_one_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    async with Buffer(tmp_path / "buffer.db") as buffer:
+        waiter = asyncio.ensure_future(buffer.wait_for_seq(3))
+        abandoned = asyncio.ensure_future(buffer.wait_for_seq(2))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        for n in range(3):
+            buffer.put(reading(n))
+            await asyncio.sleep(0)
+            assert not waiter.done()  # seqs 1..3 are not above 3
+        buffer.put(reading(3))
+        async with asyncio.timeout(5):
+            assert await waiter == 4
+        assert abandoned.cancelled()
+        assert buffer._seq_waiters == []  # nothing left behind to wake (or to leak)
+
+
 async def test_unencodable_reading_is_dropped_and_counted(tmp_path: Path) -> None:
     async with Buffer(tmp_path / "buffer.db") as buffer:
         buffer.put(Sample("aq-1", T0, {"pm25": float("nan")}))

@@ -255,7 +255,8 @@ class Buffer:
         self._opened = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._seq_event = asyncio.Event()
+        # wait_for_seq's waiters: (after_seq, future), woken only once last_seq passes after_seq
+        self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor = supervisor or Supervisor()
         self._last_seq = 0  # highest seq handed out
@@ -570,8 +571,17 @@ class Buffer:
             queue.append((seq, lane, ts, item))
             tail.add(lane, seq, ts, item)
         self._stats.last_seq = self._last_seq = seq
-        self._seq_event.set()
-        self._seq_event = asyncio.Event()
+        if self._seq_waiters:
+            self._wake_seq_waiters(seq)
+
+    def _wake_seq_waiters(self, seq: int) -> None:
+        still = []
+        for after, waiter in self._seq_waiters:
+            if after >= seq:
+                still.append((after, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._seq_waiters = still
 
     def record_event(self, event: StatusEvent) -> None:
         """Keep an event for the status page: at once in memory, and on disk with the next
@@ -607,9 +617,16 @@ class Buffer:
         return self._last_seq
 
     async def wait_for_seq(self, after_seq: int) -> int:
-        """Return ``last_seq`` as soon as it is above ``after_seq``."""
-        while self._last_seq <= after_seq:
-            await self._seq_event.wait()
+        """Return ``last_seq`` as soon as it is above ``after_seq``. The waiter is woken once,
+        when that happens, not by every seq handed out before (the uplink waits for a batch)."""
+        if self._last_seq <= after_seq:
+            entry = (after_seq, asyncio.get_running_loop().create_future())
+            self._seq_waiters.append(entry)
+            try:
+                await entry[1]
+            finally:
+                if entry in self._seq_waiters:  # cancelled before its seq came
+                    self._seq_waiters.remove(entry)
         return self._last_seq
 
     def _uncommitted(self) -> bool:
