@@ -76,6 +76,9 @@ def _kind(value: Value) -> Kind | None:
     return None  # a string, NaN or an infinity
 
 
+_EXACT_KINDS: dict[type, Kind] = {bool: "bool", int: "int", float: "float"}
+
+
 class History:
     """Per device and point, the last :data:`SPAN_MS` downsampled to :data:`MAX_ENTRIES`."""
 
@@ -84,19 +87,21 @@ class History:
         self._series: dict[str, dict[str, _Series]] = {}
 
     def observe(self, sample: Sample) -> None:
-        """Take every numeric and boolean value of one poll."""
+        """Take every numeric and boolean value of one poll (for every poll of every device:
+        the exact classes are looked up first, _kind only for anything else)."""
         points = self._series.setdefault(sample.device, {})
-        bucket = sample.ts_ms // self._bucket_ms
+        ts = sample.ts_ms
+        bucket = ts // self._bucket_ms
         for point, value in sample.values.items():
-            kind = _kind(value)
-            if kind is None:
-                continue
+            kind = _EXACT_KINDS.get(value.__class__) or _kind(value)
+            if kind is None or (kind == "float" and value - value != 0.0):  # type: ignore[operator]
+                continue  # a string; NaN or an infinity
             series = points.get(point)
             if series is None:
                 series = points[point] = _Series(kind)
             elif series.kind != kind:
                 series.kind = "float" if "float" in (kind, series.kind) else kind
-            series.add(bucket, sample.ts_ms, float(value))
+            series.add(bucket, ts, float(value))
 
     def of(self, device: str, now_ms: int) -> dict[str, list[list[Value]]]:
         """``{"<point>": [[ts, value], ...]}``, oldest first, for the last :data:`SPAN_MS`."""
