@@ -49,11 +49,19 @@ def map_errors(errors: ErrorMap, timeout_s: float) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        target = lookup(errors, type(exc))
-        if target is None:
+        mapped = mapped_error(errors, exc, timeout_s)
+        if mapped is None:
             raise
-        kind, template = target
-        raise kind(template.format(exc=exc, timeout=timeout_s)) from exc
+        raise mapped from exc
+
+
+def mapped_error(errors: ErrorMap, exc: Exception, timeout_s: float) -> DeviceError | None:
+    """``exc`` as our error when the table lists its class (see :func:`map_errors`)."""
+    target = lookup(errors, type(exc))
+    if target is None:
+        return None
+    kind, template = target
+    return kind(template.format(exc=exc, timeout=timeout_s))
 
 
 def lookup(errors: ErrorMap, kind: type[BaseException]) -> tuple[type[DeviceError], str] | None:
