@@ -17,7 +17,10 @@ free ports and each stopped by pid:
   byte-compiled first (``gateway/**/__pycache__``, git-ignored), as ``pip install`` leaves it in
   the unit's venv: an editable install under ``PYTHONDONTWRITEBYTECODE`` would otherwise compile
   every module from source at each start, ~1-1.5 MB more peak RSS than the deployed daemon.
-  Its environment adds the ``Environment=`` lines of ``systemd/street-gateway.service``;
+  Its environment adds the ``Environment=`` lines of ``systemd/street-gateway.service``. It
+  runs on the event loop it runs on when deployed (uvloop where installed, gateway/eventloop.py;
+  the report's first line names it): ``STREET_GATEWAY_EVENT_LOOP=asyncio`` in this command's
+  environment measures it on asyncio's own loop;
 * the subscriber: an aiomqtt client in this process, QoS 1, on ``P/G/#`` (samples, meta,
   status: everything the link carries);
 * with ``--outage S``: a FaultProxy (tests/proxy.py) between the daemon and mosquitto, in this
@@ -310,7 +313,7 @@ async def measure(
     sub: Subscriber,
     status_port: int,
     proxy: FaultProxy | None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The window's figures (with the outage in its middle, when asked)."""
     cpu0, clock0, wake0 = cpu_seconds(daemon.pid), cpu_clock(daemon.pid), wakeups(daemon.pid)
     count0, points0, bytes0, t0 = sub.received, sub.points, sub.bytes, time.perf_counter()
@@ -352,7 +355,7 @@ async def measure(
     return figures
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with running_mosquitto(workdir) as broker:
         sims = start_simulators(workdir, args.devices, args.connections)
         daemon: Popen | None = None
@@ -416,10 +419,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         "meta_units": units,
         "uplink_bytes_total": status["uplink"]["bytes_total"],
         "uplink_bytes_per_sample": status["uplink"]["bytes_per_sample"] or 0.0,
+        "event_loop": status["gateway"].get("event_loop") or "asyncio",
     }
 
 
-def report(args: argparse.Namespace, r: dict[str, float]) -> None:
+def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     rows = [
         ("CPU s per 1,000 points", f"{r['cpu']:.4f}", "<= 0.05", f"{THINGSBOARD['cpu']:.2f}",
          r["cpu"] <= TARGETS["cpu"]),
@@ -436,7 +440,8 @@ def report(args: argparse.Namespace, r: dict[str, float]) -> None:
     outage = f", {args.outage:g}s outage in its middle" if args.outage else ""
     print(
         f"{args.devices} Modbus TCP devices x 10 points every 1s over {args.connections} "
-        f"connection(s); window {r['window_s']:.1f}s after {args.warmup:g}s warm-up{outage}"
+        f"connection(s); window {r['window_s']:.1f}s after {args.warmup:g}s warm-up{outage}; "
+        f"daemon on {r['event_loop']}"
     )
     print("| figure | street-gateway | target | ThingsBoard IoT Gateway 3.8.5 | met |")
     print("| --- | --- | --- | --- | --- |")

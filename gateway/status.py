@@ -52,7 +52,8 @@ class StatusProvider(Protocol):
     """What the status endpoint reads; the daemon implements it. Every call is cheap and sync."""
 
     def gateway_info(self) -> dict[str, Any]:
-        """``{"id", "version", "uptime_s", "clock_synced"}`` and optionally ``"labels"``."""
+        """``{"id", "version", "uptime_s", "clock_synced"}`` and optionally ``"labels"`` and
+        ``"event_loop"``."""
         ...
 
     def uplink_stats(self) -> UplinkStats: ...
@@ -174,6 +175,7 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "uptime_s": round(float(info["uptime_s"]), 1),
             "clock_synced": bool(info["clock_synced"]),
             "labels": dict(info.get("labels") or {}),
+            "event_loop": info.get("event_loop"),
         },
         "uplink": {
             "connected": uplink.connected,

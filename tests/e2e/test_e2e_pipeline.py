@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import (
@@ -93,13 +94,20 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
+# On both event loops the daemon runs on (gateway/eventloop.py): uvloop where it is installed,
+# asyncio's own where it is not; this test drives Modbus TCP, a pty, MQTT and HTTP through each.
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
 async def test_samples_arrive_with_clean_values_meta_has_units_and_status_shows_every_device(
     modbus_sim: ModbusSim,
     serial_sim: SerialSim,
     run_daemon: RunDaemon,
     upstream: Upstream,
     tmp_path: Path,
+    *,
+    loop_name: str,
 ) -> None:
+    if loop_name == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop has no wheel for this machine")
     started = time.monotonic()
     port = modbus_sim(MODBUS_DEVICES)
     tty = serial_sim(NOISE, 0.2)
@@ -108,7 +116,8 @@ async def test_samples_arrive_with_clean_values_meta_has_units_and_status_shows_
         noise_source(NOISE, tty, interval="1s"),
     ]
     daemon = run_daemon(
-        gateway_config(broker_port=upstream.port, state_dir=tmp_path, sources=sources)
+        gateway_config(broker_port=upstream.port, state_dir=tmp_path, sources=sources),
+        env={"STREET_GATEWAY_EVENT_LOOP": loop_name},
     )
     expected = {
         name: {p["name"]: p for p in profile_points(profile)}
@@ -187,6 +196,8 @@ async def test_samples_arrive_with_clean_values_meta_has_units_and_status_shows_
     status = await daemon.status()
     assert status["gateway"]["id"] == "lamppost-e2e"
     assert status["gateway"]["clock_synced"] is True
+    assert status["gateway"]["event_loop"].split()[0] == loop_name
+    assert f"event loop {loop_name}" in daemon.log()
     assert status["uplink"]["connected"] is True
     states = {d["name"]: d["state"] for s in status["sources"] for d in s["devices"]}
     assert states == dict.fromkeys(expected, "ok")
