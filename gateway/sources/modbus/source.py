@@ -247,7 +247,9 @@ class ModbusSource:
         raise last
 
     async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
-        client = await self._connected_client()
+        client = self._client
+        if client is None or not client.connected:  # the usual case skips a coroutine
+            client = await self._connected_client()
         loop = asyncio.get_running_loop()
         if device.limits.pause:  # the device needs a quiet spell after the last request
             wait = self._last_end + device.limits.pause - loop.time()
