@@ -12,9 +12,9 @@ never asks which transport it has.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Literal, Protocol
 
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 
@@ -42,26 +42,33 @@ class Transport(Protocol):
     ) -> list[int] | list[bool]: ...
 
 
-@contextlib.contextmanager
-def map_errors(errors: ErrorMap, timeout_s: float) -> Iterator[None]:
+class map_errors:  # named as the function it replaced: ``with map_errors(table, timeout):``
     """Re-raise an exception of the table as our error, ``from`` the original; the most
-    specific class in the table wins (TimeoutError before OSError). Others pass unchanged."""
-    try:
-        yield
-    except Exception as exc:
-        mapped = mapped_error(errors, exc, timeout_s)
-        if mapped is None:
-            raise
-        raise mapped from exc
+    specific class in the table wins (TimeoutError before OSError). Others pass unchanged.
+    A class, not a generator: every Modbus transaction enters it (~0.8 us against ~2.5)."""
 
+    __slots__ = ("_errors", "_timeout_s")
 
-def mapped_error(errors: ErrorMap, exc: Exception, timeout_s: float) -> DeviceError | None:
-    """``exc`` as our error when the table lists its class (see :func:`map_errors`)."""
-    target = lookup(errors, type(exc))
-    if target is None:
+    def __init__(self, errors: ErrorMap, timeout_s: float) -> None:
+        self._errors = errors
+        self._timeout_s = timeout_s
+
+    def __enter__(self) -> None:
         return None
-    kind, template = target
-    return kind(template.format(exc=exc, timeout=timeout_s))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is None or not isinstance(exc, Exception):
+            return False  # no error, or a cancellation: pass it on
+        target = lookup(self._errors, type(exc))
+        if target is None:
+            return False
+        kind, template = target
+        raise kind(template.format(exc=exc, timeout=self._timeout_s)) from exc
 
 
 def lookup(errors: ErrorMap, kind: type[BaseException]) -> tuple[type[DeviceError], str] | None:
