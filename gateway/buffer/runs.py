@@ -53,8 +53,8 @@ def take_runs(items: deque[Any], runs: list[Run]) -> list[Any]:
         return oldest
     taken: list[Any] = []
     for first, last in runs:
-        lo = bisect.bisect_left(items, first, key=_seq_of)
-        hi = bisect.bisect_right(items, last, lo=lo, key=_seq_of)
+        lo = bisect.bisect_left(items, first, key=seq_of)
+        hi = bisect.bisect_right(items, last, lo=lo, key=seq_of)
         if lo == hi:
             continue
         items.rotate(-lo)
@@ -63,5 +63,6 @@ def take_runs(items: deque[Any], runs: list[Run]) -> list[Any]:
     return taken
 
 
-def _seq_of(item: Any) -> int:
+def seq_of(item: Any) -> int:
+    """The seq of a held item (``(seq, ...)``): the key the deques are ordered by."""
     return int(item[0])

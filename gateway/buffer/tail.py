@@ -11,15 +11,11 @@ import bisect
 import itertools
 from collections import deque
 
-from gateway.buffer.runs import Run, take_runs
+from gateway.buffer.runs import Run, seq_of, take_runs
 from gateway.model import AlarmEvent, Lane, Sample, StoredItem
 
 Item = Sample | AlarmEvent
 TailItem = tuple[int, int, Item]  # seq, ts_ms, item
-
-
-def _seq_of(item: TailItem) -> int:
-    return item[0]
 
 
 class Tail:
@@ -37,7 +33,7 @@ class Tail:
     def get(self, lane: Lane, after_seq: int, up_to: int, limit: int) -> list[StoredItem]:
         """Items of ``lane`` with ``after_seq < seq <= up_to``, at most ``limit``."""
         tail = self._lanes[lane]
-        start = bisect.bisect_right(tail, after_seq, key=_seq_of)
+        start = bisect.bisect_right(tail, after_seq, key=seq_of)
         items = []
         for seq, ts, item in itertools.islice(tail, start, start + limit):
             if seq > up_to:
