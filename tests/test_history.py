@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.history import MAX_ENTRIES, SPAN_MS, History
-from gateway.model import Sample, format_duration
+from gateway.model import Sample, Value, format_duration
 
 T0 = 1_764_169_200_000
 BUCKET_MS = SPAN_MS // (MAX_ENTRIES // 2)
@@ -98,6 +98,49 @@ def test_each_bucket_keeps_exactly_its_minimum_and_maximum(steps: list[tuple[int
     assert kept.keys() == by_bucket.keys()
     for bucket, values in by_bucket.items():
         assert sorted(kept[bucket]) == sorted({min(values), max(values)})
+
+
+# One class per point mostly (the folded path), with ties; sometimes a NaN, a string, a gap
+_FEW_FLOATS = st.sampled_from([-1.5, 0.0, 2.25, 1e6])
+_POINT_VALUES = {
+    "f": st.one_of(_FEW_FLOATS, st.floats(-1e6, 1e6)),
+    "i": st.integers(-3, 3),
+    "b": st.booleans(),
+    "nan": st.one_of(_FEW_FLOATS, st.sampled_from([math.nan, -math.inf])),
+    "odd": st.one_of(
+        _FEW_FLOATS, st.integers(-3, 3), st.sampled_from([math.nan, math.inf, 1e308, "x", True])
+    ),
+}
+_POLL = st.fixed_dictionaries({}, optional=_POINT_VALUES)  # type: ignore[arg-type]
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(
+        # tens of ms to the next poll: buckets of one poll, of a few, of more than PENDING_MAX
+        st.tuples(st.one_of(st.integers(0, 50), st.integers(0, 8_000)), _POLL),
+        min_size=1,
+        max_size=200,
+    ),
+    st.booleans(),
+)
+@example([(0, {"nan": math.nan}), (1, {"nan": 2.25}), (1, {"nan": 1.5})], False)  # NaN first
+@example([(0, {"f": 1e308}), (1, {"f": 1e308}), (1, {"f": -1.5})], False)  # the sum overflows
+def test_polls_folded_together_give_what_they_give_one_by_one(
+    polls: list[tuple[int, dict[str, Value]]], clock_back: bool
+) -> None:
+    """Folding a bucket's polls at once (C-level min and max) is only a faster way: looking
+    after every poll (so each is folded alone, value by value) keeps exactly the same."""
+    together, one_by_one, ts = History(), History(), T0
+    for k, (gap, values) in enumerate(polls):
+        ts += gap * 10
+        if clock_back and k == len(polls) // 2:
+            ts -= 2 * SPAN_MS  # an NTP correction further back than the window
+        sample = Sample("d", ts, values)
+        together.observe(sample)
+        one_by_one.observe(sample)
+        one_by_one.of("d", ts)
+    assert together.of("d", ts) == one_by_one.of("d", ts)
 
 
 def test_one_duration_style() -> None:
