@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from gateway.buffer import Buffer
+from gateway.buffer import Buffer, codec
 from gateway.buffer.seqfile import SeqState, plan_start
 from gateway.model import AlarmEvent, Gap, Lane, Sample
 
@@ -96,6 +99,34 @@ async def test_unencodable_reading_is_dropped_and_counted(tmp_path: Path) -> Non
         buffer.put(reading(1))
         assert await buffer.flush() == 1
         assert buffer.stats.dropped_total == 1
+
+
+_ANY_VALUE = st.one_of(
+    st.floats(),  # NaN and infinities included
+    st.sampled_from([1.7e308, 2**1100, -(2**64)]),  # a sum that overflows, an int beyond floats
+    st.integers(),
+    st.booleans(),
+    st.text(max_size=2),
+    st.none(),
+    st.binary(max_size=2),
+)
+
+
+@given(st.dictionaries(st.one_of(st.text(max_size=2), st.integers(0, 3)), _ANY_VALUE, max_size=6))
+@example({"level": 1, "pm25": math.nan})
+@example({"level": -math.inf, "door": True})
+@example({"a": 1.7e308, "b": 1.7e308})  # finite, though their sum is not
+@example({"count": 2**1100, "pm25": 1.5})
+@example({"door": True, 3: 1.5})
+def test_a_sample_is_refused_exactly_when_one_of_its_values_cannot_be_stored(
+    values: dict[str, object],
+) -> None:
+    storable = all(
+        isinstance(name, str)
+        and (type(v) in (bool, int, str) or (type(v) is float and math.isfinite(v)))  # type: ignore[arg-type]
+        for name, v in values.items()
+    )
+    assert (codec.problem(Sample("aq-1", T0, values)) is None) == storable  # type: ignore[arg-type]
 
 
 async def test_crash_in_the_same_boot_with_intact_wal_needs_no_gap(tmp_path: Path) -> None:

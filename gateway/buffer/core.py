@@ -516,45 +516,36 @@ class Buffer:
     # -- put and commit --------------------------------------------------------------------
 
     def put(self, item: Sample | AlarmEvent) -> None:
-        """Hold an item (numbered at once when the reservation allows); never blocks, never
-        raises."""
-        self.put_many((item,))
-
-    def put_many(self, items: Iterable[Sample | AlarmEvent]) -> None:
-        """Hold items: numbered, queued for the next commit, and visible to ``fetch`` at once
-        (or, when the reservation is used up, as soon as the commit task has raised it)."""
-        accepted: list[Unnumbered] = []
-        for item in items:
-            problem = codec.problem(item)
-            if problem is not None:  # must not crash a source, nor reach the file
-                self._stats.dropped_total += 1
-                log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
-                continue
-            lane = Lane.ALARM if isinstance(item, AlarmEvent) else Lane.SAMPLE
-            accepted.append((lane, item.ts_ms, item))
+        """Hold an item: numbered, queued for the next commit, and visible to ``fetch`` at once
+        (or, when the reservation is used up, as soon as the commit task has raised it). Never
+        blocks, never raises."""
+        problem = codec.problem(item)
+        if problem is not None:  # must not crash a source, nor reach the file
+            self._stats.dropped_total += 1
+            log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
+            return
         held = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
-        room = self._queue_max - held
-        if len(accepted) > room:
-            self._stats.dropped_total += len(accepted) - room
-            del accepted[max(room, 0) :]
+        if held >= self._queue_max:
+            self._stats.dropped_total += 1
             if not self._dropping:
                 self._dropping = True
                 log.error("buffer memory queue full (%d items): dropping samples", self._queue_max)
-        if not accepted:
             return
         if not self._queue and not self._unnumbered:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
-        for _, _, item in accepted:
-            if isinstance(item, AlarmEvent):
-                self._alarm_states[item.alarm] = item.state
-        if self._stats.samples == 0:
-            self._stats.oldest_ts = accepted[0][1]
-        self._stats.samples += len(accepted)
-        self._stats.alarms += sum(1 for lane, _, _ in accepted if lane is Lane.ALARM)
-        self._unnumbered.extend(accepted)
+        stats = self._stats
+        if stats.samples == 0:
+            stats.oldest_ts = item.ts_ms
+        stats.samples += 1
+        if isinstance(item, AlarmEvent):
+            self._alarm_states[item.alarm] = item.state
+            stats.alarms += 1
+            self._unnumbered.append((Lane.ALARM, item.ts_ms, item))
+        else:
+            self._unnumbered.append((Lane.SAMPLE, item.ts_ms, item))
         self._number()
-        if held < self._commit_max_rows <= held + len(accepted):
+        if held + 1 == self._commit_max_rows:
             self._wake.set()  # a full batch does not wait for the linger
 
     def _number(self) -> None:
