@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from gateway.codec.registers import (
     split_request,
 )
 from gateway.config import ModbusPoint
+from gateway.model import Value
 from gateway.sources.modbus.config import ReadLimits
 from gateway.sources.modbus.sim import PROFILE_NAMES, profile_points
 
@@ -30,6 +32,15 @@ from gateway.sources.modbus.sim import PROFILE_NAMES, profile_points
 def point(type_: str, address: int = 0, table: str = "holding", **kw: Any) -> ModbusPoint:
     return ModbusPoint(name=kw.pop("name", f"p{address}"), table=table, address=address,
                        type=type_, **kw)  # fmt: skip
+
+
+def decode_block(points: Sequence[ModbusPoint], words: Sequence[int]) -> dict[str, Value]:
+    """What RequestDecoder stores for the block of points read in one request, which decodes
+    without an error."""
+    (request,) = plan_requests(points)
+    values: dict[str, Value] = {}
+    assert not RequestDecoder(request, points).decode_into(words, values)
+    return values
 
 
 # words in, value out -- [0x0102, 0x0304] means bytes 01 02 03 04 on the wire
@@ -146,8 +157,7 @@ def test_clean_values(
     p = point(type_, scale=scale, offset=offset)
     value = decode(p, words)
     assert (value, type(value), repr(value)) == (expected, type(expected), repr(expected))
-    (request,) = plan_requests([p])
-    assert RequestDecoder(request, [p])(words) == [(0, expected)]
+    assert decode_block([p], words) == {p.name: expected}
 
 
 # words -> text: two ASCII bytes a register, high byte first; BA swaps them
@@ -165,8 +175,7 @@ STRINGS = [
 def test_string_golden_vectors(words: list[int], order: str, text: str) -> None:
     p = point("string", length=4, byte_order=order)
     assert decode(p, words) == text
-    (request,) = plan_requests([p])
-    assert RequestDecoder(request, [p])(words) == [(0, text)]
+    assert decode_block([p], words) == {p.name: text}
     assert decode(p, encode(p, text)) == text
 
 
@@ -175,9 +184,12 @@ def test_a_string_that_is_not_ascii_is_a_decode_error(words: list[int]) -> None:
     p = point("string", length=2)
     with pytest.raises(DecodeError, match="not ASCII"):
         decode(p, words)
-    (request,) = plan_requests([p, point("uint16", 2, name="after")])
-    out = RequestDecoder(request, [p, point("uint16", 2, name="after")])([*words, 7])
-    assert isinstance(out[0][1], DecodeError) and out[1] == (1, 7)
+    points = [p, point("uint16", 2, name="after")]
+    (request,) = plan_requests(points)
+    values: dict[str, Value] = {}
+    (error,) = RequestDecoder(request, points).decode_into([*words, 7], values)
+    assert isinstance(error, DecodeError) and "not ASCII" in str(error)
+    assert values == {"after": 7}
 
 
 def test_a_string_sits_among_numbers_in_one_request() -> None:
@@ -186,7 +198,7 @@ def test_a_string_sits_among_numbers_in_one_request() -> None:
     words = [5, *encode(points[1], "ab"), 0x4144, 0xCCCD]
     (request,) = plan_requests(points)
     assert request.count == 6
-    assert RequestDecoder(request, points)(words) == [(0, 5), (1, "ab"), (2, 12.3)]
+    assert decode_block(points, words) == {"a": 5, "s": "ab", "f": 12.3}
 
 
 def test_encoding_a_string_too_long_is_refused() -> None:
@@ -305,13 +317,27 @@ def test_decoded_value_is_finite_or_raises() -> None:
 # ---------------------------------------------------------------------------------------------
 # Plan-level decoding: RequestDecoder (one struct per request) gives what decode_request gives
 
+Results = tuple[list[tuple[str, str, Any]], list[str]]
 
-def _results(out: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-    """Comparable results: an error by its message, a value with its type (1 != 1.0 != True)."""
-    return [
-        (i, ("error", str(v)) if isinstance(v, DecodeError) else (type(v).__name__, v))
-        for i, v in out
-    ]
+
+def _comparable(values: dict[str, Value], errors: Sequence[DecodeError]) -> Results:
+    """Values by name in the order stored, each with its type (1 != 1.0 != True), and the
+    errors by message."""
+    assert all(isinstance(e, DecodeError) for e in errors)
+    return [(n, type(v).__name__, v) for n, v in values.items()], [str(e) for e in errors]
+
+
+def _reference(request: ReadRequest, points: Sequence[ModbusPoint], data: Sequence[int]) -> Results:
+    """decode_request's results as a sample's values (by name) and its errors."""
+    out = decode_request(request, points, data)
+    values = {points[i].name: v for i, v in out if not isinstance(v, DecodeError)}
+    return _comparable(values, [v for _, v in out if isinstance(v, DecodeError)])
+
+
+def _decoded(decoder: RequestDecoder, data: Sequence[int] | Sequence[bool]) -> Results:
+    values: dict[str, Value] = {}
+    errors = decoder.decode_into(data, values)
+    return _comparable(values, errors)
 
 
 def test_request_decoder_golden_vectors_in_one_block() -> None:
@@ -321,9 +347,9 @@ def test_request_decoder_golden_vectors_in_one_block() -> None:
         words += vector
         address += len(vector)
     (request,) = plan_requests(points)
-    out = RequestDecoder(request, points)(words)
-    assert [(i, v) for i, v in out] == [(n, g[3]) for n, g in enumerate(GOLDEN)]
-    assert _results(out) == _results(decode_request(request, points, words))
+    values = decode_block(points, words)
+    assert list(values.items()) == [(f"g{n}", g[3]) for n, g in enumerate(GOLDEN)]
+    assert _decoded(RequestDecoder(request, points), words) == _reference(request, points, words)
 
 
 def test_request_decoder_on_the_e2e_cabinet_block() -> None:
@@ -333,16 +359,41 @@ def test_request_decoder_on_the_e2e_cabinet_block() -> None:
     for p, v in zip(points, values, strict=True):
         words[p.address : p.address + p.width] = encode(p, v)
     (request,) = plan_requests(points)
-    out = RequestDecoder(request, points)(words)
-    assert _results(out) == _results(decode_request(request, points, words))
-    assert [v for _, v in out][:4] == [7, 0, 65535, 300]
-    assert [v for _, v in out][4:6] == pytest.approx([-12.5, 3.2])
-    assert [v for _, v in out][6:] == pytest.approx([230.5, -1.0, 0.0, 1e-7])
+    decoder = RequestDecoder(request, points)
+    assert _decoded(decoder, words) == _reference(request, points, words)
+    out = list(decode_block(points, words).values())
+    assert out[:4] == [7, 0, 65535, 300]
+    assert out[4:6] == pytest.approx([-12.5, 3.2])
+    assert out[6:] == pytest.approx([230.5, -1.0, 0.0, 1e-7])
 
 
-_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"]
+def test_a_bad_point_in_the_e2e_cabinet_block_costs_only_its_own_value() -> None:
+    # every point is a struct field: one fast loop, redone point by point when one fails
+    points = [ModbusPoint.model_validate(p) for p in profile_points("e2e_cabinet")]
+    points[8] = points[8].model_copy(update={"scale": 1e300})  # f2: out of a float's range
+    words = [7, 0, 65535, 300, 0xFF85, 0x0123, 0x4366, 0x8000, 0x7FC0, 0, 0x7F7F, 0xFFFF,
+             0x7F80, 0]  # fmt: skip
+    (request,) = plan_requests(points)
+    decoder = RequestDecoder(request, points)
+    values: dict[str, Value] = {"before": 1}  # another request's values stay first
+    errors = decoder.decode_into(words, values)
+    assert [str(e) for e in errors] == [
+        "f1: float32 register value is nan",
+        "f2: scaled value is inf",
+        "f3: float32 register value is inf",
+    ]
+    assert list(values.items()) == [
+        ("before", 1), ("u0", 7), ("u1", 0), ("u2", 65535), ("u3", 300), ("s0", -12.3),
+        ("s1", 29.1), ("f0", 230.5),
+    ]  # fmt: skip
+    assert _decoded(decoder, words) == _reference(request, points, words)
+
+
+_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64",
+          "string"]  # fmt: skip
 _WIDTH = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 _NAN_WORDS = [0x7FC0, 0x7F80, 0xFF80, 0x7FF8, 0x7FF0, 0xFFF0, 0x0000, 0xFFFF]
+_ASCII_WORDS = [0x4142, 0x2000, 0x0041, 0x2D31]
 
 
 @st.composite
@@ -350,18 +401,28 @@ def blocks(draw: st.DrawFn) -> tuple[list[ModbusPoint], list[int]]:
     """Points of one table laid out with gaps (bit points may share a register), and words."""
     points: list[ModbusPoint] = []
     address = draw(st.integers(0, 5))
+    # half the time only big-endian numbers: RequestDecoder's one-loop path for struct fields
+    fields_only = draw(st.booleans())
+    types = [t for t in _TYPES if t not in ("bool", "string")] if fields_only else _TYPES
+    orders = ["ABCD"] if fields_only else ["ABCD", "CDAB", "BADC", "DCBA"]
     for n in range(draw(st.integers(1, 12))):
-        type_ = draw(st.sampled_from(_TYPES))
-        kw: dict[str, Any] = {"byte_order": draw(st.sampled_from(["ABCD", "CDAB", "BADC", "DCBA"]))}
+        type_ = draw(st.sampled_from(types))
+        kw: dict[str, Any] = {"byte_order": draw(st.sampled_from(orders))}
         if type_ == "bool" and draw(st.booleans()):
             kw["bit"] = draw(st.integers(0, 15))
+        elif type_ == "string":
+            kw = {
+                "byte_order": draw(st.sampled_from(["AB", "BA"])),
+                "length": draw(st.integers(1, 3)),
+            }
         elif type_ != "bool" and draw(st.booleans()):
             kw["scale"] = draw(st.sampled_from([0.1, 2.0, -1.0, 1e300]))
             kw["offset"] = draw(st.sampled_from([0.0, -40.0]))
         points.append(point(type_, address, name=f"p{n}", **kw))
         shared = type_ == "bool" and draw(st.booleans())  # the next point may reuse the register
-        address += (0 if shared else _WIDTH.get(type_, 4)) + draw(st.integers(0, 3))
-    words = draw(st.lists(st.sampled_from(_NAN_WORDS) | st.integers(0, 0xFFFF),
+        width = kw.get("length") or _WIDTH.get(type_, 4)
+        address += (0 if shared else width) + draw(st.integers(0, 3))
+    words = draw(st.lists(st.sampled_from(_NAN_WORDS + _ASCII_WORDS) | st.integers(0, 0xFFFF),
                           min_size=address + 4, max_size=address + 4))  # fmt: skip
     return points, words
 
@@ -370,10 +431,20 @@ def blocks(draw: st.DrawFn) -> tuple[list[ModbusPoint], list[int]]:
 @given(blocks())
 def test_request_decoder_equals_decode_request(block: tuple[list[ModbusPoint], list[int]]) -> None:
     points, words = block
+    values: dict[str, Value] = {}  # one sample's, across the requests of the plan, as a poll
+    errors: list[DecodeError] = []
+    expected: Results = ([], [])
     for request in plan_requests(points):
         data = words[request.address : request.address + request.count]
-        expected = decode_request(request, points, data)
-        assert _results(RequestDecoder(request, points)(data)) == _results(expected)
+        decoder = RequestDecoder(request, points)
+        reference = _reference(request, points, data)
+        assert _decoded(decoder, data) == reference
+        assert _decoded(decoder, data) == reference  # again, from the float32 memo
+        assert _decoded(decoder, data[:-1]) == _reference(request, points, data[:-1])
+        errors += decoder.decode_into(data, values)
+        expected[0].extend(reference[0])
+        expected[1].extend(reference[1])
+    assert _comparable(values, errors) == expected
 
 
 def test_request_decoder_overlapping_points_and_odd_blocks_match_decode_request() -> None:
@@ -383,12 +454,13 @@ def test_request_decoder_overlapping_points_and_odd_blocks_match_decode_request(
     request = ReadRequest("holding", 0, 4, (0, 1, 2, 3))
     decoder = RequestDecoder(request, points)
     for data in ([1, 2, 0x3F80, 4], [1, 2, 3], [1, 2, 3, 70000], [1, -2, 3, 4]):
-        assert _results(decoder(data)) == _results(decode_request(request, points, data))
+        assert _decoded(decoder, data) == _reference(request, points, data)
     coils = [point("bool", 0, table="coil", name="x"), point("bool", 2, table="coil", name="y")]
     (bits,) = plan_requests(coils)
-    assert _results(RequestDecoder(bits, coils)([True, False, False])) == [
-        (0, ("bool", True)), (1, ("bool", False))
-    ]  # fmt: skip
+    assert _decoded(RequestDecoder(bits, coils), [True, False, False]) == (
+        [("x", "bool", True), ("y", "bool", False)],
+        [],
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -329,7 +329,8 @@ def decode_request(
 
 
 class RequestDecoder:
-    """``decode_request`` for one request of a plan, compiled once: the same results, faster.
+    """``decode_request`` for one request of a plan, compiled once: the same results, faster,
+    stored straight into a sample's values by point name.
 
     The register block is turned into bytes once and every big-endian point (``ABCD``, or a
     single register) comes out of one precompiled ``struct`` format over the whole block; ``bool``
@@ -370,25 +371,41 @@ class RequestDecoder:
             fmt += char
             end = lo + struct.calcsize(">" + char) // 2
         fmt += f"{2 * (request.count - end)}x" if request.count > end else ""
-        self._struct = struct.Struct(fmt)
+        self._unpack = struct.Struct(fmt).unpack
         self._pack = struct.Struct(f">{request.count}H").pack
         self._plan = [
-            (i, kind, lo, bit, slots.get(pos, 0), points[i], _fast_finisher(points[i]))
+            (points[i].name, kind, lo, bit, slots.get(pos, 0), points[i], _fast_finisher(points[i]))
             for pos, i, kind, lo, bit in plan
         ]
+        # The common request, every point a struct field: one loop that only stores and
+        # finishes; None when a point needs the per-point loop.
+        self._fields: tuple[tuple[str, int, Finish | None], ...] | None = None
+        if all(kind == 0 for _, kind, *_ in self._plan):
+            self._fields = tuple(
+                (name, slot, finish) for name, _, _, _, slot, _, finish in self._plan
+            )
 
-    def __call__(
-        self, data: Sequence[int] | Sequence[bool]
-    ) -> list[tuple[int, Value | DecodeError]]:
-        """Each point of the request with its value, or the DecodeError that stopped it."""
+    def decode_into(
+        self, data: Sequence[int] | Sequence[bool], values: dict[str, Value]
+    ) -> Sequence[DecodeError]:
+        """Store each point's value in ``values`` under its name, in request order; the
+        DecodeErrors of the points that have none."""
         if self._generic or len(data) != self.request.count:
-            return decode_request(self.request, self._points, data)
+            return self._store(decode_request(self.request, self._points, data), values)
         try:
-            raws = self._struct.unpack(self._pack(*data))
+            raws = self._unpack(self._pack(*data))
         except struct.error:  # a word out of range or not an int: the slow path says why
-            return decode_request(self.request, self._points, data)
-        out: list[tuple[int, Value | DecodeError]] = []
-        for i, kind, lo, bit, slot, point, finish in self._plan:
+            return self._store(decode_request(self.request, self._points, data), values)
+        if self._fields is not None:
+            try:
+                for name, slot, finish in self._fields:
+                    values[name] = raws[slot] if finish is None else finish(raws[slot])
+            except DecodeError:
+                pass  # the per-point loop stores the same values again and says which failed
+            else:
+                return ()
+        errors: list[DecodeError] = []
+        for name, kind, lo, bit, slot, point, finish in self._plan:
             try:
                 if kind == 0:
                     value = raws[slot] if finish is None else finish(raws[slot])
@@ -398,10 +415,21 @@ class RequestDecoder:
                 else:
                     value = decode(point, _words(data, lo, point.width))
             except DecodeError as exc:
-                out.append((i, exc))
+                errors.append(exc)
             else:
-                out.append((i, value))
-        return out
+                values[name] = value
+        return errors
+
+    def _store(
+        self, results: list[tuple[int, Value | DecodeError]], values: dict[str, Value]
+    ) -> list[DecodeError]:
+        errors: list[DecodeError] = []
+        for i, value in results:
+            if isinstance(value, DecodeError):
+                errors.append(value)
+            else:
+                values[self._points[i].name] = value
+        return errors
 
 
 def _fast_finisher(point: ModbusPoint) -> Finish | None:

@@ -28,11 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias
 
 from gateway.codec import mbap
 from gateway.codec.registers import (
-    DecodeError,
     ReadRequest,
     RequestDecoder,
     halve_request,
@@ -55,6 +54,8 @@ from gateway.uplink.backoff import Backoff
 log = logging.getLogger("gateway.sources.modbus")
 
 __all__ = ["DOWN_AFTER", "ModbusSource", "default_frame_gap", "make_transport"]
+
+ReadData: TypeAlias = list[int] | list[bool]  # what a read answered: registers, or bits
 # Exception codes with which devices refuse a merged read: it is then read in smaller pieces.
 REFUSALS = {2: "illegal data address", 3: "illegal data value"}
 
@@ -77,8 +78,6 @@ class _Device:
     limits: ReadLimits = field(default_factory=ReadLimits)
     # per request of the plan, compiled on first use (a split plan adds its pieces)
     decoders: dict[ReadRequest, RequestDecoder] = field(default_factory=dict)
-    # per point index: its name, so a sample is built without going back to the config
-    names: list[str] = field(default_factory=list)
 
     @property
     def stats(self) -> DeviceStats:
@@ -132,7 +131,6 @@ class ModbusSource:
             core=core,
             plan=plan_device(device.points, limits),
             limits=limits,
-            names=[p.name for p in device.points],
         )
 
     @property
@@ -220,21 +218,18 @@ class ModbusSource:
         )
 
     def _decode(
-        self, device: _Device, request: ReadRequest, data: list[Any], values: dict[str, Value]
+        self, device: _Device, request: ReadRequest, data: ReadData, values: dict[str, Value]
     ) -> None:
         decoder = device.decoders.get(request)
         if decoder is None:
             decoder = device.decoders[request] = RequestDecoder(request, device.config.points)
-        names = device.names
-        for i, value in decoder(data):
-            if isinstance(value, DecodeError):
-                device.stats.parse_errors += 1
-            else:
-                values[names[i]] = value
+        errors = decoder.decode_into(data, values)
+        if errors:
+            device.stats.parse_errors += len(errors)
 
     async def _read(
         self, device: _Device, request: ReadRequest, attempts: int
-    ) -> tuple[list[Any], int]:
+    ) -> tuple[ReadData, int]:
         """One transaction with up to ``attempts`` tries; (registers or bits, ts) or raise."""
         last: DeviceError = DeviceTimeout("no attempt")
         for _ in range(attempts):
@@ -246,7 +241,7 @@ class ModbusSource:
                 last = exc
         raise last
 
-    async def _transact(self, device: _Device, request: ReadRequest) -> tuple[list[Any], int]:
+    async def _transact(self, device: _Device, request: ReadRequest) -> tuple[ReadData, int]:
         client = self._client
         if client is None or not client.connected:  # the usual case skips a coroutine
             client = await self._connected_client()
@@ -265,7 +260,7 @@ class ModbusSource:
             raise ExceptionResponse(exc.code, request) from None
         finally:
             self._last_end = loop.time()
-        return list(values), now_ms()
+        return values, now_ms()  # each client returns a list of its own: no copy
 
     async def _connected_client(self) -> Transport:
         """The client, (re)connected if needed, with capped backoff between attempts."""
