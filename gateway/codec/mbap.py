@@ -8,6 +8,7 @@ a :class:`FramingError`: the stream cannot be trusted after it, so the client dr
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import NamedTuple
 
@@ -69,7 +70,12 @@ def pdu_values(pdu: bytes, table: str, count: int) -> list[int] | list[bool]:
     expected = (count + 7) // 8 if bits else 2 * count
     if pdu[0] != function or len(pdu) != 2 + expected or pdu[1] != expected:
         raise FramingError(f"answer {pdu[:2].hex()}.. ({len(pdu)} bytes) to function {function}")
-    data = pdu[2:]
     if bits:
-        return [bool(data[i >> 3] >> (i & 7) & 1) for i in range(count)]
-    return list(struct.unpack(f">{count}H", data))
+        return [bool(pdu[2 + (i >> 3)] >> (i & 7) & 1) for i in range(count)]
+    return list(_registers(count).unpack_from(pdu, 2))
+
+
+@functools.lru_cache(maxsize=128)
+def _registers(count: int) -> struct.Struct:
+    """The big-endian words of a read of ``count`` registers (1..125), compiled once."""
+    return struct.Struct(f">{count}H")

@@ -182,7 +182,7 @@ class ModbusSource:
         while index < len(device.plan):
             request = device.plan[index]
             try:
-                data, _ = await self._read(device, request, attempts)
+                data = await self._read(device, request, attempts)
             except ExceptionResponse as exc:
                 parts = halve_request(request, device.config.points)
                 if exc.code in REFUSALS and len(parts) > 1:
@@ -227,10 +227,8 @@ class ModbusSource:
         if errors:
             device.stats.parse_errors += len(errors)
 
-    async def _read(
-        self, device: _Device, request: ReadRequest, attempts: int
-    ) -> tuple[ReadData, int]:
-        """One transaction with up to ``attempts`` tries; (registers or bits, ts) or raise."""
+    async def _read(self, device: _Device, request: ReadRequest, attempts: int) -> ReadData:
+        """One transaction with up to ``attempts`` tries: the registers or bits, or raise."""
         last: DeviceError = DeviceTimeout("no attempt")
         for _ in range(attempts):
             try:
@@ -241,7 +239,7 @@ class ModbusSource:
                 last = exc
         raise last
 
-    async def _transact(self, device: _Device, request: ReadRequest) -> tuple[ReadData, int]:
+    async def _transact(self, device: _Device, request: ReadRequest) -> ReadData:
         client = self._client
         if client is None or not client.connected:  # the usual case skips a coroutine
             client = await self._connected_client()
@@ -260,7 +258,7 @@ class ModbusSource:
             raise ExceptionResponse(exc.code, request) from None
         finally:
             self._last_end = loop.time()
-        return values, now_ms()  # each client returns a list of its own: no copy
+        return values  # each client returns a list of its own: no copy
 
     async def _connected_client(self) -> Transport:
         """The client, (re)connected if needed, with capped backoff between attempts."""
