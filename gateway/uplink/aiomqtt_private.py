@@ -24,3 +24,14 @@ def connack_future(client: aiomqtt.Client) -> asyncio.Future[None]:
     """The future aiomqtt's ``__aenter__`` awaits until CONNACK (to fail it early)."""
     connected: asyncio.Future[None] = client._connected
     return connected
+
+
+def disconnected_future(client: aiomqtt.Client) -> asyncio.Future[None]:
+    """The future aiomqtt fails when the connection breaks (its reader and writer set it)."""
+    disconnected: asyncio.Future[None] = client._disconnected
+    return disconnected
+
+
+def client_loop(client: aiomqtt.Client) -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop = client._loop
+    return loop

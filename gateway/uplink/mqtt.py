@@ -48,7 +48,12 @@ from aiomqtt.exceptions import MqttConnectError
 from gateway.config import UplinkConfig, parse_server
 from gateway.errors import BufferStoreError, UplinkError
 from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
-from gateway.uplink.aiomqtt_private import connack_future, paho_client
+from gateway.uplink.aiomqtt_private import (
+    client_loop,
+    connack_future,
+    disconnected_future,
+    paho_client,
+)
 from gateway.uplink.backoff import Backoff
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
@@ -343,6 +348,7 @@ class Uplink:
         client.pending_calls_threshold = 2 * self._config.max_inflight + 8
         paho_client(client).connect_timeout = self._op_timeout
         _fail_fast_before_connack(client, tls=tls_context is not None)
+        _register_writes_safely(client)
         return client
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -656,6 +662,37 @@ def _fail_fast_before_connack(client: aiomqtt.Client, *, tls: bool) -> None:
             connected.set_exception(MqttError(message))
 
     paho.on_disconnect = on_disconnect
+
+
+def _register_writes_safely(client: aiomqtt.Client) -> None:
+    """aiomqtt registers paho's writer with ``call_soon_threadsafe``; when the connection is
+    reset in between, uvloop raises from ``add_writer`` on the closed socket (asyncio's loop
+    does not), the error only reaches the loop's log, and the broken link went unnoticed until
+    the keepalive ran out. Here that failure is the disconnect it is."""
+    paho = paho_client(client)
+    loop = client_loop(client)
+
+    def on_register_write(_client: Any, _userdata: Any, sock: Any) -> None:
+        def write() -> None:
+            try:
+                paho.loop_write()
+            except Exception as exc:  # a broken pipe: the connection is gone
+                _fail(exc)
+
+        def register() -> None:
+            try:
+                loop.add_writer(sock.fileno(), write)
+            except (RuntimeError, OSError, ValueError) as exc:  # closed meanwhile
+                _fail(exc)
+
+        loop.call_soon_threadsafe(register)
+
+    def _fail(exc: Exception) -> None:
+        disconnected = disconnected_future(client)
+        if not disconnected.done():
+            disconnected.set_exception(MqttError(f"connection lost: {exc}"))
+
+    paho.on_socket_register_write = on_register_write
 
 
 def _evicted(stats: BufferStats) -> int:
