@@ -61,6 +61,7 @@ class Sdi12SensorSource:
         self._lock = asyncio.Lock()
         self._refusing: set[str] = set()  # devices whose refusals were logged
         self._clean_polls: dict[str, int] = {}  # good polls since a device's last refusal
+        self._last_refused: dict[str, Refused] = {}
 
     async def run(self) -> None:
         """Poll until cancelled; device and port errors only change the devices' states."""
@@ -228,14 +229,15 @@ class Sdi12SensorSource:
                 self._unsolicited(core, rest, "truncated")
             port.write(command + self._config.command_end)
             core.stats.requests_total += 1
+            refusals = core.stats.parse_errors
             try:
                 async with asyncio.timeout(timeout):
                     answer = await self._answer(port, core, command)
             except TimeoutError:
-                refused = None
                 for rest in port.take_unfinished():
-                    refused = self._unsolicited(core, rest, "truncated")
-                why = f" ({refused})" if refused else ""
+                    self._unsolicited(core, rest, "truncated")
+                refused = self._last_refused.get(core.name)
+                why = f" ({refused})" if core.stats.parse_errors > refusals else ""
                 error = DeviceTimeout(f"no answer to {command} within {timeout:g}s{why}")
                 continue
             result = answer if isinstance(answer, Refused) else parse(answer)
@@ -287,6 +289,7 @@ class Sdi12SensorSource:
 
     def _refuse(self, core: Device, refused: Refused) -> None:
         core.stats.parse_errors += 1
+        self._last_refused[core.name] = refused
         self._clean_polls[core.name] = 0
         if core.name not in self._refusing:
             self._refusing.add(core.name)
