@@ -3,6 +3,7 @@ path."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,12 @@ def test_bad_values_name_their_key(tmp_path: Path, device: str, expected: str) -
         tmp_path, f"sources:\n  - {{name: bus, kind: sdi12, port: /dev/x, devices: [{device}]}}\n"
     )
     assert len(lines) == 1 and lines[0].startswith(f"sources[0].devices[0].{expected}: "), lines
+
+
+def test_the_readme_config_loads(tmp_path: Path) -> None:
+    readme = Path(Sdi12Source.__module__.replace(".", "/")).parent  # gateway/sources/sdi12
+    text = (Path(__file__).parent.parent / readme / "README.md").read_text()
+    (block,) = re.findall(r"^```yaml\n(.*?)^```$", text, re.M | re.S)
+    source = load(tmp_path, block)
+    assert [d.name for d in source.devices] == ["river-1", "rain-1"]
+    assert source.devices[1].measure == "C" and source.devices[1].crc
