@@ -47,6 +47,7 @@ BENCHES = (
     Bench("buffer", "Durable buffer", "bench_buffer.py"),
     Bench("modbus", "Modbus sources", "bench_modbus.py", limit_s=120),
     Bench("serial", "Serial sensors", "bench_serial.py", limit_s=120),
+    Bench("sdi12", "SDI-12 sensors", "bench_sdi12.py", limit_s=120),
     Bench("uplink", "MQTT uplink", "bench_uplink.py"),
     Bench("audit", "Fleet audit", "bench_audit.py"),
     Bench("e2e", "End to end (issue 7)", "bench_e2e.py", limit_s=240),

@@ -20,7 +20,7 @@ CONFIG = """\
 gateway: {id: lamppost-1}
 uplink: {servers: ['mqtt://127.0.0.1:1883']}
 sources:
-  - {name: gauge, kind: lorawan, port: /dev/ttyUSB0}
+  - {name: gauge, kind: wmbus, port: /dev/ttyUSB0}
 """
 
 
@@ -40,10 +40,10 @@ def _with(*extra: metadata.EntryPoint) -> object:
 def test_a_plugin_that_cannot_be_imported_is_one_line_and_its_kind_is_refused_with_it(
     tmp_path: Path,
 ) -> None:
-    broken = metadata.EntryPoint("lorawan", "sgw_no_such_module_here:KIND", GROUP)
+    broken = metadata.EntryPoint("wmbus", "sgw_no_such_module_here:KIND", GROUP)
     kinds = _with(broken)
     assert kinds.problems == (  # type: ignore[attr-defined]
-        "source plugin 'lorawan' (sgw_no_such_module_here:KIND, from an unknown distribution) "
+        "source plugin 'wmbus' (sgw_no_such_module_here:KIND, from an unknown distribution) "
         "cannot be loaded: ModuleNotFoundError: No module named 'sgw_no_such_module_here'",
     )
     path = tmp_path / "gateway.yaml"
@@ -51,7 +51,7 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_and_its_kind_is_refused_wi
     with pytest.raises(ConfigError) as caught:
         load_config(path, kinds=kinds)  # type: ignore[arg-type]
     assert caught.value.problems == [
-        f"{path}: sources[0]: kind 'lorawan' comes from an unknown distribution, which cannot be "
+        f"{path}: sources[0]: kind 'wmbus' comes from an unknown distribution, which cannot be "
         "loaded: ModuleNotFoundError: No module named 'sgw_no_such_module_here'"
     ]
 
@@ -60,7 +60,7 @@ def test_an_unused_broken_plugin_is_a_warning_and_the_rest_still_loads(tmp_path:
     wrong = metadata.EntryPoint("mbus", "gateway.config:Config", GROUP)  # not a SourceKind
     kinds = _with(wrong)
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.replace("kind: lorawan, port: /dev/ttyUSB0", "kind: serial, port: /dev/x, "
+    path.write_text(CONFIG.replace("kind: wmbus, port: /dev/ttyUSB0", "kind: serial, port: /dev/x, "
                                    "parse: {format: kv}, points: [{name: a}]"))  # fmt: skip
     loaded = load_config(path, kinds=kinds)  # type: ignore[arg-type]
     assert any("'mbus'" in w and "is not a SourceKind but" in w for w in loaded.warnings)
@@ -104,7 +104,7 @@ def test_a_plugin_that_cannot_make_its_source_is_one_clear_error(tmp_path: Path)
 
     kinds = Registry.of([SourceKind("serial", serial.config, refuse, origin="sgw-x 1.0")])  # type: ignore[arg-type]
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.replace("kind: lorawan, port: /dev/ttyUSB0", "kind: serial, port: /dev/x, "
+    path.write_text(CONFIG.replace("kind: wmbus, port: /dev/ttyUSB0", "kind: serial, port: /dev/x, "
                                    "parse: {format: kv}, points: [{name: a}]"))  # fmt: skip
     config = load_config(path, kinds=kinds).config
     with pytest.raises(GatewayError) as caught:

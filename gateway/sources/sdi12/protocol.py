@@ -106,13 +106,21 @@ def concurrent(measure: str) -> bool:
 # -- the CRC -----------------------------------------------------------------------------------
 
 
+def _crc_of_byte(byte: int) -> int:
+    crc = byte
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+_CRC_TABLE = tuple(_crc_of_byte(byte) for byte in range(256))  # a byte at a time, not a bit
+
+
 def crc16(data: bytes) -> int:
     """SDI-12's CRC (section 4.4.12.1; CRC-16/ARC): reflected polynomial 0xA001, initial 0."""
-    crc = 0
+    crc, table = 0, _CRC_TABLE
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
 
 
