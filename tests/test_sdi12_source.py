@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+import tty
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -233,3 +235,27 @@ async def test_a_port_that_cannot_be_opened_makes_every_device_down(tmp_path: An
     async with running(config) as (cores, _):
         await until(lambda: all(c.state == "down" for c in cores.values()), "all down")
     assert all("cannot open" in (c.stats.last_error or "") for c in cores.values())
+
+
+def test_the_simulator_aborts_an_m_measurement_that_another_command_interrupts(
+    make_bus: Callable[..., SimulatedSdi12Bus],
+) -> None:
+    """The rule the tests above rely on (their ``aborted == 0``): any command on the bus before
+    an M measurement is ready aborts it, no service request comes, and aD0! gives no values."""
+    gauge = RiverGauge("0", announce_s=1, ready_s=0.3)
+    other = SimSensor("1", announce_s=0)
+    bus = make_bus([gauge, other])
+    fd = os.open(bus.slave_name, os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+        os.write(fd, b"0M!\r\n")
+        time.sleep(0.05)
+        os.write(fd, b"1!\r\n")  # before the gauge is ready
+        time.sleep(0.5)
+        os.write(fd, b"0D0!\r\n")
+        time.sleep(0.1)
+        answers = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    assert answers == b"00013\r\n1\r\n0\r\n"  # atttn, the other's a, then an empty aD0!
+    assert gauge.aborted == 1

@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -144,6 +144,18 @@ class SimSensor:
             text += ("A" if crc[0] != "A" else "B") + crc[1:] if self.bad_crc else crc
         return text
 
+    def service_request(self) -> Callable[[], bytes | None]:
+        """What to send when the values are ready: ``a``, unless the measurement was aborted
+        or another one started meanwhile."""
+        measurement = self.measurements
+
+        def request() -> bytes | None:
+            if self.measurements != measurement or not self._kind:
+                return None
+            return self.relabel(self.address).encode() + b"\r\n"
+
+        return request
+
     def relabel(self, text: str) -> str:
         return (self.answer_as + text[1:]) if self.answer_as else text
 
@@ -208,7 +220,8 @@ class SimulatedSdi12Bus:
         self._slave_name = ""
         self._inbox = bytearray()
         self._outbox = bytearray()
-        self._due: list[tuple[float, int, bytes]] = []  # (time, order, bytes) to write
+        # (time, order, bytes to write, or a function giving them then: None writes nothing)
+        self._due: list[tuple[float, int, bytes | Callable[[], bytes | None]]] = []
         self._order = itertools.count()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -281,7 +294,8 @@ class SimulatedSdi12Bus:
                 self._read(master)
             now = time.monotonic()
             while self._due and self._due[0][0] <= now:
-                self._outbox += heapq.heappop(self._due)[2]
+                due = heapq.heappop(self._due)[2]
+                self._outbox += (due if isinstance(due, bytes) else due()) or b""
             if self._outbox:
                 self._flush(master)
 
@@ -323,10 +337,9 @@ class SimulatedSdi12Bus:
             else:
                 self._later(at, text.encode() + b"\r\n")
         if request_at is not None:
-            request = sensor.relabel(sensor.address).encode() + b"\r\n"
-            self._later(request_at + sensor.late_by, request)
+            self._later(request_at + sensor.late_by, sensor.service_request())
 
-    def _later(self, at: float, data: bytes) -> None:
+    def _later(self, at: float, data: bytes | Callable[[], bytes | None]) -> None:
         heapq.heappush(self._due, (at, next(self._order), data))
 
     def _flush(self, master: int) -> None:
