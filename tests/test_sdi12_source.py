@@ -259,3 +259,30 @@ def test_the_simulator_aborts_an_m_measurement_that_another_command_interrupts(
         os.close(fd)
     assert answers == b"00013\r\n1\r\n0\r\n"  # atttn, the other's a, then an empty aD0!
     assert gauge.aborted == 1
+
+
+async def test_an_adapter_unplugged_and_back_makes_the_devices_down_then_ok(
+    tmp_path: Any,
+) -> None:
+    link = tmp_path / "ttyUSB-sdi12"
+    first = SimulatedSdi12Bus([RiverGauge("0", announce_s=0)], link, char_time=FAST)
+    first.start()
+    config = bus_config(str(link), [device("river-1", "0", points=GAUGE_POINTS)])
+    second: SimulatedSdi12Bus | None = None
+    try:
+        async with running(config) as (cores, samples):
+            core = cores["river-1"]
+            await until(lambda: core.stats.reads_ok >= 1, "a first measurement")
+            first.stop()  # the USB adapter goes away
+            await until(lambda: core.state == "down", "down")
+            assert "port lost" in (core.stats.last_error or "") or "cannot open" in (
+                core.stats.last_error or ""
+            )
+            second = SimulatedSdi12Bus([RiverGauge("0", announce_s=0)], link, char_time=FAST)
+            second.start()  # and comes back, on a new pty behind the same path
+            before = len(samples)
+            await until(lambda: len(samples) > before and core.state == "ok", "back")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
