@@ -11,7 +11,8 @@ awake. For ``settle`` seconds after waking it reports :data:`UNSETTLED` (a fan n
 speed), so a test can see that readings taken during the warm-up are dropped.
 
 Faults on demand: every Nth frame with a bad checksum (``bad_checksum_every``) or cut in half
-(``cut_every``), :meth:`send_noise` for a burst of random bytes, :attr:`silent` to stop talking.
+(``cut_every``), :meth:`send_noise` for a burst of random bytes, :attr:`silent` to stop talking,
+:attr:`deaf_to_sleep` to miss sleep commands. :attr:`sent` holds the values of the good frames.
 
 As a process: ``python -m gateway.sim particulate --model sds011 --link /tmp/x/dust`` serves
 until SIGTERM and exits 0.
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +69,7 @@ class SimulatedDustSensor:
         period: float = 1.0,
         awake: bool = True,
         settle: float = 0.0,
+        talk_for: float | None = None,
         bad_checksum_every: int = 0,
         cut_every: int = 0,
         seed: int | None = None,
@@ -76,12 +79,15 @@ class SimulatedDustSensor:
         self.period = period
         self.awake = awake
         self.settle = settle
+        self.talk_for = talk_for  # seconds it reports after each wake-up (None: until asleep)
         self.bad_checksum_every = bad_checksum_every
         self.cut_every = cut_every
         self.silent = False  # set from any thread to stop (and resume) talking
+        self.deaf_to_sleep = False  # a sleep command lost on the wire: it keeps measuring
         self.commands: list[str] = []  # the host's commands, by name, in order
         self.frames_sent = 0  # frames handed to the pty, faulty ones included
         self.good_frames_sent = 0
+        self.sent: deque[dict[str, float]] = deque(maxlen=10_000)  # values of the good frames
         self.bytes_dropped = 0
         self._random = random.Random(seed)
         self._level = 12.0
@@ -175,10 +181,15 @@ class SimulatedDustSensor:
                 self._read_commands(master)
             now = time.monotonic()
             if now >= next_frame:
-                if self.awake and not self.silent:
+                if self._talking(now):
                     self._send_frame(now)
                 next_frame = max(next_frame + self.period, now)
             self._flush(master)
+
+    def _talking(self, now: float) -> bool:
+        if not self.awake or self.silent:
+            return False
+        return self.talk_for is None or now - self._woke_at < self.talk_for
 
     def _read_commands(self, master: int) -> None:
         try:
@@ -221,28 +232,32 @@ class SimulatedDustSensor:
         if name == "wake" and not self.awake:
             self.awake = True
             self._woke_at = time.monotonic()
-        elif name == "sleep":
+        elif name == "sleep" and not self.deaf_to_sleep:
             self.awake = False
 
     def _send_frame(self, now: float) -> None:
         self.frames_sent += 1
         n = self.frames_sent
-        frame = bytearray(self._frame(now))
+        good, values = self._frame(now)
+        frame = bytearray(good)
         if self.bad_checksum_every and n % self.bad_checksum_every == 0:
             frame[-2] ^= 0x5A  # SDS011: the checksum byte; PMS5003: its high byte
         elif self.cut_every and n % self.cut_every == 0:
             del frame[len(frame) // 2 :]  # the rest was lost on the wire
         else:
             self.good_frames_sent += 1
+            self.sent.append(values)
         self._queue(bytes(frame))
 
-    def _frame(self, now: float) -> bytes:
+    def _frame(self, now: float) -> tuple[bytes, dict[str, float]]:
+        """The next measurement frame and the values it carries."""
         self._level = min(150.0, max(2.0, self._level + self._random.uniform(-0.8, 0.8)))
         pm25 = UNSETTLED if now - self._woke_at < self.settle else round(self._level, 1)
         if self.model == "sds011":
-            return sds_reading(pm25, min(pm25 * 1.6, 999.9))
-        pm = round(pm25)
-        return pms_reading(max(pm * 2 // 3, 0), pm, round(pm * 1.5))
+            pm10 = round(min(pm25 * 1.6, 999.9), 1)
+            return sds_reading(pm25, pm10), {"pm25": pm25, "pm10": pm10}
+        pm1, pm, pm10 = round(pm25 * 2 / 3), round(pm25), round(pm25 * 1.5)
+        return pms_reading(pm1, pm, pm10), {"pm1": pm1, "pm25": pm, "pm10": pm10}
 
     def _queue(self, data: bytes) -> None:
         with self._lock:
