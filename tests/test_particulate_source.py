@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import time
 import tty
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -293,6 +294,20 @@ def test_a_valid_config_gives_fixed_points_and_the_cycle_as_interval(tmp_path: P
     ]  # fmt: skip
     assert pms.interval_s == 300 and sds.interval_s == 10
     assert [p.name for p in sds.points] == ["pm25", "pm10"]
+
+
+def test_the_readmes_sample_config_is_valid(tmp_path: Path) -> None:
+    readme = Path(__file__).parent.parent / "gateway" / "sources" / "particulate" / "README.md"
+    [block] = re.findall(r"^```yaml\n(.*?)^```$", readme.read_text(), re.M | re.S)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "gateway: {id: lamppost-1}\nuplink: {servers: ['mqtt://127.0.0.1:1883']}\n" + block
+    )
+    config = load_config(path).config
+    specs = [spec for source in config.sources for spec in source.device_specs()]
+    assert [(s.name, s.interval_s) for s in specs] == [
+        ("dust-grand-place", 300), ("dust-school-gate", 60)
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -323,8 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with sensor:
         print(f"{args.model} at {sensor.path} -> {sensor.slave_name}", flush=True)
-        while not stop.wait(0.5):
-            pass
+        told = 0
+        while not stop.wait(0.2):
+            for command in sensor.commands[told:]:  # what the host told it, for a person or a test
+                print(f"command: {command}", flush=True)
+            told = len(sensor.commands)
     return 0
 
 
