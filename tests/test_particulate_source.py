@@ -159,6 +159,21 @@ async def test_a_sensor_that_stops_talking_goes_down_and_the_other_is_unaffected
     assert quiet.commands.count("wake") >= 3
 
 
+async def test_an_unplugged_adapter_makes_the_device_down_until_it_is_back(
+    make_sim: Callable[..., SimulatedDustSensor], tmp_path: Path
+) -> None:
+    sim = make_sim("sds011")
+    async with running(dust_config(sim.path)) as (stats, samples):
+        await until(lambda: samples, "a sample")
+        sim.stop()  # the pty goes away, and its link with it
+        await until(lambda: stats.state == "down", "down")
+        assert "port lost" in (stats.last_error or "") or "cannot open" in (stats.last_error or "")
+        count = len(samples)
+        back = make_sim("sds011")  # a new pty behind the same link
+        await until(lambda: len(samples) > count and stats.state == "ok", "samples again")
+    assert genuine(samples[count:], back)
+
+
 async def test_a_port_that_cannot_be_opened_is_down_and_retried(tmp_path: Path) -> None:
     missing = tmp_path / "ttyNONE"
     async with running(dust_config(missing)) as (stats, samples):
@@ -209,18 +224,21 @@ async def test_readings_taken_during_the_warm_up_are_never_published(
 
 
 async def test_a_sensor_that_misses_its_sleep_command_is_told_again(
-    make_sim: Callable[..., SimulatedDustSensor],
+    make_sim: Callable[..., SimulatedDustSensor], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "gateway.sources.particulate")
     sim = make_sim("pms5003")
     sim.deaf_to_sleep = True
     config = dust_config(sim.path, "pms5003", interval=None, duty=DUTY)
     async with running(config) as (_, samples):
         await until(lambda: samples, "a cycle")
         await until(lambda: sim.commands.count("sleep") >= 3, "sleep sent again")
+        assert caplog.text.count("still measuring while it should sleep") == 1
         sim.deaf_to_sleep = False
         sleeps = sim.commands.count("sleep")
         await until(lambda: sim.commands.count("sleep") > sleeps, "the next sleep")
         await until(lambda: not sim.awake, "asleep")
+        await until(lambda: "asleep as told" in caplog.text, "its recovery logged")
 
 
 async def test_while_raised_keeps_a_duty_cycled_sensor_awake(

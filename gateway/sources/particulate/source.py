@@ -61,6 +61,7 @@ class DustSensorSource:
         self._wake = wake_command(config.model)
         self._active = active_mode_command(config.model)
         self._awake = False
+        self._sleepless = False  # it went on measuring after a sleep command (logged once)
         self._seen_bad = 0  # bad checksums already counted in parse_errors
         self._noisy = False
         self._good_run = 0
@@ -174,10 +175,15 @@ class DustSensorSource:
                 return  # an alarm wants samples sooner
             await port.wait(min(left, RESLEEP_EVERY))
             if port.readings != mark:
-                log.info("%s: still measuring while it should sleep; sleep sent again",
-                         self._config.name)  # fmt: skip
+                if not self._sleepless:
+                    log.warning("%s: still measuring while it should sleep; sending sleep again",
+                                self._config.name)  # fmt: skip
+                    self._sleepless = True
                 self._send(port, self._sleep)
                 mark = port.readings
+            elif self._sleepless:
+                log.info("%s: asleep as told", self._config.name)
+                self._sleepless = False
 
     def _send(self, port: SensorPort, *commands: bytes) -> None:
         for command in commands:
