@@ -96,7 +96,7 @@ async def test_dust_sensors_reach_the_broker(
     while told(sds_log)[-1:] != ["sleep"] and time.monotonic() < deadline:
         await asyncio.sleep(0.2)  # the sim prints what it was told every 0.2 s
     commands = told(sds_log)
-    assert commands[:4] == ["sleep", "wake", "active", "sleep"]
+    assert commands[:6] == ["wake", "active", "sleep", "wake", "active", "sleep"]
     assert commands[-1] == "sleep"
 
 

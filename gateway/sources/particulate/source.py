@@ -135,8 +135,7 @@ class DustSensorSource:
         duty = self._config.duty
         assert duty is not None
         loop = asyncio.get_running_loop()
-        self._send(port, self._sleep)  # a known state: asleep until the first cycle
-        cycle = loop.time()
+        cycle = loop.time()  # the first cycle starts at once
         while True:
             every = self._core.interval_s  # `every`, or an alarm's while_raised interval
             if every <= duty.warmup + duty.on:  # no time to sleep: keep it awake meanwhile
