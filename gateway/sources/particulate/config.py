@@ -66,11 +66,11 @@ class ParticulateSource(SourceConfig):
     def device_specs(self) -> list[DeviceSpec]:
         points = tuple(PointSpec(name, unit=UNIT) for name in point_names(self.model))
         if self.duty is None:
-            summary = f"{self.model}, continuous, a sample every {_seconds(self.sample_interval)}"
+            summary = f"continuous, a sample every {_seconds(self.sample_interval)}"
         else:
             duty = self.duty
             summary = (
-                f"{self.model}, awake {_seconds(duty.warmup)} + {_seconds(duty.on)} "
+                f"duty: warm-up {_seconds(duty.warmup)} + {_seconds(duty.on)} on, "
                 f"every {_seconds(duty.every)}"
             )
         return [DeviceSpec(self.name, self.sample_interval, points, report=self.report,
