@@ -462,9 +462,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_prints_a_summary_of_the_example() -> None:
     result = run_cli("check", "-c", str(CONFIGS / "example.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "5 devices, 21 points" in result.stdout
+    assert "8 devices, 26 points" in result.stdout
     assert "device energy-2 unit 2: 5 points (template din-meter)" in result.stdout
     assert "templates used: din-meter (energy-1, energy-2)" in result.stdout
+    assert "device river-gauge address 0, M: 2 points every 60s" in result.stdout
+    assert "source dust-1 (particulate sds011" in result.stdout
     assert "mqtts://broker-a.city.example:8883" in result.stdout
 
 
