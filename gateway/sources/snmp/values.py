@@ -45,7 +45,7 @@ def convert(point_type: str, scale: float | None, value: Any) -> Value:
     elif point_type != "counter" and kind == "OctetString":
         number = _number_in_text(bytes(value))  # agents that write numbers as DisplayString
     else:
-        raise ParseError(f"a {kind}, not a number")
+        raise ParseError(f"{_a(kind)}, not a number")
     if scale is None or scale == 1:
         return number
     return number * scale
@@ -76,7 +76,7 @@ def _text(kind: str, value: Any) -> str:
     if kind in ("ObjectIdentifier", "ObjectName"):
         return ".".join(str(arc) for arc in value)
     if kind not in ("OctetString", "Opaque", "Bits"):
-        raise ParseError(f"a {kind}, not a string")
+        raise ParseError(f"{_a(kind)}, not a string")
     raw = bytes(value)
     if len(raw) > MAX_STRING:
         raise ParseError(f"a string of {len(raw)} bytes, over the {MAX_STRING} a sample takes")
@@ -89,6 +89,10 @@ def _text(kind: str, value: Any) -> str:
             return text
     # binary (a MAC address, a bit string): shown as hex, like net-snmp's "Hex-STRING"
     return ":".join(f"{b:02x}" for b in raw)
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind}"
 
 
 def _shown(raw: bytes) -> str:
