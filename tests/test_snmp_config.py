@@ -14,12 +14,13 @@ from snmp_support import secret_file
 
 from gateway.config import load_config
 from gateway.errors import ConfigError, ParseError
+from gateway.model import Lane, Sample, StoredItem
 from gateway.sources.snmp.config import SnmpSource
 from gateway.sources.snmp.values import convert
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import meta_message
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.sparkplug.format import datatype_for
+from gateway.uplink.sparkplug.format import SparkplugFormat, datatype_for
 
 README = Path(__file__).resolve().parent.parent / "gateway" / "sources" / "snmp" / "README.md"
 
@@ -153,9 +154,32 @@ def test_meta_gives_the_snmp_type_and_sparkplug_a_fitting_datatype(tmp_path: Pat
     assert points["charge"] == {"type": "gauge", "unit": "%"}
     assert points["octets"] == {"type": "counter"}
     assert points["model"] == {"type": "string"}
-    # Sparkplug: strings as String; the numbers as Double, which a scaled gauge needs anyway
+
+
+def test_sparkplug_carries_an_snmp_sample_string_and_numbers(tmp_path: Path) -> None:
+    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)))
+    fmt = SparkplugFormat(
+        catalog_of(loaded.config, "digest"),
+        group_id="city",
+        edge_node_id="cabinet-7",
+        topic_prefix="city",
+        current_values=dict,
+    )
+    fmt.begin(0)
+    fmt.session_start()
+    values = {"on_battery": 5, "charge": 88, "volts": 27.1, "octets": 2**40 + 1, "model": "UPS"}
+    item = StoredItem(1, Lane.SAMPLE, 1000, Sample("ups-1", 1000, values))
+    (data,) = [m for m in fmt.samples([item], historical=False) if "/DDATA/" in m.topic]
+    payload = pb.Payload()
+    payload.ParseFromString(data.payload)
+    sent = [
+        m.string_value if m.HasField("string_value") else m.double_value
+        for m in payload.metrics
+        if not m.HasField("long_value")  # the device's sgw/seq
+    ]
+    assert sent == [5.0, 88.0, 27.1, float(2**40 + 1), "UPS"]  # in point order
     assert datatype_for("string") == (pb.String, "string_value")
-    assert datatype_for("counter") == (pb.Double, "double_value")
+    assert datatype_for("counter") == (pb.Double, "double_value")  # exact up to 2**53
 
 
 def test_the_readme_sample_is_a_valid_source(tmp_path: Path) -> None:
