@@ -66,7 +66,7 @@ def v2c_source(tmp_path: Path, port: int, **overrides: Any) -> SnmpSource:
         "port": port,
         "community_file": str(secret_file(tmp_path / "community", COMMUNITY)),
         "interval": "100ms",
-        "timeout": "300ms",
+        "timeout": "2s",  # a loaded test machine is slow; the failure tests give less
         "retries": 0,
         "backoff_max": "200ms",
         "points": UPS_POINTS,
@@ -184,7 +184,7 @@ async def test_v3_auth_priv_reads_with_keys_from_files(
 
 
 async def test_a_wrong_v3_key_fails_the_device_with_a_reason(tmp_path: Path, snmpd: Snmpd) -> None:
-    config = v3_source(tmp_path, snmpd.port, "ups-sha")
+    config = v3_source(tmp_path, snmpd.port, "ups-sha", timeout="500ms")
     assert config.auth is not None
     secret_file(config.auth.key_file, "not-the-auth-pass")
     samples: list[Sample] = []
@@ -204,7 +204,7 @@ async def test_a_wrong_community_is_a_timeout_and_never_blocks_another_source(
     good = SnmpPollSource(v2c_source(tmp_path, snmpd.port), good_samples.append)
     wrong = secret_file(tmp_path / "wrong", "not-the-community")
     bad = SnmpPollSource(
-        v2c_source(tmp_path, snmpd.port, name="ups-2", community_file=str(wrong)),
+        v2c_source(tmp_path, snmpd.port, name="ups-2", community_file=str(wrong), timeout="300ms"),
         bad_samples.append,
     )
     async with running(good), running(bad):
@@ -221,7 +221,8 @@ async def test_an_agent_that_never_answers_is_counted_on_its_device(tmp_path: Pa
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind((LOOPBACK, 0))  # takes every request, answers none
         samples: list[Sample] = []
-        source = SnmpPollSource(v2c_source(tmp_path, silent.getsockname()[1]), samples.append)
+        config = v2c_source(tmp_path, silent.getsockname()[1], timeout="300ms")
+        source = SnmpPollSource(config, samples.append)
         async with running(source):
             await until(lambda: source.cores[0].stats.reads_failed >= 3)
     stats = source.cores[0].stats
@@ -229,7 +230,7 @@ async def test_an_agent_that_never_answers_is_counted_on_its_device(tmp_path: Pa
 
 
 class Mangler(asyncio.DatagramProtocol):
-    """A UDP relay in front of snmpd that adds 1 to the request id of every answer (decoded
+    """A UDP relay in front of snmpd that changes the request id of every answer (decoded
     and encoded again with pysnmp's own v2c codec), or passes them through."""
 
     def __init__(self, agent: tuple[str, int]) -> None:
@@ -253,7 +254,9 @@ class Mangler(asyncio.DatagramProtocol):
                 data, asn1Spec=api.PROTOCOL_MODULES[api.SNMP_VERSION_2C].Message()
             )
             pdu = api.v2c.apiMessage.get_pdu(message)
-            api.v2c.apiPDU.set_request_id(pdu, int(api.v2c.apiPDU.get_request_id(pdu)) + 1)
+            # far from any id the manager will use next (pysnmp counts them up one by one)
+            wrong = (int(api.v2c.apiPDU.get_request_id(pdu)) + 2**30) % 2**31
+            api.v2c.apiPDU.set_request_id(pdu, wrong)
             data = encoder.encode(message)
             self.mangled += 1
         self.transport.sendto(data, self.client)
@@ -267,7 +270,7 @@ async def test_an_answer_with_the_wrong_request_id_is_refused(tmp_path: Path, sn
     try:
         samples: list[Sample] = []
         port = transport.get_extra_info("sockname")[1]
-        source = SnmpPollSource(v2c_source(tmp_path, port), samples.append)
+        source = SnmpPollSource(v2c_source(tmp_path, port, timeout="500ms"), samples.append)
         async with running(source):
             await until(lambda: source.cores[0].stats.reads_failed >= 3)
             assert samples == [] and relay.mangled >= 3  # answers came, none was taken

@@ -83,7 +83,7 @@ class SnmpSource(SourceConfig):
                 self.interval,
                 points,
                 report=self.report,
-                summary=f"SNMP v{self.version}, {len(points)} points",
+                summary=f"SNMP v{self.version}",
             )
         ]
 

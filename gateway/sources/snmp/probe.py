@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="the agent's address (default: the source's)")
     parser.add_argument("--port", type=int, default=None, help="UDP port (161)")
     parser.add_argument(
-        "--community-file", type=Path, help="v2c: a file holding the community (default public)"
+        "--community-file", type=Path, help="v2c: a file holding the community (else: public)"
     )
     parser.add_argument("--user", help="v3 (authPriv): the USM user")
     parser.add_argument("--auth-protocol", choices=sorted(AUTH), default="SHA")
