@@ -26,6 +26,7 @@ from snmp_support import (
 from support import LOOPBACK, stop_process
 
 from gateway.cli import main
+from gateway.sources.snmp.sim import OIDS, UpsModel
 
 SYSTEM = "1.3.6.1.2.1.1"
 
@@ -136,3 +137,17 @@ def test_the_simulator_serves_a_ups_until_sigterm(
     assert code == 0 and "simulated UPS" in capsys.readouterr().out
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(5) == 0
+
+
+def test_the_simulated_ups_loses_its_mains_at_the_end_of_each_period() -> None:
+    ups = UpsModel(outage_every=60, outage_for=20, started=100)
+
+    def read(at: float, name: str) -> int:
+        return int(ups.values(100 + at)[OIDS[name]])
+
+    assert [read(t, "output_source") for t in (0, 39.9, 40, 59.9, 60, 100)] == [3, 3, 5, 5, 3, 5]
+    assert [read(t, "seconds_on_battery") for t in (39, 45, 59)] == [0, 5, 19]
+    assert read(39, "input_voltage") == 231 and read(45, "input_voltage") == 0
+    assert read(39, "charge") == 100 > read(59, "charge")
+    never = UpsModel(outage_every=0, outage_for=20, started=0)
+    assert int(never.values(1e6)[OIDS["output_source"]]) == 3

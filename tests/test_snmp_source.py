@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
+from pysnmp.smi import error as smi_error
 from snmp_support import (
     COMMUNITY,
     CONTROLLED,
@@ -311,3 +312,68 @@ async def test_an_agent_answering_too_big_is_read_in_smaller_gets(
     assert "at most 2 OIDs" in stats.read_mode
     too_big = [r for r in caplog.records if "tooBig" in r.getMessage()]
     assert len(too_big) == 2  # 5 -> 3 -> 2, each said once; later polls ask for 2 at once
+
+
+class OldStyleMib(DictMib):
+    """An agent that answers a GET with an error status instead of per-varbind exceptions:
+    ``noSuchName`` naming the first OID it does not have (as SNMPv1 agents do), or ``genErr``."""
+
+    def __init__(self, values: dict[tuple[int, ...], Any], status: type[Exception]) -> None:
+        super().__init__(lambda: values)
+        self.values = values
+        self.status = status
+
+    def read_variables(self, *varbinds: Any, **context: Any) -> list[tuple[Any, Any]]:
+        for index, (name, _) in enumerate(varbinds):
+            if tuple(name) not in self.values:
+                raise self.status(name=name, idx=index)
+        return super().read_variables(*varbinds, **context)
+
+
+def served(port: int, mib: DictMib) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def agent() -> Iterator[None]:
+        engine = start_agent(LOOPBACK, port, mib, community=COMMUNITY)
+        try:
+            yield
+        finally:
+            engine.close_dispatcher()
+
+    return agent()
+
+
+def ups_points(*names: str) -> list[dict[str, Any]]:
+    return [{"name": n, "oid": ".".join(map(str, OIDS[n])), "type": "int"} for n in names]
+
+
+async def test_a_v1_style_no_such_name_leaves_only_that_point_out(tmp_path: Path) -> None:
+    values = UpsModel(0, 0, 0).values(1.0)
+    del values[OIDS["charge"]]
+    port = free_udp_port()
+    samples: list[Sample] = []
+    # the missing OID first: pysnmp 7.1's responder names varbind 1 whenever the request has
+    # more varbinds than the index it should name (cmdrsp.py: `len(varBinds) > errorIndex`)
+    points = ups_points("charge", "battery_status", "output_source")
+    source = SnmpPollSource(v2c_source(tmp_path, port, points=points), samples.append)
+    with served(port, OldStyleMib(values, smi_error.NoSuchNameError)):
+        async with running(source):
+            await until(lambda: len(samples) >= 2)
+    assert samples[-1].values == {"battery_status": 2, "output_source": 3}
+    stats = source.cores[0].stats
+    assert stats.state == "ok" and stats.reads_failed == 0 and stats.parse_errors >= 2
+    assert stats.requests_total >= 2 * stats.reads_ok  # the refused GET, then the rest
+
+
+async def test_a_gen_err_answer_fails_the_poll(tmp_path: Path) -> None:
+    values = UpsModel(0, 0, 0).values(1.0)
+    del values[OIDS["charge"]]
+    port = free_udp_port()
+    samples: list[Sample] = []
+    config = v2c_source(tmp_path, port, points=ups_points("charge", "output_source"))
+    source = SnmpPollSource(config, samples.append)
+    with served(port, OldStyleMib(values, smi_error.GenError)):
+        async with running(source):
+            await until(lambda: source.cores[0].stats.reads_failed >= 3)
+    stats = source.cores[0].stats
+    assert samples == [] and stats.state == "down"
+    assert stats.last_error == "the agent answered genErr (varbind 1)"
