@@ -113,7 +113,7 @@ async def test_a_v2c_poll_reads_every_type_in_one_get(tmp_path: Path, snmpd: Snm
     samples: list[Sample] = []
     source = SnmpPollSource(v2c_source(tmp_path, snmpd.port), samples.append)
     async with running(source):
-        await until(lambda: samples)
+        await until(lambda: len(samples) >= 3)
     stats = source.cores[0].stats
     assert samples[0].device == "ups-1"
     values = samples[0].values
@@ -125,7 +125,8 @@ async def test_a_v2c_poll_reads_every_type_in_one_get(tmp_path: Path, snmpd: Snm
         "model": "Smart-UPS 1500",
     }
     assert type(values["octets"]) is int and type(values["output_source"]) is int
-    assert stats.requests_total == stats.reads_ok  # all five points in one GET per poll
+    # all five points in one GET a poll (one more may have been in flight at the cancel)
+    assert stats.reads_ok <= stats.requests_total <= stats.reads_ok + 1
     assert stats.parse_errors == 0 and stats.state == "ok" and stats.read_mode is None
 
 
