@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from pyasn1.codec.ber import decoder, encoder
-from pysnmp.proto import api
+from pysnmp.proto import api, errind
 from pysnmp.smi import error as smi_error
 from snmp_support import (
     COMMUNITY,
@@ -27,7 +27,9 @@ from snmp_support import (
 )
 from support import LOOPBACK
 
+from gateway.errors import DeviceError, DeviceTimeout
 from gateway.model import Sample
+from gateway.sources.snmp.client import INDICATIONS, mapped_error
 from gateway.sources.snmp.config import SnmpSource
 from gateway.sources.snmp.sim import OIDS, DictMib, UpsModel, start_agent
 from gateway.sources.snmp.source import SnmpPollSource
@@ -378,3 +380,14 @@ async def test_a_gen_err_answer_fails_the_poll(tmp_path: Path) -> None:
     stats = source.cores[0].stats
     assert samples == [] and stats.state == "down"
     assert stats.last_error == "the agent answered genErr (varbind 1)"
+
+
+def test_every_pysnmp_error_indication_is_a_device_error_and_only_a_timeout_a_timeout() -> None:
+    indications = [v for v in vars(errind).values() if isinstance(v, errind.ErrorIndication)]
+    assert len(indications) > 30  # pysnmp's whole list was walked
+    for indication in indications:
+        error = mapped_error(indication)
+        assert isinstance(error, DeviceError) and str(error)
+        assert isinstance(error, DeviceTimeout) == isinstance(indication, errind.RequestTimedOut)
+    assert all(issubclass(k, errind.ErrorIndication) for k in INDICATIONS)
+    assert str(mapped_error(errind.wrongDigest)) == "the agent refused the auth key (wrong digest)"

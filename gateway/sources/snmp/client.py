@@ -161,7 +161,7 @@ class SnmpClient:
         except PySnmpError as exc:  # raised before sending: a local problem, e.g. no cipher
             raise DeviceProtocolError(f"SNMP: {exc}") from None
         if indication:
-            raise _mapped(indication)
+            raise mapped_error(indication)
         if int(status):
             position = int(index) - 1
             raise AgentRefused(int(status), position if 0 <= position < len(oids) else None)
@@ -193,7 +193,7 @@ class SnmpClient:
         )
         async for indication, status, _index, varbinds in walk:
             if indication:
-                raise _mapped(indication)
+                raise mapped_error(indication)
             if status and int(status):
                 raise AgentRefused(int(status), None)
             for name, value in varbinds:
@@ -205,6 +205,7 @@ class SnmpClient:
             self._engine = self._target = None
 
 
-def _mapped(indication: Any) -> DeviceError:
+def mapped_error(indication: Any) -> DeviceError:
+    """The gateway's error for one of pysnmp's error indications (:data:`INDICATIONS`)."""
     error, message = INDICATIONS.get(type(indication), (DeviceProtocolError, ""))
     return error(message or f"SNMP: {indication}")
