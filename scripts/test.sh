@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packages+=(mosquitto)
 command -v socat >/dev/null 2>&1 || apt_packages+=(socat)
+command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || apt_packages+=(snmpd)
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)
 # The system test (tests/system/) boots Debian 12 with systemd in a container; it needs root.

@@ -26,7 +26,14 @@ sources:
 
 def test_the_built_in_kinds_come_in_through_the_entry_points_pyproject_declares() -> None:
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
-    assert set(declared[GROUP]) == {"modbus-rtu", "modbus-tcp", "particulate", "sdi12", "serial"}
+    assert set(declared[GROUP]) == {
+        "modbus-rtu",
+        "modbus-tcp",
+        "particulate",
+        "sdi12",
+        "serial",
+        "snmp",
+    }
     kinds = installed()
     assert set(declared[GROUP]) <= set(kinds.kinds)
     assert all(kinds.kind(name).origin.startswith("street-gateway ") for name in declared[GROUP])
