@@ -712,3 +712,25 @@ def test_included_files_may_add_templates(tmp_path: Path) -> None:
     write(tmp_path / "conf.d", bad, "meters.yaml")
     problems = problems_for(tmp_path, {**data, "include": ["conf.d/*.yaml"]})
     assert problems[0].startswith(f"{tmp_path / 'conf.d' / 'meters.yaml'}: templates.sdm120[0]")
+
+
+def test_the_examples_commented_ups_is_valid_once_its_key_files_exist(tmp_path: Path) -> None:
+    """The UPS block of example.yaml stays commented (its key files cannot ship); uncommented,
+    with the two passphrase files in place, `check` takes it."""
+    text = (CONFIGS / "example.yaml").read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  # - name: ups-1"))
+    end = next(i for i in range(start, len(lines)) if "input_voltage" in lines[i])
+    block = [line.replace("  # ", "  ", 1) for line in lines[start : end + 1]]
+    for name in ("ups-1.auth", "ups-1.priv"):
+        key = tmp_path / name
+        key.write_text("a passphrase of the city\n")
+        key.chmod(0o600)
+    uncommented = "\n".join([*lines[:start], *block, *lines[end + 1 :]])
+    uncommented = uncommented.replace("/etc/street-gateway/ups-", f"{tmp_path}/ups-")
+    uncommented = uncommented.replace("city-ca.pem", str(CONFIGS / "city-ca.pem"))
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(uncommented)
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "source ups-1 (snmp" in result.stdout
