@@ -182,8 +182,8 @@ def summarise(loaded: LoadedConfig) -> str:
         f"{len(config.sources)} sources, {devices} devices, {points} points, "
         f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
     )
-    if config.templates:
-        used = [f"{name} ({', '.join(users[name])})" for name in config.templates if name in users]
+    if templates := config.section("templates"):
+        used = [f"{name} ({', '.join(users[name])})" for name in templates if name in users]
         lines.append(f"templates used: {', '.join(used) or 'none'}")
     for rule in config.alarms:
         if rule.while_raised is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.config import LoadedConfig, default_config_path, load_config
 from gateway.errors import ConfigError
+from gateway.sources.registry import installed
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 def load_or_report(path: Path | None) -> LoadedConfig | None:
     """Load the config, or print one line per problem to stderr and return None."""
     try:
-        loaded = load_config(path or default_config_path())
+        loaded = load_config(path or default_config_path(), installed())
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
