@@ -103,8 +103,8 @@ def _offset(value: float) -> float:
     return value
 
 
-PointScale = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_scale)]
-PointOffset = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_offset)]
+PointScale = Annotated[Finite, AfterValidator(_scale)]
+PointOffset = Annotated[Finite, AfterValidator(_offset)]
 
 
 def _no_nul(text: str) -> str:
