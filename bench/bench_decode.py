@@ -20,9 +20,9 @@ import random
 import timeit
 
 from gateway.codec.registers import ReadRequest, RequestDecoder, encode, plan_requests
-from gateway.config import ModbusPoint
 from gateway.model import Value
 from gateway.sources.modbus.config import ModbusTcpSource
+from gateway.sources.modbus.points import ModbusPoint
 from gateway.sources.modbus.sim import SimUnit, profile_points
 from gateway.sources.modbus.source import ModbusSource, _Device
 

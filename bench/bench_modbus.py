@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import free_port, stop_process, wait_for_port
 
-from gateway.codec.registers import plan_requests, split_request
-from gateway.config import ModbusPoint
+from gateway.codec.registers import plan_requests
 from gateway.model import Sample
 from gateway.sources.modbus.config import ModbusTcpSource
+from gateway.sources.modbus.points import ModbusPoint
 from gateway.sources.modbus.sim import profile_points
 from gateway.sources.modbus.source import ModbusSource
 
@@ -48,9 +48,7 @@ async def measure(port: int, devices: int, seconds: float, per_point: bool) -> d
     source = ModbusSource(config, sink)
     if per_point:  # the naive way, for comparison: one request per point
         for device in source._devices:  # a benchmark may reach in
-            device.plan = [
-                part for req in device.plan for part in split_request(req, device.config.points)
-            ]
+            device.plan = plan_requests(device.config.points, max_gap=-1)
     task = asyncio.create_task(source.run())
     await asyncio.sleep(0.5)  # connect and warm up
     polls0 = sum(d.reads_ok for d in source.devices)

@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.config import Config, DeviceSpec, LoadedConfig
 from gateway.console import add_config_argument, load_or_report
 from gateway.report import rules_for
+from gateway.sources.registry import installed
 
 if TYPE_CHECKING:
     from gateway.sources.registry import Registry
@@ -138,7 +139,7 @@ def configure_logging(level: str) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config)
+    loaded = load_or_report(args.config, installed())
     if loaded is None:
         return EXIT_BAD_CONFIG
     print(summarise(loaded))
@@ -182,8 +183,8 @@ def summarise(loaded: LoadedConfig) -> str:
         f"{len(config.sources)} sources, {devices} devices, {points} points, "
         f"{polls_per_minute:.0f} polls per minute, {len(config.alarms)} alarms"
     )
-    if config.templates:
-        used = [f"{name} ({', '.join(users[name])})" for name in config.templates if name in users]
+    if templates := config.section("templates"):
+        used = [f"{name} ({', '.join(users[name])})" for name in templates if name in users]
         lines.append(f"templates used: {', '.join(used) or 'none'}")
     for rule in config.alarms:
         if rule.while_raised is not None:
@@ -224,8 +225,6 @@ def _schema(args: argparse.Namespace) -> int:
 def config_json_schema(kinds: Registry | None = None) -> dict[str, Any]:
     """The JSON Schema of the YAML as a person writes it: durations and sizes are strings.
     ``sources`` is the union of the installed kinds (``kinds``: those instead)."""
-    from gateway.sources.registry import installed  # noqa: PLC0415 - only `schema` needs it
-
     schema = (kinds or installed()).config_model.model_json_schema()
     _for_yaml(schema)
     return {
@@ -284,7 +283,7 @@ def _with_unit(value: float, units: list[tuple[str, float]]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config)
+    loaded = load_or_report(args.config, installed())
     if loaded is None:
         return EXIT_BAD_CONFIG
     from gateway.daemon import run_daemon  # noqa: PLC0415 - keeps `check` free of the I/O stack

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.config import LoadedConfig, default_config_path, load_config
+from gateway.config import Kinds, LoadedConfig, default_config_path, load_config
 from gateway.errors import ConfigError
 
 
@@ -24,10 +24,11 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_or_report(path: Path | None) -> LoadedConfig | None:
-    """Load the config, or print one line per problem to stderr and return None."""
+def load_or_report(path: Path | None, kinds: Kinds) -> LoadedConfig | None:
+    """Load the config with the source kinds ``kinds`` (``installed()``), or print one line per
+    problem to stderr and return None."""
     try:
-        loaded = load_config(path or default_config_path())
+        loaded = load_config(path or default_config_path(), kinds)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)

@@ -347,7 +347,7 @@ class Daemon:
                         buffer,
                         self.clock,
                         self.supervisor,
-                        self.loaded.kinds,
+                        installed(),
                         history=self._history,
                         record_event=self._record,
                     )
@@ -438,7 +438,7 @@ class Daemon:
     def _load_new_config(self) -> LoadedConfig | None:
         problems: list[str] = []
         try:
-            loaded = load_config(self.loaded.path)
+            loaded = load_config(self.loaded.path, installed())
         except ConfigError as exc:
             problems = exc.problems
         if problems:

@@ -36,6 +36,7 @@ from gateway.daemon import Daemon
 from gateway.model import format_link_cost
 from gateway.sim.link import CuttableLink
 from gateway.sources.modbus.sim import SimUnit, profile_points, serve_tcp
+from gateway.sources.registry import installed
 from gateway.sources.serial.sim import SimulatedSerialSensor
 
 log = logging.getLogger(__name__)
@@ -416,7 +417,7 @@ async def run_demo(
             )
             config_path = workdir / "gateway.yaml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-            daemon = Daemon(load_config(config_path))
+            daemon = Daemon(load_config(config_path, installed()))
             status_url = f"http://127.0.0.1:{status_port}/"
             print(f"broker: {broker_name} on 127.0.0.1:{broker_port}")
             print(f"config: {config_path}")

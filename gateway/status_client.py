@@ -29,6 +29,7 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError
 from gateway.model import format_ago, format_duration, format_link_cost, format_value
+from gateway.sources.registry import installed
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 1
@@ -87,7 +88,7 @@ def resolve_target(
         # No config at the default place: ask the default address, without a token.
         return (url or f"http://127.0.0.1:{DEFAULT_STATUS_PORT}").rstrip("/"), token
     try:
-        loaded = load_config(path)
+        loaded = load_config(path, installed())
     except ConfigError as exc:
         raise Unreachable(
             "cannot tell where the daemon listens: "

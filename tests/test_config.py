@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway import config as config_module
-from gateway.config import load_config, parse_duration, parse_size
+from gateway.config import load_config, parse_duration, parse_size, reader
 from gateway.errors import ConfigError
 from gateway.sources.modbus.config import ModbusRtuSource
+from gateway.sources.registry import installed
 from gateway.sources.serial.config import SerialSource
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -63,7 +63,7 @@ def write(tmp_path: Path, data: Any, name: str = "gateway.yaml") -> Path:
 
 def problems_for(tmp_path: Path, data: Any) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, data))
+        load_config(write(tmp_path, data), installed())
     return info.value.problems
 
 
@@ -82,9 +82,12 @@ def add_point(data: dict[str, Any], **fields: Any) -> None:
     data["sources"][0]["devices"][0]["points"].append(fields)
 
 
+SECRET = "s3cret-0123456789"  # a status token needs 16 bytes
+
+
 def secret(tmp_path: Path, mode: int) -> str:
     path = tmp_path / "secret"
-    path.write_text("s3cret\n")
+    path.write_text(f"{SECRET}\n")
     path.chmod(mode)
     return str(path)
 
@@ -321,10 +324,10 @@ def test_secret_is_read_stripped_and_token_allows_public_listen(tmp_path: Path) 
             d.update(status={"listen": "0.0.0.0:8470", "token_file": path}),
         )
     )
-    loaded = load_config(write(tmp_path, data))
-    assert loaded.mqtt_password == "s3cret"
-    assert loaded.status_token == "s3cret"
-    assert "s3cret" not in repr(loaded)
+    loaded = load_config(write(tmp_path, data), installed())
+    assert loaded.mqtt_password == SECRET
+    assert loaded.status_token == SECRET
+    assert SECRET not in repr(loaded)
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
@@ -336,7 +339,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml", installed())
     assert info.value.problems == [f"{tmp_path / 'nope.yaml'}: file not found"]
 
 
@@ -345,7 +348,9 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_defaults_and_resolved_paths(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, BASE), environ={"STATE_DIRECTORY": "/srv/state:/x"})
+    loaded = load_config(
+        write(tmp_path, BASE), installed(), environ={"STATE_DIRECTORY": "/srv/state:/x"}
+    )
     config = loaded.config
     assert config.buffer.path == Path("/srv/state/buffer.db")
     assert config.buffer.max_size == 256 * 1024**2
@@ -364,12 +369,12 @@ def test_defaults_and_resolved_paths(tmp_path: Path) -> None:
 
 
 def test_default_state_dir_without_systemd(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, BASE), environ={})
+    loaded = load_config(write(tmp_path, BASE), installed(), environ={})
     assert loaded.config.buffer.path == Path("/var/lib/street-gateway/buffer.db")
 
 
 def test_qos_zero_warns(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, mutated(lambda d: d["uplink"].update(qos=0))))
+    loaded = load_config(write(tmp_path, mutated(lambda d: d["uplink"].update(qos=0))), installed())
     assert any("best-effort" in w for w in loaded.warnings)
 
 
@@ -378,7 +383,7 @@ def test_bit_points_of_distinct_bits_share_a_register(tmp_path: Path) -> None:
         for bit in range(16):
             add_point(d, name=f"b{bit}", table="holding", address=20, type="bool", bit=bit)
 
-    loaded = load_config(write(tmp_path, mutated(bits)))
+    loaded = load_config(write(tmp_path, mutated(bits)), installed())
     source = loaded.config.sources[0]
     assert isinstance(source, ModbusRtuSource)
     assert len(source.devices[0].points) == 19
@@ -401,7 +406,9 @@ def test_include_appends_sources_and_alarms_and_names_the_included_file(tmp_path
         "alarms": [{"point": "energy-1/power", "above": 1000}],
     }  # fmt: skip
     write(tmp_path / "conf.d", extra, "meter.yaml")
-    loaded = load_config(write(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"]))))
+    loaded = load_config(
+        write(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"]))), installed()
+    )
     assert [s.name for s in loaded.config.sources] == ["rs485-1", "noise-1", "meter"]
     assert len(loaded.config.alarms) == 2
 
@@ -425,7 +432,9 @@ def test_include_of_a_missing_file_and_of_forbidden_keys(tmp_path: Path) -> None
 
 
 def test_empty_include_glob_is_fine(tmp_path: Path) -> None:
-    load_config(write(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"]))))
+    load_config(
+        write(tmp_path, mutated(lambda d: d.update(include=["conf.d/*.yaml"]))), installed()
+    )
 
 
 @pytest.mark.parametrize(
@@ -444,7 +453,7 @@ def test_sizes(text: str, size: int) -> None:
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
-    load_config(path)
+    load_config(path, installed())
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -545,10 +554,10 @@ def test_half_a_surrogate_pair_is_refused_by_either_loader(
         "found invalid Unicode character escape code"
     ]
 
-    class PythonLoader(config_module._SafeValues, yaml.SafeLoader):
+    class PythonLoader(reader._SafeValues, yaml.SafeLoader):
         pass
 
-    monkeypatch.setattr(config_module, "_Loader", PythonLoader)
+    monkeypatch.setattr(reader, "_Loader", PythonLoader)
     assert problems_for(tmp_path, text) == [
         f"{tmp_path / 'gateway.yaml'}: gateway.id: holds \\ud800, which is not a character"
     ]
@@ -558,7 +567,7 @@ def test_not_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_bytes(b"gateway:\n  id: \xff\xfe\n")
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_config(path, installed())
     assert info.value.problems == [
         f"{path}: line 2: not UTF-8 text (byte 0xff); save the file as UTF-8"
     ]
@@ -619,7 +628,7 @@ def with_template(
 
 def test_a_template_gives_its_points_first_then_the_devices_own(tmp_path: Path) -> None:
     own = [{"name": "door", "table": "coil", "address": 0, "type": "bool"}]
-    loaded = load_config(write(tmp_path, with_template(points=own)))
+    loaded = load_config(write(tmp_path, with_template(points=own)), installed())
     source = loaded.config.sources[0]
     assert isinstance(source, ModbusRtuSource)
     meter = source.devices[1]
@@ -686,7 +695,9 @@ def test_a_device_without_points_or_template(tmp_path: Path) -> None:
 
 
 def test_an_unused_template_is_a_warning(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, mutated(lambda d: d.update(templates={"t": METER}))))
+    loaded = load_config(
+        write(tmp_path, mutated(lambda d: d.update(templates={"t": METER}))), installed()
+    )
     assert loaded.warnings == [f"{tmp_path / 'gateway.yaml'}: templates.t: no device uses it"]
 
 
@@ -696,7 +707,7 @@ def test_included_files_may_add_templates(tmp_path: Path) -> None:
     bad = {"templates": {"sdm120": [{**METER[0], "type": "float"}]}}
     data = with_template()
     data.pop("templates")
-    loaded = load_config(write(tmp_path, {**data, "include": ["conf.d/*.yaml"]}))
+    loaded = load_config(write(tmp_path, {**data, "include": ["conf.d/*.yaml"]}), installed())
     source = loaded.config.sources[0]
     assert isinstance(source, ModbusRtuSource)
     assert [p.name for p in source.devices[1].points] == ["voltage", "current"]

@@ -30,6 +30,7 @@ from gateway.cli import summarise
 from gateway.config import MAX_DEPTH, load_config
 from gateway.errors import ConfigError
 from gateway.sources.modbus.config import ModbusTcpSource
+from gateway.sources.registry import installed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED = {path.name: yaml.safe_load(path.read_text()) for path in sorted(CONFIGS.glob("*.yaml"))}
@@ -249,7 +250,7 @@ def assert_answer(problems: list[str], folder: Path) -> None:
 def load_case(path: Path) -> None:
     """load_config (and the summary `check` prints) must end in a config or a ConfigError."""
     try:
-        loaded = load_config(path, environ={"STATE_DIRECTORY": str(path.parent)})
+        loaded = load_config(path, installed(), environ={"STATE_DIRECTORY": str(path.parent)})
     except ConfigError as exc:
         assert_answer(exc.problems, path.parent)
     else:
@@ -276,7 +277,7 @@ def test_every_raw_fragment_is_refused_in_place_of_a_value(tmp_path: Path) -> No
         folder = prepare(tmp_path / str(index))
         path = write_case(folder, text.replace(b"interval: 10s", b"interval: " + fragment), {})
         with pytest.raises(ConfigError) as info:
-            load_config(path, environ={"STATE_DIRECTORY": str(folder)})
+            load_config(path, installed(), environ={"STATE_DIRECTORY": str(folder)})
         assert_answer(info.value.problems, folder)
 
 
@@ -295,7 +296,7 @@ def test_the_alias_bomb_bound_leaves_room_for_a_big_cabinet(tmp_path: Path) -> N
     ]
     config["alarms"] = []
     path = write_case(prepare(tmp_path), yaml.safe_dump(config).encode(), {})
-    loaded = load_config(path, environ={"STATE_DIRECTORY": str(tmp_path)})
+    loaded = load_config(path, installed(), environ={"STATE_DIRECTORY": str(tmp_path)})
     meters = loaded.config.sources[2]
     assert isinstance(meters, ModbusTcpSource)
     assert len(meters.devices) == 100

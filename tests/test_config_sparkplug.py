@@ -10,6 +10,7 @@ import pytest
 from test_config import BASE, CONFIGS, problems_for, run_cli, write
 
 from gateway.config import load_config
+from gateway.sources.registry import installed
 from gateway.uplink.sparkplug.setup import sparkplug_format
 from gateway.uplink.wire import Catalog
 
@@ -23,8 +24,8 @@ def sparkplug(**section: Any) -> dict[str, Any]:
 
 
 def test_defaults_json_and_edge_node_from_gateway_id(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, BASE)).config.uplink.format == "json"
-    loaded = load_config(write(tmp_path, sparkplug(group_id="city-sensors")))
+    assert load_config(write(tmp_path, BASE), installed()).config.uplink.format == "json"
+    loaded = load_config(write(tmp_path, sparkplug(group_id="city-sensors")), installed())
     uplink = loaded.config.uplink
     assert uplink.format == "sparkplug-b" and uplink.sparkplug is not None
     assert (uplink.sparkplug.group_id, uplink.sparkplug.edge_node_id) == ("city-sensors", None)
@@ -63,27 +64,27 @@ def test_two_alarms_on_one_point_and_direction_would_share_a_metric(tmp_path: Pa
     assert "alarms[1]: with sparkplug-b, one alarm per point and direction" in problem
     data["uplink"]["format"] = "json"
     del data["uplink"]["sparkplug"]
-    load_config(write(tmp_path, data))  # the JSON format names alarms by rule: fine
+    load_config(write(tmp_path, data), installed())  # the JSON format names alarms by rule: fine
 
 
 def test_qos_zero_with_sparkplug_warns_that_nothing_is_acknowledged(tmp_path: Path) -> None:
     data = sparkplug(group_id="g")
     data["uplink"]["qos"] = 0
-    warnings = load_config(write(tmp_path, data)).warnings
+    warnings = load_config(write(tmp_path, data), installed()).warnings
     assert any("sparkplug-b" in w and "best-effort" in w for w in warnings), warnings
 
 
 def test_a_sparkplug_section_with_the_json_format_is_pointed_out(tmp_path: Path) -> None:
     data = copy.deepcopy(BASE)
     data["uplink"]["sparkplug"] = {"group_id": "g"}
-    warnings = load_config(write(tmp_path, data)).warnings
+    warnings = load_config(write(tmp_path, data), installed()).warnings
     assert any("not used" in w for w in warnings), warnings
 
 
 def test_the_format_is_made_from_the_config(tmp_path: Path) -> None:
     data = sparkplug(group_id="city-sensors", primary_host_id="scada-1")
     data["uplink"]["topic_prefix"] = "city/sensors"
-    config = load_config(write(tmp_path, data)).config
+    config = load_config(write(tmp_path, data), installed()).config
     fmt = sparkplug_format(config, Catalog("lamppost-0421", "d", ()), dict)
     assert fmt.topic_ncmd == "spBv1.0/city-sensors/NCMD/lamppost-0421"  # edge node: gateway.id
     assert fmt.subscriptions()[1] == "spBv1.0/STATE/scada-1"

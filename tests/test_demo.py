@@ -15,6 +15,7 @@ import yaml
 
 from gateway.config import load_config
 from gateway.demo import demo_config
+from gateway.sources.registry import installed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -29,7 +30,7 @@ def test_configs_demo_yaml_is_what_the_demo_runs() -> None:
         state_dir=Path("/tmp/street-gateway-demo"),
     )
     assert shipped == generated
-    load_config(CONFIGS / "demo.yaml")
+    load_config(CONFIGS / "demo.yaml", installed())
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])

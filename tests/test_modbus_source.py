@@ -15,9 +15,9 @@ import pytest
 from proxy import FaultProxy
 from support import free_port, stop_process
 
-from gateway.config import ModbusPoint
 from gateway.model import DeviceStats, Sample, now_ms
 from gateway.sources.modbus.config import ModbusRtuSource, ModbusTcpSource
+from gateway.sources.modbus.points import ModbusPoint
 from gateway.sources.modbus.sim import SimUnit, profile_points, serve_rtu, serve_tcp
 from gateway.sources.modbus.source import DOWN_AFTER, ModbusSource
 

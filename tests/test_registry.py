@@ -6,13 +6,16 @@ from __future__ import annotations
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pytest
+from pydantic import Field
 
-from gateway.config import load_config
+from gateway.config import Config, Problem, Section, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.sources.device import DOWN_AFTER, Device
 from gateway.sources.registry import GROUP, Registry, SourceKind, installed, load
+from gateway.sources.serial.config import SerialSource
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,3 +123,104 @@ def test_a_plugin_that_cannot_make_its_source_is_one_clear_error(tmp_path: Path)
         "source 'gauge': kind 'serial' (from sgw-x 1.0) cannot make its source: "
         "OSError: the vendor library is missing"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections a kind adds at the top of the file (the Modbus kinds: templates)
+
+
+def _profiles_check(config: Config) -> list[Problem]:
+    return [
+        (("profiles", name), f"{len(entry)} fields; a profile has at most 2")
+        for name, entry in config.section("profiles").items()
+        if len(entry) > 2
+    ]
+
+
+PROFILES = Section(
+    "profiles",
+    Annotated[list[str], Field(min_length=1)],
+    "profile names to field lists",
+    check=_profiles_check,
+    warnings=lambda config: [f"profiles: {len(config.section('profiles'))} defined"],
+)
+
+
+def _with_profiles() -> Registry:
+    serial = installed().kind("serial")
+    return Registry.of([SourceKind("serial", serial.config, serial.make, sections=(PROFILES,))])
+
+
+def test_a_kind_adds_a_section_checked_and_merged_from_includes_like_templates(
+    tmp_path: Path,
+) -> None:
+    kinds = _with_profiles()
+    path = tmp_path / "gateway.yaml"
+    serial = "kind: serial, port: /dev/x, parse: {format: kv}, points: [{name: a}]"
+    path.write_text(
+        CONFIG.replace("kind: sdi12, port: /dev/ttyUSB0", serial)
+        + "profiles: {short: [a]}\ninclude: [more.yaml]\n"
+    )
+    more = tmp_path / "more.yaml"
+    more.write_text("profiles: {long: [a, b, c], short: [b], bad: []}\ntemplates: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, kinds)
+    assert caught.value.problems == [
+        f"{more}: templates: an included file may only hold sources, alarms and profiles",
+        f"{more}: profiles.short: already defined in {path}",
+    ]
+    more.write_text("profiles: {long: [a, b, c], bad: []}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, kinds)
+    assert caught.value.problems == [f"{more}: profiles.bad: needs at least 1 item(s)"]
+    more.write_text("profiles: {long: [a, b, c]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, kinds)
+    assert caught.value.problems == [f"{more}: profiles.long: 3 fields; a profile has at most 2"]
+    more.write_text("profiles: {two: [a, b]}\n")
+    loaded = load_config(path, kinds)
+    assert dict(loaded.config.section("profiles")) == {"short": ["a"], "two": ["a", "b"]}
+    assert loaded.warnings == [f"{path}: profiles: 2 defined"]
+    assert loaded.config.section("templates") == {}  # no kind here adds it
+
+
+class _TakesUplink(SerialSource):
+    kind: Literal["takes-uplink"]  # type: ignore[assignment]
+
+
+class _TakesTemplates(SerialSource):
+    kind: Literal["takes-templates"]  # type: ignore[assignment]
+
+
+def _make_nothing(config: object, sink: object) -> object:
+    raise NotImplementedError
+
+
+# entry points name these below, as test_registry:TAKES_UPLINK (tests/ is on the path)
+TAKES_UPLINK = SourceKind(
+    "takes-uplink",
+    _TakesUplink,
+    _make_nothing,
+    sections=(Section("uplink", str, "names"),),  # type: ignore[arg-type]
+)
+TAKES_TEMPLATES = SourceKind(
+    "takes-templates",
+    _TakesTemplates,
+    _make_nothing,
+    sections=(Section("templates", str, "x"),),  # type: ignore[arg-type]
+)
+
+
+def test_a_section_the_config_or_another_kind_has_refuses_the_plugin() -> None:
+    kinds = _with(
+        metadata.EntryPoint("takes-uplink", "test_registry:TAKES_UPLINK", GROUP),
+        metadata.EntryPoint("takes-templates", "test_registry:TAKES_TEMPLATES", GROUP),
+    )
+    assert kinds.problems == (  # type: ignore[attr-defined]
+        "source plugin 'takes-templates' (test_registry:TAKES_TEMPLATES, from an unknown "
+        "distribution) adds a section 'templates', which kind 'modbus-rtu' adds already",
+        "source plugin 'takes-uplink' (test_registry:TAKES_UPLINK, from an unknown distribution) "
+        "adds a section 'uplink', which the config has already",
+    )
+    assert set(kinds.kinds) == set(installed().kinds)  # type: ignore[attr-defined]
+    assert [s.key for s in kinds.sections] == ["templates"]  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from gateway.errors import ConfigError
 from gateway.model import Value
 from gateway.report import ReportFilter, ReportRule, rule, rules_for, select
 from gateway.sources.modbus.config import ModbusDevice
+from gateway.sources.registry import installed
 
 
 def run(rule_: ReportRule | None, series: list[tuple[float, Value]]) -> list[float]:
@@ -169,13 +170,13 @@ def test_bad_report_keys_name_their_key_path(
 ) -> None:
     path = write(tmp_path, report, where)
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(path, installed())
     problems = caught.value.problems
     assert any(p.startswith(f"{path}: {key}: ") and fragment in p for p in problems), problems
 
 
 def test_a_deadband_on_a_bool_point_is_a_warning(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, {"deadband": 1}, "point"))
+    loaded = load_config(write(tmp_path, {"deadband": 1}, "point"), installed())
     assert loaded.warnings == [
         f"{tmp_path / 'gateway.yaml'}: sources[0].devices[0].points[0].report.deadband: "
         "does not apply to a bool point, which is sent on any change"
@@ -183,5 +184,5 @@ def test_a_deadband_on_a_bool_point_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_check_summary_shows_report_settings(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, {"max_silence": "5m"}))
+    loaded = load_config(write(tmp_path, {"max_silence": "5m"}), installed())
     assert ", report by exception for 1 of 1 points" in summarise(loaded)

@@ -14,6 +14,7 @@ from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.daemon import Pipeline
 from gateway.model import AlarmEvent, Lane, Sample
+from gateway.sources.registry import installed
 from gateway.supervisor import Supervisor
 
 T0 = 1_764_169_200_000
@@ -42,7 +43,7 @@ def config(
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(doc))
-    return load_config(path).config
+    return load_config(path, installed()).config
 
 
 async def stored(buffer: Buffer, lane: Lane) -> list[Sample | AlarmEvent]:

@@ -15,7 +15,7 @@ from support import free_port
 
 from gateway.model import StatusEvent, UplinkStats
 
-TOKEN = "tok-3f9a"
+TOKEN = "tok-3f9a-5c1d-77e2"  # a config refuses a token under 16 bytes
 
 
 def status_command(

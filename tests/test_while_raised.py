@@ -28,6 +28,7 @@ from gateway.daemon import Pipeline
 from gateway.errors import ConfigError
 from gateway.model import Sample
 from gateway.sources.modbus.sim import SimUnit, profile_points, serve_tcp
+from gateway.sources.registry import installed
 from gateway.supervisor import Supervisor
 
 NORMAL, FAST = 0.5, 0.05
@@ -97,7 +98,7 @@ async def test_the_rate_goes_up_while_raised_and_back_down_when_cleared(
     port = free_port()
     unit = SimUnit(1, "water_level")
     set_level(unit, 1.0)
-    loaded = load_config(write_config(tmp_path, port))
+    loaded = load_config(write_config(tmp_path, port), installed())
     async with serve_tcp([unit], port), Buffer(tmp_path / "buffer.db") as buffer:
         pipeline = Recorded(loaded.config, buffer, SystemClock(), Supervisor(), loaded.kinds)
         core = pipeline.cores["river-1"]
@@ -140,7 +141,7 @@ async def test_a_restart_while_raised_resumes_the_faster_polling(
     port = free_port()
     unit = SimUnit(1, "water_level")
     set_level(unit, 4.0)
-    loaded = load_config(write_config(tmp_path, port))
+    loaded = load_config(write_config(tmp_path, port), installed())
     async with serve_tcp([unit], port):
         async with Buffer(tmp_path / "buffer.db") as buffer:
             first = Recorded(loaded.config, buffer, SystemClock(), Supervisor(), loaded.kinds)
@@ -171,12 +172,12 @@ def test_check_refuses_unknown_devices_and_too_short_intervals(
 ) -> None:
     path = write_config(tmp_path, 502, while_raised={"interval": {device: interval}})
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(path, installed())
     assert caught.value.problems == [f"{path}: alarms[0].while_raised.interval.{device}: {message}"]
 
 
 def test_check_summary_names_the_while_raised_links(tmp_path: Path) -> None:
-    loaded = load_config(write_config(tmp_path, 502))
+    loaded = load_config(write_config(tmp_path, 502), installed())
     lines = summarise(loaded).splitlines()
     assert f"while {ALARM} is raised: river-1 every 50ms" in lines
     assert "    device river-1 unit 1: 3 points every 500ms" in lines

@@ -19,12 +19,35 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from gateway.codec.numbers import Scale, decimals, text_decimals
 from gateway.errors import ParseError
-from gateway.sources.serial.config import ParseConfig, SerialPoint
 
 MAX_LINE_LENGTH = 4096
+
+
+class LineFormat(Protocol):
+    """How a line is read (the serial kind's ``parse:`` section is one)."""
+
+    @property
+    def kind(self) -> Literal["regex", "kv", "csv", "json"]: ...
+    @property
+    def regex(self) -> str | None: ...  # with kind regex: a named group per point
+    @property
+    def fields(self) -> Sequence[str] | None: ...  # with kind csv: the column names, in order
+
+
+class LinePoint(Protocol):
+    """What the parser reads of a point (the serial kind's points are such)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def offset(self) -> float: ...
+
 
 # A plain decimal number: optional sign, digits with an optional fraction (or a bare fraction),
 # optional exponent. No hex, no underscores, no "nan"/"inf", no locale separators.
@@ -124,7 +147,7 @@ def parse_number(text: str) -> float:
 
 
 def make_parser(
-    parse: ParseConfig, points: Sequence[SerialPoint]
+    parse: LineFormat, points: Sequence[LinePoint]
 ) -> Callable[[str], dict[str, float]]:
     """A function ``line -> {point: raw * scale + offset}``; it raises ParseError.
 
@@ -161,7 +184,7 @@ def make_parser(
 Found = dict[str, object]  # point name -> its text (or, for JSON, its decoded value)
 
 
-def _extractor(parse: ParseConfig) -> Callable[[str], Found]:
+def _extractor(parse: LineFormat) -> Callable[[str], Found]:
     kind = parse.kind
     if kind == "regex":
         return _regex_extractor(re.compile(parse.regex or ""))

@@ -21,16 +21,49 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from gateway.codec.numbers import Scale, decimals, shortest_float32
-from gateway.config import ModbusPoint
 from gateway.model import Value
-from gateway.sources.modbus.config import ReadLimits
 
 MAX_REGISTERS = 125  # per read request (function codes 3 and 4)
 MAX_BITS = 2000  # per read request (function codes 1 and 2)
 TABLE_ORDER = ("coil", "discrete", "holding", "input")
+
+
+class RegisterPoint(Protocol):
+    """What the codec reads of a point: the Modbus kind's ``ModbusPoint`` is one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> str: ...  # coil, discrete, input or holding
+    @property
+    def address(self) -> int: ...
+    @property
+    def type(self) -> str: ...  # bool, int16 ... float64, string
+    @property
+    def bit(self) -> int | None: ...
+    @property
+    def byte_order(self) -> str: ...  # ABCD, DCBA, BADC, CDAB; AB or BA for a string
+    @property
+    def scale(self) -> float: ...
+    @property
+    def offset(self) -> float: ...
+    @property
+    def width(self) -> int: ...  # registers (or bits) it occupies
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """A device's effective read limits (docs/reference.md "Modbus points", since v0.2)."""
+
+    max_registers: int = MAX_REGISTERS
+    max_bits: int = MAX_BITS
+    max_gap: int = 16
+    pause: float = 0.0
+    one_request_per_point: bool = False
+
 
 # type -> struct format of the big-endian value
 _FORMATS = {
@@ -54,7 +87,7 @@ def _reorder(words: Sequence[int], byte_order: str) -> list[int]:
     return out
 
 
-def decode(point: ModbusPoint, words: Sequence[int]) -> Value:
+def decode(point: RegisterPoint, words: Sequence[int]) -> Value:
     """The value of ``point`` from its registers (``point.width`` words, first one first)."""
     if len(words) != point.width:
         raise DecodeError(f"{point.name}: expected {point.width} registers, got {len(words)}")
@@ -70,7 +103,7 @@ def decode(point: ModbusPoint, words: Sequence[int]) -> Value:
     return finisher(point)(raw)
 
 
-def decode_string(point: ModbusPoint, words: Sequence[int]) -> str:
+def decode_string(point: RegisterPoint, words: Sequence[int]) -> str:
     """ASCII, two characters a register (high byte first; ``BA`` swaps them), with trailing
     NULs and spaces stripped. Bytes that are not ASCII are a DecodeError."""
     order: Literal["big", "little"] = "big" if point.byte_order != "BA" else "little"
@@ -83,7 +116,7 @@ def decode_string(point: ModbusPoint, words: Sequence[int]) -> str:
         ) from None
 
 
-def encode_string(point: ModbusPoint, text: str) -> list[int]:
+def encode_string(point: RegisterPoint, text: str) -> list[int]:
     """The registers ``decode_string`` reads ``text`` from, padded with NULs."""
     data = text.encode("ascii")
     if len(data) > 2 * point.width:
@@ -96,7 +129,7 @@ def encode_string(point: ModbusPoint, text: str) -> list[int]:
 Finish = Callable[[Any], Value]
 
 
-def finisher(point: ModbusPoint) -> Finish:
+def finisher(point: RegisterPoint) -> Finish:
     """What turns the raw number ``struct`` unpacked for ``point`` into its clean value.
 
     Integers stay ints; a float32 becomes the shortest float that reads back the same; scale
@@ -169,14 +202,14 @@ def _as_is(raw: Value) -> Value:
     return raw
 
 
-def decode_bits(point: ModbusPoint, bits: Sequence[bool]) -> bool:
+def decode_bits(point: RegisterPoint, bits: Sequence[bool]) -> bool:
     """The value of a coil or discrete input point from its one bit."""
     if len(bits) != 1:
         raise DecodeError(f"{point.name}: expected 1 bit, got {len(bits)}")
     return bool(bits[0])
 
 
-def encode(point: ModbusPoint, value: Value) -> list[int]:
+def encode(point: RegisterPoint, value: Value) -> list[int]:
     """The registers that ``decode`` turns into ``value`` (scale and offset undone).
 
     For a ``bit`` point this is the register with only that bit set (or none); callers that
@@ -217,7 +250,7 @@ class ReadRequest:
 
 
 def plan_requests(
-    points: Sequence[ModbusPoint],
+    points: Sequence[RegisterPoint],
     *,
     max_gap: int = 16,
     max_registers: int = MAX_REGISTERS,
@@ -254,7 +287,7 @@ def plan_requests(
     return requests
 
 
-def plan_device(points: Sequence[ModbusPoint], limits: ReadLimits) -> list[ReadRequest]:
+def plan_device(points: Sequence[RegisterPoint], limits: ReadLimits) -> list[ReadRequest]:
     """The plan for a device's points within its read limits (SPEC "Modbus points")."""
     return plan_requests(
         points,
@@ -264,7 +297,7 @@ def plan_device(points: Sequence[ModbusPoint], limits: ReadLimits) -> list[ReadR
     )
 
 
-def halve_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[ReadRequest]:
+def halve_request(request: ReadRequest, points: Sequence[RegisterPoint]) -> list[ReadRequest]:
     """``request`` as two smaller reads, each covering half of its points; ``[request]`` when
     it cannot be split (its points share one register, or it has one point).
 
@@ -290,24 +323,15 @@ def halve_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[R
             _covering(request.table, groups[half:], points)]  # fmt: skip
 
 
-def _covering(table: str, groups: list[list[int]], points: Sequence[ModbusPoint]) -> ReadRequest:
+def _covering(table: str, groups: list[list[int]], points: Sequence[RegisterPoint]) -> ReadRequest:
     members = tuple(i for group in groups for i in group)
     start = min(points[i].address for i in members)
     end = max(points[i].address + points[i].width for i in members)
     return ReadRequest(table, start, end - start, members)
 
 
-def split_request(request: ReadRequest, points: Sequence[ModbusPoint]) -> list[ReadRequest]:
-    """``request`` as one read per point (bit points sharing a register stay together)."""
-    subset = [points[i] for i in request.points]
-    return [
-        ReadRequest(r.table, r.address, r.count, tuple(request.points[j] for j in r.points))
-        for r in plan_requests(subset, max_gap=-1)
-    ]
-
-
 def decode_request(
-    request: ReadRequest, points: Sequence[ModbusPoint], data: Sequence[int] | Sequence[bool]
+    request: ReadRequest, points: Sequence[RegisterPoint], data: Sequence[int] | Sequence[bool]
 ) -> list[tuple[int, Value | DecodeError]]:
     """Each point of ``request`` with its value, or the DecodeError that stopped it."""
     out: list[tuple[int, Value | DecodeError]] = []
@@ -339,7 +363,7 @@ class RequestDecoder:
     through :func:`decode_request`'s per-point path, so every result and error is the same.
     """
 
-    def __init__(self, request: ReadRequest, points: Sequence[ModbusPoint]) -> None:
+    def __init__(self, request: ReadRequest, points: Sequence[RegisterPoint]) -> None:
         self.request = request
         self._points = points
         self._generic = request.table in ("coil", "discrete")
@@ -432,7 +456,7 @@ class RequestDecoder:
         return errors
 
 
-def _fast_finisher(point: ModbusPoint) -> Finish | None:
+def _fast_finisher(point: RegisterPoint) -> Finish | None:
     """None for a plain integer (its raw value is its value), else the point's finisher."""
     if point.type in ("bool", "string"):
         return None

@@ -8,15 +8,18 @@ The names are the gateway's own seam, re-exported: the built-in kinds use the sa
 from __future__ import annotations
 
 from gateway.config import (
+    ConfigModel,
     DeviceSpec,
     Duration,
     Name,
+    PointOffset,
+    PointScale,
     PointSpec,
     Problem,
     ReportConfig,
+    Section,
     SourceConfig,
 )
-from gateway.config import _Model as ConfigModel
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import Sample, SampleSink, Value
 from gateway.sources.device import Device, PolledSource, StopPolling, run_schedule
@@ -31,6 +34,8 @@ __all__ = [
     "DeviceTimeout",
     "Duration",
     "Name",
+    "PointOffset",
+    "PointScale",
     "PointSpec",
     "PolledSource",
     "Problem",
@@ -38,6 +43,7 @@ __all__ = [
     "RunningSource",
     "Sample",
     "SampleSink",
+    "Section",
     "SourceConfig",
     "SourceKind",
     "StopPolling",

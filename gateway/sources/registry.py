@@ -3,8 +3,10 @@
 A distribution declares an entry point in group ``street_gateway.sources`` whose name is the
 kind and whose object is a :class:`SourceKind` (street-gateway declares its own three in its
 ``pyproject.toml`` the same way). ``config`` validates ``sources`` with the union of the kinds'
-models (:attr:`Registry.config_model`), ``daemon`` makes each running source with
-:attr:`SourceKind.make`, and ``cli`` adds each kind's probe: none of them names a kind.
+models (:attr:`Registry.config_model`, with the top-level sections they add, like Modbus'
+``templates``), ``daemon`` makes each running source with :attr:`SourceKind.make`, and ``cli``
+adds each kind's probe: none of them names a kind. The config does not import this module: its
+callers pass ``installed()`` to ``load_config``.
 
 Loading a kind imports its package's ``__init__`` only (its config model): the running source,
 its probe and its simulator are imported when they are used, so ``check`` stays light. A plugin
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, Union, get_args
 
 from pydantic import BaseModel, Field, create_model
 
-from gateway.config import Config, SourceConfig, quote
+from gateway.config import Config, Name, Section, SourceConfig, quote
 from gateway.errors import GatewayError
 from gateway.model import SampleSink
 
@@ -57,6 +59,7 @@ class SourceKind:
     probe: Callable[[Any], None] | None = None
     simulator: tuple[str, Callable[[list[str]], int]] | None = None  # (name, main(argv))
     origin: str = ""  # the distribution that declares it, for messages
+    sections: tuple[Section, ...] = ()  # top-level sections it adds (Modbus: templates)
 
 
 @dataclass(frozen=True)
@@ -90,15 +93,26 @@ class Registry:
         return f"kind {quote(name)} is not one of the installed kinds: {', '.join(self.kinds)}"
 
     @functools.cached_property
+    def sections(self) -> tuple[Section, ...]:
+        """The top-level sections these kinds add, each once (both Modbus kinds add templates)."""
+        return tuple(dict.fromkeys(s for kind in self.kinds.values() for s in kind.sections))
+
+    @functools.cached_property
     def config_model(self) -> type[Config]:
-        """:class:`~gateway.config.Config` with ``sources`` as the union of these kinds."""
+        """:class:`~gateway.config.Config` with ``sources`` as the union of these kinds, and the
+        sections they add: each a mapping of names to its entries, empty by default."""
         models = [kind.config for kind in self.kinds.values()]
         if not models:
             raise RuntimeError("no source kinds are installed: is street-gateway installed?")
         union: Any = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
         item = Annotated[union, Field(discriminator="kind")]
-        sources: Any = (Annotated[list[item], Field(min_length=1)], ...)
-        model: type[Config] = create_model("Config", __base__=Config, sources=sources)
+        # each section: a mapping of names to its entries (a type built at run time)
+        fields: dict[str, Any] = {
+            s.key: (dict[Name, s.entry], Field(default_factory=dict))  # type: ignore[name-defined]
+            for s in self.sections
+        }
+        fields["sources"] = (Annotated[list[item], Field(min_length=1)], ...)
+        model: type[Config] = create_model("Config", __base__=Config, **fields)
         return model
 
     def probes(self) -> list[Callable[[Any], None]]:
@@ -152,6 +166,11 @@ def load(entry_points: Iterable[metadata.EntryPoint]) -> Registry:
                 f"{kinds[kind.name].origin}"
             )
             continue
+        taken = _taken_section(kind, kinds.values())
+        if taken:
+            problems.append(f"{where} {taken}")
+            broken[ep.name] = f"comes from {origin}, which {taken}"
+            continue
         kinds[kind.name] = SourceKind(**{**kind.__dict__, "origin": origin})
     return Registry(kinds, tuple(problems), broken)
 
@@ -172,6 +191,21 @@ def _invalid(name: str, kind: object) -> str | None:
         return f'has a config whose kind is not Literal["{name}"]'
     if model.device_specs is SourceConfig.device_specs:
         return "has a config without device_specs(): the gateway cannot know its devices"
+    for section in kind.sections:
+        if not isinstance(section, Section):
+            return f"has a section that is not a Section but {type(section).__name__}"
+        if section.key in Config.model_fields:
+            return f"adds a section {section.key!r}, which the config has already"
+    return None
+
+
+def _taken_section(kind: SourceKind, others: Iterable[SourceKind]) -> str | None:
+    """Why ``kind`` cannot add its sections: another kind adds another one of the same key."""
+    for other in others:
+        for mine in kind.sections:
+            theirs = next((s for s in other.sections if s.key == mine.key), mine)
+            if theirs is not mine:
+                return f"adds a section {mine.key!r}, which kind {other.name!r} adds already"
     return None
 
 

@@ -1,8 +1,9 @@
 """The Modbus source kinds, ``modbus-rtu`` (RS-485) and ``modbus-tcp``: see README.md.
 
 This module is what the ``street_gateway.sources`` entry points name (``RTU``, ``TCP``): it
-imports only the config models, so ``check`` does not load pymodbus; the running source, the
-probe and the simulator are imported when they are used.
+imports only the config models (and the ``templates`` section they add), so ``check`` does
+not load pymodbus; the running source, the probe and the simulator are imported when they are
+used.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.model import SampleSink
-from gateway.sources.modbus.config import ModbusRtuSource, ModbusTcpSource
+from gateway.sources.modbus.config import TEMPLATES, ModbusRtuSource, ModbusTcpSource
 from gateway.sources.registry import RunningSource, SourceKind
 
 
@@ -32,5 +33,10 @@ def _simulate(argv: list[str]) -> int:
     return sim.main(argv)
 
 
-RTU = SourceKind("modbus-rtu", ModbusRtuSource, _make, _probe, ("modbus", _simulate))
-TCP = SourceKind("modbus-tcp", ModbusTcpSource, _make, _probe, ("modbus", _simulate))
+# Both add the top-level `templates` (one Section: the registry keeps it once).
+RTU = SourceKind(
+    "modbus-rtu", ModbusRtuSource, _make, _probe, ("modbus", _simulate), sections=(TEMPLATES,)
+)
+TCP = SourceKind(
+    "modbus-tcp", ModbusTcpSource, _make, _probe, ("modbus", _simulate), sections=(TEMPLATES,)
+)

@@ -1,36 +1,49 @@
 """The config of the Modbus kinds (``modbus-rtu``, ``modbus-tcp``): sources, devices, read
-limits, and their cross-field checks. Pure. The point model (:class:`~gateway.config.ModbusPoint`)
-is the config's, since top-level ``templates`` hold Modbus points too.
+limits, the top-level ``templates`` they add (:data:`TEMPLATES`), and their cross-field checks.
+Pure. The point model and its checks are in ``points.py``.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from gateway.codec.registers import ReadLimits
 from gateway.config import (
-    MAX_PAUSE,
     Config,
+    ConfigModel,
     DevicePath,
     DeviceSpec,
     Duration,
     LineSettings,
-    ModbusPoint,
     Name,
-    PointPlaces,
+    PointSpec,
     Problem,
     ReportConfig,
+    Section,
     SourceConfig,
-    _Model,
-    check_points,
 )
+from gateway.sources.modbus.points import ModbusPoint, PointPlaces, check_points
+
+__all__ = [
+    "MAX_PAUSE",
+    "TEMPLATES",
+    "ModbusDevice",
+    "ModbusRtuSource",
+    "ModbusSourceConfig",
+    "ModbusTcpSource",
+    "ReadLimits",
+    "read_limits",
+    "templates",
+]
+
+MAX_PAUSE = 10.0  # seconds between two requests; more would starve the other devices
 
 
-class _ReadLimitKeys(_Model):
+class _ReadLimitKeys(ConfigModel):
     """How a device wants to be read, on a device or (as its devices' default) on a source.
 
     None means "not given here": the device's value wins over its source's, and the source's
@@ -42,17 +55,6 @@ class _ReadLimitKeys(_Model):
     max_gap: Annotated[int, Field(ge=0, le=124)] | None = None  # 0: bridge no unused register
     pause: Duration | None = None  # between two requests on the same connection or bus
     one_request_per_point: bool | None = None
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    """A device's effective read limits (docs/reference.md "Modbus points", since v0.2)."""
-
-    max_registers: int = 125
-    max_bits: int = 2000
-    max_gap: int = 16
-    pause: float = 0.0
-    one_request_per_point: bool = False
 
 
 def read_limits(source: _ReadLimitKeys, device: _ReadLimitKeys) -> ReadLimits:
@@ -100,11 +102,12 @@ class _ModbusSource(SourceConfig, _ReadLimitKeys):
 
     def prepared(self, config: Config) -> SourceConfig:
         """Every device that names a known template gets its points first, then its own."""
-        if not config.templates:
+        known = templates(config)
+        if not known:
             return self
         devices = [
-            d.model_copy(update={"points": [*config.templates[d.template], *d.points]})
-            if d.template in config.templates
+            d.model_copy(update={"points": [*known[d.template], *d.points]})
+            if d.template is not None and d.template in known
             else d
             for d in self.devices
         ]
@@ -114,10 +117,11 @@ class _ModbusSource(SourceConfig, _ReadLimitKeys):
         problems: list[Problem] = []
         if self.pause is not None and self.pause > MAX_PAUSE:
             problems.append(((*loc, "pause"), f"must be at most {MAX_PAUSE:g}s"))
+        known = templates(config)
         for j, device in enumerate(self.devices):
             dloc = (*loc, "devices", j)
-            where = PointPlaces(dloc, device, config.templates)
-            problems += _check_template(device, dloc, config.templates)
+            where = PointPlaces(dloc, device, known)
+            problems += _check_template(device, dloc, known)
             problems += check_points(device.points, where)
             problems += _check_limits(self.limits(device), device, where)
         return problems
@@ -172,3 +176,41 @@ def _check_limits(limits: ReadLimits, device: ModbusDevice, where: PointPlaces) 
                  f"max_registers ({limits.max_registers}) allows")
             )  # fmt: skip
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# `templates:` at the top of the file: reusable point lists a device names with `template:`
+# (since v0.2), in the main file or an included one.
+
+
+def templates(config: Config) -> Mapping[str, Sequence[ModbusPoint]]:
+    """The config's templates by name (empty when it has none)."""
+    return config.section(TEMPLATES.key)
+
+
+def _check_templates(config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, points in templates(config).items():
+        problems += check_points(points, PointPlaces(("templates", name), None, {}))
+    return problems
+
+
+def _unused_templates(config: Config) -> list[str]:
+    used = {spec.template for _, _, spec in config.specs()}
+    return [
+        f"templates.{name}: no device uses it" for name in templates(config) if name not in used
+    ]
+
+
+def _template_points(points: Any) -> Sequence[PointSpec]:
+    return [point.spec() for point in points]
+
+
+TEMPLATES = Section(
+    key="templates",
+    entry=Annotated[list[ModbusPoint], Field(min_length=1)],
+    what="template names to point lists",
+    check=_check_templates,
+    warnings=_unused_templates,
+    points=_template_points,
+)

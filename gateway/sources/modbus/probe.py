@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 from gateway.codec import mbap
 from gateway.codec.registers import MAX_BITS, MAX_REGISTERS, TABLE_ORDER, DecodeError, decode
-from gateway.config import ModbusPoint
 from gateway.errors import DeviceError
 from gateway.sources.modbus.config import ModbusRtuSource, ModbusTcpSource
+from gateway.sources.modbus.points import ModbusPoint
 from gateway.sources.modbus.source import make_transport
 from gateway.sources.modbus.transport import Transport, map_errors
 

@@ -36,8 +36,8 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.codec.registers import TABLE_ORDER, encode
-from gateway.config import ModbusPoint
 from gateway.model import Value
+from gateway.sources.modbus.points import ModbusPoint
 
 log = logging.getLogger(__name__)
 

@@ -10,22 +10,24 @@ from pydantic import Field
 
 from gateway.config import (
     Config,
+    ConfigModel,
     DevicePath,
     DeviceSpec,
     Duration,
-    Finite,
     LineSettings,
     Name,
+    PointOffset,
+    PointScale,
     PointSpec,
     Problem,
     ReportConfig,
     SourceConfig,
-    _Model,
     duplicates,
+    seconds,
 )
 
 
-class ParseConfig(_Model):
+class ParseConfig(ConfigModel):
     regex: str | None = None
     format: Literal["kv", "csv", "json"] | None = None
     fields: list[str] | None = None  # csv only: the column names, in order
@@ -35,11 +37,11 @@ class ParseConfig(_Model):
         return "regex" if self.regex is not None else self.format or "kv"
 
 
-class SerialPoint(_Model):
+class SerialPoint(ConfigModel):
     name: Name
     unit: str | None = None
-    scale: Finite = 1.0
-    offset: Finite = 0.0
+    scale: PointScale = 1.0
+    offset: PointOffset = 0.0
     report: ReportConfig | None = None
 
 
@@ -63,7 +65,7 @@ class SerialSource(SourceConfig, LineSettings):
 
     def device_specs(self) -> list[DeviceSpec]:
         points = tuple(PointSpec(p.name, unit=p.unit, report=p.report) for p in self.points)
-        mode = f"poll every {_seconds(self.poll_interval)}" if self.request else "stream"
+        mode = f"poll every {seconds(self.poll_interval)}" if self.request else "stream"
         return [
             DeviceSpec(
                 self.name,
@@ -80,10 +82,6 @@ class SerialSource(SourceConfig, LineSettings):
 
     def describe(self) -> str:
         return f"{self.port} {self.baudrate} baud"
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
 
 
 def _check_serial(source: SerialSource, loc: tuple[str | int, ...]) -> list[Problem]:

@@ -19,6 +19,7 @@ from typing import Any, TextIO, TypeVar
 from gateway.codec.lines import FrameError, make_parser, unescape
 from gateway.console import add_config_argument, load_or_report
 from gateway.errors import DeviceError, ParseError
+from gateway.sources.registry import installed
 from gateway.sources.serial.config import SerialSource
 from gateway.sources.serial.source import Line, LinePort, open_line_port
 
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     source: SerialSource | None = None
     if args.source is not None:
-        loaded = load_or_report(args.config)
+        loaded = load_or_report(args.config, installed())
         if loaded is None:
             return EXIT_USAGE
         found = [s for s in loaded.config.sources if s.name == args.source]
