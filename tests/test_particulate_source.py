@@ -24,6 +24,7 @@ from gateway.sources.particulate.config import ParticulateSource
 from gateway.sources.particulate.probe import probe
 from gateway.sources.particulate.sim import UNSETTLED, SimulatedDustSensor
 from gateway.sources.particulate.source import DustSensorSource
+from gateway.sources.registry import installed
 
 FRAME_PERIOD = 0.05  # the sims talk 20 times a second (real sensors: about once a second)
 
@@ -275,7 +276,7 @@ def _load(tmp_path: Path, source: str) -> ConfigError:
         f"sources:\n  - {source}\n"
     )
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(path, installed())
     return caught.value
 
 
@@ -303,7 +304,7 @@ def test_a_valid_config_gives_fixed_points_and_the_cycle_as_interval(tmp_path: P
         "  - {name: dust-2, kind: particulate, model: sds011, port: /dev/ttyUSB1}\n"
         "alarms:\n  - {point: dust-1/pm25, above: 50}\n"
     )
-    config = load_config(path).config
+    config = load_config(path, installed()).config
     [pms] = config.sources[0].device_specs()
     [sds] = config.sources[1].device_specs()
     assert [(p.name, p.unit, p.type) for p in pms.points] == [
@@ -320,7 +321,7 @@ def test_the_readmes_sample_config_is_valid(tmp_path: Path) -> None:
     path.write_text(
         "gateway: {id: lamppost-1}\nuplink: {servers: ['mqtt://127.0.0.1:1883']}\n" + block
     )
-    config = load_config(path).config
+    config = load_config(path, installed()).config
     specs = [spec for source in config.sources for spec in source.device_specs()]
     assert [(s.name, s.interval_s) for s in specs] == [
         ("dust-grand-place", 300), ("dust-school-gate", 60)

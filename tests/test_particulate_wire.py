@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.config import load_config
 from gateway.model import Lane, Sample, StoredItem
+from gateway.sources.registry import installed
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
 from gateway.uplink.sparkplug.format import SparkplugFormat
@@ -22,7 +23,7 @@ def test_a_pms5003_is_a_sparkplug_device_with_double_metrics(tmp_path: Path) -> 
         "sources:\n"
         "  - {name: dust-1, kind: particulate, model: pms5003, port: /dev/ttyUSB0}\n"
     )
-    config = load_config(path).config
+    config = load_config(path, installed()).config
     fmt = SparkplugFormat(
         catalog_of(config, "d1"),
         group_id="city",

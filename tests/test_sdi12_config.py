@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.sources.registry import installed
 from gateway.sources.sdi12.config import Sdi12Source
 
 HEAD = "gateway: {id: lamppost-1}\nuplink: {servers: ['mqtt://127.0.0.1:1883']}\n"
@@ -18,7 +19,7 @@ HEAD = "gateway: {id: lamppost-1}\nuplink: {servers: ['mqtt://127.0.0.1:1883']}\
 def load(tmp_path: Path, sources: str) -> Sdi12Source:
     path = tmp_path / "gateway.yaml"
     path.write_text(HEAD + sources)
-    source = load_config(path).config.sources[0]
+    source = load_config(path, installed()).config.sources[0]
     assert isinstance(source, Sdi12Source)
     return source
 
@@ -27,7 +28,7 @@ def problems(tmp_path: Path, sources: str) -> list[str]:
     path = tmp_path / "gateway.yaml"
     path.write_text(HEAD + sources)
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_config(path, installed())
     return [line.removeprefix(f"{path}: ") for line in info.value.problems]
 
 

@@ -13,6 +13,7 @@ from sparkplug_support import DOUBLE, Decoder, Host, compile_descriptor_set
 
 from gateway.config import load_config
 from gateway.model import Lane, Sample, StoredItem
+from gateway.sources.registry import installed
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.sparkplug.format import SparkplugFormat
@@ -29,7 +30,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     path.write_text(
         "gateway: {id: lamppost-1}\nuplink: {servers: ['mqtt://127.0.0.1:1883']}\n" + block
     )
-    return catalog_of(load_config(path).config, "digest")
+    return catalog_of(load_config(path, installed()).config, "digest")
 
 
 def test_meta_describes_the_points_as_numbers_with_their_units(catalog: Catalog) -> None:

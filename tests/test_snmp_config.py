@@ -15,6 +15,7 @@ from snmp_support import secret_file
 from gateway.config import load_config
 from gateway.errors import ConfigError, ParseError
 from gateway.model import Lane, Sample, StoredItem
+from gateway.sources.registry import installed
 from gateway.sources.snmp.config import SnmpSource
 from gateway.sources.snmp.values import convert
 from gateway.uplink.catalog import catalog_of
@@ -57,12 +58,12 @@ def ups(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 def problems(tmp_path: Path, source: dict[str, Any]) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        load_config(gateway_yaml(tmp_path, source))
+        load_config(gateway_yaml(tmp_path, source), installed())
     return caught.value.problems
 
 
 def test_a_v2c_source_loads_with_its_defaults(tmp_path: Path) -> None:
-    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)))
+    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)), installed())
     source = loaded.config.sources[0]
     assert isinstance(source, SnmpSource)
     assert (source.port, source.version, source.interval) == (161, "2c", 10.0)
@@ -138,14 +139,14 @@ def test_bad_points_name_their_key(tmp_path: Path, point: dict[str, Any], expect
 
 def test_an_alarm_on_an_snmp_point_is_checked_like_any_other(tmp_path: Path) -> None:
     path = gateway_yaml(tmp_path, ups(tmp_path), alarms=[{"point": "ups-1/on_battery", "above": 4}])
-    assert load_config(path).config.alarms[0].point == "ups-1/on_battery"
+    assert load_config(path, installed()).config.alarms[0].point == "ups-1/on_battery"
     path = gateway_yaml(tmp_path, ups(tmp_path), alarms=[{"point": "ups-1/nope", "above": 4}])
     with pytest.raises(ConfigError, match="nope"):
-        load_config(path)
+        load_config(path, installed())
 
 
 def test_meta_gives_the_snmp_type_and_sparkplug_a_fitting_datatype(tmp_path: Path) -> None:
-    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)))
+    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)), installed())
     catalog = catalog_of(loaded.config, "digest")
     meta = yaml.safe_load(meta_message(catalog))  # JSON is YAML
     points = meta["devices"]["ups-1"]["points"]
@@ -157,7 +158,7 @@ def test_meta_gives_the_snmp_type_and_sparkplug_a_fitting_datatype(tmp_path: Pat
 
 
 def test_sparkplug_carries_an_snmp_sample_string_and_numbers(tmp_path: Path) -> None:
-    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)))
+    loaded = load_config(gateway_yaml(tmp_path, ups(tmp_path)), installed())
     fmt = SparkplugFormat(
         catalog_of(loaded.config, "digest"),
         group_id="city",
@@ -203,7 +204,7 @@ def test_the_readme_sample_is_a_valid_source(tmp_path: Path) -> None:
             }
         )
     )
-    assert {s.kind for s in load_config(path).config.sources} == {"snmp"}
+    assert {s.kind for s in load_config(path, installed()).config.sources} == {"snmp"}
 
 
 # -- values: golden vectors of pysnmp's own types ---------------------------------------------

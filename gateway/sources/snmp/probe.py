@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from gateway.console import add_config_argument, load_or_report
 from gateway.errors import DeviceError, ParseError
+from gateway.sources.registry import installed
 from gateway.sources.snmp.client import AUTH, PRIV, Credentials, SnmpClient
 from gateway.sources.snmp.config import OID_PATTERN, SnmpSource, read_key
 from gateway.sources.snmp.values import convert, snmp_type
@@ -76,7 +77,7 @@ def _target(args: argparse.Namespace) -> tuple[str, int, Credentials, float] | N
     """host, port, credentials and timeout: the command line's, else the source's."""
     source: SnmpSource | None = None
     if args.source is not None:
-        loaded = load_or_report(args.config)
+        loaded = load_or_report(args.config, installed())
         if loaded is None:
             return None
         found = [s for s in loaded.config.sources if s.name == args.source]
