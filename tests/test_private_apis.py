@@ -2,7 +2,8 @@
 
 Each is reached through one function (gateway/uplink/aiomqtt_private.py,
 gateway/buffer/store.py ``on_connection_thread``); when a library release changes them, this
-fails before the uplink, the audit or the buffer does (docs/architecture.md, "Private APIs").
+fails before the uplink, the audit or the buffer does. Every name of docs/architecture.md's
+"Private APIs we reach into" has its check here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import aiosqlite
 import paho.mqtt.client as mqtt
 
 from gateway.buffer.store import on_connection_thread
-from gateway.uplink.aiomqtt_private import connack_future, paho_client
+from gateway.uplink.aiomqtt_private import (
+    client_loop,
+    connack_future,
+    disconnected_future,
+    paho_client,
+)
 
 
 async def test_aiomqtt_exposes_its_paho_client_and_connack_future() -> None:
@@ -31,6 +37,17 @@ async def test_aiomqtt_exposes_its_paho_client_and_connack_future() -> None:
     assert callable(paho.ack)
     connected = connack_future(client)
     assert isinstance(connected, asyncio.Future) and not connected.done()
+
+
+async def test_aiomqtt_exposes_its_disconnected_future_and_loop() -> None:
+    client = aiomqtt.Client("127.0.0.1", 1)
+    disconnected = disconnected_future(client)
+    assert isinstance(disconnected, asyncio.Future) and not disconnected.done()
+    assert client_loop(client) is asyncio.get_running_loop()  # where paho's socket is watched
+    paho = paho_client(client)
+    # aiomqtt's own hook, which register_writes_safely replaces, and the write it schedules
+    assert callable(paho.on_socket_register_write)
+    assert callable(paho.loop_write)
 
 
 async def test_aiosqlite_runs_a_function_on_its_connection_thread(tmp_path: Path) -> None:
