@@ -225,6 +225,7 @@ class Daemon:
             buffer_path=self._buffer.path,
             started_ms=self.started_ms,
             current_values=self._current_values,
+            clock_synced=lambda: self.clock.synced,
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 

@@ -36,7 +36,7 @@ def _config(fmt: str) -> Config:
 def test_each_maker_gives_its_format(fmt: str, tmp_path: Path) -> None:
     config = _config(fmt)
     chosen = FORMATS[fmt](
-        FormatInputs(config, catalog_of(config, "d"), tmp_path / "buffer.db", 1, dict)
+        FormatInputs(config, catalog_of(config, "d"), tmp_path / "buffer.db", 1, dict, bool)
     )
     if fmt == "json":
         assert isinstance(chosen.wire_format, JsonFormat) and chosen.session_counter is None

@@ -9,6 +9,7 @@ tests/test_private_apis.py fails if these attributes change.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -92,3 +93,26 @@ def register_writes_safely(client: aiomqtt.Client) -> None:
             disconnected.set_exception(MqttError(f"connection lost: {exc}"))
 
     paho.on_socket_register_write = on_register_write
+
+
+def bound_inbound_packets(
+    client: aiomqtt.Client, max_bytes: int, on_refused: Callable[[int], None]
+) -> None:
+    """End the connection when the broker starts a packet longer than ``max_bytes``, before a
+    byte of its body is read. paho 2.2's ``_packet_read`` decodes the fixed header's remaining
+    length, then reads that many bytes (up to 256 MiB) into memory before anyone sees them; MQTT
+    3.1.1 gives a client no way to skip a packet, so the only bound is to close. ``on_refused``
+    hears the length; the uplink counts it and reconnects."""
+    paho = paho_client(client)
+    recv = paho._sock_recv
+
+    def bounded_recv(bufsize: int) -> bytes:
+        state = paho._in_packet  # a new dict per packet: read it each time
+        length = state["remaining_length"]
+        if state["have_remaining"] and length > max_bytes and state["to_process"] == length:
+            on_refused(length)
+            raise OSError(f"an inbound packet of {length} bytes is over the {max_bytes} limit")
+        data: bytes = recv(bufsize)
+        return data
+
+    paho._sock_recv = bounded_recv  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from aiomqtt.exceptions import MqttConnectError
 from gateway.config import UplinkConfig, parse_server
 from gateway.uplink.aiomqtt_private import (
     TLS_CLOSED_BEFORE_CONNACK,
+    bound_inbound_packets,
     fail_fast_before_connack,
     paho_client,
     register_writes_safely,
@@ -65,11 +66,16 @@ class Connector:
         client_id: str,
         password: str | None,
         op_timeout_s: float,
+        max_inbound_bytes: int,
+        on_too_large: Callable[[int], None],
     ) -> None:
         self._config = config
         self._client_id = client_id
         self._password = password
         self._op_timeout = op_timeout_s
+        # a packet is its payload, its topic (at most 64 KiB) and a few header bytes
+        self._max_packet = max_inbound_bytes + 65_536 + 16
+        self._on_too_large = on_too_large
         self._keepalive = max(1, round(config.keepalive))
         self._tls: dict[str, ssl.SSLContext] = {}
 
@@ -139,6 +145,7 @@ class Connector:
         paho_client(client).connect_timeout = self._op_timeout
         fail_fast_before_connack(client, tls=tls_context is not None)
         register_writes_safely(client)
+        bound_inbound_packets(client, self._max_packet, self._on_too_large)
         return client
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -29,6 +29,7 @@ class FormatInputs:
     buffer_path: Path  # a session counter's file lives beside the buffer
     started_ms: int
     current_values: CurrentValues
+    clock_synced: Callable[[], bool]  # may the wall clock judge timestamps (Sparkplug STATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ def _sparkplug_b(made: FormatInputs) -> ChosenFormat:
     from gateway.uplink.sparkplug.setup import bdseq_file, sparkplug_format  # noqa: PLC0415
 
     return ChosenFormat(
-        sparkplug_format(made.config, made.catalog, made.current_values),
+        sparkplug_format(made.config, made.catalog, made.current_values, made.clock_synced),
         session_counter=bdseq_file(made.buffer_path).advance,
     )
 
@@ -74,11 +75,17 @@ def make_uplink(
     buffer_path: Path,
     started_ms: int,
     current_values: CurrentValues,
+    clock_synced: Callable[[], bool],
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
         FormatInputs(
-            config, catalog_of(config, loaded.digest), buffer_path, started_ms, current_values
+            config,
+            catalog_of(config, loaded.digest),
+            buffer_path,
+            started_ms,
+            current_values,
+            clock_synced,
         )
     )
     return Uplink(

@@ -47,10 +47,19 @@ from gateway.backoff import Backoff
 from gateway.config import UplinkConfig
 from gateway.errors import BufferStoreError, UplinkError
 from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
+from gateway.uplink.acks import AckQueue
 from gateway.uplink.connection import ConnectFailed, Connector
+from gateway.uplink.inbound import TOO_LARGE, InboundGuard
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
-from gateway.uplink.wire import Catalog, Outgoing, Reconnect, SessionFormat, WireFormat
+from gateway.uplink.wire import (
+    Catalog,
+    Outgoing,
+    Reconnect,
+    SessionFormat,
+    TimedFormat,
+    WireFormat,
+)
 
 log = logging.getLogger(__name__)
 # With the window idle, a live sample waits this long for the rest of its bus's poll cycle (the
@@ -94,6 +103,7 @@ class _Session:
     gaps_inflight: set[int] = field(default_factory=set)
     evicted_seen: int = 0
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # ready got messages
+    heard: asyncio.Event = field(default_factory=asyncio.Event)  # an inbound message was handled
 
 
 class Uplink:
@@ -123,9 +133,18 @@ class Uplink:
         self._client: aiomqtt.Client | None = None  # while connected, for reconfigure()
         self._session: _Session | None = None  # ditto, once the session is up
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
+        # every message from the broker passes here first (size cap, catch-all, counting)
+        self._inbound = InboundGuard(wire_format.on_message, clock=time.monotonic)
         self._connector = Connector(
-            config, client_id=client_id, password=password, op_timeout_s=connect_timeout_s
+            config,
+            client_id=client_id,
+            password=password,
+            op_timeout_s=connect_timeout_s,
+            max_inbound_bytes=self._inbound.max_bytes,
+            on_too_large=self._too_large,
         )
+        self._timed = wire_format if isinstance(wire_format, TimedFormat) else None
+        self._waiting = False  # connected, but the format holds births and data back
         # Connect (TCP, TLS, CONNACK), birth and goodbye: a broker silent this long is gone.
         self._op_timeout = connect_timeout_s
         # A PUBACK behind a full window on a slow link may take a while; a dead link is found
@@ -137,8 +156,7 @@ class Uplink:
         self._shutdown_deadline = math.inf  # loop time by which shutdown must be done
         self._finished = asyncio.Event()
         self._finished.set()  # set while run() is not running
-        self._acks: list[int] = []
-        self._acks_due = asyncio.Event()
+        self._acks = AckQueue(buffer.ack)
         self._logged_failure: dict[str, str] = {}  # server -> last failure logged for it
 
     @property
@@ -148,7 +166,14 @@ class Uplink:
         stats.bytes_total = self._meter.bytes_total
         stats.bytes_per_hour = self._meter.per_hour(now)
         stats.bytes_per_sample = self._meter.per_sample(now)
+        stats.inbound_refused = dict(self._inbound.refused)
+        fmt = self._session_format
+        stats.waiting_for = fmt.waiting_for() if self._waiting and fmt is not None else None
         return stats
+
+    def _too_large(self, length: int) -> None:
+        """paho's reader met a packet over the cap: counted, and the connection ends."""
+        self._inbound.refuse(TOO_LARGE, "(not read)", f"a packet of {length} bytes; reconnecting")
 
     def same_link(
         self, config: UplinkConfig, *, gateway_id: str, client_id: str, password: str | None
@@ -320,15 +345,16 @@ class Uplink:
             self._client = None
             self._session = None
             self._set_disconnected()
-            await self._flush_acks()
+            await self._acks.flush()
             await self._close(client, goodbye=graceful)
 
     async def _pipeline(self, session: _Session) -> bool:
         """Publish until the link fails (raises) or shutdown is asked (returns True)."""
         async with asyncio.TaskGroup() as tg:
             watcher = tg.create_task(self._watch(session), name="uplink-watch")
-            acker = tg.create_task(self._acker(), name="uplink-acker")
+            acker = tg.create_task(self._acks.run(), name="uplink-acker")
             pump = tg.create_task(self._pump(session, tg), name="uplink-pump")
+            timer = tg.create_task(self._timer(session), name="uplink-timer")
             await self._stopping.wait()
             # Graceful: no new batches; let what is in flight get its PUBACK, bounded.
             pump.cancel()
@@ -338,7 +364,7 @@ class Uplink:
                     0.5, (self._shutdown_deadline - asyncio.get_running_loop().time()) / 4
                 )
                 await asyncio.wait(set(session.inflight), timeout=self._shutdown_left(reserve))
-            for task in (*session.inflight, watcher, acker):
+            for task in (*session.inflight, watcher, acker, timer):
                 task.cancel()
         return True
 
@@ -362,9 +388,10 @@ class Uplink:
         try:
             async for message in session.client.messages:
                 try:
-                    answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                    answer = self._inbound(str(message.topic), bytes(message.payload))
                 except Reconnect as request:
                     await self._reconnect(session.client, request)
+                session.heard.set()
                 if answer:  # e.g. a rebirth: after the messages already built (their seqs)
                     session.ready.extend(answer)
                     session.poke.set()
@@ -374,6 +401,26 @@ class Uplink:
                 reason = "connection lost"
             raise UplinkError(reason) from exc
         raise UplinkError("connection closed")
+
+    async def _timer(self, session: _Session) -> None:
+        """Calls a TimedFormat back when it asked to be (Sparkplug: a rebirth held to the end of
+        its pacing window); an inbound message may move that time."""
+        timed = self._timed
+        if timed is None:
+            return
+        while True:
+            due = timed.due()
+            session.heard.clear()
+            delay = None if due is None else due - time.monotonic()
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await session.heard.wait()
+                continue
+            answer = timed.tick(time.monotonic())
+            if answer:
+                session.ready.extend(answer)
+                session.poke.set()
 
     def _ready(self) -> bool:
         session_format = self._session_format
@@ -387,6 +434,7 @@ class Uplink:
         log.info("uplink: connected; waiting for the primary host before births and data")
         messages = client.messages
         stopping = asyncio.ensure_future(self._stopping.wait())
+        self._waiting = True
         try:
             while not self._ready():
                 arrival = asyncio.ensure_future(anext(messages))
@@ -397,13 +445,14 @@ class Uplink:
                     return False
                 message = arrival.result()  # raises MqttError when the link dropped
                 try:
-                    answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                    answer = self._inbound(str(message.topic), bytes(message.payload))
                 except Reconnect as request:
                     await self._reconnect(client, request)
                 async with asyncio.timeout(self._op_timeout):
                     for out in answer:
                         await self._send(client, out)
         finally:
+            self._waiting = False
             stopping.cancel()
         return True
 
@@ -516,36 +565,11 @@ class Uplink:
         stats.last_publish_ts = int(time.time() * 1000)
         self._meter.record(time.monotonic(), publish_size(topic, body, qos), message.samples)
         if message.seqs:
-            self._acks.extend(message.seqs)
-            self._acks_due.set()
+            self._acks.add(message.seqs)
         for gap_id in message.gap_ids:
             await self._buffer.ack_gap(gap_id)
             session.gaps_inflight.discard(gap_id)
             stats.gaps_published_total += 1
-
-    # -- acknowledgements to the buffer ---------------------------------------------------
-
-    async def _acker(self) -> None:
-        """Hands PUBACKed seqs to the buffer, many at a time when the link is fast."""
-        while True:
-            await self._acks_due.wait()
-            self._acks_due.clear()
-            await self._flush_acks()
-
-    async def _flush_acks(self) -> None:
-        while self._acks:
-            seqs, self._acks = self._acks, []
-            acking = asyncio.ensure_future(self._buffer.ack(sorted(seqs)))
-            try:
-                await asyncio.shield(acking)
-            except asyncio.CancelledError:
-                # Never cut a delete off halfway inside its SQLite transaction: let it finish.
-                await asyncio.wait([acking])
-                raise
-            except BufferStoreError as exc:
-                # They stay in the buffer and go out again after the next reconnect.
-                log.warning("uplink: could not acknowledge %d items: %s", len(seqs), exc)
-                return
 
 
 def _evicted(stats: BufferStats) -> int:
