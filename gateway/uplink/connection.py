@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
+from aiomqtt import MqttCodeError
 from aiomqtt.exceptions import MqttConnectError
 
 from gateway.config import UplinkConfig, parse_server
@@ -183,3 +184,15 @@ def describe_connect_failure(server: str, exc: BaseException, *, client_cert: bo
     if isinstance(exc, TimeoutError):
         return f"cannot connect to {server}: no answer"
     return f"cannot connect to {server}: {text}"
+
+
+def first_reason(group: BaseExceptionGroup[BaseException]) -> str:
+    """Why a connection ended: its first error, with the cause paho gave for an MQTT code."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MqttCodeError) and isinstance(cause, Exception) and str(cause):
+        text = f"{text}: {cause}"
+    return text

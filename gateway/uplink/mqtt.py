@@ -24,6 +24,11 @@ connection:
   with QoS 0 once paho has written it). Nothing else is ever taken out of the buffer, so after
   a reconnect everything unacknowledged is simply fetched and sent again.
 
+Every message from the broker (a format's subscriptions) passes one guard first,
+:class:`gateway.uplink.inbound.InboundGuard`; connecting (TCP, TLS, CONNECT) is
+:mod:`gateway.uplink.connection`'s job, handing acknowledged seqs to the buffer
+:mod:`gateway.uplink.acks`'s.
+
 Memory: at most ``max_inflight`` messages (each up to ``batch.max_samples`` samples) are read
 from the buffer at any time, whatever the backlog.
 """
@@ -41,14 +46,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiomqtt
-from aiomqtt import MqttCodeError, MqttError
+from aiomqtt import MqttError
 
 from gateway.backoff import Backoff
 from gateway.config import UplinkConfig
 from gateway.errors import BufferStoreError, UplinkError
 from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
 from gateway.uplink.acks import AckQueue
-from gateway.uplink.connection import ConnectFailed, Connector
+from gateway.uplink.connection import ConnectFailed, Connector, first_reason
 from gateway.uplink.inbound import TOO_LARGE, InboundGuard
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
@@ -336,11 +341,11 @@ class Uplink:
             self._session = session
             graceful = await self._pipeline(session)
         except* (MqttError, TimeoutError, UplinkError, OSError) as group:
-            reason = _first_reason(group)
+            reason = first_reason(group)
             self._stats.last_error = f"lost link to {server}: {reason}"
             log.warning("uplink: lost link to %s (%s)", server, reason)
         except* BufferStoreError as group:
-            log.error("uplink: the buffer failed (%s); reconnecting", _first_reason(group))  # noqa: TRY400
+            log.error("uplink: the buffer failed (%s); reconnecting", first_reason(group))  # noqa: TRY400
         finally:
             self._client = None
             self._session = None
@@ -574,14 +579,3 @@ class Uplink:
 
 def _evicted(stats: BufferStats) -> int:
     return sum(stats.evicted_total.values()) + len(stats.corrupt_files)
-
-
-def _first_reason(group: BaseExceptionGroup[BaseException]) -> str:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    cause = exc.__cause__ or exc.__context__
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, MqttCodeError) and isinstance(cause, Exception) and str(cause):
-        text = f"{text}: {cause}"
-    return text
