@@ -106,6 +106,8 @@ async def test_a_retained_state_bomb_is_refused_and_the_node_keeps_publishing(
         code, _, body = await daemon.get("/health")
         assert code == 200  # the gateway works and buffers; the operator sees why nothing goes
         assert json.loads(body)["problems"][0].startswith("waiting for primary host scada-1")
+        _, _, metrics = await daemon.get("/metrics")
+        assert "\nstreet_gateway_uplink_waiting 1.0\n" in metrics
         births = up.host().births
         await publish(mosquitto.port, STATE_TOPIC, state(True, now_ms()), retain=True)
         await up.wait_until(lambda: up.host().births > births, "births after the genuine STATE")
