@@ -18,11 +18,10 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from gateway import __version__, eventloop, systemd
-from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.clock import SystemClock
 from gateway.config import Config, LoadedConfig, load_config
@@ -30,31 +29,19 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.events import (
     EventDetector,
     Snapshot,
-    alarm_event,
     reload_event,
     reload_refused_event,
     start_event,
     stop_event,
 )
 from gateway.history import History
-from gateway.model import (
-    BufferStats,
-    DeviceStats,
-    Sample,
-    StatusEvent,
-    UplinkStats,
-    Value,
-    now_ms,
-)
-from gateway.report import ReportFilter, rules_for
-from gateway.sources.device import Device
-from gateway.sources.registry import Registry, RunningSource, installed
+from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
+from gateway.pipeline import Pipeline
 from gateway.status import SourceView, StatusServer, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
-from gateway.uplink.json_format import JsonFormat
+from gateway.uplink.formats import make_uplink
 from gateway.uplink.mqtt import Uplink
-from gateway.uplink.wire import CurrentValues, WireFormat
 
 log = logging.getLogger(__name__)
 
@@ -62,145 +49,6 @@ UPLINK_SHUTDOWN_S = 2.0
 HARD_EXIT_AFTER_S = 8.0  # after SIGTERM; systemd's TimeoutStopSec would SIGKILL at 10 s
 STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
 EVENTS_INTERVAL_S = 1.0  # how often the figures are compared for the status timeline
-
-
-class Pipeline:
-    """What a reload replaces: the sources and the alarm rules of one config."""
-
-    def __init__(
-        self,
-        config: Config,
-        buffer: Buffer,
-        clock: SystemClock,
-        supervisor: Supervisor,
-        kinds: Registry | None = None,
-        *,
-        history: History | None = None,
-        record_event: Callable[[StatusEvent], None] | None = None,
-    ) -> None:
-        kinds = kinds or installed()
-        self.buffer = buffer
-        self.clock = clock
-        self.supervisor = supervisor
-        self.history = history or History()
-        self.record_event = record_event or buffer.record_event
-        # starts from the alarms raised before a restart or reload: their overrides resume
-        self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
-        self.sources: list[tuple[str, str, RunningSource]] = [
-            (s.name, s.kind, kinds.make(s, self.accept)) for s in config.sources
-        ]
-        self.cores: dict[str, Device] = {
-            core.name: core for _, _, source in self.sources for core in source.cores
-        }
-        # report by exception, for the devices that have `report` (alarms see every value)
-        self._reports: dict[str, ReportFilter] = {}
-        for _, _, spec in config.specs():
-            rules = rules_for(spec)
-            if rules:
-                self._reports[spec.name] = ReportFilter(rules)
-        self._apply_overrides(resumed=True)
-
-    def accept(self, sample: Sample) -> None:
-        """The sink every source calls with a poll's sample: flag unsynced time, keep its
-        values for the page's sparklines, keep what report by exception sends (a sample left
-        with no value is not stored and takes no seq), then run the alarm rules on every value
-        of the poll."""
-        if not self.clock.synced:
-            sample = sample._replace(clock_synced=False)
-        self.history.observe(sample)
-        report = self._reports.get(sample.device)
-        if report is None:
-            self.buffer.put(sample)
-        else:
-            # judged on the samples' own time, as the alarms' hold is
-            values = report(sample.values, sample.ts_ms / 1000)
-            if values:
-                self.buffer.put(sample._replace(values=values))
-        events = self.alarms.observe(sample)
-        for event in events:
-            log.warning(
-                "alarm %s %s (value %s, priority %s)",
-                event.alarm,
-                event.state,
-                event.value,
-                event.priority,
-            )
-            self.buffer.put(event)
-            self.record_event(alarm_event(event))
-        if events:
-            self._apply_overrides()
-
-    def _apply_overrides(self, *, resumed: bool = False) -> None:
-        """Poll the devices that raised alarms' ``while_raised`` name at their interval, and
-        the others at their own; each switch is logged once."""
-        wanted = self.alarms.overrides()
-        for name, core in self.cores.items():
-            want = wanted.get(name)
-            have = core.override
-            if want is None and have is not None:
-                core.override_interval(None)
-                log.info(
-                    "%s: polled every %gs again (%s)",
-                    name,
-                    core.interval_s,
-                    have[1].replace("while alarm", "alarm").replace("is raised", "cleared"),
-                )
-            elif want is not None and (have is None or have[0] != want[0]):
-                reason = f"while alarm {want[1]} is raised"
-                core.override_interval(want[0], reason)
-                log.warning(
-                    "%s: polled every %gs %s (its interval is %gs)%s",
-                    name,
-                    want[0],
-                    reason,
-                    core.configured_interval_s,
-                    "; resumed, it was raised before this start" if resumed else "",
-                )
-
-    async def run_sources(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            for name, _, source in self.sources:
-                group.create_task(
-                    self.supervisor.run(f"source:{name}", source.run), name=f"source:{name}"
-                )
-
-    def devices(self) -> list[DeviceStats]:
-        return [core.stats for core in self.cores.values()]
-
-
-def make_uplink(
-    loaded: LoadedConfig, buffer: Buffer, started_ms: int, current_values: CurrentValues
-) -> Uplink:
-    config = loaded.config
-    catalog = catalog_of(config, loaded.digest)
-    wire_format: WireFormat
-    session_counter = None
-    if config.uplink.format == "sparkplug-b":
-        # protobuf and the generated schema (~1.5 MB resident) only where Sparkplug is spoken
-        from gateway.uplink.sparkplug.setup import (  # noqa: PLC0415
-            bdseq_file,
-            sparkplug_format,
-        )
-
-        wire_format = sparkplug_format(config, catalog, current_values)
-        session_counter = bdseq_file(buffer.path).advance
-    else:
-        wire_format = JsonFormat(
-            catalog,
-            topic_prefix=config.uplink.topic_prefix,
-            qos=config.uplink.qos,
-            version=__version__,
-            started_ms=started_ms,
-        )
-    return Uplink(
-        config.uplink,
-        gateway_id=config.gateway.id,
-        client_id=config.client_id,
-        buffer=buffer,
-        password=loaded.mqtt_password,
-        wire_format=wire_format,
-        session_counter=session_counter,
-    )
 
 
 class Daemon:
@@ -371,7 +219,14 @@ class Daemon:
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
-        self._uplink = make_uplink(self.loaded, self._buffer, self.started_ms, self._current_values)
+        self._uplink = make_uplink(
+            self.loaded,
+            buffer=self._buffer,
+            buffer_path=self._buffer.path,
+            started_ms=self.started_ms,
+            current_values=self._current_values,
+            clock_synced=lambda: self.clock.synced,
+        )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
     async def _reload_uplink(

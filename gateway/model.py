@@ -232,3 +232,5 @@ class UplinkStats:
     last_error: str | None = None
     link_changed_ms: int | None = None  # wall clock of the last connect or loss of the link
     link_lost_ms: int | None = None  # wall clock of the last loss of the link
+    inbound_refused: dict[str, int] = field(default_factory=dict)  # reason -> messages refused
+    waiting_for: str | None = None  # what holds births and data back (Sparkplug's primary host)

@@ -117,6 +117,15 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     return not problems, problems
 
 
+def notices(provider: StatusProvider) -> list[str]:
+    """Problems an operator must see that leave health ``ok`` (200): the gateway works and keeps
+    every sample; what it waits for is upstream (docs/reference.md, "/health")."""
+    waiting = provider.uplink_stats().waiting_for
+    if waiting is None:
+        return []
+    return [f"waiting for {waiting}: no births and no data upstream, samples are buffered"]
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
@@ -147,6 +156,8 @@ def summary_line(provider: StatusProvider) -> str:
         part = f"{_plural(len(devices), 'device')}: {_count_states(devices)}"
     uplink = provider.uplink_stats()
     link = f"up ({uplink.server})" if uplink.connected else "down"
+    if uplink.waiting_for:
+        link = f"connected, waiting for {uplink.waiting_for}"
     healthy, _ = health(provider)
     return (
         f"{'' if healthy else 'DEGRADED: '}{part}; uplink {link}, "
@@ -168,7 +179,10 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
     healthy, problems = health(provider, now)
     return {
         "ts": now,
-        "health": {"status": "ok" if healthy else "degraded", "problems": problems},
+        "health": {
+            "status": "ok" if healthy else "degraded",
+            "problems": problems + notices(provider),
+        },
         "gateway": {
             "id": info["id"],
             "version": info["version"],
@@ -191,6 +205,8 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "connects_total": uplink.connects_total,
             "connect_failures_total": uplink.connect_failures_total,
             "last_error": uplink.last_error,
+            "waiting_for": uplink.waiting_for,
+            "inbound_refused": dict(uplink.inbound_refused),
         },
         "buffer": {
             "samples": buffer.samples,
@@ -373,6 +389,17 @@ def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily
                     uplink.last_publish_ts / 1000)  # fmt: skip
     yield gauge("uplink_backlog", "Samples and alarms not yet acknowledged by the broker",
                 backlog)  # fmt: skip
+    yield gauge("uplink_waiting", "1 while connected but holding births and data back "
+                "(Sparkplug: waiting for the primary host)",
+                uplink.waiting_for is not None)  # fmt: skip
+    refused = counter_family(
+        "street_gateway_uplink_inbound_refused",
+        "Messages from the broker refused unread or unacted on, by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(uplink.inbound_refused.items()):
+        refused.add_metric([reason], count)
+    yield refused
 
 
 def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
@@ -522,7 +549,8 @@ def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handl
     def get_health(request: Request) -> Response:
         healthy, problems = health(provider)
         if healthy:
-            return _json({"status": "ok"})
+            waiting = notices(provider)
+            return _json({"status": "ok", "problems": waiting} if waiting else {"status": "ok"})
         return _json({"status": "degraded", "problems": problems}, 503)
 
     def get_status(request: Request) -> Response:

@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gateway.backoff import Backoff
 from gateway.model import now_ms
-from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def test_the_format_is_made_from_the_config(tmp_path: Path) -> None:
     data = sparkplug(group_id="city-sensors", primary_host_id="scada-1")
     data["uplink"]["topic_prefix"] = "city/sensors"
     config = load_config(write(tmp_path, data), installed()).config
-    fmt = sparkplug_format(config, Catalog("lamppost-0421", "d", ()), dict)
+    fmt = sparkplug_format(config, Catalog("lamppost-0421", "d", ()), dict, bool)
     assert fmt.topic_ncmd == "spBv1.0/city-sensors/NCMD/lamppost-0421"  # edge node: gateway.id
     assert fmt.subscriptions()[1] == "spBv1.0/STATE/scada-1"
     assert fmt.topic_checkpoint == "city/sensors/lamppost-0421/checkpoint"

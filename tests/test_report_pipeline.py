@@ -12,8 +12,8 @@ import yaml
 from gateway.buffer import Buffer
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
-from gateway.daemon import Pipeline
 from gateway.model import AlarmEvent, Lane, Sample
+from gateway.pipeline import Pipeline
 from gateway.sources.registry import installed
 from gateway.supervisor import Supervisor
 

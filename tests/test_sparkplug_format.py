@@ -27,8 +27,9 @@ from sparkplug_support import (
 
 from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem, Value
 from gateway.uplink.sparkplug import sparkplug_b_pb2
-from gateway.uplink.sparkplug.format import SparkplugFormat, alarm_metric
-from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo, Reconnect
+from gateway.uplink.sparkplug.format import STATE_AHEAD_MS, SparkplugFormat, alarm_metric
+from gateway.uplink.sparkplug.rebirth import RebirthPacer
+from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo, Reconnect, Refused
 
 GROUP, NODE = "city-sensors", "lamppost-0421"
 README = Path(sparkplug_b_pb2.__file__).with_name("README.md")
@@ -353,7 +354,8 @@ def test_rebirth_resends_nbirth_with_the_same_bdseq_and_every_dbirth(decoder: De
     host = born(decoder, fmt)
     feed(host, fmt.samples([sample(1, pm25=99)], historical=False))
     assert fmt.on_message(fmt.topic_ncmd, decoder.encode_rebirth(False)) == []
-    assert fmt.on_message(fmt.topic_ncmd, b"\xff\xff not protobuf") == []
+    with pytest.raises(Refused, match="malformed"):  # counted and logged by the inbound guard
+        fmt.on_message(fmt.topic_ncmd, b"\xff\xff not protobuf")
     again = fmt.on_message(fmt.topic_ncmd, decoder.encode_rebirth())
     assert [m.topic.split("/")[2] for m in again] == ["NBIRTH", "DBIRTH", "DBIRTH"]
     feed(host, again)
@@ -374,7 +376,8 @@ def test_primary_host_gates_births_and_its_offline_state_ends_the_session(
     topic = "spBv1.0/STATE/scada-1"
     assert fmt.subscriptions() == [fmt.topic_ncmd, topic]
     assert fmt.session_start() == [] and not fmt.ready()
-    assert fmt.on_message(topic, b"ONLINE") == []  # Sparkplug 2.x STATE: not 3.0, ignored
+    with pytest.raises(Refused, match="malformed"):  # Sparkplug 2.x STATE: not 3.0, refused
+        fmt.on_message(topic, b"ONLINE")
     assert fmt.on_message(topic, state(False, 100)) == [] and not fmt.ready()
     births = fmt.on_message(topic, state(True, 200))
     assert [m.topic.split("/")[2] for m in births] == ["NBIRTH", "DBIRTH", "DBIRTH"]
@@ -387,12 +390,13 @@ def test_primary_host_gates_births_and_its_offline_state_ends_the_session(
     assert (ndeath.topic, ndeath.qos) == (f"spBv1.0/{GROUP}/NDEATH/{NODE}", 1)
     assert decoder.decode(ndeath.payload)["metrics"][0]["raw"] == 7
     assert not fmt.ready()
-    # The next connection: next bdSeq, births once a STATE at least as new says online.
+    # The next connection: next bdSeq; its retained STATE counts whatever the last session saw
+    # (SPEC v0.3: "the same MQTT session"), so a host whose clock went back is not ignored.
     fmt.begin(8)
-    assert fmt.session_start() == []
-    assert fmt.on_message(topic, state(True, 250)) == []  # older than the offline one
-    births = fmt.on_message(topic, state(True, 400))
+    assert fmt.session_start() == [] and fmt.waiting_for() == "primary host scada-1"
+    births = fmt.on_message(topic, state(True, 250))
     assert decoder.decode(births[0].payload)["metrics"][0]["raw"] == 8
+    assert fmt.waiting_for() is None
 
 
 def test_goodbye_is_ndeath_and_catalog_change_rebirths(decoder: Decoder) -> None:
@@ -405,3 +409,51 @@ def test_goodbye_is_ndeath_and_catalog_change_rebirths(decoder: Decoder) -> None
     (bye,) = fmt.goodbye()
     assert bye.topic.endswith(f"/NDEATH/{NODE}") and bye.qos == 1
     assert not fmt.ready()
+
+
+def test_a_state_from_the_future_is_refused_only_with_a_synchronised_clock() -> None:
+    now = 1_764_000_000_000
+    ten_years = 10 * 365 * 86_400_000
+    synced = [True]
+    fmt = make(primary="scada-1", clock=[now], clock_synced=lambda: synced[0])
+    topic = "spBv1.0/STATE/scada-1"
+    with pytest.raises(Refused, match="from_the_future"):
+        fmt.on_message(topic, state(True, now + ten_years))
+    assert not fmt.ready()  # not online, and it did not become "the last timestamp seen"
+    assert fmt.on_message(topic, state(True, now + STATE_AHEAD_MS))  # within 60 s: births
+    fmt.begin(8)
+    synced[0] = False  # an unsynchronised clock cannot judge: the STATE counts
+    assert fmt.on_message(topic, state(True, now + ten_years))
+
+
+def test_a_rebirth_flood_is_paced_to_one_per_window(decoder: Decoder) -> None:
+    clock = [100.0]
+    fmt = make(monotonic=lambda: clock[0], rebirths=RebirthPacer(window_s=5.0))
+    host = born(decoder, fmt)
+    rebirth = decoder.encode_rebirth()
+    first = fmt.on_message(fmt.topic_ncmd, rebirth)
+    assert [m.topic.split("/")[2] for m in first] == ["NBIRTH", "DBIRTH", "DBIRTH"]
+    feed(host, first)
+    for _ in range(20_000):  # the flood: nothing now, one pending for the window's end
+        assert fmt.on_message(fmt.topic_ncmd, rebirth) == []
+    assert fmt.due() == 105.0 and fmt.tick(104.9) == []
+    clock[0] = 105.0
+    pending = fmt.tick(105.0)
+    assert [m.topic.split("/")[2] for m in pending] == ["NBIRTH", "DBIRTH", "DBIRTH"]
+    feed(host, pending)
+    assert fmt.tick(110.0) == [] and fmt.due() is None  # a quiet window closes the burst
+    assert host.births == 3 and host.seq_breaks == 0
+    clock[0] = 111.0  # the next request is answered at once again
+    assert fmt.on_message(fmt.topic_ncmd, rebirth)
+
+
+def test_the_pacer_alone() -> None:
+    pacer = RebirthPacer(window_s=2.0)
+    assert pacer.due() is None and pacer.tick(0.0) == (False, None)
+    assert pacer.request(10.0) and not pacer.request(10.5) and not pacer.request(11.0)
+    assert pacer.tick(11.9) == (False, None)
+    assert pacer.tick(12.0) == (True, None)  # the pending one, opening the next window
+    rebirth, burst = pacer.tick(14.0)
+    assert not rebirth and burst is not None and (burst.requests, burst.rebirths) == (3, 2)
+    assert pacer.request(20.0)  # a new burst
+    assert pacer.request(22.5)  # its window ended quietly, even with no tick: answered at once

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.backoff import Backoff
 from gateway.model import Lane
-from gateway.uplink.backoff import Backoff
 from gateway.uplink.scheduler import FetchRange, LaneScheduler, Pick, Wait
 
 

@@ -24,9 +24,9 @@ from gateway.buffer import Buffer
 from gateway.cli import summarise
 from gateway.clock import SystemClock
 from gateway.config import load_config
-from gateway.daemon import Pipeline
 from gateway.errors import ConfigError
 from gateway.model import Sample
+from gateway.pipeline import Pipeline
 from gateway.sources.modbus.sim import SimUnit, profile_points, serve_tcp
 from gateway.sources.registry import installed
 from gateway.supervisor import Supervisor
@@ -94,7 +94,7 @@ def set_level(unit: SimUnit, metres: float) -> None:
 async def test_the_rate_goes_up_while_raised_and_back_down_when_cleared(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.daemon")
+    caplog.set_level(logging.INFO, logger="gateway.pipeline")
     port = free_port()
     unit = SimUnit(1, "water_level")
     set_level(unit, 1.0)
@@ -128,7 +128,7 @@ async def test_the_rate_goes_up_while_raised_and_back_down_when_cleared(
     assert statistics.median(gaps_s(flood)) < NORMAL / 3
     assert core.stats.interval_s == NORMAL
     # logged once each way
-    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.daemon"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.pipeline"]
     faster = [m for m in messages if m.startswith(f"river-1: polled every {FAST:g}s while")]
     back = [m for m in messages if m.startswith(f"river-1: polled every {NORMAL:g}s again")]
     assert len(faster) == 1 and len(back) == 1, messages
@@ -137,7 +137,7 @@ async def test_the_rate_goes_up_while_raised_and_back_down_when_cleared(
 async def test_a_restart_while_raised_resumes_the_faster_polling(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.daemon")
+    caplog.set_level(logging.INFO, logger="gateway.pipeline")
     port = free_port()
     unit = SimUnit(1, "water_level")
     set_level(unit, 4.0)

@@ -34,10 +34,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.audit.ledger import KINDS, Fleet
 from gateway.audit.store import AuditStore
+from gateway.backoff import Backoff
 from gateway.config import parse_server
 from gateway.errors import UplinkError
 from gateway.uplink.aiomqtt_private import paho_client
-from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ the effective interval of one device, and the loop that polls a source's devices
 
 * **Health.** ``unknown`` until the first outcome; ``ok`` after a good poll; ``failing`` after a
   failed one; ``down`` after :data:`DOWN_AFTER` in a row. A down device is tried with one
-  attempt after a delay from ``uplink/backoff.py``'s :class:`~gateway.uplink.backoff.Backoff`
+  attempt after a delay from ``backoff.py``'s :class:`~gateway.backoff.Backoff`
   (doubling from twice its interval or timeout, capped at the source's ``backoff_max``), so a
   dead unit costs the others on its bus at most one timeout per period. Every change of state
   is logged once and stamped (``state_since_ms``).
@@ -25,10 +25,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
+from gateway.backoff import Backoff
 from gateway.config import DeviceSpec, SourceConfig
 from gateway.errors import DeviceError, DeviceTimeout
 from gateway.model import DeviceState, DeviceStats, Sample, SampleSink, Value, now_ms
-from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One connection at a time, to the first of ``uplink.servers`` that accepts (failover in list
 order); when every server failed, a capped exponential backoff with full jitter
-(:mod:`gateway.uplink.backoff`) before the next round. A link that was up and drops starts a
+(:mod:`gateway.backoff`) before the next round. A link that was up and drops starts a
 new round from the first server.
 
 What goes on the wire is the business of the one :class:`~gateway.uplink.wire.WireFormat`
@@ -24,6 +24,11 @@ connection:
   with QoS 0 once paho has written it). Nothing else is ever taken out of the buffer, so after
   a reconnect everything unacknowledged is simply fetched and sent again.
 
+Every message from the broker (a format's subscriptions) passes one guard first,
+:class:`gateway.uplink.inbound.InboundGuard`; connecting (TCP, TLS, CONNECT) is
+:mod:`gateway.uplink.connection`'s job, handing acknowledged seqs to the buffer
+:mod:`gateway.uplink.acks`'s.
+
 Memory: at most ``max_inflight`` messages (each up to ``batch.max_samples`` samples) are read
 from the buffer at any time, whatever the backlog.
 """
@@ -35,42 +40,37 @@ import collections
 import contextlib
 import logging
 import math
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiomqtt
-from aiomqtt import MqttCodeError, MqttError
-from aiomqtt.exceptions import MqttConnectError
+from aiomqtt import MqttError
 
-from gateway.config import UplinkConfig, parse_server
+from gateway.backoff import Backoff
+from gateway.config import UplinkConfig
 from gateway.errors import BufferStoreError, UplinkError
 from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
-from gateway.uplink.aiomqtt_private import (
-    client_loop,
-    connack_future,
-    disconnected_future,
-    paho_client,
-)
-from gateway.uplink.backoff import Backoff
+from gateway.uplink.acks import AckQueue
+from gateway.uplink.connection import ConnectFailed, Connector, first_reason
+from gateway.uplink.inbound import TOO_LARGE, InboundGuard
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
-from gateway.uplink.wire import Catalog, Outgoing, Reconnect, SessionFormat, WireFormat
+from gateway.uplink.wire import (
+    Catalog,
+    Outgoing,
+    Reconnect,
+    SessionFormat,
+    TimedFormat,
+    WireFormat,
+)
 
 log = logging.getLogger(__name__)
-# paho's own lines ("failed to receive on socket: ...") go here, below our state-change lines.
-_paho_log = logging.getLogger(f"{__name__}.paho")
-
 # With the window idle, a live sample waits this long for the rest of its bus's poll cycle (the
 # devices of a bus answer a few ms apart): one message instead of one per device, at ~19 instead
 # of ~26 bytes per point on the benchmark workload (docs/performance.md).
 IDLE_LINGER_S = 0.02
-
-# CONNACK codes that mean the credentials were refused: MQTT 3.1.1 (4, 5) and as paho 2 maps
-# them to MQTT 5 reason codes (134 bad user name or password, 135 not authorized).
-_AUTH_REFUSED = {4, 5, 134, 135}
 
 
 class BufferLike(Protocol):
@@ -95,24 +95,6 @@ class BufferLike(Protocol):
     async def ack_gap(self, gap_id: int) -> None: ...
 
 
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """paho leaves a socket whose TLS handshake failed for the garbage collector; close it now,
-    so a gateway retrying against a broker with the wrong certificate holds no stray sockets."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
-class _ConnectFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 @dataclass
 class _Session:
     """One connection's state."""
@@ -126,6 +108,7 @@ class _Session:
     gaps_inflight: set[int] = field(default_factory=set)
     evicted_seen: int = 0
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # ready got messages
+    heard: asyncio.Event = field(default_factory=asyncio.Event)  # an inbound message was handled
 
 
 class Uplink:
@@ -155,7 +138,18 @@ class Uplink:
         self._client: aiomqtt.Client | None = None  # while connected, for reconfigure()
         self._session: _Session | None = None  # ditto, once the session is up
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
-        self._keepalive = max(1, round(config.keepalive))
+        # every message from the broker passes here first (size cap, catch-all, counting)
+        self._inbound = InboundGuard(wire_format.on_message, clock=time.monotonic)
+        self._connector = Connector(
+            config,
+            client_id=client_id,
+            password=password,
+            op_timeout_s=connect_timeout_s,
+            max_inbound_bytes=self._inbound.max_bytes,
+            on_too_large=self._too_large,
+        )
+        self._timed = wire_format if isinstance(wire_format, TimedFormat) else None
+        self._waiting = False  # connected, but the format holds births and data back
         # Connect (TCP, TLS, CONNACK), birth and goodbye: a broker silent this long is gone.
         self._op_timeout = connect_timeout_s
         # A PUBACK behind a full window on a slow link may take a while; a dead link is found
@@ -167,9 +161,7 @@ class Uplink:
         self._shutdown_deadline = math.inf  # loop time by which shutdown must be done
         self._finished = asyncio.Event()
         self._finished.set()  # set while run() is not running
-        self._acks: list[int] = []
-        self._acks_due = asyncio.Event()
-        self._tls: dict[str, ssl.SSLContext] = {}
+        self._acks = AckQueue(buffer.ack)
         self._logged_failure: dict[str, str] = {}  # server -> last failure logged for it
 
     @property
@@ -179,7 +171,14 @@ class Uplink:
         stats.bytes_total = self._meter.bytes_total
         stats.bytes_per_hour = self._meter.per_hour(now)
         stats.bytes_per_sample = self._meter.per_sample(now)
+        stats.inbound_refused = dict(self._inbound.refused)
+        fmt = self._session_format
+        stats.waiting_for = fmt.waiting_for() if self._waiting and fmt is not None else None
         return stats
+
+    def _too_large(self, length: int) -> None:
+        """paho's reader met a packet over the cap: counted, and the connection ends."""
+        self._inbound.refuse(TOO_LARGE, "(not read)", f"a packet of {length} bytes; reconnecting")
 
     def same_link(
         self, config: UplinkConfig, *, gateway_id: str, client_id: str, password: str | None
@@ -263,7 +262,7 @@ class Uplink:
                 return
             try:
                 client = await self._connect(server)
-            except _ConnectFailed as exc:
+            except ConnectFailed as exc:
                 self._stats.connect_failures_total += 1
                 self._stats.last_error = exc.message
                 if self._logged_failure.get(server) == exc.message:
@@ -286,82 +285,19 @@ class Uplink:
             return
 
     async def _connect(self, server: str) -> aiomqtt.Client | None:
-        """A connected client; None when shutdown came first; raises _ConnectFailed."""
-        try:
-            client = await self._make_client(server)
-        except (OSError, ssl.SSLError) as exc:
-            raise _ConnectFailed(f"TLS set-up for {server} failed: {exc}") from exc
-        connecting = asyncio.ensure_future(client.__aenter__())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait(
-                {connecting, stopping},
-                timeout=self._op_timeout + 1.0,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for future in (connecting, stopping):
-                future.cancel()
-            await asyncio.gather(connecting, stopping, return_exceptions=True)
-        if connecting.cancelled():
-            if self._stopping.is_set():
-                return None
-            raise _ConnectFailed(f"cannot connect to {server}: no answer")
-        failure = connecting.exception()
-        if failure is not None:
-            has_cert = bool(self._config.tls and self._config.tls.cert_file)
-            reason = _describe_connect_failure(server, failure, client_cert=has_cert)
-            raise _ConnectFailed(reason) from failure
-        return client
+        """A connected client; None when shutdown came first; raises ConnectFailed."""
+        return await self._connector.connect(server, self._next_will, self._stopping)
 
-    async def _make_client(self, server: str) -> aiomqtt.Client:
-        scheme, host, port = parse_server(server)
-        tls_context = None
-        if scheme == "mqtts":
-            tls_context = self._tls.get(server)
-            if tls_context is None:
-                tls_context = await asyncio.to_thread(self._tls_context)
-                self._tls[server] = tls_context
+    async def _next_will(self) -> Outgoing:
+        """The will of the next connection; a SessionFormat first takes its session number."""
         if self._session_format is not None:
             if self._session_counter is None:
                 raise UplinkError("this wire format needs a session counter")
             try:
                 self._session_format.begin(await asyncio.to_thread(self._session_counter))
             except UplinkError as exc:  # the bdSeq file cannot be written: retried
-                raise _ConnectFailed(str(exc)) from exc
-        will = self._format.will()
-        client = aiomqtt.Client(
-            host,
-            port,
-            username=self._config.username,
-            password=self._password,
-            identifier=self._client_id,
-            will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
-            keepalive=self._keepalive,
-            timeout=self._op_timeout,
-            # paho's own window is wider than ours by the birth and shutdown messages.
-            max_inflight_messages=self._config.max_inflight + 4,
-            tls_context=tls_context,
-            logger=_paho_log,
-        )
-        # aiomqtt warns above this many pending calls; our window bounds them by design.
-        client.pending_calls_threshold = 2 * self._config.max_inflight + 8
-        paho_client(client).connect_timeout = self._op_timeout
-        _fail_fast_before_connack(client, tls=tls_context is not None)
-        _register_writes_safely(client)
-        return client
-
-    def _tls_context(self) -> ssl.SSLContext:
-        tls = self._config.tls
-        ca_file = str(tls.ca_file) if tls and tls.ca_file else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-        if tls and tls.cert_file and tls.key_file:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        if tls and tls.insecure_skip_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.sslsocket_class = _ClosingSSLSocket
-        return context
+                raise ConnectFailed(str(exc)) from exc
+        return self._format.will()
 
     def _set_disconnected(self) -> None:
         if self._stats.connected:
@@ -405,24 +341,25 @@ class Uplink:
             self._session = session
             graceful = await self._pipeline(session)
         except* (MqttError, TimeoutError, UplinkError, OSError) as group:
-            reason = _first_reason(group)
+            reason = first_reason(group)
             self._stats.last_error = f"lost link to {server}: {reason}"
             log.warning("uplink: lost link to %s (%s)", server, reason)
         except* BufferStoreError as group:
-            log.error("uplink: the buffer failed (%s); reconnecting", _first_reason(group))  # noqa: TRY400
+            log.error("uplink: the buffer failed (%s); reconnecting", first_reason(group))  # noqa: TRY400
         finally:
             self._client = None
             self._session = None
             self._set_disconnected()
-            await self._flush_acks()
+            await self._acks.flush()
             await self._close(client, goodbye=graceful)
 
     async def _pipeline(self, session: _Session) -> bool:
         """Publish until the link fails (raises) or shutdown is asked (returns True)."""
         async with asyncio.TaskGroup() as tg:
             watcher = tg.create_task(self._watch(session), name="uplink-watch")
-            acker = tg.create_task(self._acker(), name="uplink-acker")
+            acker = tg.create_task(self._acks.run(), name="uplink-acker")
             pump = tg.create_task(self._pump(session, tg), name="uplink-pump")
+            timer = tg.create_task(self._timer(session), name="uplink-timer")
             await self._stopping.wait()
             # Graceful: no new batches; let what is in flight get its PUBACK, bounded.
             pump.cancel()
@@ -432,7 +369,7 @@ class Uplink:
                     0.5, (self._shutdown_deadline - asyncio.get_running_loop().time()) / 4
                 )
                 await asyncio.wait(set(session.inflight), timeout=self._shutdown_left(reserve))
-            for task in (*session.inflight, watcher, acker):
+            for task in (*session.inflight, watcher, acker, timer):
                 task.cancel()
         return True
 
@@ -456,9 +393,10 @@ class Uplink:
         try:
             async for message in session.client.messages:
                 try:
-                    answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                    answer = self._inbound(str(message.topic), bytes(message.payload))
                 except Reconnect as request:
                     await self._reconnect(session.client, request)
+                session.heard.set()
                 if answer:  # e.g. a rebirth: after the messages already built (their seqs)
                     session.ready.extend(answer)
                     session.poke.set()
@@ -468,6 +406,26 @@ class Uplink:
                 reason = "connection lost"
             raise UplinkError(reason) from exc
         raise UplinkError("connection closed")
+
+    async def _timer(self, session: _Session) -> None:
+        """Calls a TimedFormat back when it asked to be (Sparkplug: a rebirth held to the end of
+        its pacing window); an inbound message may move that time."""
+        timed = self._timed
+        if timed is None:
+            return
+        while True:
+            due = timed.due()
+            session.heard.clear()
+            delay = None if due is None else due - time.monotonic()
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await session.heard.wait()
+                continue
+            answer = timed.tick(time.monotonic())
+            if answer:
+                session.ready.extend(answer)
+                session.poke.set()
 
     def _ready(self) -> bool:
         session_format = self._session_format
@@ -481,6 +439,7 @@ class Uplink:
         log.info("uplink: connected; waiting for the primary host before births and data")
         messages = client.messages
         stopping = asyncio.ensure_future(self._stopping.wait())
+        self._waiting = True
         try:
             while not self._ready():
                 arrival = asyncio.ensure_future(anext(messages))
@@ -491,13 +450,14 @@ class Uplink:
                     return False
                 message = arrival.result()  # raises MqttError when the link dropped
                 try:
-                    answer = self._format.on_message(str(message.topic), bytes(message.payload))
+                    answer = self._inbound(str(message.topic), bytes(message.payload))
                 except Reconnect as request:
                     await self._reconnect(client, request)
                 async with asyncio.timeout(self._op_timeout):
                     for out in answer:
                         await self._send(client, out)
         finally:
+            self._waiting = False
             stopping.cancel()
         return True
 
@@ -610,125 +570,12 @@ class Uplink:
         stats.last_publish_ts = int(time.time() * 1000)
         self._meter.record(time.monotonic(), publish_size(topic, body, qos), message.samples)
         if message.seqs:
-            self._acks.extend(message.seqs)
-            self._acks_due.set()
+            self._acks.add(message.seqs)
         for gap_id in message.gap_ids:
             await self._buffer.ack_gap(gap_id)
             session.gaps_inflight.discard(gap_id)
             stats.gaps_published_total += 1
 
-    # -- acknowledgements to the buffer ---------------------------------------------------
-
-    async def _acker(self) -> None:
-        """Hands PUBACKed seqs to the buffer, many at a time when the link is fast."""
-        while True:
-            await self._acks_due.wait()
-            self._acks_due.clear()
-            await self._flush_acks()
-
-    async def _flush_acks(self) -> None:
-        while self._acks:
-            seqs, self._acks = self._acks, []
-            acking = asyncio.ensure_future(self._buffer.ack(sorted(seqs)))
-            try:
-                await asyncio.shield(acking)
-            except asyncio.CancelledError:
-                # Never cut a delete off halfway inside its SQLite transaction: let it finish.
-                await asyncio.wait([acking])
-                raise
-            except BufferStoreError as exc:
-                # They stay in the buffer and go out again after the next reconnect.
-                log.warning("uplink: could not acknowledge %d items: %s", len(seqs), exc)
-                return
-
-
-CLOSED_BEFORE_CONNACK = "the connection closed before CONNACK"
-TLS_CLOSED_BEFORE_CONNACK = "the broker closed the TLS session before CONNACK"
-
-
-def _fail_fast_before_connack(client: aiomqtt.Client, *, tls: bool) -> None:
-    """A connection closed before CONNACK (a TLS-only port, a broker at its connection limit, a
-    broker that wants a client certificate) fails the connect at once; aiomqtt alone would wait
-    for its timeout (aiomqtt 2.5 ignores a disconnect before CONNACK)."""
-    paho = paho_client(client)
-    inner = paho.on_disconnect
-    message = TLS_CLOSED_BEFORE_CONNACK if tls else CLOSED_BEFORE_CONNACK
-
-    def on_disconnect(*args: Any) -> None:
-        if inner is not None:
-            inner(*args)
-        connected = connack_future(client)
-        if not connected.done():
-            connected.set_exception(MqttError(message))
-
-    paho.on_disconnect = on_disconnect
-
-
-def _register_writes_safely(client: aiomqtt.Client) -> None:
-    """aiomqtt registers paho's writer with ``call_soon_threadsafe``; when the connection is
-    reset in between, uvloop raises from ``add_writer`` on the closed socket (asyncio's loop
-    does not), the error only reaches the loop's log, and the broken link went unnoticed until
-    the keepalive ran out. Here that failure is the disconnect it is."""
-    paho = paho_client(client)
-    loop = client_loop(client)
-
-    def on_register_write(_client: Any, _userdata: Any, sock: Any) -> None:
-        def write() -> None:
-            try:
-                paho.loop_write()
-            except Exception as exc:  # a broken pipe: the connection is gone
-                _fail(exc)
-
-        def register() -> None:
-            try:
-                loop.add_writer(sock.fileno(), write)
-            except (RuntimeError, OSError, ValueError) as exc:  # closed meanwhile
-                _fail(exc)
-
-        loop.call_soon_threadsafe(register)
-
-    def _fail(exc: Exception) -> None:
-        disconnected = disconnected_future(client)
-        if not disconnected.done():
-            disconnected.set_exception(MqttError(f"connection lost: {exc}"))
-
-    paho.on_socket_register_write = on_register_write
-
 
 def _evicted(stats: BufferStats) -> int:
     return sum(stats.evicted_total.values()) + len(stats.corrupt_files)
-
-
-def _first_reason(group: BaseExceptionGroup[BaseException]) -> str:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    cause = exc.__cause__ or exc.__context__
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, MqttCodeError) and isinstance(cause, Exception) and str(cause):
-        text = f"{text}: {cause}"
-    return text
-
-
-def _describe_connect_failure(server: str, exc: BaseException, *, client_cert: bool = False) -> str:
-    text = str(exc) or type(exc).__name__
-    if text == TLS_CLOSED_BEFORE_CONNACK:
-        # With TLS 1.3 the broker checks the client's certificate after the handshake, so a
-        # missing or refused one shows here only as a closed session (its log says why).
-        question = (
-            "did it refuse the client certificate (uplink.tls.cert_file)?"
-            if client_cert
-            else "does it require a client certificate (uplink.tls.cert_file)?"
-        )
-        return f"TLS failure with {server}: {text}; {question}"
-    if isinstance(exc, MqttConnectError):
-        rc = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", None)
-        reason = str(exc.rc) if exc.rc is not None and not isinstance(exc.rc, int) else text
-        if rc in _AUTH_REFUSED:
-            return f"auth refused by {server}: {reason} (check uplink.username and password_file)"
-        return f"{server} refused the connection: {reason}"
-    if isinstance(exc, ssl.SSLError) or "SSL" in text or "certificate" in text:
-        return f"TLS failure with {server}: {text}"
-    if isinstance(exc, TimeoutError):
-        return f"cannot connect to {server}: no answer"
-    return f"cannot connect to {server}: {text}"

@@ -133,6 +133,11 @@ class SessionFormat(Protocol):
 
     def ready(self) -> bool: ...
 
+    def waiting_for(self) -> str | None:
+        """What holds births and data back, for ``/status`` and ``/health`` (Sparkplug: ``primary
+        host <id>`` until its STATE says online); None when nothing does."""
+        ...
+
 
 class Reconnect(Exception):  # a request to the uplink, not an error
     """Raised by :meth:`WireFormat.on_message`: publish ``messages`` (waiting for the QoS 1
@@ -143,3 +148,28 @@ class Reconnect(Exception):  # a request to the uplink, not an error
         super().__init__(reason)
         self.reason = reason
         self.messages = messages
+
+
+class Refused(Exception):  # an inbound message not acted on, not an error of ours
+    """Raised by :meth:`WireFormat.on_message` for a message it will not act on: ``reason`` is
+    one word counted in ``/status`` and ``/metrics`` (``malformed``, ``from_the_future``),
+    ``detail`` what the log line says."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@runtime_checkable
+class TimedFormat(Protocol):
+    """A format that wants to be called back at a time of its choosing (Sparkplug: a rebirth
+    held back to the end of its pacing window). Times are ``time.monotonic()`` seconds."""
+
+    def due(self) -> float | None:
+        """When :meth:`tick` should be called next; None: not until the next inbound message."""
+        ...
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """What to publish now (after the messages already built)."""
+        ...

@@ -88,8 +88,18 @@ class SparkplugUpstream:
         host = host or self.host()
         return [named["sgw/seq"] for _, named, _ in host.data if "sgw/seq" in named]
 
+    def gap_seqs(self) -> set[int]:
+        """Seqs declared lost on `sgw/gap` (e.g. a kill -9's `unclean_shutdown`)."""
+        declared: set[int] = set()
+        for _, named, _ in self.host().data:
+            if named.get("sgw/gap"):
+                first, last = named["sgw/gap"].split(":")[0].split("-")
+                declared.update(range(int(first), int(last) + 1))
+        return declared
+
     def holes(self) -> list[int]:
-        got = set(self.seqs())
+        """Seqs neither received nor declared lost: what an audit would call missing."""
+        got = set(self.seqs()) | self.gap_seqs()
         return [s for s in range(1, max(got, default=0) + 1) if s not in got]
 
     async def next_birth(self) -> None:

@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from gateway.backoff import Backoff
 from gateway.codec import mbap
 from gateway.codec.registers import (
     ReadRequest,
@@ -49,7 +50,6 @@ from gateway.sources.modbus.config import (
 from gateway.sources.modbus.mbap_client import MbapClient
 from gateway.sources.modbus.rtu_tcp_client import RtuTcpClient
 from gateway.sources.modbus.transport import Transport, map_errors
-from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger("gateway.sources.modbus")
 

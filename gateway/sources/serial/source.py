@@ -27,12 +27,12 @@ from functools import partial
 import serial
 import serial_asyncio_fast
 
+from gateway.backoff import Backoff
 from gateway.codec.lines import FrameError, LineFramer, make_parser
 from gateway.errors import DeviceError, DeviceTimeout, ParseError
 from gateway.model import DeviceStats, Sample, SampleSink
 from gateway.sources.device import Device, StopPolling, run_schedule
 from gateway.sources.serial.config import SerialSource
-from gateway.uplink.backoff import Backoff
 
 log = logging.getLogger("gateway.sources.serial")
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.model import AlarmEvent, Gap, Sample, StoredItem, Value, now_ms
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect
+from gateway.uplink.sparkplug.rebirth import RebirthPacer
+from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ BDSEQ = "bdSeq"
 GAP_METRIC = "sgw/gap"
 SEQ_METRIC = "sgw/seq"
 ALARM_FALLBACK = "sgw/alarm"  # an alarm whose rule left the config (stored before a reload)
+# SPEC v0.3: with a synchronised clock, a STATE stamped further ahead than this is ignored (a
+# host with a wild clock would otherwise hide every genuine STATE until the gateway restarts).
+STATE_AHEAD_MS = 60_000
 
 # Point type (PointInfo.type) -> (Sparkplug datatype, Payload.Metric value field).
 _INT32 = 0xFFFF_FFFF
@@ -167,12 +172,18 @@ class SparkplugFormat:
         primary_host_id: str | None = None,
         checkpoint_qos: int = 1,
         clock_ms: Callable[[], int] = now_ms,
+        clock_synced: Callable[[], bool] = lambda: False,
+        monotonic: Callable[[], float] = time.monotonic,
+        rebirths: RebirthPacer | None = None,
     ) -> None:
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self.primary_host_id = primary_host_id
         self._current = current_values
         self._clock = clock_ms
+        self._clock_synced = clock_synced
+        self._monotonic = monotonic
+        self._rebirths = rebirths or RebirthPacer()
         self._checkpoint_qos = checkpoint_qos
         node = f"{NAMESPACE}/{group_id}"
         self.topic_nbirth = f"{node}/NBIRTH/{edge_node_id}"
@@ -187,7 +198,7 @@ class SparkplugFormat:
         self._seq = 0  # the next message's seq
         self._born = False
         self._host_online = False
-        self._host_ts: int | None = None  # the last STATE timestamp accepted (kept across sessions)
+        self._host_ts: int | None = None  # the last STATE timestamp accepted in this session
         self._last_seq: dict[str, int] = {}  # device -> last sgw/seq sent, for its DBIRTH
         self._alarm_state: dict[str, str] = {}  # rule name -> raised/cleared, for NBIRTH
         self._warned: set[str] = set()
@@ -200,11 +211,33 @@ class SparkplugFormat:
             raise ValueError(f"bdSeq {bd_seq} is not in 0..255")
         self.bd_seq = bd_seq
         self._born = False
-        self._host_online = False  # the retained STATE comes again on the new connection
+        # the retained STATE comes again on the new connection, and counts whatever its time
+        self._host_online = False
+        self._host_ts = None
+        self._rebirths.forget_pending()  # this session's births answer it
 
     def ready(self) -> bool:
         """May data flow now? Only after this session's births went out."""
         return self._born
+
+    def waiting_for(self) -> str | None:
+        if self.primary_host_id is None or self._born:
+            return None
+        return f"primary host {self.primary_host_id}"
+
+    def due(self) -> float | None:
+        """The end of the rebirth window, while a burst of requests is open."""
+        return self._rebirths.due()
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """The rebirth held back to the end of its window, if one was asked for meanwhile."""
+        rebirth, burst = self._rebirths.tick(now)
+        if burst is not None and burst.requests > 1:
+            log.info(
+                "rebirth: %d requests in %.0f s answered with %d rebirths",
+                burst.requests, burst.seconds, burst.rebirths,
+            )  # fmt: skip
+        return self._births() if rebirth and self._born else []
 
     def will(self) -> Outgoing:
         return Outgoing(self.topic_ndeath, self._death(), qos=1)
@@ -426,13 +459,14 @@ class SparkplugFormat:
         payload = pb.Payload()
         try:
             payload.ParseFromString(data)
-        except Exception:  # protobuf's DecodeError; a bad command must not end the uplink
-            log.warning("NCMD: not a Sparkplug B payload (%d bytes); ignored", len(data))
-            return []
+        except Exception as exc:  # protobuf's DecodeError
+            raise Refused("malformed", f"not a Sparkplug B payload ({len(data)} bytes)") from exc
         for m in payload.metrics:
             if m.name == REBIRTH and m.WhichOneof("value") == "boolean_value" and m.boolean_value:
                 if not self._born:
                     return []  # births follow anyway once the session may start
+                if not self._rebirths.request(self._monotonic()):
+                    return []  # coalesced: done at the end of the window (tick)
                 log.info("rebirth requested: NBIRTH (bdSeq %d) and every DBIRTH again", self.bd_seq)
                 return self._births()
         return []
@@ -445,8 +479,12 @@ class SparkplugFormat:
         online = doc.get("online") if isinstance(doc, dict) else None
         ts = doc.get("timestamp") if isinstance(doc, dict) else None
         if not isinstance(online, bool) or not isinstance(ts, int) or isinstance(ts, bool):
-            log.warning("%s: not a Sparkplug 3.0 STATE payload; ignored", self.topic_state)
-            return []
+            raise Refused("malformed", "not a Sparkplug 3.0 STATE payload")
+        now = self._clock()
+        if ts > now + STATE_AHEAD_MS and self._clock_synced():
+            raise Refused(
+                "from_the_future", f"STATE stamped {(ts - now) / 1000:.0f} s ahead of our clock"
+            )
         if self._host_ts is not None and ts < self._host_ts:
             return []  # about an older session of the host
         self._host_ts = ts

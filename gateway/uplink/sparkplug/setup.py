@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import Config
@@ -11,7 +12,10 @@ from gateway.uplink.wire import Catalog, CurrentValues
 
 
 def sparkplug_format(
-    config: Config, catalog: Catalog, current_values: CurrentValues
+    config: Config,
+    catalog: Catalog,
+    current_values: CurrentValues,
+    clock_synced: Callable[[], bool],
 ) -> SparkplugFormat:
     """``uplink.sparkplug`` as a format; the config was checked (group_id is there)."""
     uplink = config.uplink
@@ -26,6 +30,7 @@ def sparkplug_format(
         current_values=current_values,
         primary_host_id=sp.primary_host_id,
         checkpoint_qos=uplink.qos,
+        clock_synced=clock_synced,
     )
 
 
