@@ -37,6 +37,7 @@ from gateway.events import (
 from gateway.history import History
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
+from gateway.sources.registry import installed
 from gateway.status import SourceView, StatusServer, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
