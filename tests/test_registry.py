@@ -158,7 +158,7 @@ def test_a_kind_adds_a_section_checked_and_merged_from_includes_like_templates(
     path = tmp_path / "gateway.yaml"
     serial = "kind: serial, port: /dev/x, parse: {format: kv}, points: [{name: a}]"
     path.write_text(
-        CONFIG.replace("kind: sdi12, port: /dev/ttyUSB0", serial)
+        CONFIG.replace("kind: wmbus, port: /dev/ttyUSB0", serial)
         + "profiles: {short: [a]}\ninclude: [more.yaml]\n"
     )
     more = tmp_path / "more.yaml"
