@@ -745,3 +745,29 @@ def test_the_examples_commented_ups_is_valid_once_its_key_files_exist(tmp_path: 
     result = run_cli("check", "-c", str(config_file))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "source ups-1 (snmp" in result.stdout
+
+
+def test_yaml_is_read_with_yaml_12_booleans_so_on_is_a_word() -> None:
+    """`duty: {on: 30s}` and an action's `on: raised` need `on` as a key; YAML 1.1 (PyYAML's
+    default) would read it as True. Editors read YAML 1.2, and so does the gateway."""
+    from gateway.config.reader import parse_yaml  # noqa: PLC0415 - the reader itself
+
+    assert parse_yaml(b"on: 1\noff: yes\nt: true\nf: False\n", "x.yaml") == {
+        "on": 1,
+        "off": "yes",
+        "t": True,
+        "f": False,
+    }
+
+
+def test_a_boolean_key_still_takes_yes(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "gateway: {id: g}\nuplink: {servers: [mqtt://127.0.0.1:1883]}\n"
+        "sources:\n  - {name: plc, kind: modbus-tcp, host: 127.0.0.1, devices: [{name: d,"
+        " unit: 1, interval: 1s, one_request_per_point: yes,"
+        " points: [{name: p, table: holding, address: 0, type: uint16}]}]}\n"
+    )
+    loaded = load_config(path, installed(), environ={"STATE_DIRECTORY": str(tmp_path)})
+    device = loaded.config.sources[0].devices[0]  # type: ignore[attr-defined]
+    assert device.one_request_per_point is True

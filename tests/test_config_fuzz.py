@@ -28,12 +28,14 @@ from hypothesis import strategies as st
 
 from gateway.cli import summarise
 from gateway.config import MAX_DEPTH, load_config
+from gateway.config.reader import parse_yaml
 from gateway.errors import ConfigError
 from gateway.sources.modbus.config import ModbusTcpSource
 from gateway.sources.registry import installed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-SHIPPED = {path.name: yaml.safe_load(path.read_text()) for path in sorted(CONFIGS.glob("*.yaml"))}
+# read as the gateway reads them (YAML 1.2 booleans: a duty cycle's `on:` is a key, not True)
+SHIPPED = {p.name: parse_yaml(p.read_bytes(), p.name) for p in sorted(CONFIGS.glob("*.yaml"))}
 SUPPORT_FILES = [p for p in CONFIGS.iterdir() if p.suffix != ".yaml"]  # city-ca.pem
 MAIN = "gateway.yaml"
 

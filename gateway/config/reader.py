@@ -8,6 +8,7 @@ make no character are problems with their key path. Only then does PyYAML's safe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +179,28 @@ class _SafeValues:
             ) from None
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
+def _yaml12_booleans(resolvers: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+    """PyYAML's implicit resolvers with YAML 1.2's booleans (``true``, ``false``) instead of
+    YAML 1.1's, where ``on``, ``off``, ``yes`` and ``no`` are booleans too: a key ``on:`` (a
+    duty cycle's, an alarm action's) is then the word, as editors (YAML 1.2) read it. A boolean
+    field still takes ``yes`` or ``on``: pydantic reads those words as booleans."""
+    table = {
+        first: [(tag, regexp) for tag, regexp in entries if tag != _BOOL]
+        for first, entries in resolvers.items()
+    }
+    for first in "tTfF":
+        table[first] = [(_BOOL, _YAML12_BOOL), *table.get(first, [])]
+    return table
+
+
 class _Loader(_SafeValues, _Base):  # type: ignore[misc]  # the base is chosen at import time
-    """The safe loader: libyaml's when PyYAML has it, Python's otherwise."""
+    """The safe loader: libyaml's when PyYAML has it, Python's otherwise; YAML 1.2 booleans."""
+
+    yaml_implicit_resolvers = _yaml12_booleans(_Base.yaml_implicit_resolvers)
 
 
 _KEY = "?"  # the part of a key path that a key itself holds while it is read

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from gateway.sources.particulate.frames import Model
 from gateway.sources.plugin import (
@@ -36,14 +36,6 @@ class DutyConfig(ConfigModel):
     on: Duration
     every: Duration
     warmup: Duration = DEFAULT_WARMUP
-
-    @model_validator(mode="before")
-    @classmethod
-    def _on_is_a_key(cls, data: Any) -> Any:
-        # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean true: give it its name back.
-        if isinstance(data, dict) and True in data and "on" not in data:
-            return {("on" if key is True else key): value for key, value in data.items()}
-        return data
 
 
 class ParticulateSource(SourceConfig):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from gateway.sources.plugin import (
     ConfigModel,
@@ -34,7 +34,18 @@ def _address(value: object) -> object:
 
 
 Address = Annotated[
-    str, BeforeValidator(_address), Field(pattern=rf"^[{ADDRESSES}]$", min_length=1)
+    str,
+    BeforeValidator(_address),
+    Field(pattern=rf"^[{ADDRESSES}]$", min_length=1),
+    # what an editor should accept is what the loader accepts: `address: 3` as well as "a"
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": f"^[{ADDRESSES}]$"},
+                {"type": "integer", "minimum": 0, "maximum": 9},
+            ]
+        }
+    ),
 ]
 
 
