@@ -22,15 +22,16 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from gateway.events import EVENT_KINDS
 from gateway.httpd import Handler, HttpServer, Request, Response
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
+from gateway.prometheus import CONTENT_TYPE_LATEST, MetricFamily, counter, gauge, generate_latest
 from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
@@ -263,96 +264,26 @@ def _json_value(value: Value) -> Value | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Prometheus: the text exposition written here, byte for byte as prometheus_client's
-# generate_latest() writes these families (tests/test_status_metrics_format.py compares them).
-# Importing prometheus_client costs ~1 MB of the daemon's peak RSS (its HTTP and WSGI servers,
-# push gateway and default collectors come with it) for the ~40 lines below (docs/perf/e2e.md).
-
-CONTENT_TYPE_LATEST = "text/plain; version=1.0.0; charset=utf-8"
+# Prometheus (written by gateway.prometheus)
 
 
-@dataclass(slots=True)
-class MetricFamily:
-    """One metric: its HELP, TYPE and samples. A counter's ``name`` is without ``_total``."""
-
-    name: str
-    kind: Literal["counter", "gauge"]
-    documentation: str
-    labels: Sequence[str] = ()
-    samples: list[tuple[Sequence[str], float]] = field(default_factory=list)
-
-    def add_metric(self, values: Sequence[str], value: float) -> None:
-        self.samples.append((values, value))
-
-    @classmethod
-    def of(
-        cls,
-        kind: Literal["counter", "gauge"],
-        name: str,
-        documentation: str,
-        value: float | None = None,
-        labels: Sequence[str] = (),
-    ) -> MetricFamily:
-        """A family with labels (samples added later), or one unlabelled sample of ``value``."""
-        family = cls(name, kind, documentation, labels)
-        if value is not None:
-            family.add_metric((), value)
-        return family
+_PREFIX = "street_gateway_"
 
 
-def gauge_family(
+def _gauge(
     name: str, doc: str, value: float | None = None, labels: Sequence[str] = ()
 ) -> MetricFamily:
-    return MetricFamily.of("gauge", name, doc, value, labels)
+    return gauge(_PREFIX + name, doc, value, labels)
 
 
-def counter_family(
+def _counter(
     name: str, doc: str, value: float | None = None, labels: Sequence[str] = ()
 ) -> MetricFamily:
-    return MetricFamily.of("counter", name, doc, value, labels)
-
-
-def generate_latest(families: Iterable[MetricFamily]) -> bytes:
-    """The Prometheus text format: HELP, TYPE, then one line per sample, labels sorted by name."""
-    out = []
-    for family in families:
-        name = f"{family.name}_total" if family.kind == "counter" else family.name
-        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.kind}\n")
-        for values, value in family.samples:
-            pairs = sorted(zip(family.labels, values, strict=True))
-            labels = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in pairs)
-            out.append(f"{name}{{{labels}}} " if labels else f"{name} ")
-            out.append(f"{_go_float(value)}\n")
-    return "".join(out).encode("utf-8")
-
-
-def _escape_label_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _go_float(value: float) -> str:
-    """A sample value as Go (and prometheus_client) writes it: 1.0, 3.145728e+06, NaN, +Inf."""
-    d = float(value)
-    if math.isinf(d):
-        return "+Inf" if d > 0 else "-Inf"
-    if math.isnan(d):
-        return "NaN"
-    s = repr(d)
-    dot = s.find(".")
-    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return s
+    return counter(_PREFIX + name, doc, value, labels)
 
 
 def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily]:
-    def gauge(name: str, doc: str, value: float) -> MetricFamily:
-        return gauge_family(f"street_gateway_{name}", doc, value=value)
-
-    def counter(name: str, doc: str, value: float) -> MetricFamily:
-        return counter_family(f"street_gateway_{name}", doc, value=value)
-
+    gauge, counter = _gauge, _counter
     yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
     yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
                   uplink.published_total)  # fmt: skip
@@ -376,12 +307,12 @@ def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily
 
 
 def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
-    failures = counter_family(
-        "street_gateway_task_failures", "Unexpected failures of a background task",
+    failures = _counter(
+            "task_failures", "Unexpected failures of a background task",
         labels=["task"],
     )  # fmt: skip
-    running = gauge_family(
-        "street_gateway_task_running", "1 while the task runs, 0 while it waits to restart",
+    running = _gauge(
+            "task_running", "1 while the task runs, 0 while it waits to restart",
         labels=["task"],
     )  # fmt: skip
     for task in tasks:
@@ -401,16 +332,9 @@ class StatusCollector:
         info = p.gateway_info()
         uplink, buffer = p.uplink_stats(), p.buffer_stats()
         healthy, _ = health(p)
+        gauge, counter = _gauge, _counter
 
-        def gauge(name: str, doc: str, value: float) -> MetricFamily:
-            return gauge_family(f"street_gateway_{name}", doc, value=value)
-
-        def counter(name: str, doc: str, value: float) -> MetricFamily:
-            return counter_family(f"street_gateway_{name}", doc, value=value)
-
-        build = gauge_family(
-            "street_gateway_build_info", "Gateway id and version", labels=["gateway", "version"]
-        )
+        build = _gauge("build_info", "Gateway id and version", labels=["gateway", "version"])
         build.add_metric([str(info["id"]), str(info["version"])], 1)
         yield build
         yield gauge("uptime_seconds", "Seconds since the daemon started", float(info["uptime_s"]))
@@ -419,24 +343,20 @@ class StatusCollector:
         yield from _task_families(p.tasks())
 
         labels = ["source", "device"]
-        reads_ok = counter_family(
-            "street_gateway_device_reads_ok", "Successful polls or lines", labels=labels
-        )
-        reads_failed = counter_family(
-            "street_gateway_device_reads_failed", "Failed polls", labels=labels
-        )
-        parse_errors = counter_family(
-            "street_gateway_device_parse_errors",
+        reads_ok = _counter("device_reads_ok", "Successful polls or lines", labels=labels)
+        reads_failed = _counter("device_reads_failed", "Failed polls", labels=labels)
+        parse_errors = _counter(
+            "device_parse_errors",
             "Lines or answers that did not parse",
             labels=labels,
         )
-        last_ok = gauge_family(
-            "street_gateway_device_last_ok_timestamp_seconds",
+        last_ok = _gauge(
+            "device_last_ok_timestamp_seconds",
             "Unix time of the device's last good poll",
             labels=labels,
         )
-        state = gauge_family(
-            "street_gateway_device_state",
+        state = _gauge(
+            "device_state",
             "1 for the device's current state",
             labels=[*labels, "state"],
         )
@@ -460,9 +380,7 @@ class StatusCollector:
             yield gauge("buffer_oldest_timestamp_seconds", "Unix time of the oldest held item",
                         buffer.oldest_ts / 1000)  # fmt: skip
         yield gauge("buffer_last_seq", "Highest seq handed out", buffer.last_seq)
-        evicted = counter_family(
-            "street_gateway_buffer_evicted", "Items given up, by gap reason", labels=["reason"]
-        )
+        evicted = _counter("buffer_evicted", "Items given up, by gap reason", labels=["reason"])
         for reason in sorted({"max_size", "max_age", *buffer.evicted_total}):
             evicted.add_metric([reason], buffer.evicted_total.get(reason, 0))
         yield evicted
@@ -472,9 +390,7 @@ class StatusCollector:
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
 
         yield from _uplink_families(uplink, p.backlog())
-        events = counter_family(
-            "street_gateway_events", "Status events recorded since start, by kind", labels=["kind"]
-        )
+        events = _counter("events", "Status events recorded since start, by kind", labels=["kind"])
         counts = p.event_counts()
         for kind in sorted({*EVENT_KINDS, *counts}):
             events.add_metric([kind], counts.get(kind, 0))

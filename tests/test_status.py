@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from status_support import LINK_COST, FakeProvider, healthy_provider, now_ms
 
 from gateway.model import DeviceStats, UplinkStats
-from gateway.page import lanes, render_page
+from gateway.page import render_page, tracks
 from gateway.status import SourceView, StatusServer, build_status, health, summary_line
 
 TOKEN = "s3cret-token"
@@ -453,7 +453,7 @@ async def test_the_page_draws_a_sparkline_per_numeric_value_and_the_timeline(
     assert 'class="bar alarm"' in page
 
 
-def test_lanes_draw_outages_alarms_and_devices_until_now_when_still_open() -> None:
+def test_tracks_draw_outages_alarms_and_devices_until_now_when_still_open() -> None:
     now = now_ms()
     minute = 60_000
     events = [  # newest first
@@ -462,7 +462,7 @@ def test_lanes_draw_outages_alarms_and_devices_until_now_when_still_open() -> No
         {"ts": now - 3 * minute, "kind": "link_down", "message": "", "server": "s"},
         {"ts": now - 25 * 3600_000, "kind": "link_down", "message": "", "server": "s"},
     ]
-    link, restarts, alarms, river = lanes(events, now)
+    link, restarts, alarms, river = tracks(events, now)
     assert [(s.start, s.end) for s in link.spans] == [(now - 3 * minute, now)]
     assert link.summary.startswith("1 outage, 3m in all")
     assert restarts.spans == []
