@@ -58,6 +58,8 @@ REFUSALS = (
     "head_too_large",
     "bad_request",  # not HTTP, a body, a method other than GET/HEAD
     "rate",  # answered 429
+    "host",  # 421: a name the listener does not answer to (gateway.status)
+    "token",  # 401: no token or a wrong one (gateway.status)
 )
 
 
@@ -67,6 +69,7 @@ class Request:
     path: str
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
+    peer: str = ""  # the client's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +249,12 @@ class HttpServer:
         if wait:
             await asyncio.sleep(wait)
         self.stats.requests_total += 1
-        response = await self._respond(event)
+        response = await self._respond(event, peer)
         if response.status in (405, 413):
             self.stats.refuse("bad_request", peer)
         return response
 
-    async def _respond(self, event: h11.Request) -> Response:
+    async def _respond(self, event: h11.Request, peer: str) -> Response:
         if any(name == b"content-length" and value != b"0" for name, value in event.headers) or any(
             name == b"transfer-encoding" for name, _ in event.headers
         ):
@@ -266,6 +269,7 @@ class HttpServer:
             headers={
                 name.decode().lower(): value.decode("latin-1") for name, value in event.headers
             },
+            peer=peer,
         )
         try:
             return await self._handler(request)

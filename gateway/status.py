@@ -22,12 +22,12 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
 from gateway.events import EVENT_KINDS
-from gateway.httpd import Handler, HttpServer, Request, Response
+from gateway.httpd import REFUSALS, Handler, HttpServer, HttpStats, Request, Response
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
@@ -47,6 +47,15 @@ class SourceView:
     name: str
     kind: str
     devices: list[DeviceStats]
+    # the link's own error counters, when its transport keeps some (RTU over TCP: crc_errors,
+    # garbage), shown per source as they are not any one device's
+    link: Mapping[str, int] = field(default_factory=dict)
+
+
+def link_counters(source: object) -> Mapping[str, int]:
+    """A running source's link counters (``link_counters`` when it has them, else none)."""
+    counters = getattr(source, "link_counters", None)
+    return dict(counters) if isinstance(counters, Mapping) else {}
 
 
 class StatusProvider(Protocol):
@@ -160,8 +169,11 @@ def _fresh(device: DeviceStats, now_ms: int, started_ms: int) -> bool:
     return now_ms - since <= STALE_INTERVALS * device.interval_s * 1000
 
 
-def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[str, Any]:
-    """The ``/status`` document (docs/reference.md's fields, plus a few more an operator wants)."""
+def build_status(
+    provider: StatusProvider, now_ms: int | None = None, *, http: HttpStats | None = None
+) -> dict[str, Any]:
+    """The ``/status`` document (docs/reference.md's fields, plus a few more an operator wants);
+    with ``http``, the status server's own figures too."""
     now = wall_clock_ms() if now_ms is None else now_ms
     info = provider.gateway_info()
     uplink = provider.uplink_stats()
@@ -222,10 +234,20 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
                 "name": source.name,
                 "kind": source.kind,
                 "devices": [_device(d, provider.history(d.name, now)) for d in source.devices],
+                **({"link": dict(source.link)} if source.link else {}),
             }
             for source in provider.sources()
         ],
         "events": [_event(e) for e in sorted(provider.events(), key=_newest_first)],
+        **({"status_server": _http(http)} if http is not None else {}),
+    }
+
+
+def _http(http: HttpStats) -> dict[str, Any]:
+    return {
+        "connections": http.connections,
+        "requests_total": http.requests_total,
+        "refused_by_reason": {reason: http.refused_total[reason] for reason in REFUSALS},
     }
 
 
@@ -324,8 +346,9 @@ def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
 class StatusCollector:
     """Reads the provider at scrape time, once per scrape."""
 
-    def __init__(self, provider: StatusProvider) -> None:
+    def __init__(self, provider: StatusProvider, http: HttpStats | None = None) -> None:
         self._provider = provider
+        self._http = http
 
     def collect(self) -> Iterable[MetricFamily]:
         p = self._provider
@@ -371,6 +394,15 @@ class StatusCollector:
                 for name in DEVICE_STATES:
                     state.add_metric([*key, name], float(d.state == name))
         yield from (reads_ok, reads_failed, parse_errors, last_ok, state)
+        link = _counter(
+            "source_link_errors",
+            "Link errors of a source's transport, by kind (RTU over TCP: crc_errors, garbage)",
+            labels=["source", "kind"],
+        )
+        for source in p.sources():
+            for kind, value in sorted(source.link.items()):
+                link.add_metric([source.name, kind], value)
+        yield link
 
         yield gauge("buffer_samples", "Samples and alarms held, not yet acknowledged",
                     buffer.samples)  # fmt: skip
@@ -395,6 +427,22 @@ class StatusCollector:
         for kind in sorted({*EVENT_KINDS, *counts}):
             events.add_metric([kind], counts.get(kind, 0))
         yield events
+        if self._http is not None:
+            yield from _http_families(self._http)
+
+
+def _http_families(http: HttpStats) -> Iterator[MetricFamily]:
+    yield _gauge("status_connections", "Open connections to the status endpoint",
+                 http.connections)  # fmt: skip
+    yield _counter("status_requests", "Requests answered by the status endpoint",
+                   http.requests_total)  # fmt: skip
+    refused = _counter(
+        "status_refused", "Connections and requests the status endpoint refused, by reason",
+        labels=["reason"],
+    )  # fmt: skip
+    for reason in REFUSALS:
+        refused.add_metric([reason], http.refused_total[reason])
+    yield refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,10 +459,40 @@ def _json(doc: object, status: int = 200, headers: tuple[tuple[str, str], ...] =
     return Response(status, body, _JSON, headers)
 
 
-def _refusal(request: Request, expected: bytes | None) -> Response | None:
-    """401 unless the request carries the token (a bearer token; on the page also ``?token=``);
-    /health is open to monitoring. None: let it through."""
-    if expected is None or request.path in _OPEN_PATHS:
+@dataclass(slots=True)
+class Access:
+    """Who is answered: the token (None: none is asked) and, without a token, the Host names a
+    loopback listener answers to (a page on another site whose name was rebound to 127.0.0.1
+    sends its own name as Host, and is refused)."""
+
+    token: bytes | None
+    hosts: frozenset[str]
+
+    @classmethod
+    def of(cls, token: str | None, listen_host: str) -> Access:
+        names = {"localhost", "127.0.0.1", "::1", listen_host.strip("[]").lower()}
+        return cls(token.encode() if token else None, frozenset(names))
+
+
+def host_name(header: str) -> str:
+    """A Host header's name without its port: ``gw:8470`` -> ``gw``, ``[::1]:80`` -> ``::1``."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _refusal(request: Request, access: Access) -> Response | None:
+    """421 for a tokenless listener asked under a name that is not its own; 401 unless the
+    request carries the token (a bearer token; on the page also ``?token=``); /health is open
+    to monitoring. None: let it through."""
+    expected = access.token
+    if expected is None:
+        host = request.headers.get("host")  # no Host at all: HTTP/1.0, never a browser
+        if host is None or host_name(host) in access.hosts:
+            return None
+        return _json({"error": f"this gateway is not {host[:80]!r}"}, 421)
+    if request.path in _OPEN_PATHS:
         return None
     given = ""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
@@ -431,9 +509,11 @@ def _refusal(request: Request, expected: bytes | None) -> Response | None:
     )
 
 
-def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handler:
-    """The status endpoint's routes, for :class:`gateway.httpd.HttpServer`."""
-    expected = token.encode() if token else None
+def make_handler(
+    provider: StatusProvider, access: Access, http: HttpStats | None = None
+) -> Handler:
+    """The status endpoint's routes, for :class:`gateway.httpd.HttpServer`; ``access`` is read
+    at each request (a reload may change its token)."""
 
     def get_health(request: Request) -> Response:
         healthy, problems = health(provider)
@@ -442,16 +522,16 @@ def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handl
         return _json({"status": "degraded", "problems": problems}, 503)
 
     def get_status(request: Request) -> Response:
-        return _json(build_status(provider))
+        return _json(build_status(provider, http=http))
 
     def get_metrics(request: Request) -> Response:
         return Response(
-            200, generate_latest(StatusCollector(provider).collect()), CONTENT_TYPE_LATEST
+            200, generate_latest(StatusCollector(provider, http).collect()), CONTENT_TYPE_LATEST
         )
 
     def get_page(request: Request) -> Response:
         """The page; ``?body=1``: only its ``<main>``, which the page's script swaps in."""
-        doc = build_status(provider)
+        doc = build_status(provider, http=http)
         html = render_body(doc) if request.query.get("body") == "1" else render_page(doc)
         return Response(
             200,
@@ -464,10 +544,14 @@ def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handl
 
     async def handle(request: Request) -> Response:
         route = routes.get(request.path)
-        response = _refusal(request, expected) if route is not None else None
-        if route is None:
+        # an unknown path is a 404 before any token is asked, as ever; the Host check is first
+        response = _refusal(request, access) if route or access.token is None else None
+        if response is not None:
+            if http is not None:
+                http.refuse("host" if response.status == 421 else "token", request.peer)
+        elif route is None:
             response = _json({"error": f"no such path: {request.path[:80]}"}, 404)
-        elif response is None:
+        else:
             response = route(request)
         return Response(
             response.status, response.body, response.content_type, (*response.headers, *_SAFE)
@@ -482,7 +566,10 @@ class StatusServer:
     def __init__(
         self, provider: StatusProvider, *, host: str, port: int, token: str | None
     ) -> None:
-        self._server = HttpServer(make_handler(provider, token=token), host=host, port=port)
+        self._access = Access.of(token, host)
+        self.http = HttpStats()
+        handler = make_handler(provider, self._access, self.http)
+        self._server = HttpServer(handler, host=host, port=port, stats=self.http)
         self._host = host
         self._port: int | None = None
 
@@ -492,6 +579,12 @@ class StatusServer:
         if self._port is None:
             raise RuntimeError("the status server is not running")
         return self._port
+
+    def use_token(self, token: str | None) -> None:
+        """Ask for ``token`` from now on (a reload re-read the token file); None: none."""
+        if Access.of(token, self._host).token != self._access.token:
+            log.info("status endpoint: the token %s", "changed" if token else "is no longer asked")
+        self._access.token = token.encode() if token else None
 
     async def __aenter__(self) -> StatusServer:
         await self._server.__aenter__()
