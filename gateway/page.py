@@ -42,7 +42,7 @@ _CSS = """
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--ink);
 font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
-main{max-width:1180px;margin:0 auto;padding:16px 16px 28px}
+main{max-width:1240px;margin:0 auto;padding:16px 16px 28px}
 header.top{display:flex;flex-wrap:wrap;align-items:center;gap:8px 16px;margin-bottom:14px}
 h1{font-size:28px;margin:0}
 h2{font-size:15px;text-transform:uppercase;letter-spacing:.05em;color:var(--mute);margin:0 0 8px}
@@ -68,10 +68,10 @@ dt{color:var(--mute)}dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap
 .wide{overflow-x:auto}
 table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 th{text-align:left;font-size:14px;text-transform:uppercase;letter-spacing:.04em;
-color:var(--mute);font-weight:700;padding:6px 8px;border-bottom:2px solid var(--line);
+color:var(--mute);font-weight:700;padding:6px;border-bottom:2px solid var(--line);
 white-space:nowrap}
-td{padding:8px;border-bottom:1px solid var(--line);vertical-align:top}
-td.num,th.num{text-align:right}
+td{padding:8px 6px;border-bottom:1px solid var(--line);vertical-align:top}
+td.num,th.num{text-align:right}th.num{white-space:normal}
 td.dev{font-weight:700;white-space:nowrap}td.src,td.ago,td.when{white-space:nowrap}
 td small{display:block;color:var(--mute);font-size:14px}
 .state{display:inline-block;min-width:70px;text-align:center;padding:2px 10px;
@@ -79,7 +79,7 @@ border-radius:6px;color:#fff;font-weight:700;font-size:15px}
 .vals span.v{display:inline-flex;align-items:center;gap:6px;margin:0 14px 4px 0;
 white-space:nowrap}
 .vals b{font-weight:700}.vals i{font-style:normal;color:var(--mute)}
-td.err{color:var(--bad);max-width:280px;overflow-wrap:break-word}
+td.err{color:var(--bad);min-width:150px;max-width:280px;overflow-wrap:anywhere}
 svg.spark{display:block;flex:none}
 svg.spark polyline{fill:none;stroke:var(--info);stroke-width:2}
 svg.spark circle{fill:var(--info)}
