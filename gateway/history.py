@@ -104,11 +104,12 @@ class _Polls:
     """A device's last polls as they came (between MAX_ENTRIES and twice that many): their
     times here, each point's values in its series' ``raw`` (aligned, NaN where absent)."""
 
-    __slots__ = ("dropped_ts", "ts")
+    __slots__ = ("dropped_ts", "ordered", "ts")
 
     def __init__(self) -> None:
         self.ts = array("d")
         self.dropped_ts = -1.0  # the time of the newest poll no longer held
+        self.ordered = True  # no poll came with a time before the one held before it
 
 
 _NAN = array("d", [math.nan])
@@ -142,7 +143,10 @@ class History:
         points = self._series.setdefault(device, {})
         held = self._held(device, polls[0][0])
         start = len(held.ts)
-        held.ts.extend([float(ts) for ts, _ in polls])
+        times = [float(ts) for ts, _ in polls]
+        if held.ordered and ((start and times[0] < held.ts[-1]) or times != sorted(times)):
+            held.ordered = False  # a clock set back a little: sorted when asked
+        held.ts.extend(times)
         if len(polls) == 1:
             ts, values = polls[0]
             for point, value in values.items():
@@ -210,7 +214,9 @@ class History:
             first = max(oldest, int(held.dropped_ts // bucket_ms) + 1)
             since = first * bucket_ms
             polls = zip(held.ts, series.raw, strict=True)
-            raw = sorted(((t, v) for t, v in polls if t >= since and not math.isnan(v)), key=_TS)
+            raw = [(t, v) for t, v in polls if v == v and t >= since]  # noqa: PLR0124 - not NaN
+            if not held.ordered:
+                raw.sort(key=_TS)
         times = [t for t, _ in raw]
         # The earliest bucket boundary, then the earliest poll inside the bucket before it.
         kept, summarised = len(buckets), sum(len(pairs) for _, pairs in buckets)
