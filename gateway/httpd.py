@@ -212,10 +212,10 @@ class HttpServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
     ) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        loop = asyncio.get_running_loop()
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
-                async with asyncio.timeout(HEAD_TIMEOUT_S):
-                    event = await _next_request(conn, reader)
+                event = await _next_request(conn, reader, loop.time() + HEAD_TIMEOUT_S)
             except TimeoutError:
                 self.stats.refuse("head_timeout", peer)
                 return
@@ -300,6 +300,8 @@ class HttpServer:
             out += conn.send(h11.Data(data=response.body))
         out += conn.send(h11.EndOfMessage())
         writer.write(out)
+        if not writer.transport.get_write_buffer_size():
+            return True  # all in the kernel's hands already: nothing to wait for
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await writer.drain()
@@ -322,10 +324,13 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         raise
 
 
-async def _next_request(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
-    """The next request's head, or None when the peer closed; the head is refused (431) as
-    soon as more than MAX_HEAD bytes are buffered (h11 alone would let a read's worth more in,
-    up to ~24.5 kB, because it checks the size only after a read)."""
+async def _next_request(
+    conn: h11.Connection, reader: asyncio.StreamReader, deadline: float
+) -> h11.Request | None:
+    """The next request's head, or None when the peer closed; TimeoutError when it is not
+    complete by ``deadline`` (loop time: one for the whole head, however the bytes come).
+    The head is refused (431) as soon as more than MAX_HEAD bytes are buffered (h11 alone would
+    let a read's worth more in, up to ~24.5 kB, as it checks the size only after a read)."""
     while True:
         event = conn.next_event()
         if isinstance(event, h11.Request):
@@ -335,5 +340,6 @@ async def _next_request(conn: h11.Connection, reader: asyncio.StreamReader) -> h
         buffered = len(conn.trailing_data[0])
         if buffered >= MAX_HEAD:
             raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-        data = await reader.read(min(_READ, MAX_HEAD - buffered))
+        async with asyncio.timeout_at(deadline):  # only around reads: a pipelined head is free
+            data = await reader.read(min(_READ, MAX_HEAD - buffered))
         conn.receive_data(data)
