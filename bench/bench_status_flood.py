@@ -13,8 +13,9 @@ Processes, all on 127.0.0.1 with free ports and each stopped by pid:
 * the daemon, ``PATH/.venv/bin/street-gateway run`` (``--tree``, default this tree: another
   checkout measures another version under the same load);
 * the flood: this script with ``--flood`` in its own process, ``--connections`` keep-alive
-  connections from 127.0.0.1 each sending ``GET /health`` 50 at a time (pipelined), reading
-  the answers and sending again, reconnecting whenever one is closed;
+  connections from 127.0.0.1 (``--peers N``: spread over 127.0.1.1..N, a flood from many
+  hosts) each sending ``GET /health`` 50 at a time (pipelined), reading the answers and
+  sending again, reconnecting whenever one is closed;
 * a probe in this process: ``GET /health`` every 0.5 s from 127.0.0.2 (another peer, as a
   monitoring system would be) on a fresh connection, its status and time.
 
@@ -56,16 +57,18 @@ _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 # The flood (its own process)
 
 
-async def flood(port: int, seconds: float, connections: int) -> dict[str, Any]:
+async def flood(port: int, seconds: float, connections: int, peers: int = 1) -> dict[str, Any]:
     answers: Counter[str] = Counter()
     connects = refused = 0
     deadline = time.monotonic() + seconds
 
-    async def one() -> None:
+    async def one(source: str) -> None:
         nonlocal connects, refused
         while time.monotonic() < deadline:
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, local_addr=(source, 0)
+                )
             except OSError:
                 refused += 1
                 await asyncio.sleep(0.01)
@@ -90,7 +93,8 @@ async def flood(port: int, seconds: float, connections: int) -> dict[str, Any]:
             finally:
                 writer.close()
 
-    await asyncio.gather(*(one() for _ in range(connections)))
+    sources = ["127.0.0.1"] if peers == 1 else [f"127.0.1.{k + 1}" for k in range(peers)]
+    await asyncio.gather(*(one(sources[k % len(sources)]) for k in range(connections)))
     return {"answers": dict(answers), "connects": connects, "refused_connects": refused}
 
 
@@ -183,7 +187,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             cpu0 = cpu_clock(daemon.pid)
             flooder = await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "--flood", str(status_port), str(args.seconds),
-                str(args.connections), stdout=subprocess.PIPE,
+                str(args.connections), str(args.peers), stdout=subprocess.PIPE,
             )  # fmt: skip
             probes = await probe(status_port, flood_start + args.seconds)
             out, _ = await flooder.communicate()
@@ -253,7 +257,8 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--tree", type=Path, default=ROOT)
-    parser.add_argument("--flood", nargs=3, metavar=("PORT", "SECONDS", "CONNECTIONS"))
+    parser.add_argument("--peers", type=int, default=1, help="flood from N addresses 127.0.1.x")
+    parser.add_argument("--flood", nargs=4, metavar=("PORT", "SECONDS", "CONNECTIONS", "PEERS"))
     parser.add_argument("--capacity", action="store_true")
     args = parser.parse_args()
     if args.capacity:
@@ -263,14 +268,16 @@ def main() -> int:
               f"({c['flooded']['answers']})")  # fmt: skip
         return 0
     if args.flood:
-        port, seconds, connections = args.flood
-        print(json.dumps(asyncio.run(flood(int(port), float(seconds), int(connections)))))
+        port, seconds, connections, peers = args.flood
+        flooded = flood(int(port), float(seconds), int(connections), int(peers))
+        print(json.dumps(asyncio.run(flooded)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         r = asyncio.run(run(args, Path(tmp)))
     answered, elapsed = r["answered"], r["elapsed"]
     probes = r["probes"]
-    print(f"tree {args.tree}: flood of {args.connections} connections for {args.seconds:.0f} s")
+    print(f"tree {args.tree}: flood of {args.connections} connections from {args.peers} "
+          f"address(es) for {args.seconds:.0f} s")  # fmt: skip
     print(f"poll interval, quiet:   {spread(r['quiet'])}")
     print(f"poll interval, flooded: {spread(r['flood'])}")
     print(f"flood answers: {answered} ({answered / elapsed:.0f}/s) by status "
