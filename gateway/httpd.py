@@ -14,7 +14,9 @@ the polling, so everything is bounded in size, time and share:
 - at most :data:`MAX_REQUESTS_PER_CONNECTION` requests a connection (the last answer says
   ``Connection: close``), so pipelining is bounded;
 - at most :data:`MAX_CONNECTIONS` connections, :data:`MAX_PER_PEER` of them from one address
-  (more are closed at accept), so one host cannot hold the slots a monitor's ``/health`` needs;
+  (more are closed at accept); when all are taken, a newcomer from an address with fewer
+  connections than the busiest one takes the busiest one's oldest, so neither one host nor
+  a few can hold the slots a monitor's ``/health`` needs;
 - each peer address may send :data:`PEER_RATE` requests a second (bursts of :data:`PEER_BURST`);
   beyond, its next request waits its turn (TCP holds the rest back), and one that would wait
   longer than :data:`MAX_WAIT_S` is answered 429. The loop is yielded every few requests (so
@@ -55,6 +57,7 @@ _LOG_EVERY_S = 60.0
 REFUSALS = (
     "connections",  # MAX_CONNECTIONS reached
     "peer_connections",  # MAX_PER_PEER reached
+    "evicted",  # dropped to make room for a peer with fewer connections
     "head_timeout",
     "write_timeout",
     "head_too_large",
@@ -113,14 +116,21 @@ class Peers:
         self.connections: Counter[str] = Counter()
         self._buckets: dict[str, tuple[float, float]] = {}  # tokens, at (monotonic s)
 
-    def admit(self, peer: str) -> str | None:
-        """None and the connection counted, or the reason it is refused."""
-        if sum(self.connections.values()) >= MAX_CONNECTIONS:
-            return "connections"
+    def admit(self, peer: str) -> tuple[str | None, str | None]:
+        """(None: the connection is counted, or the reason it is refused; a peer to drop a
+        connection of to make room). When every slot is taken, a peer with fewer connections
+        than the one with the most gets in at that one's expense (its count is moved at once):
+        many hosts at once cannot keep out a monitor that holds none."""
         if self.connections[peer] >= MAX_PER_PEER:
-            return "peer_connections"
+            return "peer_connections", None
+        victim = None
+        if sum(self.connections.values()) >= MAX_CONNECTIONS:
+            victim, most = self.connections.most_common(1)[0]
+            if most < self.connections[peer] + 2:
+                return "connections", None
+            self.release(victim)
         self.connections[peer] += 1
-        return None
+        return None, victim
 
     def release(self, peer: str) -> None:
         self.connections[peer] -= 1
@@ -160,6 +170,8 @@ class HttpServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
         self._peers = Peers()
+        self._writers: dict[str, list[asyncio.StreamWriter]] = {}  # per peer, oldest first
+        self._evicted: set[asyncio.StreamWriter] = set()
         self.stats = stats if stats is not None else HttpStats()
         self.port = port
 
@@ -189,13 +201,19 @@ class HttpServer:
         assert task is not None
         peername = writer.get_extra_info("peername")
         peer = str(peername[0]) if isinstance(peername, tuple) else "local"
-        refused = "closing" if self._closing else self._peers.admit(peer)
+        refused, victim = ("closing", None) if self._closing else self._peers.admit(peer)
         if refused is not None:
             if refused != "closing":
                 self.stats.refuse(refused, peer)
             writer.transport.abort()  # nothing read, nothing to say: free the slot at once
             return
+        if victim is not None:  # its oldest connection makes room (already uncounted)
+            dropped = self._writers[victim].pop(0)
+            self._evicted.add(dropped)
+            dropped.transport.abort()
+            self.stats.refuse("evicted", victim)
         self._connections.add(task)
+        self._writers.setdefault(peer, []).append(writer)
         self.stats.connections += 1
         try:
             await self._serve(reader, writer, peer)
@@ -203,12 +221,21 @@ class HttpServer:
             log.debug("status connection from %s closed: %s", peer, exc)
         finally:
             self._connections.discard(task)
-            if self._closing:
-                writer.transport.abort()
-            else:
-                await _close(writer)  # the slot is held until the last answer is out (bounded)
-            self._peers.release(peer)
             self.stats.connections -= 1
+            await self._release(writer, peer)
+
+    async def _release(self, writer: asyncio.StreamWriter, peer: str) -> None:
+        """Close and uncount; the slot is held until the last answer is out (bounded)."""
+        if not self._closing and writer not in self._evicted:
+            await _close(writer)
+        writer.transport.abort()  # no-op once closed
+        if writer in self._evicted:  # its count was given to a newcomer when it was dropped
+            self._evicted.discard(writer)
+            return
+        self._writers[peer].remove(writer)
+        if not self._writers[peer]:
+            del self._writers[peer]
+        self._peers.release(peer)
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str

@@ -147,6 +147,24 @@ async def test_health_answers_while_one_peer_holds_every_connection_it_can() -> 
         await asyncio.gather(*attack, return_exceptions=True)
 
 
+async def test_health_answers_while_many_peers_hold_every_connection() -> None:
+    """40 slowloris connections from 8 addresses fill the 32 slots: a newcomer from an address
+    with none takes the busiest address's oldest connection, and is answered."""
+    async with HttpServer(echo, host="127.0.0.1", port=0) as server:
+        attack = [
+            asyncio.create_task(dribble(server.port, f"127.0.1.{k % 8 + 1}", 0.5, 40))
+            for k in range(40)
+        ]
+        await asyncio.sleep(0.5)
+        assert server.stats.connections == httpd.MAX_CONNECTIONS
+        answer = await exchange(server.port, CLOSE)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        assert server.stats.refused_total["evicted"] >= 1
+        for task in attack:
+            task.cancel()
+        await asyncio.gather(*attack, return_exceptions=True)
+
+
 async def test_a_peer_that_does_not_read_its_answers_is_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
