@@ -5,10 +5,11 @@ it) that hands out the components' live figures, so this module knows no other c
 :func:`build_status` and :func:`health` are pure; :class:`StatusServer` serves them over
 :mod:`gateway.httpd` (h11).
 
-Access: when a token is configured, every path but ``/health`` wants
-``Authorization: Bearer <token>`` (compared in constant time); a missing or wrong one gets 401.
-A browser cannot add that header to a plain navigation, so the page ``/`` (and only it) also
-accepts ``?token=<token>``; its script reads the token back from its own address and sends it
+Access (:mod:`gateway.status_access`): when a token is configured, every path but ``/health``
+wants ``Authorization: Bearer <token>``; a reload may change it (:meth:`StatusServer.use_token`).
+Without one, only the gateway's own Host names are answered (DNS rebinding). A browser cannot
+add that header to a plain navigation, so the page ``/`` (and only it) also accepts
+``?token=<token>``; its script reads the token back from its own address and sends it
 as a header when it refreshes (``/?body=1``: the same template's ``<main>``, see
 :mod:`gateway.page`). The page is served with ``Referrer-Policy:
 no-referrer`` and no access log is written, so the token does not leak from there; an SSH tunnel
@@ -17,8 +18,6 @@ to a loopback-only listener (the default) avoids tokens in addresses altogether.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Va
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
 from gateway.prometheus import CONTENT_TYPE_LATEST, MetricFamily, counter, gauge, generate_latest
+from gateway.status_access import Access, json_response, refusal
 from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
@@ -448,65 +448,7 @@ def _http_families(http: HttpStats) -> Iterator[MetricFamily]:
 # ---------------------------------------------------------------------------------------------
 # The server
 
-_OPEN_PATHS = frozenset({"/health"})
-_QUERY_TOKEN_PATHS = frozenset({"/"})
-_JSON = "application/json; charset=utf-8"
 _SAFE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
-
-
-def _json(doc: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    body = json.dumps(doc, allow_nan=False).encode()
-    return Response(status, body, _JSON, headers)
-
-
-@dataclass(slots=True)
-class Access:
-    """Who is answered: the token (None: none is asked) and, without a token, the Host names a
-    loopback listener answers to (a page on another site whose name was rebound to 127.0.0.1
-    sends its own name as Host, and is refused)."""
-
-    token: bytes | None
-    hosts: frozenset[str]
-
-    @classmethod
-    def of(cls, token: str | None, listen_host: str) -> Access:
-        names = {"localhost", "127.0.0.1", "::1", listen_host.strip("[]").lower()}
-        return cls(token.encode() if token else None, frozenset(names))
-
-
-def host_name(header: str) -> str:
-    """A Host header's name without its port: ``gw:8470`` -> ``gw``, ``[::1]:80`` -> ``::1``."""
-    host = header.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
-def _refusal(request: Request, access: Access) -> Response | None:
-    """421 for a tokenless listener asked under a name that is not its own; 401 unless the
-    request carries the token (a bearer token; on the page also ``?token=``); /health is open
-    to monitoring. None: let it through."""
-    expected = access.token
-    if expected is None:
-        host = request.headers.get("host")  # no Host at all: HTTP/1.0, never a browser
-        if host is None or host_name(host) in access.hosts:
-            return None
-        return _json({"error": f"this gateway is not {host[:80]!r}"}, 421)
-    if request.path in _OPEN_PATHS:
-        return None
-    given = ""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        given = value.strip()
-    elif request.path in _QUERY_TOKEN_PATHS:
-        given = request.query.get("token", "")
-    if given and hmac.compare_digest(given.encode(), expected):
-        return None
-    return _json(
-        {"error": "a bearer token is required" if not given else "wrong token"},
-        401,
-        (("WWW-Authenticate", 'Bearer realm="street-gateway"'),),
-    )
 
 
 def make_handler(
@@ -518,11 +460,11 @@ def make_handler(
     def get_health(request: Request) -> Response:
         healthy, problems = health(provider)
         if healthy:
-            return _json({"status": "ok"})
-        return _json({"status": "degraded", "problems": problems}, 503)
+            return json_response({"status": "ok"})
+        return json_response({"status": "degraded", "problems": problems}, 503)
 
     def get_status(request: Request) -> Response:
-        return _json(build_status(provider, http=http))
+        return json_response(build_status(provider, http=http))
 
     def get_metrics(request: Request) -> Response:
         return Response(
@@ -545,12 +487,12 @@ def make_handler(
     async def handle(request: Request) -> Response:
         route = routes.get(request.path)
         # an unknown path is a 404 before any token is asked, as ever; the Host check is first
-        response = _refusal(request, access) if route or access.token is None else None
+        response = refusal(request, access) if route or access.token is None else None
         if response is not None:
             if http is not None:
                 http.refuse("host" if response.status == 421 else "token", request.peer)
         elif route is None:
-            response = _json({"error": f"no such path: {request.path[:80]}"}, 404)
+            response = json_response({"error": f"no such path: {request.path[:80]}"}, 404)
         else:
             response = route(request)
         return Response(
