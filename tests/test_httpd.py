@@ -209,3 +209,28 @@ async def test_a_peer_beyond_its_rate_waits_its_turn_then_is_refused(
         )
         assert server.stats.refused_total["rate"] == 2
     assert sorted(a[:12] for a in answers) == [b"HTTP/1.1 200"] * 3 + [b"HTTP/1.1 429"] * 2
+
+
+def test_a_peer_s_turns_come_at_its_rate_after_its_burst() -> None:
+    peers = httpd.Peers()
+    assert [peers.wait("a", 0.0) for _ in range(int(httpd.PEER_BURST))] == [0.0] * 100
+    assert peers.wait("a", 0.0) == pytest.approx(1 / httpd.PEER_RATE)
+    assert peers.wait("b", 0.0) == 0.0  # another address has its own
+    assert peers.wait("a", 1.0) == 0.0  # a second later: 50 turns back, two taken
+    peers.give_back("a")
+    assert peers.wait("a", 1.0) == 0.0
+
+
+def test_a_full_server_admits_a_lighter_peer_at_the_busiest_one_s_expense(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(httpd, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(httpd, "MAX_PER_PEER", 3)
+    peers = httpd.Peers()
+    assert [peers.admit("a") for _ in range(4)] == [(None, None)] * 3 + [("peer_connections", None)]
+    assert peers.admit("b") == (None, None)  # four: full
+    assert peers.admit("c") == (None, "a")  # a held 3, c none
+    assert peers.connections == {"a": 2, "b": 1, "c": 1}
+    assert peers.admit("b") == ("connections", None)  # a has 2, b 1: no better off
+    peers.release("c")
+    assert peers.admit("b") == (None, None)
