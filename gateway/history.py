@@ -216,7 +216,7 @@ class History:
             polls = zip(held.ts, series.raw, strict=True)
             raw = [(t, v) for t, v in polls if v == v and t >= since]  # noqa: PLR0124 - not NaN
             if not held.ordered:
-                raw.sort(key=_TS)
+                raw.sort(key=_time_of)
         times = [t for t, _ in raw]
         # The earliest bucket boundary, then the earliest poll inside the bucket before it.
         kept, summarised = len(buckets), sum(len(pairs) for _, pairs in buckets)
@@ -251,7 +251,7 @@ class History:
             del self._polls[name]
 
 
-def _TS(pair: tuple[float, float]) -> float:
+def _time_of(pair: tuple[float, float]) -> float:
     return pair[0]
 
 
