@@ -14,7 +14,9 @@ the polling, so everything is bounded in size, time and share:
 - at most :data:`MAX_REQUESTS_PER_CONNECTION` requests a connection (the last answer says
   ``Connection: close``), so pipelining is bounded;
 - at most :data:`MAX_CONNECTIONS` connections, :data:`MAX_PER_PEER` of them from one address
-  (more are closed at accept); when all are taken, a newcomer from an address with fewer
+  (more are refused: held open unread for :data:`HEAD_TIMEOUT_S`, at most :data:`MAX_HELD`
+  of them, so that a client reconnecting at once does not spin, then closed); when all are
+  taken, a newcomer from an address with fewer
   connections than the busiest one takes the busiest one's oldest, so neither one host nor
   a few can hold the slots a monitor's ``/health`` needs;
 - each peer address may send :data:`PEER_RATE` requests a second (bursts of :data:`PEER_BURST`);
@@ -51,6 +53,7 @@ MAX_REQUESTS_PER_CONNECTION = 100
 PEER_RATE = 50.0
 PEER_BURST = 100.0
 MAX_WAIT_S = 5.0
+MAX_HELD = 64
 _READ = 8192
 _YIELD_EVERY = 8  # requests answered on a connection between two turns of the other tasks
 _LOG_EVERY_S = 60.0
@@ -172,6 +175,8 @@ class HttpServer:
         self._peers = Peers()
         self._writers: dict[str, list[asyncio.StreamWriter]] = {}  # per peer, oldest first
         self._evicted: set[asyncio.StreamWriter] = set()
+        self._held: set[asyncio.StreamWriter] = set()  # refused, kept open a while (_hold)
+        self._closed = asyncio.Event()
         self.stats = stats if stats is not None else HttpStats()
         self.port = port
 
@@ -187,6 +192,7 @@ class HttpServer:
         tb: TracebackType | None,
     ) -> None:
         self._closing = True
+        self._closed.set()  # the held refused connections are let go
         if self._server is not None:
             self._server.close()
         await asyncio.sleep(0)  # a connection accepted just now starts, and sees the closing
@@ -205,7 +211,8 @@ class HttpServer:
         if refused is not None:
             if refused != "closing":
                 self.stats.refuse(refused, peer)
-            writer.transport.abort()  # nothing read, nothing to say: free the slot at once
+                await self._hold(writer)
+            writer.transport.abort()  # nothing read, nothing to say
             return
         if victim is not None:  # its oldest connection makes room (already uncounted)
             dropped = self._writers[victim].pop(0)
@@ -223,6 +230,21 @@ class HttpServer:
             self._connections.discard(task)
             self.stats.connections -= 1
             await self._release(writer, peer)
+
+    async def _hold(self, writer: asyncio.StreamWriter) -> None:
+        """Keep a refused connection open, unread, for HEAD_TIMEOUT_S (at most MAX_HELD at
+        once): a client that reconnects at once when closed would make the server accept and
+        close thousands a second (~30 % of a core); held, it waits instead."""
+        if len(self._held) >= MAX_HELD:
+            return
+        self._held.add(writer)
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_S):
+                await self._closed.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._held.discard(writer)
 
     async def _release(self, writer: asyncio.StreamWriter, peer: str) -> None:
         """Close and uncount; the slot is held until the last answer is out (bounded)."""

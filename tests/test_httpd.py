@@ -234,3 +234,23 @@ def test_a_full_server_admits_a_lighter_peer_at_the_busiest_one_s_expense(
     assert peers.admit("b") == ("connections", None)  # a has 2, b 1: no better off
     peers.release("c")
     assert peers.admit("b") == (None, None)
+
+
+async def test_connections_beyond_the_bound_are_held_unanswered_then_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused connection is kept open unread for the head deadline (a client reconnecting at
+    once would otherwise spin), then closed without an answer."""
+    monkeypatch.setattr(httpd, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(httpd, "HEAD_TIMEOUT_S", 0.5)
+    async with HttpServer(echo, host="127.0.0.1", port=0) as server:
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        try:
+            extra = await exchange(server.port, b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        except ConnectionResetError:  # closed with the request unread
+            extra = b""
+        assert extra == b""
+        assert server.stats.refused_total["connections"] == 1
+        for _, writer in held:
+            writer.close()
