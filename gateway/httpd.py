@@ -13,12 +13,12 @@ the polling, so everything is bounded in size, time and share:
 - every answer is written within :data:`WRITE_TIMEOUT_S` (a peer that does not read is dropped);
 - at most :data:`MAX_REQUESTS_PER_CONNECTION` requests a connection (the last answer says
   ``Connection: close``), so pipelining is bounded;
-- at most :data:`MAX_CONNECTIONS` connections, :data:`MAX_PER_PEER` of them from one address
-  (more are refused: held open unread for :data:`HEAD_TIMEOUT_S`, at most :data:`MAX_HELD`
-  of them, so that a client reconnecting at once does not spin, then closed); when all are
-  taken, a newcomer from an address with fewer
-  connections than the busiest one takes the busiest one's oldest, so neither one host nor
-  a few can hold the slots a monitor's ``/health`` needs;
+- at most :data:`MAX_CONNECTIONS` connections, :data:`MAX_PER_PEER` of them from one address;
+  when all are taken, a newcomer from an address with fewer connections than the busiest one
+  takes the busiest one's oldest, so neither one host nor a few can hold the slots a
+  monitor's ``/health`` needs. A refused connection is held open unread for
+  :data:`HEAD_TIMEOUT_S` (at most :data:`MAX_HELD` of them), then closed, so a client that
+  reconnects at once does not make the server spin;
 - each peer address may send :data:`PEER_RATE` requests a second (bursts of :data:`PEER_BURST`);
   beyond, its next request waits its turn (TCP holds the rest back), and one that would wait
   longer than :data:`MAX_WAIT_S` is answered 429. The loop is yielded every few requests (so
