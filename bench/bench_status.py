@@ -15,6 +15,7 @@ import math
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -36,6 +37,12 @@ def samples(devices: int, points: int, seconds: int) -> list[Sample]:
         for s in range(seconds)
         for d in range(devices)
     ]
+
+
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -61,11 +68,14 @@ def main() -> int:
     tracemalloc.stop()
     now = T0 + seconds * 1000
     entries = sum(len(e) for d in range(args.devices) for e in history.of(f"cab-{d}", now).values())
+    of_s = min(_timed(lambda: [history.of(f"cab-{d}", now) for d in range(args.devices)])
+               for _ in range(30))  # fmt: skip
     print(f"history of {n_points} points, {seconds} s at 1 poll/s: {held / 1024:.0f} KiB held "
           f"({held / n_points:.0f} B a point), {entries} entries "
           f"({entries / n_points:.0f} a point)")  # fmt: skip
     print(f"observe: {elapsed / len(feed) * 1e6:.1f} us a sample of {args.points} points "
           f"({elapsed / (len(feed) * args.points) * 1e6:.2f} us a value)")  # fmt: skip
+    print(f"history of every point, as /status asks it: {of_s * 1000:.1f} ms (best of 30)")
 
     devices = [
         DeviceStats(f"cab-{d}", "bus", 1.0, state="ok", last_ok_ts=now,

@@ -38,7 +38,7 @@ from gateway.history import History
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
 from gateway.sources.registry import installed
-from gateway.status import SourceView, StatusServer, summary_line
+from gateway.status import SourceView, StatusServer, link_counters, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.formats import make_uplink
@@ -105,7 +105,7 @@ class Daemon:
         if self._pipeline is None:
             return []
         return [
-            SourceView(name=name, kind=kind, devices=[core.stats for core in source.cores])
+            SourceView(name, kind, [core.stats for core in source.cores], link_counters(source))
             for name, kind, source in self._pipeline.sources
         ]
 
@@ -209,6 +209,7 @@ class Daemon:
                     await _cancel(sources)
                     uplink = await self._reload_uplink(next_loaded, uplink, group)
                     self.loaded = next_loaded
+                    status.use_token(next_loaded.status_token)  # a rotated token file
                     summary = _summary(next_loaded.config)
                     log.info("reloaded %s: %s", next_loaded.path, summary)
                     self._record(reload_event(now_ms(), str(next_loaded.path), summary))
@@ -303,8 +304,8 @@ class Daemon:
             return None
         if loaded.config.buffer != self.config.buffer:
             log.warning("reload: buffer settings change only on restart; the buffer is untouched")
-        if loaded.config.status != self.config.status:
-            log.warning("reload: status settings change only on restart")
+        if loaded.config.status.listen != self.config.status.listen:
+            log.warning("reload: status.listen changes only on restart")
         return loaded
 
     async def _watch(self) -> None:

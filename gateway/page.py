@@ -42,7 +42,7 @@ _CSS = """
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--ink);
 font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
-main{max-width:1180px;margin:0 auto;padding:16px 16px 28px}
+main{max-width:1240px;margin:0 auto;padding:16px 16px 28px}
 header.top{display:flex;flex-wrap:wrap;align-items:center;gap:8px 16px;margin-bottom:14px}
 h1{font-size:28px;margin:0}
 h2{font-size:15px;text-transform:uppercase;letter-spacing:.05em;color:var(--mute);margin:0 0 8px}
@@ -68,10 +68,10 @@ dt{color:var(--mute)}dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap
 .wide{overflow-x:auto}
 table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 th{text-align:left;font-size:14px;text-transform:uppercase;letter-spacing:.04em;
-color:var(--mute);font-weight:700;padding:6px 8px;border-bottom:2px solid var(--line);
+color:var(--mute);font-weight:700;padding:6px;border-bottom:2px solid var(--line);
 white-space:nowrap}
-td{padding:8px;border-bottom:1px solid var(--line);vertical-align:top}
-td.num,th.num{text-align:right}
+td{padding:8px 6px;border-bottom:1px solid var(--line);vertical-align:top}
+td.num,th.num{text-align:right}th.num{white-space:normal}
 td.dev{font-weight:700;white-space:nowrap}td.src,td.ago,td.when{white-space:nowrap}
 td small{display:block;color:var(--mute);font-size:14px}
 .state{display:inline-block;min-width:70px;text-align:center;padding:2px 10px;
@@ -79,7 +79,7 @@ border-radius:6px;color:#fff;font-weight:700;font-size:15px}
 .vals span.v{display:inline-flex;align-items:center;gap:6px;margin:0 14px 4px 0;
 white-space:nowrap}
 .vals b{font-weight:700}.vals i{font-style:normal;color:var(--mute)}
-td.err{color:var(--bad);max-width:280px;overflow-wrap:break-word}
+td.err{color:var(--bad);min-width:150px;max-width:280px;overflow-wrap:anywhere}
 svg.spark{display:block;flex:none}
 svg.spark polyline{fill:none;stroke:var(--info);stroke-width:2}
 svg.spark circle{fill:var(--info)}
@@ -162,7 +162,7 @@ def _dl(rows: Iterable[tuple[str, str] | tuple[str, str, str]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The timeline: spans and marks on lanes, from the events
+# The timeline: spans and marks on tracks (one per subject), from the events
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,21 +174,21 @@ class Span:
 
 
 @dataclass(slots=True)
-class Lane:
+class Track:
     name: str
     spans: list[Span]
     summary: str
 
 
-def lanes(events: list[dict[str, Any]], now: int) -> list[Lane]:
-    """The timeline's lanes for the last day (``events`` newest first, as in ``/status``)."""
+def tracks(events: list[dict[str, Any]], now: int) -> list[Track]:
+    """The timeline's tracks for the last day (``events`` newest first, as in ``/status``)."""
     since = now - DAY_MS
     chronological = sorted((e for e in events if e["ts"] >= since), key=lambda e: e["ts"])
     return [
-        _link_lane(chronological, now, since),
-        _restart_lane(chronological),
-        _alarm_lane(chronological, now, since),
-        *_device_lanes(chronological, now, since),
+        _link_track(chronological, now, since),
+        _restart_track(chronological),
+        _alarm_track(chronological, now, since),
+        *_device_tracks(chronological, now, since),
     ]
 
 
@@ -201,7 +201,7 @@ def _span(start: int, end: int, cls: str, what: str, now: int) -> Span:
     return Span(start, end, cls, title)
 
 
-def _link_lane(events: list[dict[str, Any]], now: int, since: int) -> Lane:
+def _link_track(events: list[dict[str, Any]], now: int, since: int) -> Track:
     spans, down_at = [], None
     for e in events:
         if e["kind"] == "link_down":
@@ -213,7 +213,7 @@ def _link_lane(events: list[dict[str, Any]], now: int, since: int) -> Lane:
     if down_at is not None:
         spans.append(_span(down_at, now, "bad", "link down", now))
     if not spans:
-        return Lane("link", [], "no outage")
+        return Track("link", [], "no outage")
 
     def length(s: Span) -> str:
         return format_duration((s.end - s.start) / 1000)
@@ -225,10 +225,10 @@ def _link_lane(events: list[dict[str, Any]], now: int, since: int) -> Lane:
         f"{len(spans)} outage{'s' if len(spans) != 1 else ''}, {total} in all, longest "
         f"{longest}: {'... ' if len(spans) > 6 else ''}{recent}"
     )
-    return Lane("link", spans, summary)
+    return Track("link", spans, summary)
 
 
-def _restart_lane(events: list[dict[str, Any]]) -> Lane:
+def _restart_track(events: list[dict[str, Any]]) -> Track:
     marks, crashes, starts = [], 0, 0
     for e in events:
         if e["kind"] == "start":
@@ -242,10 +242,10 @@ def _restart_lane(events: list[dict[str, Any]]) -> Lane:
     summary = f"{starts} start{'s' if starts != 1 else ''}"
     if crashes:
         summary += f", {crashes} after a CRASH"
-    return Lane("restarts", marks, summary)
+    return Track("restarts", marks, summary)
 
 
-def _alarm_lane(events: list[dict[str, Any]], now: int, since: int) -> Lane:
+def _alarm_track(events: list[dict[str, Any]], now: int, since: int) -> Track:
     raised: dict[str, int] = {}
     spans = []
     for e in events:
@@ -258,11 +258,11 @@ def _alarm_lane(events: list[dict[str, Any]], now: int, since: int) -> Lane:
     summary = f"{len(spans)} alarm{'s' if len(spans) != 1 else ''}"
     if raised:
         summary += f", raised now: {', '.join(sorted(raised))}"
-    return Lane("alarms", sorted(spans, key=lambda s: s.start), summary)
+    return Track("alarms", sorted(spans, key=lambda s: s.start), summary)
 
 
-def _device_lanes(events: list[dict[str, Any]], now: int, since: int) -> Iterator[Lane]:
-    """One lane per device that was failing or down today: bars until it came back."""
+def _device_tracks(events: list[dict[str, Any]], now: int, since: int) -> Iterator[Track]:
+    """One track per device that was failing or down today: bars until it came back."""
     bad: dict[str, tuple[int, str]] = {}
     spans: dict[str, list[Span]] = {}
     for e in events:
@@ -288,7 +288,7 @@ def _device_lanes(events: list[dict[str, Any]], now: int, since: int) -> Iterato
         summary = ", ".join(f"{what} {_times(n)}" for n, what in counts if n)
         if device in bad:
             summary += f"; {bad[device][1]} now"
-        yield Lane(device, [s for s in device_spans if s.end >= since], summary)
+        yield Track(device, [s for s in device_spans if s.end >= since], summary)
 
 
 def _times(n: int) -> str:
@@ -300,13 +300,13 @@ def _timeline(doc: dict[str, Any]) -> Iterator[str]:
     since = now - DAY_MS
     scale = _W / DAY_MS
     yield '<section class="card" id="timeline"><h2>Last 24 hours</h2>'
-    for lane in lanes(doc.get("events", []), now):
+    for track in tracks(doc.get("events", []), now):
         ticks = "".join(
             f'<line class="tick" x1="{x}" y1="0" x2="{x}" y2="22"></line>'
             for x in range(0, _W + 1, _W // 4)
         )
         shapes = []
-        for s in lane.spans:
+        for s in track.spans:
             x = max(0.0, (s.start - since) * scale)
             width = max(4.0, (min(s.end, now) - max(s.start, since)) * scale)
             if s.cls.startswith("mark"):
@@ -318,11 +318,11 @@ def _timeline(doc: dict[str, Any]) -> Iterator[str]:
                 f"<title>{_e(s.title)}</title></rect>"
             )
         yield (
-            f'<div class="lane" data-lane="{_e(lane.name)}">'
-            f'<span class="name">{_e(lane.name)}</span>'
+            f'<div class="lane" data-lane="{_e(track.name)}">'
+            f'<span class="name">{_e(track.name)}</span>'
             f'<svg viewBox="0 0 {_W} 22" preserveAspectRatio="none" role="img" '
-            f'aria-label="{_e(lane.name)}: {_e(lane.summary)}">{ticks}{"".join(shapes)}</svg>'
-            f'<span class="sum">{_e(lane.summary)}</span></div>'
+            f'aria-label="{_e(track.name)}: {_e(track.summary)}">{ticks}{"".join(shapes)}</svg>'
+            f'<span class="sum">{_e(track.summary)}</span></div>'
         )
     yield '<div class="axis"><span>24h ago</span><span>18h</span><span>12h</span><span>6h</span>'
     yield "<span>now</span></div></section>"

@@ -5,10 +5,11 @@ it) that hands out the components' live figures, so this module knows no other c
 :func:`build_status` and :func:`health` are pure; :class:`StatusServer` serves them over
 :mod:`gateway.httpd` (h11).
 
-Access: when a token is configured, every path but ``/health`` wants
-``Authorization: Bearer <token>`` (compared in constant time); a missing or wrong one gets 401.
-A browser cannot add that header to a plain navigation, so the page ``/`` (and only it) also
-accepts ``?token=<token>``; its script reads the token back from its own address and sends it
+Access (:mod:`gateway.status_access`): when a token is configured, every path but ``/health``
+wants ``Authorization: Bearer <token>``; a reload may change it (:meth:`StatusServer.use_token`).
+Without one, only the gateway's own Host names are answered (DNS rebinding). A browser cannot
+add that header to a plain navigation, so the page ``/`` (and only it) also accepts
+``?token=<token>``; its script reads the token back from its own address and sends it
 as a header when it refreshes (``/?body=1``: the same template's ``<main>``, see
 :mod:`gateway.page`). The page is served with ``Referrer-Policy:
 no-referrer`` and no access log is written, so the token does not leak from there; an SSH tunnel
@@ -17,20 +18,20 @@ to a loopback-only listener (the default) avoids tokens in addresses altogether.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from gateway.events import EVENT_KINDS
-from gateway.httpd import Handler, HttpServer, Request, Response
+from gateway.httpd import REFUSALS, Handler, HttpServer, HttpStats, Request, Response
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
+from gateway.prometheus import CONTENT_TYPE_LATEST, MetricFamily, counter, gauge, generate_latest
+from gateway.status_access import Access, json_response, refusal
 from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class SourceView:
     name: str
     kind: str
     devices: list[DeviceStats]
+    # the link's own error counters, when its transport keeps some (RTU over TCP: crc_errors,
+    # garbage), shown per source as they are not any one device's
+    link: Mapping[str, int] = field(default_factory=dict)
+
+
+def link_counters(source: object) -> Mapping[str, int]:
+    """A running source's link counters (``link_counters`` when it has them, else none)."""
+    counters = getattr(source, "link_counters", None)
+    return dict(counters) if isinstance(counters, Mapping) else {}
 
 
 class StatusProvider(Protocol):
@@ -170,8 +180,11 @@ def _fresh(device: DeviceStats, now_ms: int, started_ms: int) -> bool:
     return now_ms - since <= STALE_INTERVALS * device.interval_s * 1000
 
 
-def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[str, Any]:
-    """The ``/status`` document (docs/reference.md's fields, plus a few more an operator wants)."""
+def build_status(
+    provider: StatusProvider, now_ms: int | None = None, *, http: HttpStats | None = None
+) -> dict[str, Any]:
+    """The ``/status`` document (docs/reference.md's fields, plus a few more an operator wants);
+    with ``http``, the status server's own figures too."""
     now = wall_clock_ms() if now_ms is None else now_ms
     info = provider.gateway_info()
     uplink = provider.uplink_stats()
@@ -237,10 +250,20 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
                 "name": source.name,
                 "kind": source.kind,
                 "devices": [_device(d, provider.history(d.name, now)) for d in source.devices],
+                **({"link": dict(source.link)} if source.link else {}),
             }
             for source in provider.sources()
         ],
         "events": [_event(e) for e in sorted(provider.events(), key=_newest_first)],
+        **({"status_server": _http(http)} if http is not None else {}),
+    }
+
+
+def _http(http: HttpStats) -> dict[str, Any]:
+    return {
+        "connections": http.connections,
+        "requests_total": http.requests_total,
+        "refused_by_reason": {reason: http.refused_total[reason] for reason in REFUSALS},
     }
 
 
@@ -279,96 +302,26 @@ def _json_value(value: Value) -> Value | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Prometheus: the text exposition written here, byte for byte as prometheus_client's
-# generate_latest() writes these families (tests/test_status_metrics_format.py compares them).
-# Importing prometheus_client costs ~1 MB of the daemon's peak RSS (its HTTP and WSGI servers,
-# push gateway and default collectors come with it) for the ~40 lines below (docs/perf/e2e.md).
-
-CONTENT_TYPE_LATEST = "text/plain; version=1.0.0; charset=utf-8"
+# Prometheus (written by gateway.prometheus)
 
 
-@dataclass(slots=True)
-class MetricFamily:
-    """One metric: its HELP, TYPE and samples. A counter's ``name`` is without ``_total``."""
-
-    name: str
-    kind: Literal["counter", "gauge"]
-    documentation: str
-    labels: Sequence[str] = ()
-    samples: list[tuple[Sequence[str], float]] = field(default_factory=list)
-
-    def add_metric(self, values: Sequence[str], value: float) -> None:
-        self.samples.append((values, value))
-
-    @classmethod
-    def of(
-        cls,
-        kind: Literal["counter", "gauge"],
-        name: str,
-        documentation: str,
-        value: float | None = None,
-        labels: Sequence[str] = (),
-    ) -> MetricFamily:
-        """A family with labels (samples added later), or one unlabelled sample of ``value``."""
-        family = cls(name, kind, documentation, labels)
-        if value is not None:
-            family.add_metric((), value)
-        return family
+_PREFIX = "street_gateway_"
 
 
-def gauge_family(
+def _gauge(
     name: str, doc: str, value: float | None = None, labels: Sequence[str] = ()
 ) -> MetricFamily:
-    return MetricFamily.of("gauge", name, doc, value, labels)
+    return gauge(_PREFIX + name, doc, value, labels)
 
 
-def counter_family(
+def _counter(
     name: str, doc: str, value: float | None = None, labels: Sequence[str] = ()
 ) -> MetricFamily:
-    return MetricFamily.of("counter", name, doc, value, labels)
-
-
-def generate_latest(families: Iterable[MetricFamily]) -> bytes:
-    """The Prometheus text format: HELP, TYPE, then one line per sample, labels sorted by name."""
-    out = []
-    for family in families:
-        name = f"{family.name}_total" if family.kind == "counter" else family.name
-        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.kind}\n")
-        for values, value in family.samples:
-            pairs = sorted(zip(family.labels, values, strict=True))
-            labels = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in pairs)
-            out.append(f"{name}{{{labels}}} " if labels else f"{name} ")
-            out.append(f"{_go_float(value)}\n")
-    return "".join(out).encode("utf-8")
-
-
-def _escape_label_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _go_float(value: float) -> str:
-    """A sample value as Go (and prometheus_client) writes it: 1.0, 3.145728e+06, NaN, +Inf."""
-    d = float(value)
-    if math.isinf(d):
-        return "+Inf" if d > 0 else "-Inf"
-    if math.isnan(d):
-        return "NaN"
-    s = repr(d)
-    dot = s.find(".")
-    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return s
+    return counter(_PREFIX + name, doc, value, labels)
 
 
 def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily]:
-    def gauge(name: str, doc: str, value: float) -> MetricFamily:
-        return gauge_family(f"street_gateway_{name}", doc, value=value)
-
-    def counter(name: str, doc: str, value: float) -> MetricFamily:
-        return counter_family(f"street_gateway_{name}", doc, value=value)
-
+    gauge, counter = _gauge, _counter
     yield gauge("uplink_connected", "1 while connected to a broker", uplink.connected)
     yield counter("uplink_published", "Samples and alarms acknowledged by the broker",
                   uplink.published_total)  # fmt: skip
@@ -392,8 +345,8 @@ def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily
     yield gauge("uplink_waiting", "1 while connected but holding births and data back "
                 "(Sparkplug: waiting for the primary host)",
                 uplink.waiting_for is not None)  # fmt: skip
-    refused = counter_family(
-        "street_gateway_uplink_inbound_refused",
+    refused = counter(
+        "uplink_inbound_refused",
         "Messages from the broker refused unread or unacted on, by reason",
         labels=["reason"],
     )
@@ -403,12 +356,12 @@ def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily
 
 
 def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
-    failures = counter_family(
-        "street_gateway_task_failures", "Unexpected failures of a background task",
+    failures = _counter(
+            "task_failures", "Unexpected failures of a background task",
         labels=["task"],
     )  # fmt: skip
-    running = gauge_family(
-        "street_gateway_task_running", "1 while the task runs, 0 while it waits to restart",
+    running = _gauge(
+            "task_running", "1 while the task runs, 0 while it waits to restart",
         labels=["task"],
     )  # fmt: skip
     for task in tasks:
@@ -420,24 +373,18 @@ def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
 class StatusCollector:
     """Reads the provider at scrape time, once per scrape."""
 
-    def __init__(self, provider: StatusProvider) -> None:
+    def __init__(self, provider: StatusProvider, http: HttpStats | None = None) -> None:
         self._provider = provider
+        self._http = http
 
     def collect(self) -> Iterable[MetricFamily]:
         p = self._provider
         info = p.gateway_info()
         uplink, buffer = p.uplink_stats(), p.buffer_stats()
         healthy, _ = health(p)
+        gauge, counter = _gauge, _counter
 
-        def gauge(name: str, doc: str, value: float) -> MetricFamily:
-            return gauge_family(f"street_gateway_{name}", doc, value=value)
-
-        def counter(name: str, doc: str, value: float) -> MetricFamily:
-            return counter_family(f"street_gateway_{name}", doc, value=value)
-
-        build = gauge_family(
-            "street_gateway_build_info", "Gateway id and version", labels=["gateway", "version"]
-        )
+        build = _gauge("build_info", "Gateway id and version", labels=["gateway", "version"])
         build.add_metric([str(info["id"]), str(info["version"])], 1)
         yield build
         yield gauge("uptime_seconds", "Seconds since the daemon started", float(info["uptime_s"]))
@@ -446,24 +393,20 @@ class StatusCollector:
         yield from _task_families(p.tasks())
 
         labels = ["source", "device"]
-        reads_ok = counter_family(
-            "street_gateway_device_reads_ok", "Successful polls or lines", labels=labels
-        )
-        reads_failed = counter_family(
-            "street_gateway_device_reads_failed", "Failed polls", labels=labels
-        )
-        parse_errors = counter_family(
-            "street_gateway_device_parse_errors",
+        reads_ok = _counter("device_reads_ok", "Successful polls or lines", labels=labels)
+        reads_failed = _counter("device_reads_failed", "Failed polls", labels=labels)
+        parse_errors = _counter(
+            "device_parse_errors",
             "Lines or answers that did not parse",
             labels=labels,
         )
-        last_ok = gauge_family(
-            "street_gateway_device_last_ok_timestamp_seconds",
+        last_ok = _gauge(
+            "device_last_ok_timestamp_seconds",
             "Unix time of the device's last good poll",
             labels=labels,
         )
-        state = gauge_family(
-            "street_gateway_device_state",
+        state = _gauge(
+            "device_state",
             "1 for the device's current state",
             labels=[*labels, "state"],
         )
@@ -478,6 +421,15 @@ class StatusCollector:
                 for name in DEVICE_STATES:
                     state.add_metric([*key, name], float(d.state == name))
         yield from (reads_ok, reads_failed, parse_errors, last_ok, state)
+        link = _counter(
+            "source_link_errors",
+            "Link errors of a source's transport, by kind (RTU over TCP: crc_errors, garbage)",
+            labels=["source", "kind"],
+        )
+        for source in p.sources():
+            for kind, value in sorted(source.link.items()):
+                link.add_metric([source.name, kind], value)
+        yield link
 
         yield gauge("buffer_samples", "Samples and alarms held, not yet acknowledged",
                     buffer.samples)  # fmt: skip
@@ -487,9 +439,7 @@ class StatusCollector:
             yield gauge("buffer_oldest_timestamp_seconds", "Unix time of the oldest held item",
                         buffer.oldest_ts / 1000)  # fmt: skip
         yield gauge("buffer_last_seq", "Highest seq handed out", buffer.last_seq)
-        evicted = counter_family(
-            "street_gateway_buffer_evicted", "Items given up, by gap reason", labels=["reason"]
-        )
+        evicted = _counter("buffer_evicted", "Items given up, by gap reason", labels=["reason"])
         for reason in sorted({"max_size", "max_age", *buffer.evicted_total}):
             evicted.add_metric([reason], buffer.evicted_total.get(reason, 0))
         yield evicted
@@ -499,71 +449,60 @@ class StatusCollector:
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
 
         yield from _uplink_families(uplink, p.backlog())
-        events = counter_family(
-            "street_gateway_events", "Status events recorded since start, by kind", labels=["kind"]
-        )
+        events = _counter("events", "Status events recorded since start, by kind", labels=["kind"])
         counts = p.event_counts()
         for kind in sorted({*EVENT_KINDS, *counts}):
             events.add_metric([kind], counts.get(kind, 0))
         yield events
+        if self._http is not None:
+            yield from _http_families(self._http)
+
+
+def _http_families(http: HttpStats) -> Iterator[MetricFamily]:
+    yield _gauge("status_connections", "Open connections to the status endpoint",
+                 http.connections)  # fmt: skip
+    yield _counter("status_requests", "Requests answered by the status endpoint",
+                   http.requests_total)  # fmt: skip
+    refused = _counter(
+        "status_refused", "Connections and requests the status endpoint refused, by reason",
+        labels=["reason"],
+    )  # fmt: skip
+    for reason in REFUSALS:
+        refused.add_metric([reason], http.refused_total[reason])
+    yield refused
 
 
 # ---------------------------------------------------------------------------------------------
 # The server
 
-_OPEN_PATHS = frozenset({"/health"})
-_QUERY_TOKEN_PATHS = frozenset({"/"})
-_JSON = "application/json; charset=utf-8"
 _SAFE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
-def _json(doc: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    body = json.dumps(doc, allow_nan=False).encode()
-    return Response(status, body, _JSON, headers)
-
-
-def _refusal(request: Request, expected: bytes | None) -> Response | None:
-    """401 unless the request carries the token (a bearer token; on the page also ``?token=``);
-    /health is open to monitoring. None: let it through."""
-    if expected is None or request.path in _OPEN_PATHS:
-        return None
-    given = ""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        given = value.strip()
-    elif request.path in _QUERY_TOKEN_PATHS:
-        given = request.query.get("token", "")
-    if given and hmac.compare_digest(given.encode(), expected):
-        return None
-    return _json(
-        {"error": "a bearer token is required" if not given else "wrong token"},
-        401,
-        (("WWW-Authenticate", 'Bearer realm="street-gateway"'),),
-    )
-
-
-def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handler:
-    """The status endpoint's routes, for :class:`gateway.httpd.HttpServer`."""
-    expected = token.encode() if token else None
+def make_handler(
+    provider: StatusProvider, access: Access, http: HttpStats | None = None
+) -> Handler:
+    """The status endpoint's routes, for :class:`gateway.httpd.HttpServer`; ``access`` is read
+    at each request (a reload may change its token)."""
 
     def get_health(request: Request) -> Response:
         healthy, problems = health(provider)
         if healthy:
             waiting = notices(provider)
-            return _json({"status": "ok", "problems": waiting} if waiting else {"status": "ok"})
-        return _json({"status": "degraded", "problems": problems}, 503)
+            body = {"status": "ok", "problems": waiting} if waiting else {"status": "ok"}
+            return json_response(body)
+        return json_response({"status": "degraded", "problems": problems}, 503)
 
     def get_status(request: Request) -> Response:
-        return _json(build_status(provider))
+        return json_response(build_status(provider, http=http))
 
     def get_metrics(request: Request) -> Response:
         return Response(
-            200, generate_latest(StatusCollector(provider).collect()), CONTENT_TYPE_LATEST
+            200, generate_latest(StatusCollector(provider, http).collect()), CONTENT_TYPE_LATEST
         )
 
     def get_page(request: Request) -> Response:
         """The page; ``?body=1``: only its ``<main>``, which the page's script swaps in."""
-        doc = build_status(provider)
+        doc = build_status(provider, http=http)
         html = render_body(doc) if request.query.get("body") == "1" else render_page(doc)
         return Response(
             200,
@@ -576,10 +515,14 @@ def make_handler(provider: StatusProvider, *, token: str | None = None) -> Handl
 
     async def handle(request: Request) -> Response:
         route = routes.get(request.path)
-        response = _refusal(request, expected) if route is not None else None
-        if route is None:
-            response = _json({"error": f"no such path: {request.path[:80]}"}, 404)
-        elif response is None:
+        # an unknown path is a 404 before any token is asked, as ever; the Host check is first
+        response = refusal(request, access) if route or access.token is None else None
+        if response is not None:
+            if http is not None:
+                http.refuse("host" if response.status == 421 else "token", request.peer)
+        elif route is None:
+            response = json_response({"error": f"no such path: {request.path[:80]}"}, 404)
+        else:
             response = route(request)
         return Response(
             response.status, response.body, response.content_type, (*response.headers, *_SAFE)
@@ -594,7 +537,10 @@ class StatusServer:
     def __init__(
         self, provider: StatusProvider, *, host: str, port: int, token: str | None
     ) -> None:
-        self._server = HttpServer(make_handler(provider, token=token), host=host, port=port)
+        self._access = Access.of(token, host)
+        self.http = HttpStats()
+        handler = make_handler(provider, self._access, self.http)
+        self._server = HttpServer(handler, host=host, port=port, stats=self.http)
         self._host = host
         self._port: int | None = None
 
@@ -604,6 +550,12 @@ class StatusServer:
         if self._port is None:
             raise RuntimeError("the status server is not running")
         return self._port
+
+    def use_token(self, token: str | None) -> None:
+        """Ask for ``token`` from now on (a reload re-read the token file); None: none."""
+        if Access.of(token, self._host).token != self._access.token:
+            log.info("status endpoint: the token %s", "changed" if token else "is no longer asked")
+        self._access.token = token.encode() if token else None
 
     async def __aenter__(self) -> StatusServer:
         await self._server.__aenter__()

@@ -198,6 +198,112 @@ def _healthy(now: int) -> FakeProvider:
     )  # fmt: skip
 
 
+MINUTE = 60_000
+
+
+def sample_provider() -> FakeProvider:
+    """A lamppost gateway after a day's work: one flaky Modbus meter, one sensor down (the
+    screenshot in docs/ and the layout test show it)."""
+    now = now_ms()
+    provider = FakeProvider(
+        uptime_s=9 * 3600 + 17 * 60,
+        labels={"site": "grand-place", "district": "centre"},
+        uplink=UplinkStats(
+            connected=True,
+            server="mqtts://broker-a.city.example:8883",
+            published_total=1_482_907,
+            last_publish_ts=now - 400,
+            connects_total=3,
+            connect_failures_total=7,
+            bytes_total=96_337_100,
+            bytes_per_hour=1_310_720,
+            bytes_per_sample=142.0,
+        ),
+        pending=37,
+    )
+    provider.buffer = BufferStats(
+        samples=37,
+        bytes=14_876_672,
+        oldest_ts=now - 1800,
+        last_seq=1_482_944,
+        evicted_total={"max_age": 1204},
+    )
+
+    def dev(name: str, source: str, interval: float, **kw: Any) -> DeviceStats:
+        kw.setdefault("state", "ok")
+        since = {"ok": 9 * 60, "failing": 0.8, "down": 90}[kw["state"]]
+        return DeviceStats(name, source, interval, state_since_ms=now - int(since * MINUTE), **kw)
+
+    provider.source_views = [
+        SourceView("rs485-1", "modbus-rtu", [
+            dev("aq-1", "rs485-1", 10, last_ok_ts=now - 3200, reads_ok=8_612, reads_failed=3,
+                last_values={"pm25": 12.4, "pm10": 19.8, "no2": 31.0, "temp": 21.56}),
+            dev("aq-2", "rs485-1", 10, last_ok_ts=now - 6100, reads_ok=8_598, reads_failed=19,
+                last_values={"pm25": 14.1, "pm10": 22.3, "no2": 28.5, "temp": 21.9}),
+            dev("energy-meter", "rs485-1", 30, state="failing", last_ok_ts=now - 47_000,
+                reads_ok=2_866, reads_failed=41, last_error="no answer within 1s (unit 7)",
+                last_values={"power_kw": 1.284, "energy_kwh": 53_118.2}),
+            dev("water-level", "rs485-1", 60, state="down", last_ok_ts=now - 5_410_000,
+                reads_ok=1_344, reads_failed=312,
+                last_error="CRC error in response from unit 9",
+                last_values={"level_cm": 87.5}),
+        ]),
+        SourceView("cabinet-plc", "modbus-tcp", [
+            dev("cabinet", "cabinet-plc", 5, last_ok_ts=now - 900, reads_ok=17_280,
+                last_values={"door_open": False, "temp_c": 29.4, "fan": True}),
+        ]),
+        SourceView("noise-1", "serial", [
+            dev("noise-1", "noise-1", 5, last_ok_ts=now - 1100, reads_ok=17_265,
+                parse_errors=6, last_values={"laeq": 61.2, "lamax": 74.9}),
+        ]),
+        SourceView("traffic-1", "serial", [
+            dev("traffic-1", "traffic-1", 60, last_ok_ts=now - 22_000, reads_ok=1_438,
+                last_values={"cars": 412, "bikes": 96, "pedestrians": 1_207}),
+        ]),
+    ]  # fmt: skip
+    for view in provider.source_views:
+        for device in view.devices:
+            if device.state == "ok":
+                a_half_hour_of(provider.trends, device.name, device.last_values, now)
+    provider.stored_events = story(now)
+    provider.recorded.update(e.kind for e in provider.stored_events)
+    return provider
+
+
+def story(now: int) -> list[StatusEvent]:
+    """The last day of a lamppost, newest first: a night outage, a power cut, an alarm, a
+    flaky meter and a water-level sensor that died."""
+    server = "mqtts://broker-a.city.example:8883"
+
+    def ev(minutes_ago: float, kind: str, message: str, **fields: Any) -> StatusEvent:
+        return StatusEvent(now - int(minutes_ago * MINUTE), kind, message, fields)
+
+    return [
+        ev(0.8, "device_failing", "energy-meter failing: no answer within 1s (unit 7)",
+           device="energy-meter"),
+        ev(42, "link_up", f"link to {server} up after 3m 10s down", server=server, outage_s=190.0),
+        ev(45.2, "link_down", f"link to {server} lost: connection lost", server=server),
+        ev(90, "device_down", "water-level down: CRC error in response from unit 9",
+           device="water-level"),
+        ev(92, "device_failing", "water-level failing: CRC error in response from unit 9",
+           device="water-level"),
+        ev(185, "alarm_cleared", "alarm aq-2/pm25>35 cleared at 31.2 (high)",
+           alarm="aq-2/pm25>35", value=31.2, priority="high"),
+        ev(238, "alarm_raised", "alarm aq-2/pm25>35 raised at 41.7 (high)",
+           alarm="aq-2/pm25>35", value=41.7, priority="high"),
+        ev(300, "reload", "reloaded /etc/street-gateway/gateway.yaml: 4 sources, 7 devices, "
+           "2 alarms"),
+        ev(557, "start", "started v0.2.0 after a crash (the last run did not stop cleanly)",
+           previous="crash"),
+        ev(560, "link_up", f"link to {server} up after 47m down", server=server, outage_s=2820.0),
+        ev(607, "link_down", f"link to {server} lost: no PINGRESP within keepalive", server=server),
+        ev(1320, "device_ok", "energy-meter ok again after 4m failing", device="energy-meter",
+           was="failing"),
+        ev(1324, "device_failing", "energy-meter failing: no answer within 1s (unit 7)",
+           device="energy-meter"),
+    ]  # fmt: skip
+
+
 @contextlib.contextmanager
 def serve_in_thread(provider: Any, token: str | None = None) -> Iterator[int]:
     """Run a StatusServer on 127.0.0.1 (free port) in its own thread and loop; yield the port."""
@@ -230,3 +336,60 @@ def serve_in_thread(provider: Any, token: str | None = None) -> Iterator[int]:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         loop.close()
+
+
+def measure_in_chromium(url: str, profile: Path, width: int, expression: str) -> Any:
+    """Open ``url`` in headless Chromium with a viewport ``width`` px wide, wait until it has
+    loaded, and evaluate ``expression`` in it (over the DevTools protocol): its value."""
+    proc = subprocess.Popen(
+        [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
+         f"--window-size={width},1000", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("DevTools listening on "):
+                browser = line.split()[-1]
+                break
+        else:
+            raise AssertionError("chromium did not open its DevTools port")
+        return asyncio.run(_evaluate(browser, url, width, expression))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+async def _evaluate(browser: str, url: str, width: int, expression: str) -> Any:
+    import aiohttp  # noqa: PLC0415 - only the layout tests need it
+
+    base = "http://" + browser.split("/")[2]
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+        async with session.get(f"{base}/json/list") as response:
+            targets = await response.json()
+        page = next(t for t in targets if t["type"] == "page")
+        async with session.ws_connect(page["webSocketDebuggerUrl"]) as ws:
+            ids = iter(range(1, 1000))
+
+            async def call(method: str, **params: Any) -> dict[str, Any]:
+                number = next(ids)
+                await ws.send_json({"id": number, "method": method, "params": params})
+                async for message in ws:
+                    answer: dict[str, Any] = message.json()
+                    if answer.get("id") == number:
+                        return answer.get("result", {})
+                raise AssertionError("the DevTools connection closed")
+
+            await call("Emulation.setDeviceMetricsOverride", width=width, height=1000,
+                       deviceScaleFactor=1, mobile=False)  # fmt: skip
+            await call("Page.navigate", url=url)
+            while True:
+                ready = await call("Runtime.evaluate", expression="document.readyState",
+                                   returnByValue=True)  # fmt: skip
+                if ready["result"].get("value") == "complete":
+                    break
+                await asyncio.sleep(0.1)
+            result = await call("Runtime.evaluate", expression=expression, returnByValue=True)
+            return result["result"].get("value")

@@ -39,7 +39,7 @@ def test_a_spike_between_two_looks_is_never_smoothed_away() -> None:
     entries = history.of("river-1", T0 + 300_000)["level"]
     assert [T0 + 137_000, 1000.0] in entries
     assert [T0 + 201_000, -50.0] in entries
-    assert len(entries) <= 2 * math.ceil(300_000 / BUCKET_MS) + 2
+    assert len(entries) == MAX_ENTRIES  # 300 polls: the oldest summarised, the newest as they came
 
 
 def test_booleans_stay_booleans_and_strings_nan_and_silence_are_left_out() -> None:
@@ -71,7 +71,34 @@ def test_forget_drops_devices_a_reload_removed() -> None:
     assert history.of("b", T0) == {"x": [[T0, 1]]}
 
 
-@settings(max_examples=60, deadline=None)
+def test_a_minute_after_start_every_poll_of_that_minute_is_there() -> None:
+    """SPEC v0.3: until a point holds 120 entries, every poll adds one."""
+    history = History()
+    for i in range(60):
+        history.observe(Sample("aq-1", T0 + i * 1000, {"pm25": 10.0 + i % 7}))
+    entries = history.of("aq-1", T0 + 60_000)["pm25"]
+    assert entries == [[T0 + i * 1000, 10.0 + i % 7] for i in range(60)]
+
+
+def test_past_120_polls_the_oldest_part_is_summarised_and_120_entries_stay() -> None:
+    history = History()
+    for i in range(1800):  # every second for the whole window
+        history.observe(Sample("aq-1", T0 + i * 1000, {"pm25": float(i % 13)}))
+    now = T0 + 1800 * 1000
+    entries = history.of("aq-1", now)["pm25"]
+    assert len(entries) == MAX_ENTRIES
+    assert entries[-1] == [now - 1000, float(1799 % 13)]  # the newest polls as they came
+    assert entries[-2] == [now - 2000, float(1798 % 13)]
+    times = [t for t, _ in entries]
+    assert times == sorted(times)
+    assert times[0] < now - SPAN_MS + 2 * BUCKET_MS  # and the whole window, summarised
+
+
+def _window(seen: list[tuple[int, float]], now: int) -> list[tuple[int, float]]:
+    return [(t, v) for t, v in seen if t // BUCKET_MS > (now - SPAN_MS) // BUCKET_MS]
+
+
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, 5_000), st.floats(-1e6, 1e6, allow_nan=False)),
@@ -79,25 +106,42 @@ def test_forget_drops_devices_a_reload_removed() -> None:
         max_size=400,
     )
 )
-def test_each_bucket_keeps_exactly_its_minimum_and_maximum(steps: list[tuple[int, float]]) -> None:
-    """A model check: against every sample kept in a plain list."""
+@example([(0, 0.0)] * 121)  # one poll more than fits, all in one bucket
+def test_every_poll_until_120_then_extremes_before_a_split_and_every_poll_after(
+    steps: list[tuple[int, float]],
+) -> None:
+    """A model check against every sample kept in a plain list: at most 120 entries; all the
+    window's polls while they fit; else each bucket before some split gives exactly its
+    minimum and maximum, and from the split on every poll is there as it came."""
     history, seen, ts = History(), [], T0
     for gap, value in steps:
         ts += gap * 10
         history.observe(Sample("d", ts, {"p": value}))
         seen.append((ts, value))
-    entries = history.of("d", ts)["p"]
+    entries = [(int(t), float(v)) for t, v in history.of("d", ts)["p"]]  # type: ignore[arg-type]
+    window = _window(seen, ts)
     assert len(entries) <= MAX_ENTRIES
+    if len(window) <= MAX_ENTRIES:
+        assert entries == window
+        return
+    assert any(_split_at(entries, window, k) for k in range(len(entries) + 1)), entries
+
+
+def _split_at(entries: list[tuple[int, float]], window: list[tuple[int, float]], k: int) -> bool:
+    """Whether entries[k:] are the window's last polls as they came and entries[:k] the
+    extremes, bucket by bucket, of the polls before them."""
+    tail = len(entries) - k
+    if entries[k:] != window[len(window) - tail :]:
+        return False
     by_bucket: dict[int, list[float]] = {}
-    for t, v in seen:
-        if t // BUCKET_MS > (ts - SPAN_MS) // BUCKET_MS:
-            by_bucket.setdefault(t // BUCKET_MS, []).append(v)
+    for t, v in window[: len(window) - tail]:
+        by_bucket.setdefault(t // BUCKET_MS, []).append(v)
     kept: dict[int, list[float]] = {}
-    for t, v in entries:
-        kept.setdefault(int(t) // BUCKET_MS, []).append(float(v))
-    assert kept.keys() == by_bucket.keys()
-    for bucket, values in by_bucket.items():
-        assert sorted(kept[bucket]) == sorted({min(values), max(values)})
+    for t, v in entries[:k]:
+        kept.setdefault(t // BUCKET_MS, []).append(v)
+    return kept.keys() == by_bucket.keys() and all(
+        sorted(kept[b]) == sorted({min(vs), max(vs)}) for b, vs in by_bucket.items()
+    )
 
 
 # One class per point mostly (the folded path), with ties; sometimes a NaN, a string, a gap

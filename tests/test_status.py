@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from status_support import LINK_COST, FakeProvider, healthy_provider, now_ms
 
 from gateway.model import DeviceStats, UplinkStats
-from gateway.page import lanes, render_page
+from gateway.page import render_page, tracks
 from gateway.status import SourceView, StatusServer, build_status, health, summary_line
 
 TOKEN = "s3cret-token"
@@ -453,7 +454,7 @@ async def test_the_page_draws_a_sparkline_per_numeric_value_and_the_timeline(
     assert 'class="bar alarm"' in page
 
 
-def test_lanes_draw_outages_alarms_and_devices_until_now_when_still_open() -> None:
+def test_tracks_draw_outages_alarms_and_devices_until_now_when_still_open() -> None:
     now = now_ms()
     minute = 60_000
     events = [  # newest first
@@ -462,10 +463,62 @@ def test_lanes_draw_outages_alarms_and_devices_until_now_when_still_open() -> No
         {"ts": now - 3 * minute, "kind": "link_down", "message": "", "server": "s"},
         {"ts": now - 25 * 3600_000, "kind": "link_down", "message": "", "server": "s"},
     ]
-    link, restarts, alarms, river = lanes(events, now)
+    link, restarts, alarms, river = tracks(events, now)
     assert [(s.start, s.end) for s in link.spans] == [(now - 3 * minute, now)]
     assert link.summary.startswith("1 outage, 3m in all")
     assert restarts.spans == []
     assert [(s.start, s.end) for s in alarms.spans] == [(now - 2 * minute, now)]
     assert "raised now: a>1" in alarms.summary
     assert (river.name, river.summary) == ("river-1", "down once; down now")
+
+
+# ---------------------------------------------------------------------------------------------
+# DNS rebinding: a tokenless listener answers only to its own names
+
+
+async def _get_with_host(port: int, host: bytes | None, token: str | None = None) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = b"GET /health HTTP/1.0\r\n"
+    if host is not None:
+        head += b"Host: " + host + b"\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n".encode()
+    writer.write(head + b"\r\n")
+    try:
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        (b"127.0.0.1:8470", b"200"),
+        (b"127.0.0.1", b"200"),
+        (b"localhost:9000", b"200"),  # an SSH tunnel to another local port
+        (b"LOCALHOST", b"200"),
+        (b"[::1]:8470", b"200"),
+        (None, b"200"),  # HTTP/1.0 without a Host: no browser sends that
+        (b"attacker.example:8470", b"421"),
+        (b"127.0.0.1.attacker.example", b"421"),
+        (b"localhost.", b"421"),
+    ],
+)
+async def test_a_tokenless_listener_refuses_other_host_names(
+    host: bytes | None, status: bytes
+) -> None:
+    server = StatusServer(healthy_provider(), host="127.0.0.1", port=0, token=None)
+    async with server:
+        answer = await _get_with_host(server.port, host)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert server.http.refused_total["host"] == (status == b"421")
+
+
+async def test_with_a_token_any_host_name_is_answered() -> None:
+    """Behind a token the page cannot be read by a rebound name anyway: the token is the check
+    (a LAN listener is reached under names and addresses the gateway cannot know)."""
+    async with StatusServer(
+        healthy_provider(), host="127.0.0.1", port=0, token="a-token-0123456789"
+    ) as server:
+        assert (await _get_with_host(server.port, b"gw.city.example")).startswith(b"HTTP/1.1 200")

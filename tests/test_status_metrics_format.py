@@ -1,4 +1,4 @@
-"""/metrics is written by gateway/status.py itself: byte for byte what prometheus_client writes.
+"""/metrics is written by gateway/prometheus.py: byte for byte what prometheus_client writes.
 
 The daemon does not import prometheus_client (~1 MB of peak RSS); the tests do, as the reference.
 """
@@ -13,9 +13,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from status_support import FakeProvider, healthy_provider
 
-from gateway import status
+from gateway import prometheus
 from gateway.model import DeviceStats
-from gateway.status import MetricFamily, SourceView, StatusCollector
+from gateway.prometheus import MetricFamily
+from gateway.status import SourceView, StatusCollector
 
 
 class _Reference(Collector):
@@ -55,8 +56,8 @@ def _odd_provider() -> FakeProvider:
 @pytest.mark.parametrize("make", [FakeProvider, healthy_provider, _odd_provider])
 def test_status_metrics_are_what_prometheus_client_writes(make: type[FakeProvider]) -> None:
     families = list(StatusCollector(make()).collect())
-    assert status.generate_latest(families) == _reference_text(families)
-    assert status.CONTENT_TYPE_LATEST == CONTENT_TYPE_LATEST
+    assert prometheus.generate_latest(families) == _reference_text(families)
+    assert prometheus.CONTENT_TYPE_LATEST == CONTENT_TYPE_LATEST
 
 
 @pytest.mark.parametrize(
@@ -65,5 +66,5 @@ def test_status_metrics_are_what_prometheus_client_writes(make: type[FakeProvide
      -math.inf, math.nan, True, False],
 )  # fmt: skip
 def test_sample_values_are_spelt_like_prometheus_client(value: float) -> None:
-    family = status.gauge_family("x", "doc \\ with\nnewline", value=value)
-    assert status.generate_latest([family]) == _reference_text([family])
+    family = prometheus.gauge("x", "doc \\ with\nnewline", value=value)
+    assert prometheus.generate_latest([family]) == _reference_text([family])

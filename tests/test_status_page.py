@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
-from status_support import CHROMIUM, dump_dom, healthy_provider, serve_in_thread
+from status_support import (
+    CHROMIUM,
+    dump_dom,
+    healthy_provider,
+    measure_in_chromium,
+    sample_provider,
+    serve_in_thread,
+)
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -60,3 +67,22 @@ def test_after_a_refresh_the_dom_holds_every_event_and_a_sparkline_per_number(
         row = rows[html.escape(device.name)]
         assert row.count('<svg class="spark"') == len(numeric), device.name
     assert 'data-lane="link"' in dom
+
+
+# Every table's right edge against its card's, and the page's own width (no side scrolling).
+_OVERFLOW = """[...document.querySelectorAll('.wide')].map(function(w){
+  var last=w.querySelector('tr th:last-child').getBoundingClientRect();
+  return [w.querySelector('th').textContent, w.scrollWidth-w.clientWidth,
+          Math.round(last.right-w.getBoundingClientRect().right)];
+}).concat([['page', document.documentElement.scrollWidth-innerWidth, 0]])"""
+
+
+def test_at_1280_px_every_column_is_on_screen(tmp_path: Path) -> None:
+    """A laptop's 1280 px: the devices table (long errors, four sparklines a device) and the
+    events fit their cards; none is cut or needs scrolling sideways."""
+    with serve_in_thread(sample_provider()) as port:
+        overflows = measure_in_chromium(
+            f"http://127.0.0.1:{port}/", tmp_path / "profile", 1280, _OVERFLOW
+        )
+    assert [name for name, *_ in overflows] == ["Device", "When", "page"]
+    assert all(scroll <= 0 and edge <= 0 for _, scroll, edge in overflows), overflows

@@ -5,8 +5,8 @@ RTU has no transaction id, so a late answer cannot be told from the next one, an
 marks where a frame starts. So the link is re-synchronised by starting over on a fresh
 connection whenever it may hold stray bytes: after a timeout, after a CRC error, after bytes
 that are not the answer asked for, and after bytes that arrive when nothing was asked. CRC
-errors and garbage are counted here (``crc_errors``, ``garbage``) and fail the read as a
-protocol error; the source reconnects on the next read.
+errors and garbage are counted here (``crc_errors``, ``garbage``; the source's ``link`` in
+/status) and fail the read as a protocol error; the source reconnects on the next read.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class RtuTcpClient(TcpClient["_RtuLink"]):
         super().__init__(host, port, timeout_s=timeout_s)
         self.crc_errors = 0
         self.garbage = 0  # answers that were not the answer asked for, and stray bytes
+
+    @property
+    def link_counters(self) -> dict[str, int]:
+        """Shown per source in /status (``link``) and /metrics (source_link_errors_total)."""
+        return {"crc_errors": self.crc_errors, "garbage": self.garbage}
 
     def _new_link(self) -> _RtuLink:
         return _RtuLink(self)

@@ -145,6 +145,12 @@ class ModbusSource:
     def name(self) -> str:
         return self._config.name
 
+    @property
+    def link_counters(self) -> dict[str, int]:
+        """The transport's own error counters when it keeps some (RTU over TCP), for /status."""
+        counters = getattr(self._client, "link_counters", None)
+        return dict(counters) if counters else {}
+
     async def run(self) -> None:
         """Poll every device until cancelled; the client is closed on every exit."""
         self._client = self._make_client()
