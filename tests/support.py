@@ -1,5 +1,5 @@
 """Helpers shared by the tests: free loopback ports, a real mosquitto process and a subscriber
-to it, process cleanup, a task for the length of a block."""
+to it, process cleanup, a task for the length of a block, a buffer stopped as by a crash."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
+
+from gateway.buffer import Buffer
 
 T = TypeVar("T")
 
@@ -156,3 +158,13 @@ async def until_set(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(recheck_s):
                     await event.wait()
+
+
+async def abandon(buffer: Buffer) -> None:
+    """Stop ``buffer`` as kill -9 would: what memory held is lost, the connection is closed
+    without a checkpoint and no clean shutdown is recorded in the seq file."""
+    await buffer._stop_tasks()
+    async with buffer._lock:
+        buffer._pending.clear()
+        buffer._ack_runs = []
+        await buffer._close(clean=False)

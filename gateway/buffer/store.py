@@ -10,11 +10,12 @@ in place (:mod:`.schema`). A file that is not ours or fails the check raises
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -175,3 +176,15 @@ async def rollback(db: aiosqlite.Connection) -> None:
         await db.execute("ROLLBACK")
     except sqlite3.Error as exc:
         log.debug("rollback: %s", exc)
+
+
+async def atomic(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` (a transaction and the bookkeeping after it) to its end, even when the
+    caller is cancelled: a transaction cut in half would stay open on the one connection and
+    swallow the next. The caller holds the buffer's lock, so nothing interleaves meanwhile."""
+    task = asyncio.ensure_future(work())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
