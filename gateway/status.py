@@ -88,10 +88,10 @@ class StatusProvider(Protocol):
 
 
 def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, list[str]]:
-    """(healthy, problems): degraded when the buffer cannot be written; when a core task failed
-    and waits for its restart; when every device has had a poll outcome and every one is failing
-    or down; or when no device at all produced a sample within 3 of its intervals (counted from
-    start while none has yet).
+    """(healthy, problems): degraded when the buffer cannot be written; when an essential task
+    failed and waits for its restart; when every device has had a poll outcome and every one is
+    failing or down; or when no device at all produced a sample within 3 of its intervals
+    (counted from start while none has yet).
 
     One dead device among live ones is not a health problem; it shows in ``/status``. A gateway
     with no devices configured has nothing to judge and is healthy on that count.
@@ -103,7 +103,7 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
         why = f": {buffer.last_error}" if buffer.last_error else ""
         problems.append(f"buffer cannot be written{why}")
     for task in provider.tasks():
-        if task.core and not task.running:
+        if task.essential and not task.running:
             problems.append(f"task {task.name} failed and is restarting: {task.last_error}")
     devices = [d for s in provider.sources() for d in s.devices]
     started_ms = now - int(float(provider.gateway_info().get("uptime_s", 0)) * 1000)
