@@ -124,5 +124,5 @@ async def abandon(buffer: Buffer) -> None:
     await buffer._stop_tasks()
     async with buffer._lock:
         buffer._pending.clear()
-        buffer._ack_runs = []
+        buffer._acks.take()
         await buffer._close(clean=False)

@@ -11,10 +11,12 @@ import sqlite3
 from dataclasses import dataclass
 
 from gateway.buffer import codec
-from gateway.buffer.alarm_state import AlarmStateWrite
-from gateway.buffer.journal import JournalWrite
+from gateway.buffer.acks import Acks
+from gateway.buffer.alarm_state import AlarmStates, AlarmStateWrite
+from gateway.buffer.journal import Journal, JournalWrite
+from gateway.buffer.pending import Queued
 from gateway.buffer.runs import Run
-from gateway.model import Lane
+from gateway.model import AlarmEvent, Lane, Sample
 
 TABLE = {Lane.ALARM: "alarms", Lane.SAMPLE: "samples"}
 
@@ -26,10 +28,45 @@ class CommitTransaction:
     samples: list[codec.SampleRow]
     alarms: list[codec.AlarmRow]
     runs: list[Run]
+    counted: dict[Lane, int]  # of the acknowledged, those already out of the counts
     delete_alarms: bool  # False when no alarm row can be among the acknowledged
     meta: list[tuple[int, str]]  # (value, key)
     alarm_states: AlarmStateWrite  # each rule's state goes with its event: restored together
     journal: JournalWrite
+
+    @classmethod
+    def take(
+        cls,
+        batch: list[Queued],
+        *,
+        stored_ms: int,
+        settled: int,
+        alarms_held: int,
+        acks: Acks,
+        alarm_states: AlarmStates,
+        journal: Journal,
+    ) -> CommitTransaction:
+        """One commit of ``batch``, with what waits for a commit taken from ``acks``,
+        ``alarm_states`` and ``journal`` (:meth:`give_back` returns it after a failure)."""
+        samples, alarms = rows(batch, stored_ms)  # first: it is the part that could raise
+        runs, counted = acks.take()
+        return cls(
+            samples,
+            alarms,
+            runs,
+            counted,
+            delete_alarms=bool(alarms_held or counted[Lane.ALARM]),
+            meta=[(settled, "last_seq"), (stored_ms, "max_stored_ms")],
+            alarm_states=alarm_states.take(
+                (seq, ts, item) for seq, _, ts, item in batch if isinstance(item, AlarmEvent)
+            ),
+            journal=journal.take(),
+        )
+
+    def give_back(self, acks: Acks, alarm_states: AlarmStates, journal: Journal) -> None:
+        acks.put_back(self.runs, self.counted)
+        alarm_states.put_back(self.alarm_states)
+        journal.put_back(self.journal)
 
     def __call__(self, conn: sqlite3.Connection) -> dict[Lane, int]:
         deleted = dict.fromkeys(Lane, 0)
@@ -64,3 +101,18 @@ class CommitTransaction:
                     conn.execute("ROLLBACK")
             raise
         return deleted
+
+
+def rows(batch: list[Queued], stored_ms: int) -> tuple[list[codec.SampleRow], list[codec.AlarmRow]]:
+    """The rows of ``batch`` to insert: samples, alarms."""
+    samples = [
+        codec.sample_row(seq, stored_ms, item)
+        for seq, _, _, item in batch
+        if isinstance(item, Sample)
+    ]
+    alarms = [
+        codec.alarm_row(seq, stored_ms, item)
+        for seq, _, _, item in batch
+        if isinstance(item, AlarmEvent)
+    ]
+    return samples, alarms

@@ -62,19 +62,12 @@ class Opened:
     exposure: seqfile.ExposureMark
 
 
-@dataclass(frozen=True, slots=True)
-class FilePaths:
-    db: Path
-    seq: Path
-    exposed: Path
-
-
 async def open_file(
-    paths: FilePaths,
+    path: Path,
+    files: seqfile.SeqFiles,
     *,
     sync: Literal["full", "normal"],
     wal_pages: int,
-    boot: str | None,
     settled: int | None,
     corrupt_files: list[str],
     now_ms: Callable[[], int],
@@ -83,22 +76,22 @@ async def open_file(
     """Open or create the file (moving a corrupt one aside, recorded in ``corrupt_files``) and
     record where seqs continue. ``settled``: when this process opened it before (a dropped
     connection), everything up to it is known to be committed or acknowledged."""
-    state = await asyncio.to_thread(seqfile.read_state, paths.seq)
-    intact = await asyncio.to_thread(seqfile.wal_intact, paths.db)
-    exposed = await asyncio.to_thread(seqfile.read_exposed, paths.exposed)
+    state = await asyncio.to_thread(seqfile.read_state, files.seq_path)
+    intact = await asyncio.to_thread(seqfile.wal_intact, path)
+    exposed = await asyncio.to_thread(seqfile.read_exposed, files.exposed_path)
     try:
-        db, fresh = await store.open_db(paths.db, sync, wal_pages)
+        db, fresh = await store.open_db(path, sync, wal_pages)
     except BufferCorruptError as exc:
-        db, fresh = await _start_afresh(paths.db, exc, sync, wal_pages, corrupt_files)
+        db, fresh = await _start_afresh(path, exc, sync, wal_pages, corrupt_files)
     try:
         if fresh:
             db_last, base, max_stored_ms = 0, 0, 0
             if state is not None and not corrupt_files:
-                log.error("buffer %s is missing beside its seq file", paths.db)
+                log.error("buffer %s is missing beside its seq file", path)
         else:
             db_last, base, max_stored_ms = await _read_meta(db)
             if state is None:
-                log.warning("seq file %s missing: continuing from the database", paths.seq)
+                log.warning("seq file %s missing: continuing from the database", files.seq_path)
         if settled is not None and not fresh:
             start = seqfile.Start(max(db_last, settled), [])
         else:
@@ -106,7 +99,7 @@ async def open_file(
                 state,
                 fresh=fresh,
                 db_last=db_last,
-                same_boot=state is not None and state.boot == boot is not None,
+                same_boot=state is not None and state.boot == files.boot is not None,
                 intact=intact,
                 exposed=exposed or 0,
             )
@@ -114,13 +107,13 @@ async def open_file(
             base = start.last_seq
         now = now_ms()
         await atomic(lambda: _write_open_state(db, start, fresh, now))
-        exposure = await asyncio.to_thread(seqfile.ExposureMark, paths.exposed)
+        exposure = await asyncio.to_thread(seqfile.ExposureMark, files.exposed_path)
     except sqlite3.Error as exc:
         await db.close()
-        raise store.map_error(exc, f"cannot initialise {paths.db}") from exc
+        raise store.map_error(exc, f"cannot initialise {path}") from exc
     except OSError as exc:
         await db.close()
-        raise BufferWriteError(f"cannot initialise {paths.db}: {exc}") from exc
+        raise BufferWriteError(f"cannot initialise {path}: {exc}") from exc
     except BaseException:
         await db.close()
         raise

@@ -1,5 +1,8 @@
 """What the buffer holds in memory until its commit, and the seqs it hands out. No I/O.
 
+At most ``max_items`` are held: while the disk fails and the queue is full, new items are
+refused before they get a seq (:meth:`Pending.admit`), and the buffer counts them dropped.
+
 An item put waits in ``unnumbered`` until the reservation reaches far enough to give it a seq
 (:meth:`Pending.number`), then in ``queue`` until the commit task takes it as its ``batch``.
 ``last_seq`` is the highest seq handed out; ``reserved`` how far the fsynced reservation
@@ -10,6 +13,7 @@ raise it. ``wait_for_seq`` wakes a waiter once ``last_seq`` passes its mark.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 
 from gateway.buffer.runs import Run, take_runs
@@ -20,11 +24,15 @@ Item = Sample | AlarmEvent
 Unnumbered = tuple[Lane, int, Item]  # waiting for a seq: lane, ts_ms, item
 Queued = tuple[int, Lane, int, Item]  # seq, lane, ts_ms, item: not yet committed
 
+log = logging.getLogger(__name__)
+
 RESERVE_AHEAD_MAX = 1_000_000
 
 
 class Pending:
-    def __init__(self, reserve_block: int) -> None:
+    def __init__(self, reserve_block: int, max_items: int) -> None:
+        self._max = max_items
+        self._refusing = False
         self.unnumbered: deque[Unnumbered] = deque()  # waiting for the reservation to grow
         self.queue: deque[Queued] = deque()
         self.batch: list[Queued] | None = None  # taken from the queue, not yet committed
@@ -39,6 +47,16 @@ class Pending:
     def held(self) -> int:
         """Items not yet committed."""
         return len(self.unnumbered) + len(self.queue) + len(self.batch or ())
+
+    def admit(self) -> bool:
+        """Room for one more item? The first refusal of a run is logged."""
+        if self.held() < self._max:
+            self._refusing = False
+            return True
+        if not self._refusing:
+            self._refusing = True
+            log.error("buffer memory queue full (%d items): dropping samples", self._max)
+        return False
 
     def add(self, lane: Lane, ts_ms: int, item: Item) -> None:
         self.unnumbered.append((lane, ts_ms, item))
@@ -97,10 +115,17 @@ class Pending:
         """Take the queued items whose seqs are in ``runs`` (acknowledged before their commit)."""
         return take_runs(self.queue, runs)
 
-    def items(self) -> list[Unnumbered]:
-        """Every item held, as (lane, ts_ms, item)."""
+    def counts(self) -> tuple[int, int]:
+        """(items held, of which alarms)."""
         numbered = (*(self.batch or ()), *self.queue)
-        return [*self.unnumbered, *((lane, ts, i) for _, lane, ts, i in numbered)]
+        lanes = [lane for lane, _, _ in self.unnumbered] + [lane for _, lane, _, _ in numbered]
+        return len(lanes), lanes.count(Lane.ALARM)
+
+    def resume_at(self, last_seq: int, reserved: int) -> None:
+        """The file was (re)opened: seqs continue above ``last_seq``, and the reservation
+        reaches at least ``reserved``."""
+        self.last_seq = max(self.last_seq, last_seq)
+        self.reserved = max(self.reserved, last_seq, reserved)
 
     def clear(self) -> None:
         """Forget every item held (a crash's loss)."""

@@ -18,11 +18,13 @@ directory)::
 fsynced: it has to outlive a killed process, which the page cache guarantees, not a power cut,
 after which the whole reservation counts as unproven anyway.
 
-Blocking file I/O: call it from a worker thread (``asyncio.to_thread``).
+Blocking file I/O: call it from a worker thread (``asyncio.to_thread``), as :class:`SeqFiles`,
+the running buffer's handle on both files, does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -212,3 +214,42 @@ def plan_start(
             return Start(seen, [(db_last + 1, seen, "unclean_shutdown")])
         return Start(db_last, [])
     return Start(state.reserved, [(db_last + 1, state.reserved, "unclean_shutdown")])
+
+
+class SeqFiles:
+    """The seq file and the exposure mark as an open buffer writes them."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.seq_path = db_path.with_name(db_path.name + ".seq")
+        self.exposed_path = db_path.with_name(db_path.name + ".exposed")
+        self.boot = boot_id()
+        self.base = 0  # the last seq before the current database file was created
+        self._exposure: ExposureMark | None = None
+
+    async def reserve(self, reserved: int) -> None:
+        """Record (fsynced) that seqs up to ``reserved`` may be handed out; OSError when it
+        cannot be written."""
+        state = SeqState(reserved, None, self.boot, self.base)
+        await asyncio.to_thread(write_state, self.seq_path, state)
+
+    async def record_clean(self, reserved: int, last: int) -> None:
+        """Record a clean close: the exact last seq."""
+        state = SeqState(reserved, last, self.boot, self.base)
+        try:
+            await asyncio.to_thread(write_state, self.seq_path, state)
+        except OSError as exc:
+            log.warning("cannot record the clean shutdown in %s: %s", self.seq_path, exc)
+
+    def expose(self, seq: int) -> None:
+        """``seq`` was handed out before its commit: a crash now must not let it be reused."""
+        if self._exposure is None:
+            return
+        try:
+            self._exposure.raise_to(seq)
+        except OSError as exc:
+            log.warning("buffer: cannot write %s: %s", self.exposed_path, exc)
+
+    def swap_exposure(self, mark: ExposureMark | None) -> None:
+        if self._exposure is not None:
+            self._exposure.close()
+        self._exposure = mark

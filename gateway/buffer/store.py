@@ -188,3 +188,47 @@ async def atomic(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         raise
+
+
+class Connection:
+    """The buffer's one connection to its file, or none: before the first open, and after an
+    error that says the connection is broken (``drop_if_broken``; the commit task opens it
+    again, and the reopen checks the file)."""
+
+    def __init__(self, path: Path, on_drop: Callable[[], None]) -> None:
+        self.path = path
+        self.db: aiosqlite.Connection | None = None
+        self._on_drop = on_drop
+
+    def require(self) -> aiosqlite.Connection:
+        if self.db is None:
+            raise BufferWriteError(f"buffer {self.path} is not open")
+        return self.db
+
+    async def drop_if_broken(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError) or (
+            isinstance(exc, sqlite3.Error) and error_code(exc) in BROKEN_CODES
+        ):
+            db, self.db = self.db, None
+            self._on_drop()
+            if db is not None:
+                try:
+                    await db.close()
+                except sqlite3.Error as close_exc:
+                    log.debug("closing a broken connection failed: %s", close_exc)
+
+    async def close(self, *, checkpoint: bool) -> bool:
+        """Close it; with ``checkpoint``, fold the WAL into the file first. True when the
+        checkpoint was done."""
+        db, self.db = self.db, None
+        if db is None:
+            return False
+        try:
+            if checkpoint:
+                await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            checkpoint = False
+            log.warning("buffer checkpoint at close failed: %s", exc)
+        finally:
+            await db.close()
+        return checkpoint
