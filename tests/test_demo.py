@@ -34,6 +34,7 @@ def test_configs_demo_yaml_is_what_the_demo_runs() -> None:
     load_config(CONFIGS / "demo.yaml")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
 def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c(broker: str) -> None:
     extra = ["--embedded-broker"] if broker == "embedded" else []
