@@ -55,7 +55,7 @@ from typing import Literal, TypeVar
 
 import aiosqlite
 
-from gateway.buffer import codec, opening, reading, seqfile, store
+from gateway.buffer import codec, opening, reading, safety, seqfile, store
 from gateway.buffer.acks import Acks
 from gateway.buffer.alarm_state import AlarmStates
 from gateway.buffer.commit import CommitTransaction
@@ -65,7 +65,7 @@ from gateway.buffer.journal import Journal
 from gateway.buffer.pending import Pending, Queued
 from gateway.buffer.runs import count, runs_of
 from gateway.buffer.tail import Tail
-from gateway.errors import BufferNewerError, BufferStoreError, BufferWriteError
+from gateway.errors import BufferNewerError, BufferStoreError, BufferUnsafeError, BufferWriteError
 from gateway.model import AlarmEvent, BufferStats, Gap, Lane, Sample, StatusEvent, StoredItem
 from gateway.model import now_ms as model_now_ms
 from gateway.supervisor import Supervisor
@@ -149,10 +149,11 @@ class Buffer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Buffer:
+        await asyncio.to_thread(safety.check, self.path)
         async with self._lock:
             try:
                 await self._open()
-            except BufferNewerError:
+            except (BufferNewerError, BufferUnsafeError):
                 raise
             except BufferStoreError as exc:
                 self._figures.write_failed(exc)
@@ -428,10 +429,7 @@ class Buffer:
         reserved = self._pending.next_reservation(time.monotonic())
         if reserved is None:
             return
-        try:
-            await self._files.reserve(reserved)
-        except OSError as exc:
-            raise BufferWriteError(f"cannot raise the seq reservation: {exc}") from exc
+        await self._files.reserve(reserved)
         self._pending.reserved = reserved
         self._number()
 

@@ -32,6 +32,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import statefile
+from gateway.errors import BufferUnsafeError, BufferWriteError
 from gateway.model import GapReason
 
 log = logging.getLogger(__name__)
@@ -92,19 +94,7 @@ def write_state(path: Path, state: SeqState) -> None:
             "base": state.base,
         }
     )
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, text.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    statefile.replace(path, text.encode() + b"\n")
 
 
 def wal_intact(db_path: Path) -> bool:
@@ -151,7 +141,7 @@ class ExposureMark:
     """``<db>.exposed``, kept open: one ``pwrite`` (no fsync) per raise."""
 
     def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = statefile.open_private(path, os.O_RDWR)
         self.seq = read_exposed(path) or 0
 
     def raise_to(self, seq: int) -> None:
@@ -227,10 +217,15 @@ class SeqFiles:
         self._exposure: ExposureMark | None = None
 
     async def reserve(self, reserved: int) -> None:
-        """Record (fsynced) that seqs up to ``reserved`` may be handed out; OSError when it
-        cannot be written."""
+        """Record (fsynced) that seqs up to ``reserved`` may be handed out."""
         state = SeqState(reserved, None, self.boot, self.base)
-        await asyncio.to_thread(write_state, self.seq_path, state)
+        try:
+            await asyncio.to_thread(write_state, self.seq_path, state)
+        except OSError as exc:
+            refusal = statefile.symlink_refusal(exc)
+            if refusal is not None:
+                raise BufferUnsafeError(refusal) from exc
+            raise BufferWriteError(f"cannot raise the seq reservation: {exc}") from exc
 
     async def record_clean(self, reserved: int, last: int) -> None:
         """Record a clean close: the exact last seq."""
