@@ -102,6 +102,9 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     if not buffer.writable:
         why = f": {buffer.last_error}" if buffer.last_error else ""
         problems.append(f"buffer cannot be written{why}")
+    if buffer.room_low:  # the file stops growing: an outage's samples would be evicted
+        free = 100 * (buffer.fs_free_fraction or 0)
+        problems.append(f"buffer has no room left to take an outage's samples ({free:.1f} % free)")
     for task in provider.tasks():
         if task.essential and not task.running:
             problems.append(f"task {task.name} failed and is restarting: {task.last_error}")
@@ -203,6 +206,7 @@ def build_status(provider: StatusProvider, now_ms: int | None = None) -> dict[st
             "dropped_total": buffer.dropped_total,
             "write_errors_total": buffer.write_errors_total,
             "writable": buffer.writable,
+            "room_bytes": buffer.room_bytes,
             "last_error": buffer.last_error,
             "corrupt_files": list(buffer.corrupt_files),
         },
@@ -470,6 +474,8 @@ class StatusCollector:
                       "failed, or not storable", buffer.dropped_total)  # fmt: skip
         yield counter("buffer_write_errors", "Failed buffer writes", buffer.write_errors_total)
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
+        if buffer.room_bytes is not None:
+            yield gauge("buffer_room_bytes", "Bytes left for the buffer to grow", buffer.room_bytes)
 
         yield from _uplink_families(uplink, p.backlog())
         events = counter_family(

@@ -1,10 +1,12 @@
 """Helpers shared by the tests: free loopback ports, a real mosquitto process and a subscriber
-to it, process cleanup, a task for the length of a block, a buffer stopped as by a crash."""
+to it, process cleanup, a task for the length of a block, a buffer stopped as by a crash, a
+small file system to fill."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
+import pytest
 
 from gateway.buffer import Buffer
 from gateway.sim.broker import (
@@ -126,3 +129,29 @@ async def abandon(buffer: Buffer) -> None:
         buffer._pending.clear()
         buffer._acks.take()
         await buffer._close(clean=False)
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size: str = "8m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (created, mode 0700) for the block's duration;
+    the test is skipped when this user may not mount one (it needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    where.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], check=True
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def fill(folder: Path, leave_fraction: float) -> Path:
+    """Fill ``folder``'s file system with one file until ``leave_fraction`` of it is free."""
+    fs = os.statvfs(folder)
+    size = (fs.f_bavail - int(fs.f_blocks * leave_fraction)) * fs.f_frsize
+    filler = folder / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\x00" * size)  # tmpfs holds zero pages too
+    return filler

@@ -582,6 +582,7 @@ class Buffer:
 
     def _refresh_bytes(self) -> None:
         self.stats.bytes = sum(self._evictor.file_bytes())
+        self._figures.room(self._evictor.room(self.stats.bytes))
 
     async def _refresh_oldest(self) -> None:
         if self._oldest_from_tail():

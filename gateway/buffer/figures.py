@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.buffer.eviction import Evicted
+from gateway.buffer.eviction import Evicted, Room
 from gateway.buffer.pending import Unnumbered
 from gateway.buffer.tail import Tail
 from gateway.model import AlarmEvent, BufferStats, Lane, Sample
@@ -76,6 +76,21 @@ class Figures:
             evicted.last,
             reason,
         )
+
+    def room(self, room: Room) -> None:
+        stats = self.stats
+        stats.room_bytes, stats.fs_free_fraction = room.bytes, room.free_fraction
+        if room.low != stats.room_low:
+            stats.room_low = room.low
+            if room.low:
+                log.error(
+                    "buffer %s: its file system has %.1f %% free: no room left to take an "
+                    "outage's samples",
+                    self._path,
+                    100 * (room.free_fraction or 0.0),
+                )
+            else:
+                log.warning("buffer %s: room on its file system again", self._path)
 
     def write_failed(self, exc: BaseException) -> None:
         self.stats.write_errors_total += 1
