@@ -2,16 +2,16 @@
 
 How it works
 ------------
-``put()`` gives each sample or alarm its seq at once, from the fsynced reservation (below), and
-appends it to a bounded in-memory queue and to the *tail*; it never blocks and never raises. The
-uplink may publish an item from the tail before it is committed, so a live sample does not wait
-for the fsync. The commit task takes what is queued (at most ``commit_max_rows``) and commits it
-in one SQLite transaction; it waits a short linger after the first item of a batch so that a
-poll's samples share a commit, but never holds an item longer than ``commit_interval_s``, and
-when commits are slower than the linger they follow one another without pause (group commit).
-With ``sync="full"`` every commit is fsynced (``synchronous=FULL`` in WAL mode); with
-``"normal"`` only checkpoints are. An item acknowledged before its commit is taken out of the
-queue and never written (fewer writes to the SD card).
+``put()`` gives each sample or alarm its seq at once, below the fsynced reservation, and appends
+it to a bounded in-memory queue (:mod:`.pending`) and to the *tail*; it never blocks and never
+raises. The uplink may publish an item from the tail before it is committed, so a live sample
+does not wait for the fsync. The commit task takes what is queued (at most ``commit_max_rows``)
+and commits it in one SQLite transaction; it waits a short linger after the first item of a
+batch so that a poll's samples share a commit, but never holds an item longer than
+``commit_interval_s``, and when commits are slower than the linger they follow one another
+without pause (group commit). With ``sync="full"`` every commit is fsynced (``synchronous=FULL``
+in WAL mode); with ``"normal"`` only checkpoints are. An item acknowledged before its commit is
+taken out of the queue and never written (fewer writes to the SD card).
 
 Samples and alarms live in two tables keyed by seq, in the neutral form of
 :mod:`gateway.buffer.codec`; the schema and its migrations are :mod:`gateway.buffer.schema`.
@@ -34,11 +34,13 @@ Failures
 --------
 A write that fails (disk full, read-only or vanished directory, I/O error) is rolled back and
 retried with capped exponential backoff; its items stay queued (and can still be published),
-``stats.writable`` is False and ``write_errors_total`` / ``last_error`` say why; while the queue
-is full new items are dropped (before they get a seq) and counted. A database that cannot be
-opened at all leaves the buffer entered but degraded: the backlog cannot be read, and the commit
-task keeps trying to open it. I/O and corruption errors drop the connection, so the retry
-re-opens and re-checks the file.
+``stats.writable`` is False and ``write_errors_total`` / ``last_error`` say why; while the queue is
+full new items are dropped (before they get a seq) and counted. A database that cannot be opened at
+all leaves the buffer entered but degraded: the backlog cannot be read, and the commit task keeps
+trying to open it. I/O and corruption errors drop the connection, so the retry re-opens and
+re-checks the file. A file system under 5 % free is no write error, but leaves no room for an
+outage: ``stats.room_low`` (``/health`` degraded) and ``room_bytes`` say so. A directory others can
+write, or a symbolic link beside the file, is refused at start (:mod:`.safety`).
 """
 
 from __future__ import annotations
