@@ -6,6 +6,9 @@ in place (:mod:`.schema`). A file that is not ours or fails the check raises
 :class:`BufferCorruptError`; one written by a newer street-gateway raises
 :class:`BufferNewerError` and is left untouched; a file that cannot be opened or written at all
 (missing or read-only directory, disk full, I/O error) raises :class:`BufferWriteError`.
+
+:class:`Connection` holds the one open connection, dropped after an error that says it is broken;
+:func:`atomic` runs a transaction to its end even when its caller is cancelled.
 """
 
 from __future__ import annotations
