@@ -117,10 +117,6 @@ class AlarmEngine:
                     events.append(event)
         return events
 
-    def active(self) -> list[str]:
-        """Names of the alarms raised now, in rule order."""
-        return [state.name for state in self._states if state.raised]
-
     def overrides(self) -> dict[str, tuple[float, str]]:
         """Device -> (interval, alarm name) that the raised alarms' ``while_raised`` ask for;
         when several name one device, the shortest interval wins."""

@@ -187,7 +187,8 @@ class Daemon:
                     self.supervisor.run("watchdog", self._watch), name="watchdog"
                 )
                 events = group.create_task(
-                    self.supervisor.run("events", self._watch_events, core=False), name="events"
+                    self.supervisor.run("events", self._watch_events, essential=False),
+                    name="events",
                 )
                 uplink = self._start_uplink(group)
                 while True:
@@ -333,7 +334,7 @@ class Daemon:
                 sources_beat.beat()
                 last_polls = polls
             sources_beat.allowance_s = self._polling_allowance()
-            if not self.supervisor.down():  # a dead core task starves the watchdog
+            if not self.supervisor.down():  # a dead essential task starves the watchdog
                 watchdog.tick()
             systemd.status(self.status_line())
             await asyncio.sleep(period)

@@ -13,28 +13,32 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import yaml
 
 from gateway.config import load_config, parse_duration
 from gateway.daemon import Daemon
 from gateway.model import format_link_cost
+from gateway.sim.broker import (
+    find_mosquitto,
+    free_port,
+    port_is_free,
+    start_mosquitto,
+    stop_process,
+)
 from gateway.sim.link import CuttableLink
+from gateway.sim.upstream import Upstream, subscribe
 from gateway.sources.modbus.sim import SimUnit, profile_points, serve_tcp
 from gateway.sources.registry import installed
 from gateway.sources.serial.sim import SimulatedSerialSensor
@@ -100,21 +104,6 @@ def demo_config(
     }  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 # ---------------------------------------------------------------------------------------------
 # The local broker
 
@@ -125,17 +114,13 @@ async def local_broker(workdir: Path, *, embedded: bool) -> AsyncIterator[tuple[
     port = free_port()
     binary = None if embedded else find_mosquitto()
     if binary is not None:
-        proc = _start_mosquitto(binary, workdir, port)
+        # its own session: the Ctrl-C meant for the demo must not kill the broker before the
+        # backlog has drained (a terminal sends SIGINT to the whole foreground process group)
+        proc = await asyncio.to_thread(start_mosquitto, binary, workdir, port, own_session=True)
         try:
-            await _wait_for_port(port)
             yield port, f"mosquitto (pid {proc.pid})"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            await asyncio.to_thread(stop_process, proc)
         return
     try:
         from amqtt.broker import Broker  # noqa: PLC0415 - optional: only when mosquitto is absent
@@ -159,83 +144,6 @@ async def local_broker(workdir: Path, *, embedded: bool) -> AsyncIterator[tuple[
         yield port, "embedded amqtt broker" + ("" if embedded else " (mosquitto is not installed)")
     finally:
         await broker.shutdown()
-
-
-def find_mosquitto() -> str | None:
-    """Debian puts mosquitto in /usr/sbin, which is not on every user's PATH."""
-    found = shutil.which("mosquitto")
-    return found or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-
-
-def _start_mosquitto(binary: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 100000\n"
-    )
-    with (workdir / "mosquitto.log").open("ab") as log_file:
-        # Its own session: the Ctrl-C meant for the demo must not kill the broker before the
-        # backlog has drained (a terminal sends SIGINT to the whole foreground process group).
-        return subprocess.Popen(
-            [binary, "-c", str(conf)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-async def _wait_for_port(port: int, limit_s: float = 10.0) -> None:
-    async with asyncio.timeout(limit_s):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
-
-
-# ---------------------------------------------------------------------------------------------
-# Upstream: what the city's platform sees
-
-
-@dataclass
-class Upstream:
-    """Counts what reached the broker: distinct seqs (samples, alarms, gaps), recent alarms."""
-
-    seqs: set[int] = field(default_factory=set)
-    alarms: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
-    # when samples messages arrived, for the messages/s figure (a bounded window)
-    received_times: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=2000)
-    )
-
-    def take(self, topic: str, payload: bytes) -> None:
-        message = json.loads(payload)
-        kind = topic.rsplit("/", 1)[-1]
-        if kind == "samples":
-            self.seqs.update(sample["seq"] for sample in message["samples"])
-            self.received_times.append(time.monotonic())
-        elif kind == "alarms":
-            self.seqs.add(message["seq"])
-            self.alarms.append(f"{message['alarm']} {message['state']} ({message['value']:g})")
-        elif kind == "gaps":
-            self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
-
-    def delivered(self) -> int:
-        return len(self.seqs)
-
-
-async def subscribe(port: int, upstream: Upstream) -> None:
-    while True:
-        try:
-            async with aiomqtt.Client("127.0.0.1", port, identifier="demo-upstream") as client:
-                await client.subscribe(f"{TOPIC_PREFIX}/{GATEWAY_ID}/#", qos=1)
-                async for message in client.messages:
-                    upstream.take(str(message.topic), bytes(message.payload))
-        except aiomqtt.MqttError:
-            await asyncio.sleep(0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,8 +185,7 @@ def render(
 ) -> str:
     uplink = daemon.uplink_stats()
     buffer = daemon.buffer_stats()
-    now = time.monotonic()
-    rate = sum(1 for t in upstream.received_times if now - t < 5) / 5
+    rate = upstream.rate()
     lines = [
         f"street-gateway demo — gateway {GATEWAY_ID} — status page {status_url}",
         "",
@@ -428,7 +335,12 @@ async def run_demo(
                 stack.enter_context(logs_into(recent))
             async with asyncio.TaskGroup() as group:
                 helpers = [
-                    group.create_task(subscribe(broker_port, upstream), name="upstream"),
+                    group.create_task(
+                        subscribe(
+                            broker_port, f"{TOPIC_PREFIX}/{GATEWAY_ID}/#", upstream, "demo-upstream"
+                        ),
+                        name="upstream",
+                    ),
                     group.create_task(
                         show(daemon, upstream, link, status_url, recent), name="view"
                     ),

@@ -8,7 +8,9 @@ boundary with ``raise ... from exc``, so callers only ever catch our own types::
     ├── BufferStoreError     the durable buffer
     │   ├── BufferWriteError     disk full, read-only file system, I/O error
     │   ├── BufferCorruptError   the database file is not ours or is damaged
-    │   └── BufferNewerError     written by a newer street-gateway: refused, left untouched
+    │   ├── BufferNewerError     written by a newer street-gateway: refused, left untouched
+    │   └── BufferUnsafeError    a directory others can write, a symbolic link where a state
+    │                            file goes: refused at start
     ├── DeviceError          a sensor did not give a usable answer
     │   ├── DeviceTimeout        no answer within the transaction timeout
     │   ├── DeviceProtocolError  exception response, CRC error, unexpected frame
@@ -46,6 +48,11 @@ class BufferCorruptError(BufferStoreError):
 class BufferNewerError(BufferStoreError):
     """The buffer file was written by a newer street-gateway (a higher schema version): this
     one refuses to start rather than move a backlog it cannot read aside."""
+
+
+class BufferUnsafeError(BufferStoreError):
+    """Someone else could make the daemon write where it should not (a buffer directory others
+    can write, a symbolic link planted where a state file goes): refused at start."""
 
 
 class DeviceError(GatewayError):

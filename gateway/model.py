@@ -205,6 +205,11 @@ class BufferStats:
     writable: bool = True
     last_error: str | None = None
     corrupt_files: list[str] = field(default_factory=list)  # files moved aside at start
+    # How much more the buffer may grow by: below max_size, and above the free space its file
+    # system keeps (5 %); room_low while the file system is under that (health degraded).
+    room_bytes: int | None = None
+    fs_free_fraction: float | None = None
+    room_low: bool = False
     # Every seq range recorded as a gap in this run, counted, and the last GAPS_KEPT of them
     # as (from_seq, to_seq, count, reason): the status timeline's ``evicted`` events.
     gaps_total: int = 0

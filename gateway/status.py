@@ -98,10 +98,10 @@ class StatusProvider(Protocol):
 
 
 def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, list[str]]:
-    """(healthy, problems): degraded when the buffer cannot be written; when a core task failed
-    and waits for its restart; when every device has had a poll outcome and every one is failing
-    or down; or when no device at all produced a sample within 3 of its intervals (counted from
-    start while none has yet).
+    """(healthy, problems): degraded when the buffer cannot be written; when an essential task
+    failed and waits for its restart; when every device has had a poll outcome and every one is
+    failing or down; or when no device at all produced a sample within 3 of its intervals
+    (counted from start while none has yet).
 
     One dead device among live ones is not a health problem; it shows in ``/status``. A gateway
     with no devices configured has nothing to judge and is healthy on that count.
@@ -112,8 +112,11 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     if not buffer.writable:
         why = f": {buffer.last_error}" if buffer.last_error else ""
         problems.append(f"buffer cannot be written{why}")
+    if buffer.room_low:  # the file stops growing: an outage's samples would be evicted
+        free = 100 * (buffer.fs_free_fraction or 0)
+        problems.append(f"buffer has no room left to take an outage's samples ({free:.1f} % free)")
     for task in provider.tasks():
-        if task.core and not task.running:
+        if task.essential and not task.running:
             problems.append(f"task {task.name} failed and is restarting: {task.last_error}")
     devices = [d for s in provider.sources() for d in s.devices]
     started_ms = now - int(float(provider.gateway_info().get("uptime_s", 0)) * 1000)
@@ -232,6 +235,7 @@ def build_status(
             "dropped_total": buffer.dropped_total,
             "write_errors_total": buffer.write_errors_total,
             "writable": buffer.writable,
+            "room_bytes": buffer.room_bytes,
             "last_error": buffer.last_error,
             "corrupt_files": list(buffer.corrupt_files),
         },
@@ -447,6 +451,8 @@ class StatusCollector:
                       "failed, or not storable", buffer.dropped_total)  # fmt: skip
         yield counter("buffer_write_errors", "Failed buffer writes", buffer.write_errors_total)
         yield gauge("buffer_writable", "1 when the buffer accepts writes", buffer.writable)
+        if buffer.room_bytes is not None:
+            yield gauge("buffer_room_bytes", "Bytes left for the buffer to grow", buffer.room_bytes)
 
         yield from _uplink_families(uplink, p.backlog())
         events = _counter("events", "Status events recorded since start, by kind", labels=["kind"])

@@ -4,9 +4,9 @@ Erlang/OTP's one_for_one supervisor in miniature. Every long-running task of the
 buffer's commit and maintenance loops, each source, the uplink, the watchdog) runs through
 :meth:`Supervisor.run`: an exception other than a cancellation is logged with its traceback,
 counted per task (``/status`` ``tasks``, ``/metrics``), and the task is started again after a
-capped, jittered backoff. While a *core* task is down, ``/health`` is degraded and the systemd
-watchdog is not fed, so a task that keeps failing ends in a restart of the whole service
-instead of a daemon that looks healthy while it does nothing.
+capped, jittered backoff. While an *essential* task (all but the event journal's) is down,
+``/health`` is degraded and the systemd watchdog is not fed, so a task that keeps failing ends
+in a restart of the whole service instead of a daemon that looks healthy while it does nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class TaskHealth:
     """One supervised task's figures."""
 
     name: str
-    core: bool
+    essential: bool  # while it is down, /health is degraded and the watchdog starves
     running: bool = True
     failures: int = 0
     last_error: str | None = None
@@ -47,12 +47,12 @@ class Supervisor:
         self.tasks: dict[str, TaskHealth] = {}
 
     async def run(
-        self, name: str, work: Callable[[], Awaitable[None]], *, core: bool = True
+        self, name: str, work: Callable[[], Awaitable[None]], *, essential: bool = True
     ) -> None:
         """Run ``work()`` until it returns or is cancelled; after an unexpected error, log it,
         count it and run it again (a run that lasted longer than the backoff cap starts the
         backoff afresh)."""
-        health = self.tasks.setdefault(name, TaskHealth(name, core))
+        health = self.tasks.setdefault(name, TaskHealth(name, essential))
         backoff = Backoff(self._restart_min_s, self._restart_max_s)
         while True:
             health.running = True
@@ -77,5 +77,5 @@ class Supervisor:
             await asyncio.sleep(delay)
 
     def down(self) -> list[TaskHealth]:
-        """Core tasks that failed and wait for their restart."""
-        return [t for t in self.tasks.values() if t.core and not t.running]
+        """Essential tasks that failed and wait for their restart."""
+        return [t for t in self.tasks.values() if t.essential and not t.running]

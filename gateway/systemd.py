@@ -146,10 +146,6 @@ class Watchdog:
         self._beats[name] = beat
         return beat
 
-    def unregister(self, name: str) -> None:
-        """Forget a stage that ended on purpose (a source removed by a reload)."""
-        self._beats.pop(name, None)
-
     @property
     def stalled(self) -> list[str]:
         """The heartbeats found stalled at the last check (sorted names)."""

@@ -4,17 +4,30 @@
 # its test extras, and installs mosquitto (the real broker the tests start), socat, systemd's
 # analyzer and chromium from apt when they are missing and this user may install packages; as
 # root also systemd-nspawn and debootstrap for the system test under real systemd.
+#
+# --fast: the development loop. Everything but the end-to-end tests (tests/e2e), the system test
+# (tests/system) and the other tests that start the daemon or the demo as a process (markers
+# e2e, system, slow: pyproject.toml), on 4 pytest-xdist workers; no chromium nor container tools
+# from apt; ruff and mypy as always. Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+    fast=1
+    shift
+fi
 
 apt_packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packages+=(mosquitto)
 command -v socat >/dev/null 2>&1 || apt_packages+=(socat)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || apt_packages+=(snmpd)
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
-command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)
+if [ "$fast" -eq 0 ]; then
+    command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)
+fi
 # The system test (tests/system/) boots Debian 12 with systemd in a container; it needs root.
-if [ "$(id -u)" -eq 0 ]; then
+if [ "$fast" -eq 0 ] && [ "$(id -u)" -eq 0 ]; then
     command -v systemd-nspawn >/dev/null 2>&1 || apt_packages+=(systemd-container)
     command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || apt_packages+=(debootstrap)
 fi
@@ -35,14 +48,25 @@ if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
     python3 -m venv .venv
 fi
-echo "== installing street-gateway[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# --fast installs only when pyproject.toml changed since the last install
+stamp=.venv/.street-gateway-installed
+if [ "$fast" -eq 0 ] || [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "== installing street-gateway[test]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
 
 echo "== ruff"
 .venv/bin/ruff check gateway tests bench
 .venv/bin/ruff format --check gateway tests bench
 echo "== mypy --strict gateway"
 .venv/bin/mypy gateway
+if [ "$fast" -eq 1 ]; then
+    # four workers: most of these tests wait on real sockets and timers, not on the CPU
+    echo "== pytest --fast: without the e2e, system and slow tests, on 4 workers"
+    .venv/bin/pytest -n 4 -m "not e2e and not system and not slow" "$@"
+    exit
+fi
 if [ "$(id -u)" -eq 0 ] && command -v systemd-nspawn >/dev/null 2>&1; then
     echo "== system test: runs (root, systemd-nspawn; rootfs cached in /var/cache/street-gateway-tests)"
 else

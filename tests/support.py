@@ -1,64 +1,38 @@
 """Helpers shared by the tests: free loopback ports, a real mosquitto process and a subscriber
-to it, process cleanup, a task for the length of a block."""
+to it, process cleanup, a task for the length of a block, a buffer stopped as by a crash, a
+small file system to fill."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
+import pytest
+
+from gateway.buffer import Buffer
+from gateway.sim.broker import (
+    LOOPBACK,
+    find_mosquitto,
+    free_port,
+    start_mosquitto,
+    stop_process,
+    wait_for_port,
+)
+
+__all__ = ["LOOPBACK", "free_port", "stop_process", "wait_for_port"]  # used by tests and bench
 
 T = TypeVar("T")
 
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0, host: str = LOOPBACK) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
-            time.sleep(0.02)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM by pid, then SIGKILL if it lingers; always reaps."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    found = find_mosquitto()
     if found is None:
         raise RuntimeError("mosquitto is not installed; the README test command installs it")
     return found
@@ -80,20 +54,9 @@ class Mosquitto:
     def start(self) -> None:
         if not self.port:
             self.port = free_port()
-        conf = self.workdir / f"mosquitto-{self.port}.conf"
-        conf.write_text(
-            f"listener {self.port} {LOOPBACK}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 1000000\n"
-            "max_inflight_messages 0\n"
-            f"{self.extra_config}\n"
+        self.proc = start_mosquitto(
+            mosquitto_binary(), self.workdir, self.port, extra_config=self.extra_config
         )
-        with (self.workdir / f"mosquitto-{self.port}.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_for_port(self.port)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -156,3 +119,39 @@ async def until_set(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(recheck_s):
                     await event.wait()
+
+
+async def abandon(buffer: Buffer) -> None:
+    """Stop ``buffer`` as kill -9 would: what memory held is lost, the connection is closed
+    without a checkpoint and no clean shutdown is recorded in the seq file."""
+    await buffer._stop_tasks()
+    async with buffer._lock:
+        buffer._pending.clear()
+        buffer._acks.take()
+        await buffer._close(clean=False)
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size: str = "8m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (created, mode 0700) for the block's duration;
+    the test is skipped when this user may not mount one (it needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    where.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], check=True
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def fill(folder: Path, leave_fraction: float) -> Path:
+    """Fill ``folder``'s file system with one file until ``leave_fraction`` of it is free."""
+    fs = os.statvfs(folder)
+    size = (fs.f_bavail - int(fs.f_blocks * leave_fraction)) * fs.f_frsize
+    filler = folder / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\x00" * size)  # tmpfs holds zero pages too
+    return filler

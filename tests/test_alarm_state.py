@@ -11,6 +11,8 @@ import itertools
 import random
 from pathlib import Path
 
+from support import abandon
+
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.config import AlarmRule
@@ -36,7 +38,7 @@ async def run_once(path: Path, values: list[float], first: int, *, crash: bool) 
             buffer.put(event)
     await buffer.flush()
     if crash:
-        await buffer.abandon()
+        await abandon(buffer)
     else:
         await buffer.__aexit__(None, None, None)
 
@@ -99,7 +101,7 @@ async def test_an_alarm_acknowledged_before_its_commit_keeps_its_state(tmp_path:
     assert [item.item.state for item in held] == ["raised"]  # type: ignore[union-attr]
     await buffer.ack([item.seq for item in held])  # out of the queue before any commit
     await buffer.flush()
-    await buffer.abandon()  # kill -9
+    await abandon(buffer)  # kill -9
     async with Buffer(path) as again:
         assert again.raised_alarms() == {RULE.name}
         assert await again.fetch(Lane.ALARM) == []  # delivered: nothing to send again

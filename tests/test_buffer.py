@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from support import abandon
 
 from gateway.buffer import Buffer, codec
 from gateway.buffer.seqfile import SeqState, plan_start
@@ -90,7 +91,7 @@ async def test_a_seq_waiter_wakes_once_its_seq_is_passed_and_a_cancelled_one_is_
         async with asyncio.timeout(5):
             assert await waiter == 4
         assert abandoned.cancelled()
-        assert buffer._seq_waiters == []  # nothing left behind to wake (or to leak)
+        assert buffer._pending._waiters == []  # nothing left behind to wake (or to leak)
 
 
 async def test_unencodable_reading_is_dropped_and_counted(tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ async def test_crash_in_the_same_boot_with_intact_wal_needs_no_gap(tmp_path: Pat
             buffer.put(reading(n))
         await buffer.flush()
         buffer.put(reading(99))  # queued, never committed: lost like in a crash
-        await buffer.abandon()
+        await abandon(buffer)
     async with Buffer(path, seq_reserve_block=100) as buffer:
         assert buffer.last_seq == 10
         assert await buffer.pending_gaps() == []
@@ -153,7 +154,7 @@ async def test_unclean_stop_across_a_reboot_skips_the_reservation_as_a_gap(
         for n in range(10):
             buffer.put(reading(n))
         await buffer.flush()
-        await buffer.abandon()
+        await abandon(buffer)
     state = json.loads((tmp_path / "buffer.db.seq").read_text())
     assert state["clean"] is None
     reserved = state["reserved"]
@@ -416,7 +417,7 @@ async def test_a_crash_before_the_delete_sends_acked_rows_again(tmp_path: Path) 
     buffer.put(reading(2))
     await buffer.flush()
     await buffer.ack([1])
-    await buffer.abandon()
+    await abandon(buffer)
     async with Buffer(path) as buffer:
         assert [i.seq for i in await buffer.fetch(Lane.SAMPLE)] == [1, 2]  # at least once
         assert buffer.stats.samples == 2

@@ -119,6 +119,7 @@ async def check_after_crash(
             await buffer.ack_gap(gap.gap_id)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path: Path, spawn: Spawn) -> None:
     rng = random.Random(20251126)
     db = tmp_path / "buffer.db"

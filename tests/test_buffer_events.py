@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from support import abandon
+
 from gateway.buffer import Buffer
 from gateway.model import Sample, StatusEvent
 
@@ -27,7 +29,7 @@ async def test_events_survive_a_crash_and_tell_how_the_last_run_ended(tmp_path: 
     buffer.record_event(event(2))
     assert buffer.events() == [event(2), event(1)]  # at once, newest first
     await buffer.flush()
-    await buffer.abandon()  # kill -9: what the last commit held is kept
+    await abandon(buffer)  # kill -9: what the last commit held is kept
     async with Buffer(path, now_ms=lambda: clock[0]) as again:
         assert again.previous_run == "crash"
         assert again.events() == [event(2), event(1)]

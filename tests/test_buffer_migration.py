@@ -117,6 +117,7 @@ async def test_a_buffer_from_a_newer_version_is_refused_and_left_untouched(
     assert sorted(p.name for p in path.parent.iterdir() if "corrupt" in p.name) == []
 
 
+@pytest.mark.slow
 def test_run_refuses_a_newer_buffer_with_one_line_and_exit_1(tmp_path: Path) -> None:
     path = copy("v01-clean", tmp_path)
     with sqlite3.connect(path) as db:
@@ -172,6 +173,7 @@ def big_v01_file(tmp_path: Path, rows: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay_s", [0.0, 0.3, 0.6])
 def test_kill_9_during_the_migration_leaves_the_old_file_or_the_migrated_one(
     tmp_path: Path, delay_s: float

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from support import abandon
 
 from gateway.buffer import Buffer, codec
 from gateway.model import AlarmEvent, Gap, Lane, Sample
@@ -174,7 +175,7 @@ class BufferMachine(RuleBasedStateMachine):
 
     @rule(power_cut=st.booleans())
     def crash(self, power_cut: bool) -> None:
-        self.run(self.buffer.abandon())
+        self.run(abandon(self.buffer))
         if power_cut:
             seq_file = self.dir / "buffer.db.seq"
             state = json.loads(seq_file.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import yaml
 
 from gateway.config import load_config
 from gateway.demo import demo_config
+from gateway.sim.upstream import Upstream
 from gateway.sources.registry import installed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -33,6 +35,7 @@ def test_configs_demo_yaml_is_what_the_demo_runs() -> None:
     load_config(CONFIGS / "demo.yaml", installed())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
 def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c(broker: str) -> None:
     extra = ["--embedded-broker"] if broker == "embedded" else []
@@ -62,3 +65,18 @@ def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c(broker: str
     assert stored > 0
     assert delivered == stored, output
     assert "Traceback" not in output
+
+
+def test_upstream_counts_each_seq_once_whether_received_or_declared_lost() -> None:
+    upstream = Upstream()
+    prefix = "street-gateway/demo-lamppost"
+    samples = {"samples": [{"seq": 1}, {"seq": 2}]}
+    upstream.take(f"{prefix}/samples", json.dumps(samples).encode())
+    upstream.take(f"{prefix}/samples", json.dumps(samples).encode())  # sent again after a crash
+    alarm = {"seq": 3, "alarm": "noise-1/laeq>68", "state": "raised", "value": 70.5}
+    upstream.take(f"{prefix}/alarms", json.dumps(alarm).encode())
+    gap = {"from_seq": 4, "to_seq": 6, "count": 3, "reason": "max_age"}
+    upstream.take(f"{prefix}/gaps", json.dumps(gap).encode())
+    upstream.take(f"{prefix}/status", b'{"state": "online"}')
+    assert upstream.delivered() == 6
+    assert list(upstream.alarms) == ["noise-1/laeq>68 raised (70.5)"]

@@ -187,7 +187,7 @@ def test_snapshot_copies_the_live_figures() -> None:
     device = DeviceStats("aq-1", "bus", 10.0, state="ok", state_since_ms=T0, reads_failed=2)
     snapshot = Snapshot.of(
         T0, uplink=uplink, buffer=buffer, clock_synced=True, devices=[device],
-        tasks=[TaskHealth("uplink", core=True, failures=1)],
+        tasks=[TaskHealth("uplink", essential=True, failures=1)],
     )  # fmt: skip
     uplink.connected, device.state = False, "down"  # live figures move on; the copy stays
     assert snapshot.connected and snapshot.devices == (DeviceSnapshot("aq-1", "ok", T0, None, 2),)

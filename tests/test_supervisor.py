@@ -46,9 +46,9 @@ async def test_a_failing_task_is_logged_counted_and_restarted(
 
 
 def test_a_core_task_waiting_to_restart_degrades_health_and_shows_in_status() -> None:
-    down = TaskHealth("buffer-maintenance", core=True, running=False, failures=4,
+    down = TaskHealth("buffer-maintenance", essential=True, running=False, failures=4,
                       last_error="ValueError: Connection closed")  # fmt: skip
-    provider = FakeProvider(task_health=[down, TaskHealth("uplink", core=True)])
+    provider = FakeProvider(task_health=[down, TaskHealth("uplink", essential=True)])
     healthy, problems = health(provider)
     assert not healthy
     assert problems == [

@@ -154,10 +154,7 @@ def test_watchdog_tick_on_a_manual_clock() -> None:
     assert not dog.tick()  # no beat for 6 s > 5 s
     beat.beat()
     assert dog.tick()
-    dog.unregister("buffer")
-    now[0] = 100.0
-    assert dog.tick()
-    assert len(sent) == 3
+    assert len(sent) == 2
 
 
 async def test_watchdog_run_returns_at_once_without_a_watchdog() -> None:

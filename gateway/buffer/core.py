@@ -2,16 +2,16 @@
 
 How it works
 ------------
-``put()`` gives each sample or alarm its seq at once, from the fsynced reservation (below), and
-appends it to a bounded in-memory queue and to the *tail*; it never blocks and never raises. The
-uplink may publish an item from the tail before it is committed, so a live sample does not wait
-for the fsync. The commit task takes what is queued (at most ``commit_max_rows``) and commits it
-in one SQLite transaction; it waits a short linger after the first item of a batch so that a
-poll's samples share a commit, but never holds an item longer than ``commit_interval_s``, and
-when commits are slower than the linger they follow one another without pause (group commit).
-With ``sync="full"`` every commit is fsynced (``synchronous=FULL`` in WAL mode); with
-``"normal"`` only checkpoints are. An item acknowledged before its commit is taken out of the
-queue and never written (fewer writes to the SD card).
+``put()`` gives each sample or alarm its seq at once, below the fsynced reservation, and appends
+it to a bounded in-memory queue (:mod:`.pending`) and to the *tail*; it never blocks and never
+raises. The uplink may publish an item from the tail before it is committed, so a live sample
+does not wait for the fsync. The commit task takes what is queued (at most ``commit_max_rows``)
+and commits it in one SQLite transaction; it waits a short linger after the first item of a
+batch so that a poll's samples share a commit, but never holds an item longer than
+``commit_interval_s``, and when commits are slower than the linger they follow one another
+without pause (group commit). With ``sync="full"`` every commit is fsynced (``synchronous=FULL``
+in WAL mode); with ``"normal"`` only checkpoints are. An item acknowledged before its commit is
+taken out of the queue and never written (fewer writes to the SD card).
 
 Samples and alarms live in two tables keyed by seq, in the neutral form of
 :mod:`gateway.buffer.codec`; the schema and its migrations are :mod:`gateway.buffer.schema`.
@@ -20,52 +20,27 @@ their own table; ``ack_gap()`` marks one sent, and maintenance deletes sent gaps
 left below them (until then they fence later eviction ranges). The counts and the oldest
 timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans the backlog.
 
-The tail (:mod:`gateway.buffer.tail`)
---------------------------------
-Every item with a seq that is not yet acknowledged nor evicted and lies above the lane's *floor*
-is in the lane's tail in memory, committed or not: every uncommitted item always is, and of the
-committed ones the last ``tail_max_items``. So ``fetch`` above the floor (the uplink's live
-stream) answers from memory; below it (the backlog) from the file, followed by the tail. ``ack``
-takes items out of the tail and the counts at once; committed rows are deleted in the next
-commit's transaction (or ``ack_linger_s`` later when none comes). A crash before the delete
-leaves acknowledged rows, which are sent again (delivery is at least once).
-
-Seqs: never reused
-------------------
-``meta.last_seq`` (``D``) is the highest seq below which every item is committed or was
-acknowledged, updated in each commit. Before handing out a seq above the *reservation* ``R``
-the buffer raises ``R`` in the fsynced file ``<db>.seq`` (ahead, by ``seq_reserve_block`` or
-more): no seq above ``R`` was ever handed out. When it runs out, new items wait (without a seq)
-for the commit task to raise it. When the uplink is handed an uncommitted item, the seq goes into
-the exposure mark ``<db>.exposed`` (page cache only). A clean close writes the exact last seq to
-the seq file. At open:
-
-1. clean close recorded and it equals ``D``: continue at ``D + 1``, no gap;
-2. otherwise (unclean stop), in the same boot with a WAL that holds every frame the wal-index
-   (``-shm``) says was committed (``seqfile.wal_intact``): the seqs above the exposure mark were
-   never seen by anybody and are free again; ``D+1 .. mark`` may have been published and not
-   stored, so they become a gap with reason ``unclean_shutdown`` (at worst the upstream has them
-   twice: once received, once declared);
-3. else (reboot or power cut, or a WAL shorter than committed, or no proof either way):
-   continue at ``R + 1`` and record ``D+1 .. R`` as an ``unclean_shutdown`` gap, so the upstream
-   sees them accounted for, and no seq is used twice. Even with ``sync="full"`` a reboot takes
-   this path: we do not bet on the SD card honouring fsync.
-
-A corrupt or foreign file is moved aside (``<db>.corrupt-<UTC time>``, with its -wal/-shm) and a
-fresh one started above ``R``; the lost range ``base+1 .. R`` (``base``: the last seq before
-that file was created, kept in ``<db>.seq``; or ``.. clean`` when a clean close recorded it) is
-recorded as a ``corrupt_buffer`` gap. A missing database next to a seq file counts the same way.
-A file written by a newer street-gateway is refused (:class:`BufferNewerError`) and left alone.
+The tail (:mod:`gateway.buffer.tail`) and the seqs (:mod:`gateway.buffer.opening`)
+------------------------------------------------------------------------------------
+``fetch`` above each lane's floor (the uplink's live stream) answers from the tail in memory;
+below it (the backlog) from the file, followed by the tail. ``ack`` takes items out of the tail
+and the counts at once; committed rows are deleted in the next commit's transaction (or
+``ack_linger_s`` later when none comes); a crash before the delete leaves acknowledged rows,
+which are sent again (at least once). Seqs are handed out below an fsynced reservation and are
+never reused, whatever the stop: :mod:`gateway.buffer.opening` says how. The alarm rules' states
+(:mod:`.alarm_state`) and the status events (:mod:`.journal`) go in the same commits.
 
 Failures
 --------
 A write that fails (disk full, read-only or vanished directory, I/O error) is rolled back and
 retried with capped exponential backoff; its items stay queued (and can still be published),
-``stats.writable`` is False and ``write_errors_total`` / ``last_error`` say why; while the queue
-is full new items are dropped (before they get a seq) and counted. A database that cannot be
-opened at all leaves the buffer entered but degraded: the backlog cannot be read, and the commit
-task keeps trying to open it. I/O and corruption errors drop the connection, so the retry
-re-opens and re-checks the file.
+``stats.writable`` is False and ``write_errors_total`` / ``last_error`` say why; while the queue is
+full new items are dropped (before they get a seq) and counted. A database that cannot be opened at
+all leaves the buffer entered but degraded: the backlog cannot be read, and the commit task keeps
+trying to open it. I/O and corruption errors drop the connection, so the retry re-opens and
+re-checks the file. A file system under 5 % free is no write error, but leaves no room for an
+outage: ``stats.room_low`` (``/health`` degraded) and ``room_bytes`` say so. A directory others can
+write, or a symbolic link beside the file, is refused at start (:mod:`.safety`).
 """
 
 from __future__ import annotations
@@ -75,124 +50,35 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import aiosqlite
 
-from gateway.buffer import codec, seqfile, store
+from gateway.buffer import codec, opening, reading, safety, seqfile, store
+from gateway.buffer.acks import Acks
+from gateway.buffer.alarm_state import AlarmStates
+from gateway.buffer.commit import CommitTransaction
 from gateway.buffer.eviction import EVICT_TRIGGER, Evicted, Evictor
-from gateway.buffer.runs import Run, count, merge_runs, runs_of, take_runs
+from gateway.buffer.figures import Figures
+from gateway.buffer.journal import Journal
+from gateway.buffer.pending import Pending, Queued
+from gateway.buffer.runs import count, runs_of
 from gateway.buffer.tail import Tail
-from gateway.errors import (
-    BufferCorruptError,
-    BufferNewerError,
-    BufferStoreError,
-    BufferWriteError,
-)
-from gateway.model import (
-    AlarmEvent,
-    BufferStats,
-    Gap,
-    GapReason,
-    Lane,
-    Sample,
-    StatusEvent,
-    StoredItem,
-)
+from gateway.errors import BufferNewerError, BufferStoreError, BufferUnsafeError, BufferWriteError
+from gateway.model import AlarmEvent, BufferStats, Gap, Lane, Sample, StatusEvent, StoredItem
 from gateway.model import now_ms as model_now_ms
 from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 MAX_SEQ = 2**63 - 1
-EVENTS_MAX = 500
-EVENTS_SPAN_MS = 86_400_000
-_TABLE = {Lane.ALARM: "alarms", Lane.SAMPLE: "samples"}
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
-_RESERVE_AHEAD_MAX = 1_000_000
 
-Item = Sample | AlarmEvent
-Unnumbered = tuple[Lane, int, Item]  # waiting for a seq: lane, ts_ms, item
-Queued = tuple[int, Lane, int, Item]  # seq, lane, ts_ms, item: not yet committed
 T = TypeVar("T")
-
-
-def _alarm_states(
-    acked: list[tuple[int, str, str, int]], batch: list[Queued]
-) -> list[tuple[str, str, int]]:
-    """The alarm_state rows of one commit: the batch's alarms and those acknowledged before
-    their commit, in seq order (the last event of a rule wins)."""
-    events = [(seq, e.alarm, e.state, ts) for seq, _, ts, e in batch if isinstance(e, AlarmEvent)]
-    return [(alarm, state, ts) for _, alarm, state, ts in sorted([*acked, *events])]
-
-
-@dataclass(frozen=True, slots=True)
-class _CommitTransaction:
-    """One commit, run whole on the connection's thread (``store.on_connection_thread``):
-    insert the new rows, delete the acknowledged ``runs``, move ``meta`` on; rolled back on
-    any error. Returns the rows deleted per lane."""
-
-    samples: list[codec.SampleRow]
-    alarms: list[codec.AlarmRow]
-    runs: list[Run]
-    delete_alarms: bool  # False when no alarm row can be among the acknowledged
-    meta: list[tuple[int, str]]
-    events: list[codec.EventRow]
-    events_since_ms: int  # older events are deleted (the newest EVENTS_MAX are kept)
-    alarm_states: list[tuple[str, str, int]]  # (alarm, state, ts_ms) in seq order
-
-    def __call__(self, conn: sqlite3.Connection) -> dict[Lane, int]:
-        deleted = dict.fromkeys(Lane, 0)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if self.samples:
-                conn.executemany(
-                    "INSERT INTO samples (seq, ts_ms, stored_ms, device, vals, flags)"
-                    " VALUES (?,?,?,?,?,?)",
-                    self.samples,
-                )
-            if self.alarms:
-                conn.executemany(
-                    "INSERT INTO alarms (seq, ts_ms, stored_ms, alarm, state, value, priority)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    self.alarms,
-                )
-            if self.runs:
-                for lane in (Lane.SAMPLE, Lane.ALARM) if self.delete_alarms else (Lane.SAMPLE,):
-                    cursor = conn.executemany(
-                        f"DELETE FROM {_TABLE[lane]} WHERE seq BETWEEN ? AND ?", self.runs
-                    )
-                    deleted[lane] = cursor.rowcount
-            if self.alarm_states:  # each rule's state goes with its event: restored together
-                conn.executemany(
-                    "INSERT OR REPLACE INTO alarm_state (alarm, state, ts_ms) VALUES (?,?,?)",
-                    self.alarm_states,
-                )
-            if self.meta:
-                conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
-            if self.events:
-                conn.executemany(
-                    "INSERT INTO events (ts_ms, kind, message, fields) VALUES (?,?,?,?)",
-                    self.events,
-                )
-                conn.execute(
-                    "DELETE FROM events WHERE ts_ms < ? OR event_id <= (SELECT max(event_id)"
-                    " FROM events) - ?",
-                    (self.events_since_ms, EVENTS_MAX),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
-        return deleted
 
 
 class Buffer:
@@ -219,17 +105,13 @@ class Buffer:
         supervisor: Supervisor | None = None,
     ) -> None:
         self.path = Path(path)
-        self.seq_path = self.path.with_name(self.path.name + ".seq")
-        self.exposed_path = self.path.with_name(self.path.name + ".exposed")
+        self._files = seqfile.SeqFiles(self.path)
         self._sync: Literal["full", "normal"] = sync
-        self._commit_interval_s = commit_interval_s
         self._linger_s = min(
             commit_interval_s, commit_interval_s / 4 if commit_linger_s is None else commit_linger_s
         )
         self._commit_max_rows = commit_max_rows
-        self._queue_max = memory_queue_max
         self._maintenance_interval_s = maintenance_interval_s
-        self._reserve_block = max(1, seq_reserve_block)
         self._now_ms = now_ms
         # WAL kept small beside a small max_size: its allowance counts against max_size.
         self._wal_pages = max(16, min(1000, max_size // store.PAGE_SIZE // 16))
@@ -241,61 +123,42 @@ class Buffer:
             wal_allowance=self._wal_pages * store.PAGE_SIZE,
             chunk_rows=evict_chunk_rows,
             now_ms=now_ms,
-            held=lambda: (self._stats.samples, self._stats.alarms),
+            held=lambda: (self.stats.samples, self.stats.alarms),
             before_delete=self._acks_before_evict,
-            atomic=self._atomic,
+            atomic=store.atomic,
             on_evicted=self._after_evict,
         )
 
-        self._unnumbered: deque[Unnumbered] = deque()  # waiting for the reservation to grow
-        self._queue: deque[Queued] = deque()
-        self._batch: list[Queued] | None = None  # taken from the queue, not yet committed
+        self._pending = Pending(max(1, seq_reserve_block), memory_queue_max)
         self._first_put_t = 0.0
-        self._db: aiosqlite.Connection | None = None
+        self._conn = store.Connection(self.path, self._dropped)
         self._opened = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        # wait_for_seq's waiters: (after_seq, future), woken only once last_seq passes after_seq
-        self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor = supervisor or Supervisor()
-        self._last_seq = 0  # highest seq handed out
         self._settled = 0  # every seq up to it is committed or was acknowledged (meta.last_seq)
-        self._reserved = 0
-        self._reserve_ahead = self._reserve_block
-        self._last_reserve_t = -1e9
-        self._base = 0
-        self._boot = seqfile.boot_id()
-        self._exposure: seqfile.ExposureMark | None = None
         self._max_stored_ms = 0
-        self._stats = BufferStats()
-        self._alarm_states: dict[str, str] = {}  # alarm name -> "raised" | "cleared"
-        self._events: deque[StatusEvent] = deque(maxlen=EVENTS_MAX)  # newest last
-        self._events_unwritten: list[StatusEvent] = []
-        # Alarms acknowledged before their commit (never written): their rules' states still
-        # go to disk with the next commit, as (seq, alarm, state, ts_ms).
-        self._acked_alarms: list[tuple[int, str, str, int]] = []
+        self._figures = Figures(self.path)
+        self._alarm_states = AlarmStates()
+        self._journal = Journal(now_ms)
         self.previous_run: Literal["clean", "crash"] | None = None  # None: a new buffer
-        self._dropping = False
         self._tail = Tail(tail_max_items)
-        # Acknowledged seqs whose rows may be in the file: deleted in the next commit's
-        # transaction (or after ``ack_linger_s`` without one), not in one and an fsync of their
-        # own. ``_ack_counted``: of those, already taken out of the counts.
-        self._ack_runs: list[Run] = []
-        self._ack_counted = dict.fromkeys(Lane, 0)
-        self._first_ack_t = 0.0
+        self._acks = Acks()
+        self._first_ack_t = 0.0  # since when acks or events wait for a commit (monotonic)
         self._ack_linger_s = ack_linger_s
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Buffer:
+        await asyncio.to_thread(safety.check, self.path)
         async with self._lock:
             try:
                 await self._open()
-            except BufferNewerError:
+            except (BufferNewerError, BufferUnsafeError):
                 raise
             except BufferStoreError as exc:
-                self._record_error(exc)
+                self._figures.write_failed(exc)
                 log.error("buffer %s unusable, will keep retrying: %s", self.path, exc)  # noqa: TRY400
         # the buffer outlives the daemon's pipeline, so it owns its tasks; the supervisor
         # logs, counts and restarts them (their exceptions are never left unread)
@@ -316,24 +179,14 @@ class Buffer:
     ) -> None:
         await self._stop_tasks()
         async with self._lock:
-            while self._db is not None and self._uncommitted():
+            while self._conn.db is not None and self._uncommitted():
                 if not await self._commit_step():
                     break
-            lost = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
+            lost = self._pending.held()
             if lost:
-                self._stats.dropped_total += lost
+                self._figures.dropped(lost)
                 log.error("buffer closed with %d items it could not store", lost)
             await self._close(clean=not lost)
-
-    async def abandon(self) -> None:
-        """Stop as a crash would: drop the memory queue, no clean-shutdown mark (for tests)."""
-        await self._stop_tasks()
-        async with self._lock:
-            self._unnumbered.clear()
-            self._queue.clear()
-            self._batch = None
-            self._ack_runs = []
-            await self._close(clean=False)
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
@@ -342,174 +195,48 @@ class Buffer:
         self._tasks = []
 
     async def _close(self, *, clean: bool) -> None:
-        db, self._db = self._db, None
-        self._swap_exposure(None)
-        if db is None:
-            return
-        try:
-            if clean:
-                await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
-            clean = False
-            log.warning("buffer checkpoint at close failed: %s", exc)
-        finally:
-            await db.close()
-        if clean:
-            state = seqfile.SeqState(self._reserved, self._last_seq, self._boot, self._base)
-            try:
-                await asyncio.to_thread(seqfile.write_state, self.seq_path, state)
-            except OSError as exc:
-                log.warning("cannot record the clean shutdown in %s: %s", self.seq_path, exc)
-
-    # -- open ------------------------------------------------------------------------------
+        self._files.swap_exposure(None)
+        if await self._conn.close(checkpoint=clean):
+            await self._files.record_clean(self._pending.reserved, self._pending.last_seq)
 
     async def _open(self) -> None:
-        """Open or create the file and decide where seqs continue (module docstring)."""
-        state = await asyncio.to_thread(seqfile.read_state, self.seq_path)
-        intact = await asyncio.to_thread(seqfile.wal_intact, self.path)
-        exposed = await asyncio.to_thread(seqfile.read_exposed, self.exposed_path)
-        try:
-            db, fresh = await store.open_db(self.path, self._sync, self._wal_pages)
-        except BufferCorruptError as exc:
-            db, fresh = await self._start_afresh(exc)
-        try:
-            if fresh:
-                db_last, self._base, self._max_stored_ms = 0, 0, 0
-                if state is not None and not self._stats.corrupt_files:
-                    log.error("buffer %s is missing beside its seq file", self.path)
-            else:
-                db_last, self._base, self._max_stored_ms = await self._read_meta(db)
-                if state is None:
-                    log.warning("seq file %s missing: continuing from the database", self.seq_path)
-            if self._opened and not fresh:
-                # Reopened after a dropped connection: this process knows what it handed out.
-                start = seqfile.Start(max(db_last, self._settled), [])
-            else:
-                same_boot = state is not None and state.boot == self._boot is not None
-                start = seqfile.plan_start(
-                    state,
-                    fresh=fresh,
-                    db_last=db_last,
-                    same_boot=same_boot,
-                    intact=intact,
-                    exposed=exposed or 0,
-                )
-            if fresh:
-                self._base = start.last_seq
-            await self._atomic(
-                lambda: self._write_open_state(db, start.last_seq, start.gaps, fresh)
-            )
-            exposure = await asyncio.to_thread(seqfile.ExposureMark, self.exposed_path)
-        except sqlite3.Error as exc:
-            await db.close()
-            raise store.map_error(exc, f"cannot initialise {self.path}") from exc
-        except OSError as exc:
-            await db.close()
-            raise BufferWriteError(f"cannot initialise {self.path}: {exc}") from exc
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
-        self._swap_exposure(exposure)
-        self._settled = start.last_seq
-        self._last_seq = max(self._last_seq, start.last_seq)
-        self._reset_tail()
-        self._reserved = max(self._reserved, start.last_seq, state.reserved if state else 0)
-        await asyncio.to_thread(
-            seqfile.write_state,
-            self.seq_path,
-            seqfile.SeqState(self._reserved, None, self._boot, self._base),
+        """Open or create the file and decide where seqs continue (:mod:`.opening`)."""
+        opened = await opening.open_file(
+            self.path,
+            self._files,
+            sync=self._sync,
+            wal_pages=self._wal_pages,
+            settled=self._settled if self._opened else None,
+            corrupt_files=self.stats.corrupt_files,
+            now_ms=self._now_ms,
+            atomic=store.atomic,
         )
+        db, start, state = opened.db, opened.start, opened.state
+        self._files.base, self._max_stored_ms = opened.base, opened.max_stored_ms
+        self._conn.db = db
+        self._files.swap_exposure(opened.exposure)
+        self._settled = start.last_seq
+        self._pending.resume_at(start.last_seq, state.reserved if state else 0)
+        self._tail.reset(self._settled)
+        await self._files.reserve(self._pending.reserved)
         for first, to, reason in start.gaps:
-            self._count_gap(first, to, to - first + 1, reason, at_start=True)
+            self._figures.gap(first, to, to - first + 1, reason, at_start=True)
         await self._init_stats()
         if not self._opened:
-            await self._load_history(db, state)
-        self._stats.last_seq = self._last_seq
+            await self._alarm_states.load(db)
+            await self._journal.load(db)
+            if state is not None:
+                self.previous_run = "clean" if state.clean is not None else "crash"
+        self.stats.last_seq = self._pending.last_seq
         self._opened = True
-        self._set_writable()
-
-    def _swap_exposure(self, mark: seqfile.ExposureMark | None) -> None:
-        if self._exposure is not None:
-            self._exposure.close()
-        self._exposure = mark
-
-    async def _load_history(self, db: aiosqlite.Connection, state: seqfile.SeqState | None) -> None:
-        """At the first open: the alarms' states, the last day's events, how the last run
-        ended (the seq file's clean-shutdown mark)."""
-        rows = await db.execute_fetchall("SELECT alarm, state FROM alarm_state")
-        self._alarm_states = dict(rows)  # type: ignore[arg-type]
-        if state is not None:
-            self.previous_run = "clean" if state.clean is not None else "crash"
-        since = self._now_ms() - EVENTS_SPAN_MS
-        rows = await db.execute_fetchall(
-            "SELECT ts_ms, kind, message, fields FROM events WHERE ts_ms >= ?"
-            " ORDER BY event_id DESC LIMIT ?",
-            (since, EVENTS_MAX),
-        )
-        loaded = [codec.event_from_row(*row) for row in rows]
-        self._events.extendleft(loaded)  # newest first in the rows: oldest ends up first
-
-    async def _start_afresh(self, exc: BufferCorruptError) -> tuple[aiosqlite.Connection, bool]:
-        try:
-            moved = await asyncio.to_thread(store.move_aside, self.path)
-        except OSError as move_exc:
-            raise BufferWriteError(f"cannot move {self.path} aside: {move_exc}") from exc
-        self._stats.corrupt_files.append(str(moved))
-        log.error("buffer %s is corrupt (%s): moved aside to %s", self.path, exc, moved)
-        db, fresh = await store.open_db(self.path, self._sync, self._wal_pages)
-        if not fresh:
-            await db.close()
-            raise BufferWriteError(f"{self.path} reappeared while starting afresh") from exc
-        return db, fresh
-
-    async def _read_meta(self, db: aiosqlite.Connection) -> tuple[int, int, int]:
-        meta: dict[str, int] = {}
-        for key, value in await db.execute_fetchall("SELECT key, value FROM meta"):
-            meta[key] = value
-        found = await db.execute_fetchall(
-            "SELECT (SELECT max(seq) FROM samples), (SELECT max(seq) FROM alarms),"
-            " (SELECT max(to_seq) FROM gaps)"
-        )
-        highest = max([meta.get("last_seq", 0), *(v for v in next(iter(found)) if v)])
-        return int(highest), int(meta.get("base", 0)), int(meta.get("max_stored_ms", 0))
-
-    async def _write_open_state(
-        self,
-        db: aiosqlite.Connection,
-        last: int,
-        gaps: list[tuple[int, int, GapReason]],
-        fresh: bool,
-    ) -> None:
-        now = self._now_ms()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                [("last_seq", last)] + ([("base", last), ("max_stored_ms", 0)] if fresh else []),
-            )
-            await db.executemany(
-                "INSERT INTO gaps (from_seq, to_seq, count, reason, created_ms) VALUES (?,?,?,?,?)",
-                [(a, b, b - a + 1, reason, now) for a, b, reason in gaps],
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            await store.rollback(db)
-            raise
+        self._figures.writable_again()
 
     async def _init_stats(self) -> None:
         """Count the rows in the file, plus what is held in memory and not in it."""
-        db = self._require_db()
-        rows = await db.execute_fetchall(
-            "SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM alarms)"
-        )
-        samples, alarms = next(iter(rows))
-        numbered = (*(self._batch or ()), *self._queue)
-        memory = [*self._unnumbered, *((lane, ts, i) for _, lane, ts, i in numbered)]
-        memory_alarms = sum(1 for lane, _, _ in memory if lane is Lane.ALARM)
-        self._stats.samples = int(samples) + int(alarms) + len(memory)
-        self._stats.alarms = int(alarms) + memory_alarms
-        self._ack_counted = dict.fromkeys(Lane, 0)  # the count includes them again
+        samples, alarms = await reading.row_counts(self._conn.require())
+        held, held_alarms = self._pending.counts()
+        self._figures.recount(samples + alarms + held, alarms + held_alarms)
+        self._acks.recounted()
         await self._refresh_oldest()
         self._refresh_bytes()
 
@@ -521,77 +248,48 @@ class Buffer:
         blocks, never raises."""
         problem = codec.problem(item)
         if problem is not None:  # must not crash a source, nor reach the file
-            self._stats.dropped_total += 1
+            self._figures.dropped()
             log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
             return
-        held = len(self._unnumbered) + len(self._queue) + len(self._batch or ())
-        if held >= self._queue_max:
-            self._stats.dropped_total += 1
-            if not self._dropping:
-                self._dropping = True
-                log.error("buffer memory queue full (%d items): dropping samples", self._queue_max)
+        held = self._pending.held()
+        if not self._pending.admit():
+            self._figures.dropped()
             return
-        if not self._queue and not self._unnumbered:
+        if not self._pending.queue and not self._pending.unnumbered:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
-        stats = self._stats
-        if stats.samples == 0:
-            stats.oldest_ts = item.ts_ms
-        stats.samples += 1
+        self._figures.added(item)
         if isinstance(item, AlarmEvent):
-            self._alarm_states[item.alarm] = item.state
-            stats.alarms += 1
-            self._unnumbered.append((Lane.ALARM, item.ts_ms, item))
+            self._alarm_states.put(item)
+            self._pending.add(Lane.ALARM, item.ts_ms, item)
         else:
-            self._unnumbered.append((Lane.SAMPLE, item.ts_ms, item))
+            self._pending.add(Lane.SAMPLE, item.ts_ms, item)
         self._number()
         if held + 1 == self._commit_max_rows:
             self._wake.set()  # a full batch does not wait for the linger
 
     def _number(self) -> None:
         """Give seqs to waiting items as far as the reservation reaches; make them visible."""
-        waiting, queue, tail = self._unnumbered, self._queue, self._tail
-        seq = self._last_seq
-        if not waiting or seq >= self._reserved:
-            if waiting:
-                self._wake.set()  # the commit task raises the reservation
-            return
-        while waiting and seq < self._reserved:
-            lane, ts, item = waiting.popleft()
-            seq += 1
-            queue.append((seq, lane, ts, item))
-            tail.add(lane, seq, ts, item)
-        self._stats.last_seq = self._last_seq = seq
-        if self._seq_waiters:
-            self._wake_seq_waiters(seq)
-
-    def _wake_seq_waiters(self, seq: int) -> None:
-        still = []
-        for after, waiter in self._seq_waiters:
-            if after >= seq:
-                still.append((after, waiter))
-            elif not waiter.done():
-                waiter.set_result(None)
-        self._seq_waiters = still
+        if not self._pending.number(self._tail):
+            self._wake.set()  # the commit task raises the reservation
+        self.stats.last_seq = self._pending.last_seq
 
     def record_event(self, event: StatusEvent) -> None:
         """Keep an event for the status page: at once in memory, and on disk with the next
         commit (within ``ack_linger_s`` when no data comes). Never blocks, never raises."""
-        self._events.append(event)
-        if not self._events_unwritten and not self._uncommitted():
+        if not self._uncommitted():
             self._first_ack_t = time.monotonic()
-        self._events_unwritten.append(event)
+        self._journal.record(event)
         self._wake.set()
 
     def events(self) -> list[StatusEvent]:
         """The last day's events, newest first (at most 500)."""
-        since = self._now_ms() - EVENTS_SPAN_MS
-        return [e for e in reversed(self._events) if e.ts_ms >= since]
+        return self._journal.recent()
 
     def raised_alarms(self) -> set[str]:
         """The alarms raised by the last event put (or, after a restart, committed) for each:
         the state a new :class:`~gateway.alarms.AlarmEngine` starts from."""
-        return {alarm for alarm, state in self._alarm_states.items() if state == "raised"}
+        return self._alarm_states.raised()
 
     async def flush(self) -> int:
         """Commit everything held now, acknowledgements included (stops at a write error);
@@ -600,41 +298,31 @@ class Buffer:
             async with self._lock:
                 if not await self._commit_step():
                     break
-        return self._last_seq
+        return self._pending.last_seq
 
     @property
     def last_seq(self) -> int:
         """The highest seq handed out (committed or not)."""
-        return self._last_seq
+        return self._pending.last_seq
 
     async def wait_for_seq(self, after_seq: int) -> int:
         """Return ``last_seq`` as soon as it is above ``after_seq``. The waiter is woken once,
         when that happens, not by every seq handed out before (the uplink waits for a batch)."""
-        if self._last_seq <= after_seq:
-            entry = (after_seq, asyncio.get_running_loop().create_future())
-            self._seq_waiters.append(entry)
-            try:
-                await entry[1]
-            finally:
-                if entry in self._seq_waiters:  # cancelled before its seq came
-                    self._seq_waiters.remove(entry)
-        return self._last_seq
+        return await self._pending.wait_for_seq(after_seq)
 
     def _uncommitted(self) -> bool:
         return bool(
-            self._unnumbered
-            or self._queue
-            or self._batch
-            or self._ack_runs
-            or self._events_unwritten
-            or self._settled < self._last_seq
+            self._pending.held()
+            or self._acks.runs
+            or self._journal.unwritten
+            or self._settled < self._pending.last_seq
         )
 
     def _commit_due(self) -> float | None:
         """When the next commit should start (monotonic), or None when nothing waits for one."""
-        if self._queue or self._batch or self._unnumbered:
+        if self._pending.held():
             return self._first_put_t + self._linger_s
-        if self._ack_runs or self._events_unwritten or self._settled < self._last_seq:
+        if self._acks.runs or self._journal.unwritten or self._settled < self._pending.last_seq:
             return self._first_ack_t + self._ack_linger_s
         return None
 
@@ -642,16 +330,16 @@ class Buffer:
         backoff = _BACKOFF_MIN_S
         while True:
             due = self._commit_due()
-            if due is None and self._db is not None:
+            if due is None and self._conn.db is not None:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
             wait = 0.0 if due is None else due - time.monotonic()
             if (
-                self._db is not None
+                self._conn.db is not None
                 and wait > 0
-                and len(self._queue) < self._commit_max_rows
-                and not (self._unnumbered and self._last_seq >= self._reserved)
+                and len(self._pending.queue) < self._commit_max_rows
+                and not self._pending.starved()
             ):
                 # sleep out the linger; a first put or a full queue (``_wake``) ends it early
                 self._wake.clear()
@@ -660,7 +348,7 @@ class Buffer:
                         await self._wake.wait()
                 continue
             ok = True
-            while ok and (self._uncommitted() or self._db is None):
+            while ok and (self._uncommitted() or self._conn.db is None):
                 async with self._lock:
                     ok = await self._commit_step()
             if ok:
@@ -674,138 +362,77 @@ class Buffer:
         acknowledgements; False (error recorded) on failure. Holds the lock."""
         try:
             await self._reserve_if_low()
-            if self._db is None:
+            if self._conn.db is None:
                 await self._open()
-            if self._queue and self._batch is None:
-                n = min(len(self._queue), self._commit_max_rows)
-                self._batch = [self._queue.popleft() for _ in range(n)]
-            if (
-                self._batch
-                or self._ack_runs
-                or self._events_unwritten
-                or (self._settled < self._last_seq)
-            ):
-                batch = self._batch or []
-                await self._atomic(lambda: self._commit_batch(batch))
+            batch = self._pending.take_batch(self._commit_max_rows)
+            if self._uncommitted():  # nothing waits for a seq once the reservation is raised
+                await store.atomic(lambda: self._commit_batch(batch))
         except BufferNewerError:
             raise
         except BufferStoreError as exc:
-            self._record_error(exc)
+            self._figures.write_failed(exc)
             return False
-        if self._dropping and len(self._queue) < self._queue_max:
-            self._dropping = False
-        if self._stats.bytes > self._evictor.max_size * EVICT_TRIGGER:
+        if self.stats.bytes > self._evictor.max_size * EVICT_TRIGGER:
             await self._evict_logged()
         return True
 
     async def _commit_batch(self, batch: list[Queued]) -> None:
         """One transaction: insert ``batch`` and delete the acknowledged rows."""
-        db = self._require_db()
+        db = self._conn.require()
         # every seq below the first still queued is now committed or was acknowledged
-        settled = self._queue[0][0] - 1 if self._queue else self._last_seq
-        resync = not self._stats.writable  # after a failure, count the rows afresh
-        if batch and resync:  # a failed COMMIT may still have landed
-            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = 'last_seq'")
-            if next(iter(rows))[0] >= batch[-1][0]:
-                self._after_commit(settled)
-                await self._init_stats()
-                return
-        runs, self._ack_runs = self._ack_runs, []
-        counted, self._ack_counted = self._ack_counted, dict.fromkeys(Lane, 0)
-        events, self._events_unwritten = self._events_unwritten, []
-        acked_alarms, self._acked_alarms = self._acked_alarms, []
+        settled = self._pending.settled()
+        resync = not self.stats.writable  # after a failure, count the rows afresh
+        # a failed COMMIT may still have landed
+        if batch and resync and await reading.committed_last_seq(db) >= batch[-1][0]:
+            self._after_commit(settled)
+            await self._init_stats()
+            return
+        stored = max(self._now_ms(), self._max_stored_ms)
+        transaction = CommitTransaction.take(
+            batch,
+            stored_ms=stored,
+            settled=settled,
+            alarms_held=self.stats.alarms,
+            acks=self._acks,
+            alarm_states=self._alarm_states,
+            journal=self._journal,
+        )
         try:
-            stored = max(self._now_ms(), self._max_stored_ms)
-            samples = [
-                codec.sample_row(seq, stored, item)
-                for seq, _, _, item in batch
-                if isinstance(item, Sample)
-            ]
-            alarms = [
-                codec.alarm_row(seq, stored, item)
-                for seq, lane, _, item in batch
-                if isinstance(item, AlarmEvent)
-            ]
-            transaction = _CommitTransaction(
-                samples,
-                alarms,
-                runs,
-                delete_alarms=bool(self._stats.alarms or counted[Lane.ALARM]),
-                meta=[(settled, "last_seq"), (stored, "max_stored_ms")],
-                events=[codec.event_row(event) for event in events],
-                events_since_ms=self._now_ms() - EVENTS_SPAN_MS,
-                alarm_states=_alarm_states(acked_alarms, batch),
-            )
             deleted = await store.on_connection_thread(db, transaction)
         except BaseException as exc:
-            self._ack_runs = merge_runs(runs + self._ack_runs)  # deleted by a later commit
-            self._events_unwritten[:0] = events
-            self._acked_alarms[:0] = acked_alarms
-            for lane in Lane:
-                self._ack_counted[lane] += counted[lane]
+            transaction.give_back(self._acks, self._alarm_states, self._journal)
             if isinstance(exc, sqlite3.Error | OSError):
-                await self._maybe_drop_connection(exc)
+                await self._conn.drop_if_broken(exc)
                 raise store.map_error(exc, "commit failed") from exc
             raise
         self._max_stored_ms = stored
         self._after_commit(settled)
-        if runs:
-            self._after_delete(deleted, counted)
+        if transaction.runs:  # count out the deleted rows ``ack()`` did not find in the tail
+            for lane in Lane:
+                self._figures.removed(lane, max(0, deleted[lane] - transaction.counted[lane]))
         if resync:
             await self._init_stats()
-        elif runs:
+        elif transaction.runs:
             await self._refresh_oldest()
 
-    def _after_delete(self, deleted: dict[Lane, int], counted: dict[Lane, int]) -> None:
-        """The acknowledged rows are gone: count out those ``ack()`` did not find in the tail."""
-        for lane in Lane:
-            uncounted = max(0, deleted[lane] - counted[lane])
-            self._stats.samples -= uncounted
-            if lane is Lane.ALARM:
-                self._stats.alarms -= uncounted
-
     def _after_commit(self, settled: int) -> None:
-        self._batch = None
+        self._pending.committed()
         self._settled = max(self._settled, settled)
-        self._tail.trim(self._settled, self._last_seq)
+        self._tail.trim(self._settled, self._pending.last_seq)
         self._refresh_bytes()
-        self._set_writable()
-
-    def _reset_tail(self) -> None:
-        """Forget the committed part of the tail: it is to be read from the file."""
-        self._tail.reset(self._settled)
+        self._figures.writable_again()
 
     def _oldest_from_tail(self) -> bool:
         """Set ``oldest_ts`` from the tail when it holds every item; False when it cannot."""
-        if self._stats.samples != len(self._tail) + len(self._unnumbered):
-            return False
-        oldest = self._tail.oldest_ts()
-        if oldest is None and self._unnumbered:
-            oldest = self._unnumbered[0][1]
-        self._stats.oldest_ts = oldest
-        return True
+        return self._figures.oldest_from_memory(self._tail, self._pending.unnumbered)
 
     async def _reserve_if_low(self) -> None:
-        """Raise the fsynced reservation before it runs out: by ``seq_reserve_block``, doubled
-        (up to 1M) while reservations come less than a second apart, so a burst costs a few
-        fsyncs rather than one per commit; a trickle keeps the unclean-stop gap small."""
-        need = self._last_seq + len(self._unnumbered)
-        if self._reserved - need >= self._reserve_block // 2 and not self._unnumbered:
+        """Raise the fsynced reservation before it runs out (:meth:`Pending.next_reservation`)."""
+        reserved = self._pending.next_reservation(time.monotonic())
+        if reserved is None:
             return
-        now = time.monotonic()
-        if now - self._last_reserve_t < 1.0:
-            self._reserve_ahead = min(self._reserve_ahead * 2, _RESERVE_AHEAD_MAX)
-        else:
-            self._reserve_ahead = self._reserve_block
-        self._last_reserve_t = now
-        ahead = max(self._reserve_ahead, 2 * len(self._unnumbered))
-        reserved = (need + ahead) // self._reserve_block * self._reserve_block
-        state = seqfile.SeqState(reserved, None, self._boot, self._base)
-        try:
-            await asyncio.to_thread(seqfile.write_state, self.seq_path, state)
-        except OSError as exc:
-            raise BufferWriteError(f"cannot raise the seq reservation: {exc}") from exc
-        self._reserved = reserved
+        await self._files.reserve(reserved)
+        self._pending.reserved = reserved
         self._number()
 
     # -- read and acknowledge --------------------------------------------------------------
@@ -821,27 +448,15 @@ class Buffer:
         up_to = MAX_SEQ if up_to_seq is None else up_to_seq
         if after_seq >= self._tail.floor(lane):
             return self._from_tail(lane, after_seq, up_to, limit)
-        if lane is Lane.SAMPLE:
-            sql = (
-                "SELECT seq, ts_ms, device, vals, flags FROM samples"
-                " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
-            )
-        else:
-            sql = (
-                "SELECT seq, ts_ms, alarm, state, value, priority FROM alarms"
-                " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
-            )
-        rows: Iterable[Any] = ()
+        items: list[StoredItem] = []
         async with self._lock:
             await self._apply_acks()
             try:
-                if self._db is not None:  # unreadable: what memory holds still goes out
-                    rows = await self._db.execute_fetchall(sql, (after_seq, up_to, limit))
+                if self._conn.db is not None:  # unreadable: what memory holds still goes out
+                    items = await reading.items(self._conn.db, lane, after_seq, up_to, limit)
             except sqlite3.Error as exc:
-                await self._maybe_drop_connection(exc)
-                self._record_error(store.map_error(exc, "fetch failed"))
-        decode = codec.sample_from_row if lane is Lane.SAMPLE else codec.alarm_from_row
-        items = [StoredItem(row[0], lane, row[1], decode(*row[1:])) for row in rows]
+                await self._conn.drop_if_broken(exc)
+                self._figures.write_failed(store.map_error(exc, "fetch failed"))
         if len(items) < limit:
             after = items[-1].seq if items else after_seq
             items += self._from_tail(lane, max(after, self._tail.floor(lane)), up_to, limit)
@@ -849,11 +464,8 @@ class Buffer:
 
     def _from_tail(self, lane: Lane, after_seq: int, up_to: int, limit: int) -> list[StoredItem]:
         items = self._tail.get(lane, after_seq, up_to, limit)
-        if items and items[-1].seq > self._settled and self._exposure is not None:
-            try:  # handed out before its commit: a crash now must not let its seq be reused
-                self._exposure.raise_to(items[-1].seq)
-            except OSError as exc:
-                log.warning("buffer: cannot write %s: %s", self.exposed_path, exc)
+        if items and items[-1].seq > self._settled:
+            self._files.expose(items[-1].seq)
         return items
 
     async def ack(self, seqs: Iterable[int]) -> None:
@@ -871,20 +483,18 @@ class Buffer:
             return
         found = 0
         unwritten = dict.fromkeys(Lane, 0)
-        for item in take_runs(self._queue, runs):
+        for item in self._pending.take(runs):
             unwritten[item[1]] += 1
             if isinstance(item[3], AlarmEvent):
-                self._acked_alarms.append((item[0], item[3].alarm, item[3].state, item[2]))
+                self._alarm_states.acked_unwritten(item[0], item[2], item[3])
         for lane, removed in self._tail.take(runs).items():
             if removed:
                 found += removed
-                self._ack_counted[lane] += removed - unwritten[lane]
-                self._stats.samples -= removed
-                if lane is Lane.ALARM:
-                    self._stats.alarms -= removed
-        if not self._ack_runs:
+                self._acks.counted[lane] += removed - unwritten[lane]
+                self._figures.removed(lane, removed)
+        if not self._acks.runs:
             self._first_ack_t = time.monotonic()
-        self._ack_runs = merge_runs(self._ack_runs + runs)
+        self._acks.add(runs)
         if found < count(runs):
             async with self._lock:
                 await self._apply_acks()
@@ -895,43 +505,39 @@ class Buffer:
     async def _apply_acks(self) -> None:
         """Delete the acknowledged rows now, before reading or evicting from the file. Holds
         the lock. A failure is recorded; the rows are then deleted by a later commit."""
-        if self._ack_runs and self._db is not None:
+        if self._acks.runs and self._conn.db is not None:
             try:
-                await self._atomic(lambda: self._commit_batch([]))
+                await store.atomic(lambda: self._commit_batch([]))
             except BufferStoreError as exc:
-                self._record_error(exc)
+                self._figures.write_failed(exc)
 
     async def _acks_before_evict(self) -> None:
         """Acknowledged rows are not evicted, nor counted as such: delete them first. When that
         drops the connection, eviction must stop rather than go on with the closed one."""
-        db = self._db
+        db = self._conn.db
         await self._apply_acks()
-        if self._db is not db:
+        if self._conn.db is not db:
             raise BufferWriteError("the connection was dropped while evicting")
 
     async def pending_gaps(self) -> list[Gap]:
         """Gaps recorded and not yet acknowledged, oldest first."""
-        async with self._lock:
-            if self._db is None:
-                return []
-            try:
-                rows = await self._db.execute_fetchall(
-                    "SELECT gap_id, from_seq, to_seq, count, reason FROM gaps"
-                    " WHERE acked = 0 ORDER BY gap_id"
-                )
-            except sqlite3.Error as exc:
-                self._record_error(store.map_error(exc, "reading gaps failed"))
-                return []
-        return [Gap(gid, a, b, n, reason) for gid, a, b, n, reason in rows]
+        return await self._query(reading.unsent_gaps, "reading gaps failed", [])
 
     async def ack_gap(self, gap_id: int) -> None:
+        await self._query(lambda db: reading.mark_gap_sent(db, gap_id), "ack_gap failed", None)
+
+    async def _query(
+        self, work: Callable[[aiosqlite.Connection], Awaitable[T]], what: str, unreadable: T
+    ) -> T:
+        """``work`` on the file under the lock; ``unreadable`` when it is not open or fails."""
         async with self._lock:
-            if self._db is None:
-                return
+            if self._conn.db is None:
+                return unreadable
             try:
-                await self._db.execute("UPDATE gaps SET acked = 1 WHERE gap_id = ?", (gap_id,))
+                return await work(self._conn.db)
             except sqlite3.Error as exc:
-                self._record_error(store.map_error(exc, "ack_gap failed"))
+                self._figures.write_failed(store.map_error(exc, what))
+                return unreadable
 
     # -- eviction and maintenance ----------------------------------------------------------
 
@@ -944,116 +550,50 @@ class Buffer:
         while True:
             await asyncio.sleep(self._maintenance_interval_s)
             async with self._lock:
-                if self._db is None:
+                if self._conn.db is None:
                     continue
                 await self._evict_logged()
                 try:
-                    await self._require_db().execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                    await self._conn.require().execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
                 except (sqlite3.Error, BufferStoreError) as exc:
                     log.warning("buffer checkpoint failed: %s", exc)
                 self._refresh_bytes()
 
     async def _evict_logged(self) -> None:
-        if self._db is None:
+        if self._conn.db is None:
             return
         try:
-            await self._evictor.run(self._db, self._last_seq)
+            await self._evictor.run(self._conn.db, self._pending.last_seq)
         except (sqlite3.Error, OSError) as exc:
-            await self._maybe_drop_connection(exc)
-            self._record_error(store.map_error(exc, "eviction failed"))
+            await self._conn.drop_if_broken(exc)
+            self._figures.write_failed(store.map_error(exc, "eviction failed"))
         except BufferStoreError as exc:  # the connection was dropped under it: reopened later
-            self._record_error(exc)
+            self._figures.write_failed(exc)
         self._refresh_bytes()
 
     async def _after_evict(self, evicted: Evicted) -> None:
-        removed, reason = evicted.removed, evicted.reason
-        self._stats.samples -= removed
-        if evicted.table == "alarms":
-            self._stats.alarms -= removed
-        self._reset_tail()  # what it held of the evicted range is gone
-        self._stats.evicted_total[reason] = self._stats.evicted_total.get(reason, 0) + removed
-        self._count_gap(evicted.first, evicted.last, removed, reason)
-        log.warning(
-            "buffer: evicted %d %s (seq %d..%d, %s)",
-            removed,
-            evicted.table,
-            evicted.first,
-            evicted.last,
-            reason,
-        )
+        self._tail.reset(self._settled)  # what it held of the evicted range is gone
+        self._figures.evicted(evicted)
         await self._refresh_oldest()
 
     # -- stats and errors ------------------------------------------------------------------
 
-    def _count_gap(
-        self, first: int, last: int, count: int, reason: str, *, at_start: bool = False
-    ) -> None:
-        if at_start:
-            log.warning("buffer: seqs %d..%d recorded as a %s gap", first, last, reason)
-        self._stats.gaps_total += 1
-        self._stats.recent_gaps.append((first, last, count, reason))
-
     @property
     def stats(self) -> BufferStats:
-        return self._stats
+        return self._figures.stats
 
     def _refresh_bytes(self) -> None:
-        self._stats.bytes = sum(self._evictor.file_bytes())
+        self.stats.bytes = sum(self._evictor.file_bytes())
+        self._figures.room(self._evictor.room(self.stats.bytes))
 
     async def _refresh_oldest(self) -> None:
         if self._oldest_from_tail():
             return
-        rows = await self._require_db().execute_fetchall(
-            "SELECT (SELECT seq FROM samples ORDER BY seq LIMIT 1),"
-            " (SELECT ts_ms FROM samples ORDER BY seq LIMIT 1),"
-            " (SELECT seq FROM alarms ORDER BY seq LIMIT 1),"
-            " (SELECT ts_ms FROM alarms ORDER BY seq LIMIT 1)"
-        )
-        s_seq, s_ts, a_seq, a_ts = next(iter(rows))
-        if s_seq is None and a_seq is None:
-            self._stats.oldest_ts = self._tail.oldest_ts()
-        elif s_seq is None or (a_seq is not None and a_seq < s_seq):
-            self._stats.oldest_ts = a_ts
-        else:
-            self._stats.oldest_ts = s_ts
+        oldest = await reading.oldest_ts(self._conn.require())
+        self.stats.oldest_ts = self._tail.oldest_ts() if oldest is None else oldest
 
-    def _require_db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise BufferWriteError(f"buffer {self.path} is not open")
-        return self._db
-
-    async def _atomic(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run ``work`` (a transaction and the bookkeeping after it) to its end, even when the
-        caller is cancelled: a transaction cut in half would stay open on the one connection
-        and swallow the next. The caller holds the lock, so nothing interleaves meanwhile."""
-        task = asyncio.ensure_future(work())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            raise
-
-    async def _maybe_drop_connection(self, exc: BaseException) -> None:
-        if isinstance(exc, OSError) or (
-            isinstance(exc, sqlite3.Error) and store.error_code(exc) in store.BROKEN_CODES
-        ):
-            db, self._db = self._db, None
-            self._reset_tail()
-            self._wake.set()  # the commit task reopens it, without waiting for a put
-            if db is not None:
-                try:
-                    await db.close()
-                except sqlite3.Error as close_exc:
-                    log.debug("closing a broken connection failed: %s", close_exc)
-
-    def _record_error(self, exc: BaseException) -> None:
-        self._stats.write_errors_total += 1
-        self._stats.last_error = str(exc)
-        if self._stats.writable:
-            self._stats.writable = False
-            log.error("buffer %s cannot be written: %s", self.path, exc)
-
-    def _set_writable(self) -> None:
-        if not self._stats.writable:
-            self._stats.writable = True
-            log.warning("buffer %s writable again", self.path)
+    def _dropped(self) -> None:
+        """The connection was dropped: what the tail held of the file is to be read from it
+        again, and the commit task reopens it without waiting for a put."""
+        self._tail.reset(self._settled)
+        self._wake.set()

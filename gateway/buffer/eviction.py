@@ -48,6 +48,15 @@ class Evicted:
     reason: GapReason
 
 
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What is left for the buffer to grow into."""
+
+    bytes: int  # below max_size and above the free space the file system keeps
+    free_fraction: float | None  # of the file system; None when it cannot be read
+    low: bool  # the file system is under ``min_free_fraction`` free: the buffer stops growing
+
+
 class Evictor:
     """Runs the eviction queries on the buffer's connection; the buffer holds its lock meanwhile
     and applies each :class:`Evicted` range to its counts (``on_evicted``)."""
@@ -130,6 +139,20 @@ class Evictor:
         if fs.f_blocks and fs.f_bavail / fs.f_blocks < self._min_free:
             limit = min(limit, self.file_bytes()[0] + self.wal_allowance)
         return limit
+
+    def room(self, used: int) -> Room:
+        """The room left when the buffer's files take ``used`` bytes."""
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return Room(max(0, self.max_size - used), None, low=False)
+        if not fs.f_blocks:
+            return Room(max(0, self.max_size - used), None, low=False)
+        fraction = fs.f_bavail / fs.f_blocks
+        above_floor = (fs.f_bavail - fs.f_blocks * self._min_free) * fs.f_frsize
+        return Room(
+            max(0, min(self.max_size - used, int(above_floor))), fraction, fraction < self._min_free
+        )
 
     async def _used_bytes(self, db: aiosqlite.Connection, page: int) -> int:
         rows = await db.execute_fetchall(

@@ -18,11 +18,13 @@ directory)::
 fsynced: it has to outlive a killed process, which the page cache guarantees, not a power cut,
 after which the whole reservation counts as unproven anyway.
 
-Blocking file I/O: call it from a worker thread (``asyncio.to_thread``).
+Blocking file I/O: call it from a worker thread (``asyncio.to_thread``), as :class:`SeqFiles`,
+the running buffer's handle on both files, does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -30,6 +32,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import statefile
+from gateway.errors import BufferUnsafeError, BufferWriteError
 from gateway.model import GapReason
 
 log = logging.getLogger(__name__)
@@ -90,19 +94,7 @@ def write_state(path: Path, state: SeqState) -> None:
             "base": state.base,
         }
     )
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, text.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    statefile.replace(path, text.encode() + b"\n")
 
 
 def wal_intact(db_path: Path) -> bool:
@@ -149,7 +141,7 @@ class ExposureMark:
     """``<db>.exposed``, kept open: one ``pwrite`` (no fsync) per raise."""
 
     def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = statefile.open_private(path, os.O_RDWR)
         self.seq = read_exposed(path) or 0
 
     def raise_to(self, seq: int) -> None:
@@ -212,3 +204,47 @@ def plan_start(
             return Start(seen, [(db_last + 1, seen, "unclean_shutdown")])
         return Start(db_last, [])
     return Start(state.reserved, [(db_last + 1, state.reserved, "unclean_shutdown")])
+
+
+class SeqFiles:
+    """The seq file and the exposure mark as an open buffer writes them."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.seq_path = db_path.with_name(db_path.name + ".seq")
+        self.exposed_path = db_path.with_name(db_path.name + ".exposed")
+        self.boot = boot_id()
+        self.base = 0  # the last seq before the current database file was created
+        self._exposure: ExposureMark | None = None
+
+    async def reserve(self, reserved: int) -> None:
+        """Record (fsynced) that seqs up to ``reserved`` may be handed out."""
+        state = SeqState(reserved, None, self.boot, self.base)
+        try:
+            await asyncio.to_thread(write_state, self.seq_path, state)
+        except OSError as exc:
+            refusal = statefile.symlink_refusal(exc)
+            if refusal is not None:
+                raise BufferUnsafeError(refusal) from exc
+            raise BufferWriteError(f"cannot raise the seq reservation: {exc}") from exc
+
+    async def record_clean(self, reserved: int, last: int) -> None:
+        """Record a clean close: the exact last seq."""
+        state = SeqState(reserved, last, self.boot, self.base)
+        try:
+            await asyncio.to_thread(write_state, self.seq_path, state)
+        except OSError as exc:
+            log.warning("cannot record the clean shutdown in %s: %s", self.seq_path, exc)
+
+    def expose(self, seq: int) -> None:
+        """``seq`` was handed out before its commit: a crash now must not let it be reused."""
+        if self._exposure is None:
+            return
+        try:
+            self._exposure.raise_to(seq)
+        except OSError as exc:
+            log.warning("buffer: cannot write %s: %s", self.exposed_path, exc)
+
+    def swap_exposure(self, mark: ExposureMark | None) -> None:
+        if self._exposure is not None:
+            self._exposure.close()
+        self._exposure = mark

@@ -6,15 +6,19 @@ in place (:mod:`.schema`). A file that is not ours or fails the check raises
 :class:`BufferCorruptError`; one written by a newer street-gateway raises
 :class:`BufferNewerError` and is left untouched; a file that cannot be opened or written at all
 (missing or read-only directory, disk full, I/O error) raises :class:`BufferWriteError`.
+
+:class:`Connection` holds the one open connection, dropped after an error that says it is broken;
+:func:`atomic` runs a transaction to its end even when its caller is cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -175,3 +179,59 @@ async def rollback(db: aiosqlite.Connection) -> None:
         await db.execute("ROLLBACK")
     except sqlite3.Error as exc:
         log.debug("rollback: %s", exc)
+
+
+async def atomic(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` (a transaction and the bookkeeping after it) to its end, even when the
+    caller is cancelled: a transaction cut in half would stay open on the one connection and
+    swallow the next. The caller holds the buffer's lock, so nothing interleaves meanwhile."""
+    task = asyncio.ensure_future(work())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
+class Connection:
+    """The buffer's one connection to its file, or none: before the first open, and after an
+    error that says the connection is broken (``drop_if_broken``; the commit task opens it
+    again, and the reopen checks the file)."""
+
+    def __init__(self, path: Path, on_drop: Callable[[], None]) -> None:
+        self.path = path
+        self.db: aiosqlite.Connection | None = None
+        self._on_drop = on_drop
+
+    def require(self) -> aiosqlite.Connection:
+        if self.db is None:
+            raise BufferWriteError(f"buffer {self.path} is not open")
+        return self.db
+
+    async def drop_if_broken(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError) or (
+            isinstance(exc, sqlite3.Error) and error_code(exc) in BROKEN_CODES
+        ):
+            db, self.db = self.db, None
+            self._on_drop()
+            if db is not None:
+                try:
+                    await db.close()
+                except sqlite3.Error as close_exc:
+                    log.debug("closing a broken connection failed: %s", close_exc)
+
+    async def close(self, *, checkpoint: bool) -> bool:
+        """Close it; with ``checkpoint``, fold the WAL into the file first. True when the
+        checkpoint was done."""
+        db, self.db = self.db, None
+        if db is None:
+            return False
+        try:
+            if checkpoint:
+                await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            checkpoint = False
+            log.warning("buffer checkpoint at close failed: %s", exc)
+        finally:
+            await db.close()
+        return checkpoint

@@ -10,9 +10,9 @@ value or the new one, never a torn one.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
+from gateway import statefile
 from gateway.errors import UplinkError
 
 log = logging.getLogger(__name__)
@@ -57,19 +57,8 @@ class BdSeqFile:
         return value
 
     def write(self, value: int) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        """Replace the file durably (0600, never written through a symbolic link)."""
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{value}\n".encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            statefile.replace(self.path, f"{value}\n".encode("ascii"))
         except OSError as exc:
             raise BdSeqError(f"{self.path}: cannot store the Sparkplug bdSeq: {exc}") from exc
