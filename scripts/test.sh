@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need and run every check: ruff, mypy --strict, pytest.
+# Install what the tests need and run every check: ruff, mypy --strict, lint-imports, pytest.
 # Works on a fresh machine with only Python and apt: it makes .venv, installs the package with
 # its test extras, and installs mosquitto (the real broker the tests start), socat, systemd's
 # analyzer and chromium from apt when they are missing and this user may install packages; as
@@ -61,6 +61,8 @@ echo "== ruff"
 .venv/bin/ruff format --check gateway tests bench
 echo "== mypy --strict gateway"
 .venv/bin/mypy gateway
+echo "== lint-imports: the architecture's contracts (pyproject.toml, docs/architecture.md)"
+.venv/bin/lint-imports --no-cache | tail -n 8
 if [ "$fast" -eq 1 ]; then
     # four workers: most of these tests wait on real sockets and timers, not on the CPU
     echo "== pytest --fast: without the e2e, system and slow tests, on 4 workers"
