@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
-import serial
-import serial_asyncio_fast
-
-from gateway.errors import DeviceError, DeviceTimeout
+from gateway.errors import DeviceError
 from gateway.sources.particulate.frames import Event, FrameDecoder, Model, Reading
+from gateway.sources.serialport import open_serial_port, reason
 
 Listener = Callable[[Event, int], None]  # (a decoded frame, its arrival in Unix ms)
 
@@ -126,31 +122,10 @@ async def open_sensor_port(
 ) -> SensorPort:
     """Open ``port`` (8N1, as both models speak) and decode what arrives (``listener`` sees
     every frame as it comes); raises DeviceError when it cannot be opened."""
-    loop = asyncio.get_running_loop()
-    opening = loop.run_in_executor(None, partial(serial.serial_for_url, port, baudrate=baudrate))
-    try:
-        async with asyncio.timeout(open_timeout):
-            instance = await asyncio.shield(opening)
-    except TimeoutError:  # before OSError, its base class
-        opening.add_done_callback(_close_late_port)  # if it opens after all, close it
-        raise DeviceTimeout(f"cannot open {port}: no answer from the driver") from None
-    except asyncio.CancelledError:
-        opening.add_done_callback(_close_late_port)
-        raise
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise DeviceError(f"cannot open {port}: {reason(exc)}") from exc
-    protocol = _FrameProtocol(FrameDecoder(model), listener)
-    transport, _ = await serial_asyncio_fast.connection_for_serial(loop, lambda: protocol, instance)
+    transport, protocol = await open_serial_port(
+        port,
+        lambda: _FrameProtocol(FrameDecoder(model), listener),
+        baudrate=baudrate,
+        open_timeout=open_timeout,
+    )
     return SensorPort(port, transport, protocol)
-
-
-def _close_late_port(opening: asyncio.Future[serial.Serial]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
-
-
-def reason(exc: BaseException) -> str:
-    """pyserial wraps OSError text in its own (``[Errno 2] could not open port ...``): unwrap."""
-    if exc.args and isinstance(exc.args[0], int) and exc.args[0] > 0:
-        return os.strerror(exc.args[0])
-    return str(exc) or type(exc).__name__

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from functools import partial
 
-import serial
-import serial_asyncio_fast
-
-from gateway.errors import DeviceError, DeviceTimeout
+from gateway.errors import DeviceError
 from gateway.sources.sdi12.protocol import Lines
+from gateway.sources.serialport import open_serial_port, reason
 
 log = logging.getLogger("gateway.sources.sdi12")
 
@@ -63,7 +59,7 @@ class Sdi12Port:
         if line is None:
             self._protocol.queue.put_nowait(None)  # every later get() raises too
             error = self._protocol.error
-            raise PortClosed(f"port closed: {_reason(error)}" if error else "port closed")
+            raise PortClosed(f"port closed: {reason(error)}" if error else "port closed")
         return line
 
     def drain(self) -> list[bytes]:
@@ -107,41 +103,13 @@ async def open_port(
     open_timeout: float,
 ) -> Sdi12Port:
     """Open ``port`` (in a thread: a USB driver may hang); raises DeviceError if it cannot."""
-    loop = asyncio.get_running_loop()
-    opening = loop.run_in_executor(
-        None,
-        partial(
-            serial.serial_for_url,
-            port,
-            baudrate=baudrate,
-            parity=parity,
-            stopbits=stopbits,
-            bytesize=bytesize,
-        ),
+    transport, protocol = await open_serial_port(
+        port,
+        _Protocol,
+        baudrate=baudrate,
+        parity=parity,
+        stopbits=stopbits,
+        bytesize=bytesize,
+        open_timeout=open_timeout,
     )
-    try:
-        async with asyncio.timeout(open_timeout):
-            instance = await asyncio.shield(opening)
-    except TimeoutError:  # before OSError, its base class
-        opening.add_done_callback(_close_late)
-        raise DeviceTimeout(f"cannot open {port}: no answer from the driver") from None
-    except asyncio.CancelledError:
-        opening.add_done_callback(_close_late)
-        raise
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise DeviceError(f"cannot open {port}: {_reason(exc)}") from exc
-    protocol = _Protocol()
-    transport, _ = await serial_asyncio_fast.connection_for_serial(loop, lambda: protocol, instance)
     return Sdi12Port(port, transport, protocol)
-
-
-def _close_late(opening: asyncio.Future[serial.Serial]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
-
-
-def _reason(exc: BaseException) -> str:
-    """pyserial wraps OSError text in its own (``[Errno 2] could not open port ...``): unwrap."""
-    if exc.args and isinstance(exc.args[0], int) and exc.args[0] > 0:
-        return os.strerror(exc.args[0])
-    return str(exc) or type(exc).__name__

@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
-from functools import partial
-
-import serial
-import serial_asyncio_fast
 
 from gateway.backoff import Backoff
 from gateway.codec.lines import FrameError, LineFramer, make_parser
-from gateway.errors import DeviceError, DeviceTimeout, ParseError
+from gateway.errors import DeviceError, ParseError
 from gateway.model import DeviceStats, Sample, SampleSink
 from gateway.sources.device import Device, StopPolling, run_schedule
 from gateway.sources.serial.config import SerialSource
+from gateway.sources.serialport import open_serial_port, reason
 
 log = logging.getLogger("gateway.sources.serial")
 
@@ -122,7 +118,7 @@ class LinePort:
         if isinstance(item, _Closed):
             self._protocol.queue.put_nowait(item)  # every later get() raises too
             error = self._protocol.error
-            raise PortClosed(f"port closed: {_reason(error)}" if error else "port closed")
+            raise PortClosed(f"port closed: {reason(error)}" if error else "port closed")
         return item
 
 
@@ -137,44 +133,16 @@ async def open_line_port(
     open_timeout: float = 1.0,
 ) -> LinePort:
     """Open ``port`` and frame what arrives; raises DeviceError if it cannot be opened."""
-    loop = asyncio.get_running_loop()
-    opening = loop.run_in_executor(
-        None,
-        partial(
-            serial.serial_for_url,
-            port,
-            baudrate=baudrate,
-            parity=parity,
-            stopbits=stopbits,
-            bytesize=bytesize,
-        ),
+    transport, protocol = await open_serial_port(
+        port,
+        lambda: _LineProtocol(LineFramer(line_end)),
+        baudrate=baudrate,
+        parity=parity,
+        stopbits=stopbits,
+        bytesize=bytesize,
+        open_timeout=open_timeout,
     )
-    try:
-        async with asyncio.timeout(open_timeout):
-            instance = await asyncio.shield(opening)
-    except TimeoutError:  # before OSError, its base class
-        opening.add_done_callback(_close_late_port)  # if it opens after all, close it
-        raise DeviceTimeout(f"cannot open {port}: no answer from the driver") from None
-    except asyncio.CancelledError:
-        opening.add_done_callback(_close_late_port)
-        raise
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise DeviceError(f"cannot open {port}: {_reason(exc)}") from exc
-    protocol = _LineProtocol(LineFramer(line_end))
-    transport, _ = await serial_asyncio_fast.connection_for_serial(loop, lambda: protocol, instance)
     return LinePort(port, transport, protocol)
-
-
-def _close_late_port(opening: asyncio.Future[serial.Serial]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
-
-
-def _reason(exc: BaseException) -> str:
-    """pyserial wraps OSError text in its own (``[Errno 2] could not open port ...``): unwrap."""
-    if exc.args and isinstance(exc.args[0], int) and exc.args[0] > 0:
-        return os.strerror(exc.args[0])
-    return str(exc) or type(exc).__name__
 
 
 class SerialSensorSource:
