@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 from gateway.config import Config, DeviceSpec, LoadedConfig
 from gateway.console import add_config_argument, load_or_report
+from gateway.model import format_count
 from gateway.report import rules_for
 from gateway.sources.registry import installed
 
@@ -161,7 +162,7 @@ def summarise(loaded: LoadedConfig) -> str:
             spec = specs[0]
             lines.append(
                 f"  source {source.name} ({', '.join(filter(None, [where, spec.summary]))}): "
-                f"{len(spec.points)} points{_report(spec)}"
+                f"{format_count(len(spec.points), 'point')}{_report(spec)}"
             )
         else:
             lines.append(f"  source {source.name} ({where}):")
@@ -170,7 +171,7 @@ def summarise(loaded: LoadedConfig) -> str:
                 template = f" (template {spec.template})" if spec.template else ""
                 summary = f" {spec.summary}" if spec.summary else ""
                 lines.append(
-                    f"    device {spec.name}{summary}: {len(spec.points)} points"
+                    f"    device {spec.name}{summary}: {format_count(len(spec.points), 'point')}"
                     f"{template} every {_seconds(spec.interval_s)}{_report(spec)}"
                 )
             if spec.template:

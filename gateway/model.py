@@ -58,6 +58,11 @@ def format_value(value: Value | None) -> str:
     return f"{round(value, 3):g}" if isinstance(value, float) else str(value)
 
 
+def format_count(n: int, noun: str) -> str:
+    """``1 point``, ``2 points``: a count a person reads."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """A span as a person reads it at a glance, in its two largest units: ``45s``, ``12m 5s``,
     ``3h 20m``, ``2d 4h`` (a zero second unit is left out: ``5m``, ``1h``; under a second is

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from gateway.events import EVENT_KINDS
 from gateway.httpd import REFUSALS, Handler, HttpServer, HttpStats, Request, Response
-from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value
+from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, format_count
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
 from gateway.prometheus import CONTENT_TYPE_LATEST, MetricFamily, counter, gauge, generate_latest
@@ -125,7 +125,7 @@ def health(provider: StatusProvider, now_ms: int | None = None) -> tuple[bool, l
     elif devices and not any(_fresh(d, now, started_ms) for d in devices):
         problems.append(
             f"no device produced a sample within {STALE_INTERVALS} of its intervals "
-            f"({_plural(len(devices), 'device')})"
+            f"({format_count(len(devices), 'device')})"
         )
     return not problems, problems
 
@@ -137,10 +137,6 @@ def notices(provider: StatusProvider) -> list[str]:
     if waiting is None:
         return []
     return [f"waiting for {waiting}: no births and no data upstream, samples are buffered"]
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _count_states(devices: Sequence[DeviceStats]) -> str:
@@ -164,9 +160,9 @@ def summary_line(provider: StatusProvider) -> str:
     if not devices:
         part = "no devices configured"
     elif all(d.state == "unknown" for d in devices):
-        part = f"0 of {_plural(len(devices), 'device')} answered yet"
+        part = f"0 of {format_count(len(devices), 'device')} answered yet"
     else:
-        part = f"{_plural(len(devices), 'device')}: {_count_states(devices)}"
+        part = f"{format_count(len(devices), 'device')}: {_count_states(devices)}"
     uplink = provider.uplink_stats()
     link = f"up ({uplink.server})" if uplink.connected else "down"
     if uplink.waiting_for:

@@ -475,6 +475,7 @@ def test_check_prints_a_summary_of_the_example() -> None:
     assert "device energy-2 unit 2: 5 points (template din-meter)" in result.stdout
     assert "templates used: din-meter (energy-1, energy-2)" in result.stdout
     assert "device river-gauge address 0, M: 2 points every 60s" in result.stdout
+    assert "device rain-1 address 1, C with CRC: 1 point every 300s" in result.stdout
     assert "source dust-1 (particulate sds011" in result.stdout
     assert "mqtts://broker-a.city.example:8883" in result.stdout
 
