@@ -24,7 +24,6 @@ from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import Sample, SampleSink, Value
 from gateway.sources.device import Device, PolledSource, StopPolling, run_schedule
 from gateway.sources.registry import RunningSource, SourceKind
-from gateway.sources.serialport import open_serial_port
 
 __all__ = [
     "ConfigModel",
@@ -49,6 +48,5 @@ __all__ = [
     "SourceKind",
     "StopPolling",
     "Value",
-    "open_serial_port",
     "run_schedule",
 ]
