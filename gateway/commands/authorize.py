@@ -22,19 +22,17 @@ def authorize(points: Points, device: str, point: str, value: object) -> Outcome
     if spec is None or spec.write is None:
         return Outcome.refused("not_writable", f"{device}/{point} is not a writable point")
     write = spec.write
-    if isinstance(value, bool) != (spec.type == "bool") or (
-        spec.type == "string" and not isinstance(value, str)
-    ):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    wanted = {"bool": isinstance(value, bool), "string": isinstance(value, str)}
+    if not wanted.get(spec.type, number):
         kind = {"bool": "true or false", "string": "a string"}.get(spec.type, "a number")
         return Outcome.refused("bad_request", f"{device}/{point} takes {kind}, not {quote(value)}")
-    if not isinstance(value, bool | int | float | str):
-        return Outcome.refused("bad_request", f"{quote(value)} is not a value to write")
     if write.values is not None and not any(
         isinstance(v, bool) == isinstance(value, bool) and v == value for v in write.values
     ):
         allowed = ", ".join(map(quote, write.values))
         return Outcome.refused("not_allowed", f"{quote(value)} is not one of {allowed}")
-    if why := limit_problem(write, value):
+    if isinstance(value, int | float) and (why := limit_problem(write, value)):
         return Outcome.refused("out_of_range", f"{device}/{point}: {why}")
     return None
 
@@ -58,7 +56,8 @@ class RateLimiter:
         if len(times) >= rate.times:
             wait = times[0] + rate.window_s - now
             return Outcome.refused(
-                "rate_limited", f"{key}: at most {rate.times} in {rate.window_s:g}s; the next in {wait:.1f}s"
+                "rate_limited",
+                f"{key}: at most {rate.times} in {rate.window_s:g}s; the next in {wait:.1f}s",
             )
         times.append(now)
         return None

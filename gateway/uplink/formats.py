@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import Config, LoadedConfig
 from gateway.uplink.catalog import catalog_of
-from gateway.uplink.json_format import JsonFormat
+from gateway.uplink.json_format import CommandSink, JsonFormat
 from gateway.uplink.mqtt import BufferLike, Uplink
 from gateway.uplink.wire import Catalog, CurrentValues, WireFormat
 
@@ -30,6 +30,7 @@ class FormatInputs:
     started_ms: int
     current_values: CurrentValues
     clock_synced: Callable[[], bool]  # may the wall clock judge timestamps (Sparkplug STATE)
+    commands: CommandSink | None = None  # the command channel, when the config has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ def _json(made: FormatInputs) -> ChosenFormat:
             qos=uplink.qos,
             version=__version__,
             started_ms=made.started_ms,
+            commands=made.commands if made.config.commands is not None else None,
         )
     )
 
@@ -76,6 +78,7 @@ def make_uplink(
     started_ms: int,
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
+    commands: CommandSink | None = None,
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
@@ -86,6 +89,7 @@ def make_uplink(
             started_ms,
             current_values,
             clock_synced,
+            commands,
         )
     )
     return Uplink(
