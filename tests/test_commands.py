@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -238,3 +239,47 @@ async def test_a_replayed_command_is_refused_after_a_restart(
             replayed = (await op.result_for(doc["id"], 2))[1]
             assert replayed["reason"] == "replayed"
     assert unit.writes == [(6, 11, [2])]
+
+
+async def street_gateway(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_sender_signs_publishes_waits_and_exits_by_the_result(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    unit = RecordingUnit(3)
+    config = write_config(tmp_path, mosquitto, port)
+    key = tmp_path / "ops-centre.key"
+    key.write_text(OPERATOR.pem())
+    common = ["command", "--broker", mosquitto.url, "--prefix", PREFIX, "--key", str(key),
+              "--by", "ops-centre"]  # fmt: skip
+    async with recording_server([unit], port), daemon(config, monkeypatch) as d:
+        await until_up(d)
+        await asyncio.sleep(0.2)
+        code, out, _ = await street_gateway(
+            *common, "--gateway", GW, "write", "barrier-1/speed_limit", "42"
+        )
+        result = json.loads(out)
+        assert code == 0 and result["state"] == "done" and result["read_back"] == 42
+        code, out, _ = await street_gateway(
+            *common, "--gateway", GW, "write", "barrier-1/speed_limit", "99"
+        )
+        assert code == 1 and json.loads(out)["reason"] == "out_of_range"
+        code, _, err = await street_gateway(
+            *common, "--gateway", "nobody", "--timeout", "1s", "write", "barrier-1/closed", "true"
+        )
+        assert code == 3 and "no result" in err
+        code, _, err = await street_gateway(
+            *common[:6], str(tmp_path / "ops-centre.pub"), *common[7:], "--gateway", GW,
+            "write", "barrier-1/closed", "true",
+        )  # fmt: skip
+        assert code == 2 and "PRIVATE KEY" in err  # a public key given as the private one
+    assert unit.writes == [(6, 10, [42])]
