@@ -117,6 +117,11 @@ class Daemon:
     def events(self) -> list[StatusEvent]:
         return self._buffer.events() if self._buffer else []
 
+    def commands(self) -> dict[str, Any]:
+        if self._commands is None:
+            return {"results_total": {}, "writable": []}
+        return self._commands.record()
+
     def event_counts(self) -> Mapping[str, int]:
         return self._event_counts
 

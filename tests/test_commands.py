@@ -10,6 +10,7 @@ import itertools
 import json
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,14 @@ async def operator(broker: Mosquitto) -> AsyncIterator[Operator]:
                 await task
 
 
+async def fetch(url: str) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    return await asyncio.to_thread(get)
+
+
 async def until_up(d: Daemon) -> None:
     async with asyncio.timeout(10):
         while not (d.uplink_stats().connected and d.sources()[0].devices[0].state == "ok"):
@@ -152,6 +161,18 @@ async def test_a_signed_write_is_done_once_and_a_redelivery_gets_the_same_result
             replayed = (await op.result_for(close["id"], 3))[2]
             assert (replayed["state"], replayed["reason"]) == ("refused", "replayed")
             assert replayed["seq"] > first["seq"]
+            # the record: /status, /metrics and the page
+            base = f"http://{d.loaded.config.status.listen}"
+            status = json.loads(await fetch(f"{base}/status"))
+            assert status["commands"]["results_total"] == {"done": 1, "refused": 1, "failed": 0}
+            closed = next(p for p in status["commands"]["writable"] if p["point"] == "closed")
+            assert closed["last_write"]["state"] == "done"  # a replay's refusal is no write
+            assert status["events"][0]["kind"] == "command"
+            metrics = await fetch(f"{base}/metrics")
+            assert 'street_gateway_command_results_total{state="done"} 1.0' in metrics
+            assert 'street_gateway_events_total{kind="command"} 2.0' in metrics
+            page = await fetch(f"{base}/")
+            assert "Writable points" in page and "barrier-1/closed" in page
     assert unit.writes == [(5, 0, [1])]
     timeline = [e.fields for e in d.events() if e.kind == "command"]  # newest first
     assert [(f["id"], f["state"], f["reason"]) for f in timeline] == [

@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, get_args
 
 from gateway.buffer.codec import CommandIdRow, command_id_row, result_from_body
 from gateway.commands.authorize import Points, RateLimiter, authorize
 from gateway.commands.message import Command, Refusal, authenticate, check_time, parse
-from gateway.commands.outcome import Outcome
+from gateway.commands.outcome import Outcome, State
 from gateway.config import Config
 from gateway.config.writes import WriteRequest
 from gateway.identity import read_public_key
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 64  # writes waiting for the device; more at once is a flood, refused
 REMEMBERED = 10_000  # answered command ids kept in memory at most (the oldest go first)
 KEEP_IDS_MS = 86_400_000  # a day: past any max_age
+STATES: tuple[State, ...] = get_args(State)
 
 
 class WriteTarget(Protocol):
@@ -115,6 +116,24 @@ class Commands:
         self._points: Points = {
             spec.name: {p.name: p for p in spec.points} for _, _, spec in config.specs()
         }
+
+    def record(self) -> dict[str, Any]:
+        """For ``/status`` and the page: results by state since start, and each writable point
+        with its last write (its result), or None."""
+        writable = [
+            (device, name)
+            for device, points in self._points.items()
+            for name, spec in points.items()
+            if spec.write is not None
+        ]
+        return {
+            "results_total": {state: self.results[state] for state in STATES},
+            "writable": [
+                {"device": device, "point": name,
+                 "last_write": _last(self.last_writes.get(f"{device}/{name}"))}
+                for device, name in writable
+            ],
+        }  # fmt: skip
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -243,6 +262,15 @@ class Commands:
         self._answers.move_to_end(command_id)
         while len(self._answers) > REMEMBERED:
             self._answers.popitem(last=False)
+
+
+def _last(result: CommandResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "ts": result.ts_ms, "id": result.id, "by": result.by, "value": result.value,
+        "state": result.state, "reason": result.reason, "read_back": result.read_back,
+    }  # fmt: skip
 
 
 def _job_of(command: Command) -> _Job:
