@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +32,8 @@ class RecordingUnit:
     # (function, address, values) of every write that reached the unit, answered or not
     writes: list[tuple[int, int, list[int]]] = field(default_factory=list)
     reads: int = 0
+    # (monotonic time, function) of the last reads served, for the benchmark's latencies
+    read_log: list[tuple[float, int]] = field(default_factory=list)
 
 
 async def _access(  # noqa: PLR0917 - the signature pymodbus calls
@@ -54,6 +57,8 @@ async def _access(  # noqa: PLR0917 - the signature pymodbus calls
                 unit.holding[address : address + len(set_values)] = [int(v) for v in set_values]
         return None
     unit.reads += 1
+    if len(unit.read_log) < 100_000:
+        unit.read_log.append((time.monotonic(), function_code))
     # every read is served from the unit's own model, which only a kept write changes
     if function_code == 1:  # bits are packed 16 to a word of the block
         for word in range(address // 16, (address + count - 1) // 16 + 1):
