@@ -10,6 +10,10 @@ polled every second meanwhile.
   result's PUBLISH handed to the MQTT client (both instants taken by wrapping those two calls);
   and ``round_trip_ms``, the operator's view, from its publish to the result's arrival (taken
   by a reader task as each message comes, not after the publish's own PUBACK wait).
+  ``--nodelay`` sets TCP_NODELAY on every MQTT client's socket (the gateway's and the
+  operator's) and gives mosquitto ``set_tcp_nodelay true``: neither paho nor mosquitto's
+  default sets it, and Nagle's algorithm then holds a small PUBLISH behind an earlier
+  segment's delayed ACK (~40 ms on Linux) at each hop.
 - **action**: the river level is raised at a random moment; the time from the poll that read
   the high value (the server's answer to it) to the barrier's write arriving at the server, p50/p99
   over ``--actions`` floods (each one cleared again before the next).
@@ -25,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -105,7 +110,20 @@ def _instrument() -> list[float]:
     return inside
 
 
-async def bench(n_commands: int, n_actions: int) -> dict[str, Any]:
+def _no_delay_clients() -> None:
+    enter = aiomqtt.Client.__aenter__
+
+    async def entered(self: aiomqtt.Client) -> aiomqtt.Client:
+        client = await enter(self)
+        sock = self._client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
+
+    aiomqtt.Client.__aenter__ = entered  # type: ignore[method-assign]
+
+
+async def bench(n_commands: int, n_actions: int, *, nodelay: bool) -> dict[str, Any]:
     key = SigningKey.generate()
     unit = RecordingUnit(3)
     unit.holding[12] = 250
@@ -120,8 +138,14 @@ async def bench(n_commands: int, n_actions: int) -> dict[str, Any]:
 
     unit.writes = Timed(original)
     inside = _instrument()
+    if nodelay:
+        _no_delay_clients()
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
+    extra = "set_tcp_nodelay true\n" if nodelay else ""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_mosquitto(Path(tmp), extra_config=extra) as broker,
+    ):
         daemon = Daemon(load_config(config(Path(tmp), broker.port, port, key), installed()))
         async with recording_server([unit], port):
             task = asyncio.create_task(daemon.run(handle_signals=False))
@@ -135,6 +159,7 @@ async def bench(n_commands: int, n_actions: int) -> dict[str, Any]:
                 daemon.request_stop()
                 await task
     return {
+        "nodelay": nodelay,
         "command_inside_ms": {"n": len(inside), "p50": pct(inside, 0.5),
                               "p99": pct(inside, 0.99), "max": max(inside)},
         "command_round_trip_ms": {"n": len(rtts), "p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99),
@@ -201,9 +226,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--actions", type=int, default=30)
+    parser.add_argument("--nodelay", action="store_true", help="TCP_NODELAY everywhere")
     args = parser.parse_args()
     os.environ.setdefault("STREET_GATEWAY_CLOCK", "synced")  # commands' age needs a clock
-    print(json.dumps(asyncio.run(bench(args.commands, args.actions)), indent=2))
+    print(
+        json.dumps(asyncio.run(bench(args.commands, args.actions, nodelay=args.nodelay)), indent=2)
+    )
 
 
 if __name__ == "__main__":

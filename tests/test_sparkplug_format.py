@@ -25,7 +25,7 @@ from sparkplug_support import (
     compile_descriptor_set,
 )
 
-from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem, Value
+from gateway.model import AlarmEvent, CommandResult, Gap, Lane, Sample, StoredItem, Value
 from gateway.uplink.sparkplug import sparkplug_b_pb2
 from gateway.uplink.sparkplug.format import STATE_AHEAD_MS, SparkplugFormat, alarm_metric
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
@@ -327,6 +327,26 @@ def test_an_alarm_is_ndata_with_its_state_and_seq_property(decoder: Decoder) -> 
     # The next birth carries the alarm's state as the metric's current value.
     feed(host, fmt.on_message(fmt.topic_ncmd, host.decoder.encode_rebirth()))
     assert host.values[None, "alarm/aq-1/pm25/above"] == "raised"
+
+
+def test_a_result_is_ndata_sgw_result_with_its_json_and_seq_property(decoder: Decoder) -> None:
+    fmt = make()
+    host = born(decoder, fmt)
+    result = CommandResult(
+        "alarm-77-0", "alarm:aq-1/pm25>50", "write", "aq-1", "fan", True, "done", None, True,
+        "", 5001,
+    )  # fmt: skip
+    (checkpoint,) = feed(host, fmt.alarm(StoredItem(78, Lane.ALARM, 5001, result)))
+    doc = json.loads(host.data[-1][1]["sgw/result"])
+    assert (doc["seq"], doc["id"], doc["state"], doc["read_back"]) == (
+        78,
+        "alarm-77-0",
+        "done",
+        True,
+    )
+    (metric,) = host.data[-1][2]["metrics"]
+    assert metric["properties"]["seq"] == (UINT64, 78)
+    assert (checkpoint.seqs, checkpoint.alarms) == ((78,), 1)
 
 
 def test_values_that_do_not_fit_their_type_are_null_not_wrong(decoder: Decoder) -> None:

@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.model import AlarmEvent, Gap, Sample, StoredItem, Value, now_ms
+from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
+from gateway.uplink.json_format import result_message
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
@@ -37,6 +38,7 @@ BDSEQ = "bdSeq"
 GAP_METRIC = "sgw/gap"
 SEQ_METRIC = "sgw/seq"
 ALARM_FALLBACK = "sgw/alarm"  # an alarm whose rule left the config (stored before a reload)
+RESULT_METRIC = "sgw/result"  # since v0.3: a command's or an action's result, its JSON
 # SPEC v0.3: with a synchronised clock, a STATE stamped further ahead than this is ignored (a
 # host with a wild clock would otherwise hide every genuine STATE until the gateway restarts).
 STATE_AHEAD_MS = 60_000
@@ -155,6 +157,7 @@ class _Aliases:
                 datatype, field = datatype_for(info.type, scaled=info.scaled)
                 points[name] = _Point(take(), datatype, field)
             self.devices[dev.name] = _Device(dev.name, seq_alias, points)
+        self.result = take()  # last: the aliases before it keep their v0.2 numbers
 
 
 class SparkplugFormat:
@@ -319,6 +322,8 @@ class SparkplugFormat:
 
     def alarm(self, item: StoredItem) -> list[Outgoing]:
         event = item.item
+        if isinstance(event, CommandResult):
+            return self._result(item.seq, event)
         if not isinstance(event, AlarmEvent):
             return []
         payload = pb.Payload()
@@ -345,6 +350,22 @@ class SparkplugFormat:
         return [
             self._data(self.topic_ndata, payload),
             self._checkpoint(item.seq, seqs=(item.seq,), alarms=1),
+        ]
+
+    def _result(self, seq: int, result: CommandResult) -> list[Outgoing]:
+        """The node metric ``sgw/result``: the result's JSON, with its seq as a property."""
+        payload = pb.Payload()
+        m = payload.metrics.add()
+        m.alias = self._aliases.result
+        m.timestamp = result.ts_ms
+        m.string_value = result_message(self.edge_node_id, seq, result).decode()
+        m.properties.keys.append("seq")
+        pv = m.properties.values.add()
+        pv.type = pb.UInt64
+        pv.long_value = seq
+        return [
+            self._data(self.topic_ndata, payload),
+            self._checkpoint(seq, seqs=(seq,), alarms=1),
         ]
 
     def gap(self, gap: Gap) -> list[Outgoing]:
@@ -435,6 +456,7 @@ class SparkplugFormat:
         metric(node, GAP_METRIC, aliases.gap, _STRING, None)
         metric(node, SEQ_METRIC, aliases.node_seq, _ULONG, None)
         metric(node, ALARM_FALLBACK, aliases.alarm_fallback, _STRING, None)
+        metric(node, RESULT_METRIC, aliases.result, _STRING, None)
         for rule, (name, alias) in aliases.alarms.items():
             metric(node, name, alias, _STRING, self._alarm_state.get(rule))
         out = [self._birth(self.topic_nbirth, node, now)]
