@@ -304,3 +304,27 @@ async def test_the_sender_signs_publishes_waits_and_exits_by_the_result(
         )  # fmt: skip
         assert code == 2 and "PRIVATE KEY" in err  # a public key given as the private one
     assert unit.writes == [(6, 10, [42])]
+
+
+async def test_a_flood_of_garbage_gets_bounded_results_and_the_rest_is_counted(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    unit = RecordingUnit(3)
+    config = write_config(tmp_path, mosquitto, port)
+    async with recording_server([unit], port), daemon(config, monkeypatch) as d:
+        await until_up(d)
+        async with operator(mosquitto) as op:
+            await asyncio.sleep(0.2)
+            for _ in range(100):
+                await op.send(b"not a command")
+            async with asyncio.timeout(10):
+                while d.uplink_stats().inbound_refused.get("unanswered", 0) < 40:
+                    await asyncio.sleep(0.02)
+            nulls = await op.result_for(None, 60)
+            assert len(nulls) == 60  # at most 60 a minute: the buffer is not flooded
+            assert d.uplink_stats().inbound_refused["unanswered"] == 40
+            good = command("mode", 1)  # an authenticated command still gets through
+            await op.send(good)
+            (result,) = await op.result_for(good["id"])
+            assert result["state"] == "done"

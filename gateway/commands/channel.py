@@ -34,14 +34,20 @@ from gateway.commands.authorize import Points, RateLimiter, authorize
 from gateway.commands.message import Command, Refusal, authenticate, check_time, parse
 from gateway.commands.outcome import Outcome, State
 from gateway.config import Config
-from gateway.config.writes import WriteRequest
+from gateway.config.writes import Rate, WriteRequest
 from gateway.identity import read_public_key
 from gateway.keys import PublicKey
 from gateway.model import AlarmEvent, CommandResult, StatusEvent, Value, now_ms
+from gateway.uplink.wire import Refused
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64  # writes waiting for the device; more at once is a flood, refused
+# Refusals before a command is authenticated get results (stored items) at most this often: a
+# flood of garbage on the topic must not become a flood in the buffer. Past it they are
+# refused by the inbound guard (counted as ``unanswered``, logged per burst) without a result.
+UNAUTHENTICATED_RESULTS = Rate(60, 60.0)
+_BEFORE_AUTH = frozenset({"bad_request", "unknown_key", "bad_signature"})
 REMEMBERED = 10_000  # answered command ids kept in memory at most (the oldest go first)
 KEEP_IDS_MS = 86_400_000  # a day: past any max_age
 STATES: tuple[State, ...] = get_args(State)
@@ -147,6 +153,10 @@ class Commands:
             authenticate(command, doc, self._keys, self._required)
             check_time(command, self._now(), self._max_age_s, self._clock_synced())
         except Refusal as refusal:
+            if refusal.outcome.reason in _BEFORE_AUTH and self._rates.check(
+                "(unauthenticated)", UNAUTHENTICATED_RESULTS, self._monotonic()
+            ):
+                raise Refused("unanswered", f"{refusal.outcome.reason}, past 60 a minute") from None
             self._finish(_job_of(refusal.command), refusal.command.op, refusal.outcome)
             return []
         job = _job_of(command)
