@@ -18,6 +18,7 @@ from gateway.codec.registers import decode
 from gateway.model import Sample
 from gateway.sources.modbus.config import ModbusTcpSource
 from gateway.sources.modbus.points import ModbusPoint
+from gateway.sources.modbus.sim import SimUnit, profile_points, serve_tcp
 from gateway.sources.modbus.source import ModbusSource
 
 W: dict[str, Any] = {"write": {}}
@@ -209,3 +210,23 @@ async def test_rtu_frames_over_tcp_write_too() -> None:
             assert (outcome.state, outcome.reason) == ("done", None), outcome
     assert unit.coils[0] is True and unit.holding[30] == 1 | 1 << 5
     assert {f for f, _, _ in unit.writes} == {5, 6, 16}
+
+
+async def test_the_simulated_barrier_keeps_what_is_written() -> None:
+    port = free_port()
+    config = ModbusTcpSource.model_validate(
+        {"name": "plc", "kind": "modbus-tcp", "host": "127.0.0.1", "port": port,
+         "timeout": "200ms", "retries": 0,
+         "devices": [{"name": "barrier-1", "unit": 5, "interval": "50ms",
+                      "points": profile_points("barrier")}]}
+    )  # fmt: skip
+    samples: list[Sample] = []
+    async with serve_tcp([SimUnit(5, "barrier")], port), running(config, samples) as src:
+        assert samples[0].values == {"closed": False, "speed_limit": 50}
+        assert (await src.write("barrier-1", "closed", True)).read_back is True
+        assert (await src.write("barrier-1", "speed_limit", 30)).read_back == 30
+        seen = len(samples)
+        async with asyncio.timeout(5):
+            while len(samples) < seen + 2:
+                await asyncio.sleep(0.01)
+    assert samples[-1].values == {"closed": True, "speed_limit": 30}  # polls see the writes

@@ -263,7 +263,8 @@ class Commands:
             self.last_writes[f"{job.device}/{job.point}"] = result
         event = command_event(result)
         level = logging.INFO if outcome.state == "done" else logging.WARNING
-        log.log(level, "%s (value %r)%s", event.message, job.value, f": {outcome.detail}")
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        log.log(level, "%s (value %r)%s", event.message, job.value, detail)
         if self._record is not None:
             self._record(event)
 
