@@ -144,3 +144,6 @@ def test_the_rate_window_slides() -> None:
     assert limiter.check("q", rate, 5.0) is None  # per point
     assert limiter.check("p", rate, 10.5) is None  # the first write left the window
     assert limiter.check("p", None, 10.6) is None  # no rate: no limit
+    assert limiter.check("p", rate, 10.7) is not None  # 1.0 and 10.5 are in the window
+    assert limiter.check("p", rate, 10.8, exempt=True) is None  # an action: counted, not refused
+    assert limiter.check("p", rate, 11.6) is not None  # 10.5 and 10.8 fill the window

@@ -46,14 +46,17 @@ class RateLimiter:
     def __init__(self) -> None:
         self._times: dict[str, deque[float]] = {}
 
-    def check(self, key: str, rate: Rate | None, now: float) -> Outcome | None:
-        """The refusal when ``key`` has used its rate, else None (and the write is counted)."""
+    def check(
+        self, key: str, rate: Rate | None, now: float, *, exempt: bool = False
+    ) -> Outcome | None:
+        """The refusal when ``key`` has used its rate, else None (and the write is counted).
+        An ``exempt`` write (an alarm's action) is counted but never refused."""
         if rate is None:
             return None
         times = self._times.setdefault(key, deque(maxlen=MAX_REMEMBERED))
         while times and times[0] <= now - rate.window_s:
             times.popleft()
-        if len(times) >= rate.times:
+        if len(times) >= rate.times and not exempt:
             wait = times[0] + rate.window_s - now
             return Outcome.refused(
                 "rate_limited",
