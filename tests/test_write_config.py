@@ -154,3 +154,18 @@ def test_a_key_file_that_is_not_a_public_key(tmp_path: Path, key_file: Path) -> 
         "commands.trusted_keys[0].public_key_file:" in line and "BEGIN PRIVATE KEY" in line
         for line in found
     ), found
+
+
+def test_sparkplug_commands_need_unsigned_commands(tmp_path: Path, key_file: Path) -> None:
+    text = config_text(key_file).replace(
+        'uplink: {servers: ["mqtt://127.0.0.1:1883"]}',
+        'uplink: {servers: ["mqtt://127.0.0.1:1883"], format: sparkplug-b,'
+        " sparkplug: {group_id: city, commands: true}}",
+    )
+    found = problems(tmp_path, text)
+    assert any("uplink.sparkplug.commands: DCMD carries no signature" in line
+               for line in found), found  # fmt: skip
+    unsigned = text.replace("  max_age: 2m\n", "  max_age: 2m\n  require_signature: false\n")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(unsigned)
+    assert load_config(path, installed()).config.uplink.sparkplug.commands  # type: ignore[union-attr]

@@ -106,6 +106,7 @@ class Commands:
         for cid, digest, ts_ms, seq, body in answered_commands(path, now()) if path else ():
             self._remember(cid, _Answer(digest, seq, result_from_body(ts_ms, body)))
         self.results: collections.Counter[str] = collections.Counter()  # state -> count
+        self._writes = 0  # unsigned write requests numbered for their results' ids
         self.last_writes: dict[str, CommandResult] = {}  # "device/point" -> its last result
         self.configure(config)
 
@@ -192,7 +193,15 @@ class Commands:
 
     def _act(self, alarm: str, write: WriteRequest, action_id: str) -> None:
         device, _, point = write.point.partition("/")
-        job = _Job(action_id, f"alarm:{alarm}", device, point, write.value, None)
+        self._enqueue(_Job(action_id, f"alarm:{alarm}", device, point, write.value, None))
+
+    def write_request(self, device: str, point: str, value: Value, by: str) -> None:
+        """A write without a signed message (a Sparkplug DCMD, with require_signature false):
+        the same checks from authorize on, and a result like any command's."""
+        self._writes += 1
+        self._enqueue(_Job(f"{by}-{self._writes}", by, device, point, value, None))
+
+    def _enqueue(self, job: _Job) -> None:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:

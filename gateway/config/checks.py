@@ -344,6 +344,17 @@ def _check_commands(config: Config) -> list[Problem]:
     points = {spec.name: {p.name: p for p in spec.points} for _, _, spec in config.specs()}
     problems = check_actions(((i, a.actions) for i, a in enumerate(config.alarms)), points)
     commands = config.commands
+    sparkplug = config.uplink.sparkplug
+    if (
+        sparkplug is not None
+        and sparkplug.commands
+        and (commands is None or commands.require_signature)
+    ):
+        problems.append(
+            (("uplink", "sparkplug", "commands"),
+             "DCMD carries no signature: it needs a commands section with require_signature: "
+             "false (the broker's ACL is then the only guard)")
+        )  # fmt: skip
     if commands is None:
         return problems
     if commands.require_signature and not commands.trusted_keys:

@@ -57,6 +57,8 @@ class SparkplugConfig(ConfigModel):
     group_id: str
     edge_node_id: str | None = None  # default: gateway.id
     primary_host_id: str | None = None  # wait for this host's STATE before births and data
+    # since v0.3: DCMD writes writable points (needs commands.require_signature: false)
+    commands: bool = False
 
 
 class UplinkConfig(ConfigModel):

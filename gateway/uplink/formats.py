@@ -58,7 +58,13 @@ def _sparkplug_b(made: FormatInputs) -> ChosenFormat:
     from gateway.uplink.sparkplug.setup import bdseq_file, sparkplug_format  # noqa: PLC0415
 
     return ChosenFormat(
-        sparkplug_format(made.config, made.catalog, made.current_values, made.clock_synced),
+        sparkplug_format(
+            made.config,
+            made.catalog,
+            made.current_values,
+            made.clock_synced,
+            made.commands if made.config.commands is not None else None,  # type: ignore[arg-type]
+        ),
         session_counter=bdseq_file(made.buffer_path).advance,
     )
 

@@ -346,6 +346,7 @@ class ModbusSource:
             except DeviceError as exc:
                 return _failure(exc, "written; the read-back: ")
         device.stats.last_values[point.name] = back
+        self._sink(Sample(device_name, now_ms(), {point.name: back}))  # the read-back is a reading
         if back != value or isinstance(back, bool) != isinstance(value, bool):
             return Outcome.failed(
                 "readback_mismatch", f"wrote {value!r}, read back {back!r}", read_back=back

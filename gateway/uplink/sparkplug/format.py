@@ -23,9 +23,11 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
 from gateway.uplink.json_format import result_message
+from gateway.uplink.sparkplug import dcmd
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
@@ -120,6 +122,7 @@ class _Point:
     alias: int
     datatype: int
     field: str
+    writable: bool = False  # DBIRTH marks it (since v0.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +158,15 @@ class _Aliases:
             points = {}
             for name, info in dev.points.items():
                 datatype, field = datatype_for(info.type, scaled=info.scaled)
-                points[name] = _Point(take(), datatype, field)
+                points[name] = _Point(take(), datatype, field, info.writable)
             self.devices[dev.name] = _Device(dev.name, seq_alias, points)
         self.result = take()  # last: the aliases before it keep their v0.2 numbers
+
+
+class WriteSink(Protocol):
+    """Where DCMD writes go (``gateway.commands.channel.Commands``)."""
+
+    def write_request(self, device: str, point: str, value: Value, by: str) -> None: ...
 
 
 class SparkplugFormat:
@@ -178,7 +187,9 @@ class SparkplugFormat:
         clock_synced: Callable[[], bool] = lambda: False,
         monotonic: Callable[[], float] = time.monotonic,
         rebirths: RebirthPacer | None = None,
+        commands: WriteSink | None = None,
     ) -> None:
+        self._commands = commands  # DCMD writes, with uplink.sparkplug.commands (since v0.3)
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self.primary_host_id = primary_host_id
@@ -193,6 +204,7 @@ class SparkplugFormat:
         self.topic_ndeath = f"{node}/NDEATH/{edge_node_id}"
         self.topic_ndata = f"{node}/NDATA/{edge_node_id}"
         self.topic_ncmd = f"{node}/NCMD/{edge_node_id}"
+        self.topic_dcmd = f"{node}/DCMD/{edge_node_id}/"  # + the device
         self.topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
         self._topic_prefix = topic_prefix
         self._aliases = _Aliases(catalog)
@@ -256,6 +268,8 @@ class SparkplugFormat:
 
     def subscriptions(self) -> list[str]:
         topics = [self.topic_ncmd]
+        if self._commands is not None:
+            topics.append(self.topic_dcmd + "+")
         if self.topic_state is not None:
             topics.append(self.topic_state)
         return topics
@@ -265,7 +279,20 @@ class SparkplugFormat:
             return self._command(payload)
         if topic == self.topic_state:
             return self._state(payload)
+        if self._commands is not None and topic.startswith(self.topic_dcmd):
+            self._device_command(topic[len(self.topic_dcmd) :], payload)
         return []
+
+    def _device_command(self, device: str, data: bytes) -> None:
+        """Each metric of a DCMD becomes a write, through the same checks as a command; its
+        result comes as ``sgw/result``, the new value in the read-back's DDATA."""
+        assert self._commands is not None
+        dev = self._aliases.devices.get(device)
+        if dev is None:
+            raise Refused("unknown_device", f"DCMD for {device!r}, not a device of this node")
+        names = {p.alias: name for name, p in dev.points.items()}
+        for name, value in dcmd.writes(data, names, frozenset(dev.points)):
+            self._commands.write_request(device, name, value, "sparkplug")
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         self._aliases = _Aliases(catalog)
@@ -467,6 +494,10 @@ class SparkplugFormat:
             values = current.get(dev.name, {})
             for name, point in dev.points.items():
                 metric(payload, name, point.alias, (point.datatype, point.field), values.get(name))
+                if point.writable:  # since v0.3: a host may write it with DCMD
+                    props = payload.metrics[-1].properties
+                    props.keys.append("writable")
+                    props.values.add(type=pb.Boolean, boolean_value=True)
             topic = f"{NAMESPACE}/{self.group_id}/DBIRTH/{self.edge_node_id}/{dev.name}"
             out.append(self._birth(topic, payload, now))
         self._born = True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.uplink.sparkplug.bdseq import BdSeqFile, bdseq_path
-from gateway.uplink.sparkplug.format import SparkplugFormat
+from gateway.uplink.sparkplug.format import SparkplugFormat, WriteSink
 from gateway.uplink.wire import Catalog, CurrentValues
 
 
@@ -16,6 +16,7 @@ def sparkplug_format(
     catalog: Catalog,
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
+    commands: WriteSink | None = None,
 ) -> SparkplugFormat:
     """``uplink.sparkplug`` as a format; the config was checked (group_id is there)."""
     uplink = config.uplink
@@ -31,6 +32,7 @@ def sparkplug_format(
         primary_host_id=sp.primary_host_id,
         checkpoint_qos=uplink.qos,
         clock_synced=clock_synced,
+        commands=commands if sp.commands else None,
     )
 
 
