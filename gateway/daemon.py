@@ -251,6 +251,7 @@ class Daemon:
             current_values=self._current_values,
             clock_synced=lambda: self.clock.synced,
             commands=self._commands,
+            device_states=lambda: {d.name: d.state for d in self._devices()},
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 

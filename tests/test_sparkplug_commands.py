@@ -30,7 +30,7 @@ def decoder(tmp_path_factory: pytest.TempPathFactory) -> Decoder:
     return Decoder(compile_descriptor_set(tmp_path_factory.mktemp("proto")))
 
 
-def write_config(tmp_path: Path, broker: Mosquitto, modbus_port: int) -> Path:
+def write_config(tmp_path: Path, broker: Mosquitto, modbus_port: int, interval: str = "5s") -> Path:
     config = {
         "gateway": {"id": NODE},
         "uplink": {"servers": [broker.url], "format": "sparkplug-b",
@@ -40,8 +40,8 @@ def write_config(tmp_path: Path, broker: Mosquitto, modbus_port: int) -> Path:
         "commands": {"require_signature": False},
         "sources": [{
             "name": "plc", "kind": "modbus-tcp", "host": "127.0.0.1", "port": modbus_port,
-            "timeout": "200ms", "retries": 0,
-            "devices": [{"name": "barrier-1", "unit": 3, "interval": "5s", "points": [
+            "timeout": "200ms", "retries": 0, "backoff_max": "300ms",
+            "devices": [{"name": "barrier-1", "unit": 3, "interval": interval, "points": [
                 {"name": "closed", "table": "coil", "address": 0, "type": "bool", "write": {}},
                 {"name": "speed_limit", "table": "holding", "address": 10, "type": "uint16",
                  "write": {"max": 90}},
@@ -140,3 +140,26 @@ async def test_a_dcmd_writes_the_coil_and_ddata_shows_the_new_value(
         ]
         assert host.seq_breaks == 0
     assert unit.writes == [(5, 0, [1])]
+
+
+async def test_a_device_off_the_bus_gets_ddeath_then_dbirth_when_it_returns(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, decoder: Decoder
+) -> None:
+    port = free_port()
+    unit = RecordingUnit(3)
+    config = write_config(tmp_path, mosquitto, port, interval="100ms")
+    async with (
+        recording_server([unit], port),
+        host_app(mosquitto, decoder) as (_, host, seen),
+        daemon(config, monkeypatch),
+    ):
+        await until(lambda: any("/DBIRTH/" in t for t, _ in seen))
+        unit.mode = "silent"  # pulled off the bus
+        await until(lambda: host.device_deaths == ["barrier-1"])
+        births = sum("/DBIRTH/" in t for t, _ in seen)
+        unit.mode = "ok"
+        await until(lambda: sum("/DBIRTH/" in t for t, _ in seen) == births + 1)
+        await until(lambda: any(d == "barrier-1" for d, _, _ in host.data[-3:]))
+        assert host.seq_breaks == 0
+    kinds = [t.split("/")[2] for t, _ in seen if t.endswith("/barrier-1")]
+    assert kinds.index("DDEATH") < len(kinds) - 1 - kinds[::-1].index("DBIRTH")

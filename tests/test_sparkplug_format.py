@@ -477,3 +477,26 @@ def test_the_pacer_alone() -> None:
     assert not rebirth and burst is not None and (burst.requests, burst.rebirths) == (3, 2)
     assert pacer.request(20.0)  # a new burst
     assert pacer.request(22.5)  # its window ended quietly, even with no tick: answered at once
+
+
+def test_a_device_down_gets_ddeath_and_dbirth_when_it_answers_again(decoder: Decoder) -> None:
+    states = {"aq-1": "ok", "noise-1": "ok"}
+    fmt = make(device_states=lambda: states)
+    host = born(decoder, fmt)
+    assert fmt.due() is not None  # while born, the states are looked at once a second
+    assert fmt.tick(100.0) == []
+    states["aq-1"] = "failing"  # one lost answer is no death
+    assert fmt.tick(101.0) == []
+    states["aq-1"] = "down"
+    (death,) = fmt.tick(102.0)
+    assert feed(host, [death]) == []
+    assert death.topic == f"spBv1.0/{GROUP}/DDEATH/{NODE}/aq-1"
+    assert host.device_deaths == ["aq-1"]
+    assert fmt.tick(103.0) == []  # once
+    states["aq-1"] = "ok"
+    (birth,) = fmt.tick(104.0)
+    assert feed(host, [birth]) == []
+    assert birth.topic == f"spBv1.0/{GROUP}/DBIRTH/{NODE}/aq-1"
+    assert host.values["aq-1", "pm25"] == CURRENT["aq-1"]["pm25"]
+    feed(host, fmt.samples([sample(5, pm25=9.0)], historical=False))
+    assert host.seq_breaks == 0  # DDEATH and DBIRTH take their places in the node's seq

@@ -8,7 +8,7 @@ line in the table; nothing else names a format.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ class FormatInputs:
     current_values: CurrentValues
     clock_synced: Callable[[], bool]  # may the wall clock judge timestamps (Sparkplug STATE)
     commands: CommandSink | None = None  # the command channel, when the config has one
+    device_states: Callable[[], Mapping[str, str]] | None = None  # Sparkplug's DDEATH/DBIRTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,8 @@ def _sparkplug_b(made: FormatInputs) -> ChosenFormat:
             made.catalog,
             made.current_values,
             made.clock_synced,
-            made.commands if made.config.commands is not None else None,  # type: ignore[arg-type]
+            commands=made.commands if made.config.commands else None,  # type: ignore[arg-type]
+            device_states=made.device_states,
         ),
         session_counter=bdseq_file(made.buffer_path).advance,
     )
@@ -85,6 +87,7 @@ def make_uplink(
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
     commands: CommandSink | None = None,
+    device_states: Callable[[], Mapping[str, str]] | None = None,
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
@@ -96,6 +99,7 @@ def make_uplink(
             current_values,
             clock_synced,
             commands,
+            device_states,
         )
     )
     return Uplink(

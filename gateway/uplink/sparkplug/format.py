@@ -29,6 +29,7 @@ from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Va
 from gateway.uplink.json_format import result_message
 from gateway.uplink.sparkplug import dcmd
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
+from gateway.uplink.sparkplug.device_life import DeviceLife, States
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
@@ -117,6 +118,24 @@ def _set_value(metric: pb.Payload.Metric, field: str, value: Value | None) -> bo
     return True
 
 
+def _metric(  # noqa: PLR0917 - a birth metric's fields, in order
+    payload: pb.Payload,
+    name: str,
+    alias: int | None,
+    kind: tuple[int, str],
+    value: Value | None,
+    now: int,
+) -> None:
+    """A birth's metric: name, alias, timestamp, datatype and value."""
+    m = payload.metrics.add()
+    m.name = name
+    if alias is not None:
+        m.alias = alias
+    m.timestamp = now
+    m.datatype = kind[0]
+    _set_value(m, kind[1], value)
+
+
 @dataclass(frozen=True, slots=True)
 class _Point:
     alias: int
@@ -188,7 +207,9 @@ class SparkplugFormat:
         monotonic: Callable[[], float] = time.monotonic,
         rebirths: RebirthPacer | None = None,
         commands: WriteSink | None = None,
+        device_states: States | None = None,
     ) -> None:
+        self._life = DeviceLife(device_states)  # DDEATH on down, DBIRTH when back (v0.3)
         self._commands = commands  # DCMD writes, with uplink.sparkplug.commands (since v0.3)
         self.group_id = group_id
         self.edge_node_id = edge_node_id
@@ -241,11 +262,22 @@ class SparkplugFormat:
         return f"primary host {self.primary_host_id}"
 
     def due(self) -> float | None:
-        """The end of the rebirth window, while a burst of requests is open."""
-        return self._rebirths.due()
+        """The end of the rebirth window, while a burst of requests is open; and, while born,
+        the next look at the devices' states."""
+        life = self._life.due(self._monotonic()) if self._born else None
+        return min((d for d in (self._rebirths.due(), life) if d is not None), default=None)
 
     def tick(self, now: float) -> list[Outgoing]:
-        """The rebirth held back to the end of its window, if one was asked for meanwhile."""
+        """The rebirth held back to the end of its window, if one was asked for meanwhile; a
+        DDEATH for each device gone down, a DBIRTH for each one back."""
+        out: list[Outgoing] = []
+        if self._born:
+            died, back = self._life.changes(now, set(self._aliases.devices))
+            out += [self._ddeath(name) for name in died]
+            out += [self._dbirth(self._aliases.devices[name], self._clock()) for name in back]
+        return out + self._rebirth_tick(now)
+
+    def _rebirth_tick(self, now: float) -> list[Outgoing]:
         rebirth, burst = self._rebirths.tick(now)
         if burst is not None and burst.requests > 1:
             log.info(
@@ -464,19 +496,9 @@ class SparkplugFormat:
         node = pb.Payload()
 
         def metric(
-            payload: pb.Payload,
-            name: str,
-            alias: int | None,
-            kind: tuple[int, str],
-            value: Value | None,
+            p: pb.Payload, n: str, a: int | None, k: tuple[int, str], v: Value | None
         ) -> None:
-            m = payload.metrics.add()
-            m.name = name
-            if alias is not None:
-                m.alias = alias
-            m.timestamp = now
-            m.datatype = kind[0]
-            _set_value(m, kind[1], value)
+            _metric(p, n, a, k, v, now)
 
         metric(node, BDSEQ, aliases.bdseq, _LONG, self.bd_seq)
         metric(node, REBIRTH, None, _BOOL, False)  # no alias: the standard says so
@@ -487,21 +509,32 @@ class SparkplugFormat:
         for rule, (name, alias) in aliases.alarms.items():
             metric(node, name, alias, _STRING, self._alarm_state.get(rule))
         out = [self._birth(self.topic_nbirth, node, now)]
-        current = self._current()
-        for dev in aliases.devices.values():
-            payload = pb.Payload()
-            metric(payload, SEQ_METRIC, dev.seq_alias, _ULONG, self._last_seq.get(dev.name))
-            values = current.get(dev.name, {})
-            for name, point in dev.points.items():
-                metric(payload, name, point.alias, (point.datatype, point.field), values.get(name))
-                if point.writable:  # since v0.3: a host may write it with DCMD
-                    props = payload.metrics[-1].properties
-                    props.keys.append("writable")
-                    props.values.add(type=pb.Boolean, boolean_value=True)
-            topic = f"{NAMESPACE}/{self.group_id}/DBIRTH/{self.edge_node_id}/{dev.name}"
-            out.append(self._birth(topic, payload, now))
+        out += [self._dbirth(dev, now) for dev in aliases.devices.values()]
         self._born = True
+        self._life.reborn()
         return out
+
+    def _dbirth(self, dev: _Device, now: int) -> Outgoing:
+        payload = pb.Payload()
+        _metric(payload, SEQ_METRIC, dev.seq_alias, _ULONG, self._last_seq.get(dev.name), now)
+        values = self._current().get(dev.name, {})
+        for name, point in dev.points.items():
+            kind = (point.datatype, point.field)
+            _metric(payload, name, point.alias, kind, values.get(name), now)
+            if point.writable:  # since v0.3: a host may write it with DCMD
+                props = payload.metrics[-1].properties
+                props.keys.append("writable")
+                props.values.add(type=pb.Boolean, boolean_value=True)
+        topic = f"{NAMESPACE}/{self.group_id}/DBIRTH/{self.edge_node_id}/{dev.name}"
+        return self._birth(topic, payload, now)
+
+    def _ddeath(self, device: str) -> Outgoing:
+        """The device is down (since v0.3): DDEATH, with the node's next seq, no metrics."""
+        payload = pb.Payload()
+        payload.timestamp = self._clock()
+        payload.seq = self._next_seq()
+        topic = f"{NAMESPACE}/{self.group_id}/DDEATH/{self.edge_node_id}/{device}"
+        return Outgoing(topic, payload.SerializeToString(), qos=0)
 
     def _birth(self, topic: str, payload: pb.Payload, now: int) -> Outgoing:
         payload.timestamp = now
