@@ -262,7 +262,9 @@ class Daemon:
         otherwise finish the publish in progress and connect afresh."""
         assert self._uplink is not None
         config = loaded.config
-        if self._uplink.same_link(
+        # the command channel's subscription is made with the link: a change of it is a new link
+        same_commands = (config.commands is None) == (self.config.commands is None)
+        if same_commands and self._uplink.same_link(
             config.uplink,
             gateway_id=config.gateway.id,
             client_id=config.client_id,

@@ -328,3 +328,35 @@ async def test_a_flood_of_garbage_gets_bounded_results_and_the_rest_is_counted(
             await op.send(good)
             (result,) = await op.result_for(good["id"])
             assert result["state"] == "done"
+
+
+async def test_a_reload_that_adds_the_commands_section_subscribes(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    unit = RecordingUnit(3)
+    config = write_config(tmp_path, mosquitto, port)
+    with_commands = config.read_text()
+    doc = yaml.safe_load(with_commands)
+    del doc["commands"]
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    async with recording_server([unit], port), daemon(config, monkeypatch) as d:
+        await until_up(d)
+        async with operator(mosquitto) as op:
+            await asyncio.sleep(0.2)
+            ignored = command("mode", 1)
+            await op.send(ignored)  # no commands section: not even subscribed
+            await asyncio.sleep(0.5)
+            assert op.results == []
+            config.write_text(with_commands)
+            d.request_reload()
+            async with asyncio.timeout(10):
+                while not d.loaded.config.commands:
+                    await asyncio.sleep(0.02)
+            await until_up(d)
+            await asyncio.sleep(0.3)
+            heard = command("mode", 2)
+            await op.send(heard)
+            (result,) = await op.result_for(heard["id"])
+            assert result["state"] == "done"
+    assert unit.writes == [(6, 11, [2])]
