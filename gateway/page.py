@@ -189,6 +189,7 @@ def tracks(events: list[dict[str, Any]], now: int) -> list[Track]:
         _link_track(chronological, now, since),
         _restart_track(chronological),
         _alarm_track(chronological, now, since),
+        *_command_track(chronological),
         *_device_tracks(chronological, now, since),
     ]
 
@@ -260,6 +261,20 @@ def _alarm_track(events: list[dict[str, Any]], now: int, since: int) -> Track:
     if raised:
         summary += f", raised now: {', '.join(sorted(raised))}"
     return Track("alarms", sorted(spans, key=lambda s: s.start), summary)
+
+
+def _command_track(events: list[dict[str, Any]]) -> Iterator[Track]:
+    """*(v0.3)* A mark for each write's result (a command's or an action's), when there are."""
+    marks = [
+        Span(e["ts"], e["ts"], "mark" if e.get("state") == "done" else "mark crash", e["message"])
+        for e in events
+        if e["kind"] == "command"
+    ]
+    if marks:
+        done = sum(e.get("state") == "done" for e in events if e["kind"] == "command")
+        yield Track(
+            "writes", marks, f"{len(marks)} write{'s' if len(marks) != 1 else ''}, {done} done"
+        )
 
 
 def _device_tracks(events: list[dict[str, Any]], now: int, since: int) -> Iterator[Track]:

@@ -173,6 +173,7 @@ async def test_a_signed_write_is_done_once_and_a_redelivery_gets_the_same_result
             assert 'street_gateway_events_total{kind="command"} 2.0' in metrics
             page = await fetch(f"{base}/")
             assert "Writable points" in page and "barrier-1/closed" in page
+            assert "2 writes, 1 done" in page  # the timeline's track of writes
     assert unit.writes == [(5, 0, [1])]
     timeline = [e.fields for e in d.events() if e.kind == "command"]  # newest first
     assert [(f["id"], f["state"], f["reason"]) for f in timeline] == [
