@@ -89,6 +89,7 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
 
     from gateway import status_client  # noqa: PLC0415 - each command's module is imported once, here
     from gateway.audit import command as audit_command  # noqa: PLC0415
+    from gateway.commands import sender as command_sender  # noqa: PLC0415
     from gateway.probe import command as probe_command  # noqa: PLC0415
 
     status_client.register(sub)
@@ -120,6 +121,7 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     audit_command.register(sub)
+    command_sender.register(sub)
     probe_command.register(sub)
     return parser
 

@@ -24,6 +24,7 @@ from typing import Any
 from gateway import __version__, eventloop, systemd
 from gateway.buffer import Buffer
 from gateway.clock import SystemClock
+from gateway.commands.channel import Commands
 from gateway.config import Config, LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import (
@@ -72,6 +73,7 @@ class Daemon:
         self._buffer: Buffer | None = None
         self._pipeline: Pipeline | None = None
         self._uplink: Uplink | None = None
+        self._commands: Commands | None = None
         self._history = History()
         self._detector = EventDetector()
         self._event_counts: Counter[str] = Counter()
@@ -114,6 +116,11 @@ class Daemon:
 
     def events(self) -> list[StatusEvent]:
         return self._buffer.events() if self._buffer else []
+
+    def commands(self) -> dict[str, Any]:
+        if self._commands is None:
+            return {"results_total": {}, "writable": []}
+        return self._commands.record()
 
     def event_counts(self) -> Mapping[str, int]:
         return self._event_counts
@@ -182,9 +189,20 @@ class Daemon:
                 status.port,
                 self.event_loop,
             )
+            self._commands = commands = Commands(
+                config,
+                buffer,
+                targets=lambda: self._pipeline.write_targets() if self._pipeline else {},
+                clock_synced=lambda: self.clock.synced,  # STREET_GATEWAY_CLOCK overrides it
+                record_event=self._record,
+                path=buffer.path,  # the answered commands' ids, kept across restarts
+            )
             async with asyncio.TaskGroup() as group:
                 watch = group.create_task(
                     self.supervisor.run("watchdog", self._watch), name="watchdog"
+                )
+                writes = group.create_task(
+                    self.supervisor.run("commands", commands.run), name="commands"
                 )
                 events = group.create_task(
                     self.supervisor.run("events", self._watch_events, essential=False),
@@ -200,6 +218,7 @@ class Daemon:
                         installed(),
                         history=self._history,
                         record_event=self._record,
+                        on_alarm=commands.on_alarm,
                     )
                     sources = group.create_task(self._pipeline.run_sources(), name="sources")
                     systemd.ready(self.status_line())  # one datagram: READY with its STATUS
@@ -210,12 +229,14 @@ class Daemon:
                     await _cancel(sources)
                     uplink = await self._reload_uplink(next_loaded, uplink, group)
                     self.loaded = next_loaded
+                    commands.configure(next_loaded.config)
                     status.use_token(next_loaded.status_token)  # a rotated token file
                     summary = _summary(next_loaded.config)
                     log.info("reloaded %s: %s", next_loaded.path, summary)
                     self._record(reload_event(now_ms(), str(next_loaded.path), summary))
                     self._history.forget({name for _, name in next_loaded.config.devices()})
                 await self._shut_down(sources, uplink)
+                writes.cancel()
                 watch.cancel()
                 events.cancel()
             log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
@@ -229,6 +250,8 @@ class Daemon:
             started_ms=self.started_ms,
             current_values=self._current_values,
             clock_synced=lambda: self.clock.synced,
+            commands=self._commands,
+            device_states=lambda: {d.name: d.state for d in self._devices()},
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
@@ -239,7 +262,9 @@ class Daemon:
         otherwise finish the publish in progress and connect afresh."""
         assert self._uplink is not None
         config = loaded.config
-        if self._uplink.same_link(
+        # the command channel's subscription is made with the link: a change of it is a new link
+        same_commands = (config.commands is None) == (self.config.commands is None)
+        if same_commands and self._uplink.same_link(
             config.uplink,
             gateway_id=config.gateway.id,
             client_id=config.client_id,

@@ -6,6 +6,11 @@ the daemon and the broker, the daemon itself with its status page, and an upstre
 that counts what arrives. A live view shows each device's latest values, messages/s, the link
 cost, the backlog, the uplink state and "delivered N of M". ``--outage 20s`` cuts the link for
 20 s every 40 s.
+
+Since v0.3 the river gauge floods past its alarm every four minutes and the alarm's action
+closes the flood barrier at the edge (during an outage too), opening it again when the river
+falls; a demo operator, with a key the demo makes at start, sends one signed command a minute
+(the speed sign before the barrier). The view shows the results as they arrive.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -25,10 +33,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import yaml
 
+from gateway.commands.message import sign
 from gateway.config import load_config, parse_duration
 from gateway.daemon import Daemon
+from gateway.keys import SigningKey
 from gateway.model import format_link_cost
 from gateway.sim.broker import (
     find_mosquitto,
@@ -49,18 +60,33 @@ GATEWAY_ID = "demo-lamppost"
 TOPIC_PREFIX = "street-gateway"
 MODBUS_UNITS = [
     (1, "air-quality", "air_quality", "2s"),
-    (2, "river-level", "water_level", "1s"),
+    (2, "river-level", "river_gauge", "1s"),
     (3, "cabinet-meter", "energy_meter", "5s"),
     (4, "traffic-count", "traffic_counter", "2s"),
+    (5, "barrier-1", "barrier", "2s"),
 ]
+OPERATOR = "demo-operator"
+COMMAND_EVERY_S = 60.0
 NOISE_METER = "noise-1"
 REFRESH_S = 0.5
 
 
 def demo_config(
-    *, modbus_port: int, noise_tty: str, broker_port: int, status_port: int, state_dir: Path
+    *,
+    modbus_port: int,
+    noise_tty: str,
+    broker_port: int,
+    status_port: int,
+    state_dir: Path,
+    operator_key: Path | None = None,
 ) -> dict[str, Any]:
-    """The demo's gateway.yaml (configs/demo.yaml is the same with fixed ports)."""
+    """The demo's gateway.yaml (configs/demo.yaml is the same with fixed ports, without the
+    ``commands`` section: its key is made when the demo starts)."""
+    commands = (
+        {"commands": {"trusted_keys": [{"name": OPERATOR, "public_key_file": str(operator_key)}]}}
+        if operator_key is not None
+        else {}
+    )
     return {
         "gateway": {"id": GATEWAY_ID, "labels": {"site": "demo"}},
         "buffer": {"path": str(state_dir / "buffer.db"), "max_size": "64MiB", "sync": "normal"},
@@ -99,8 +125,12 @@ def demo_config(
         "alarms": [
             {"point": "noise-1/laeq", "above": 68, "clear_below": 64, "priority": "normal"},
             {"point": "river-level/level", "above": 1.45, "clear_below": 1.4,
-             "priority": "critical"},
+             "priority": "critical", "actions": [
+                 {"on": "raised", "write": {"point": "barrier-1/closed", "value": True}},
+                 {"on": "cleared", "write": {"point": "barrier-1/closed", "value": False}},
+             ]},
         ],
+        **commands,
     }  # fmt: skip
 
 
@@ -212,6 +242,8 @@ def render(
     ]
     if upstream.alarms:
         lines.append("recent alarms: " + "; ".join(upstream.alarms))
+    if upstream.results:
+        lines.append("recent writes: " + "; ".join(upstream.results))
     if recent:
         lines += ["", "recent log lines:"]
         lines += [f"  {line}"[:width] for line in recent]
@@ -261,6 +293,21 @@ async def outages(link: CuttableLink, outage_s: float) -> None:
         await asyncio.sleep(outage_s)
         link.restore()
         log.warning("demo: uplink restored")
+
+
+async def operator(broker_port: int, key: SigningKey, every_s: float = COMMAND_EVERY_S) -> None:
+    """The demo's operations centre: a signed write to the speed sign every ``every_s``."""
+    limits = itertools.cycle((30, 50))
+    await asyncio.sleep(10.0)
+    while True:
+        doc = {"id": f"demo-{secrets.token_hex(4)}", "ts": int(time.time() * 1000),
+               "op": "write", "device": "barrier-1", "point": "speed_limit",
+               "value": next(limits), "by": OPERATOR}  # fmt: skip
+        payload = json.dumps(sign(doc, key.sign)).encode()
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", broker_port, identifier="demo-operator") as c:
+                await c.publish(f"{TOPIC_PREFIX}/{GATEWAY_ID}/commands", payload, qos=1)
+        await asyncio.sleep(every_s)
 
 
 async def stop_on_signal(
@@ -315,12 +362,15 @@ async def run_demo(
                 status_port = 8470 if port_is_free(8470) else free_port()
             elif status_port == 0:
                 status_port = free_port()
+            key = SigningKey.generate()  # the demo operator's: lives as long as the demo
+            (workdir / f"{OPERATOR}.pub").write_text(key.public.pem())
             config = demo_config(
                 modbus_port=modbus_port,
                 noise_tty=noise.path,
                 broker_port=link.port,
                 status_port=status_port,
                 state_dir=workdir,
+                operator_key=workdir / f"{OPERATOR}.pub",
             )
             config_path = workdir / "gateway.yaml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -344,6 +394,7 @@ async def run_demo(
                     group.create_task(
                         show(daemon, upstream, link, status_url, recent), name="view"
                     ),
+                    group.create_task(operator(broker_port, key), name="operator"),
                 ]
                 outage = (
                     group.create_task(outages(link, outage_s), name="outages") if outage_s else None

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 EVENT_KINDS = (
     "start", "stop", "reload", "reload_refused", "link_up", "link_down", "device_ok",
     "device_failing", "device_down", "alarm_raised", "alarm_cleared", "buffer_unwritable",
-    "buffer_writable", "evicted", "clock_synced", "task_failed",
+    "buffer_writable", "evicted", "clock_synced", "task_failed", "command",
 )  # fmt: skip
 _DEVICE_KINDS = {"ok": "device_ok", "failing": "device_failing", "down": "device_down"}
 

@@ -127,14 +127,37 @@ class AlarmEvent:
     ts_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The one result of a command or an alarm's action (since v0.3): an item with its own
+    seq, delivered in the alarms' lane. ``state`` is done, refused or failed; ``digest``
+    (sha256 of the command's bytes) tells a redelivered command from a replayed one."""
+
+    id: str | None
+    by: str | None
+    op: str | None
+    device: str | None
+    point: str | None
+    value: Value | None
+    state: str
+    reason: str | None
+    read_back: Value | None
+    detail: str
+    ts_ms: int
+    digest: str | None = None
+
+
+Item = Sample | AlarmEvent | CommandResult  # what the buffer stores
+
+
 class StoredItem(NamedTuple):
-    """A sample or an alarm with the seq the buffer gave it, as the buffer hands it to the uplink
-    (a NamedTuple: a backlog drain builds hundreds of thousands a second)."""
+    """A sample, an alarm or a result with the seq the buffer gave it, as the buffer hands it
+    to the uplink (a NamedTuple: a backlog drain builds hundreds of thousands a second)."""
 
     seq: int
     lane: Lane
     ts_ms: int
-    item: Sample | AlarmEvent
+    item: Sample | AlarmEvent | CommandResult
 
 
 @dataclass(frozen=True, slots=True)

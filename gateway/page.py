@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ def tracks(events: list[dict[str, Any]], now: int) -> list[Track]:
         _link_track(chronological, now, since),
         _restart_track(chronological),
         _alarm_track(chronological, now, since),
+        *_command_track(chronological),
         *_device_tracks(chronological, now, since),
     ]
 
@@ -259,6 +261,20 @@ def _alarm_track(events: list[dict[str, Any]], now: int, since: int) -> Track:
     if raised:
         summary += f", raised now: {', '.join(sorted(raised))}"
     return Track("alarms", sorted(spans, key=lambda s: s.start), summary)
+
+
+def _command_track(events: list[dict[str, Any]]) -> Iterator[Track]:
+    """*(v0.3)* A mark for each write's result (a command's or an action's), when there are."""
+    marks = [
+        Span(e["ts"], e["ts"], "mark" if e.get("state") == "done" else "mark crash", e["message"])
+        for e in events
+        if e["kind"] == "command"
+    ]
+    if marks:
+        done = sum(e.get("state") == "done" for e in events if e["kind"] == "command")
+        yield Track(
+            "writes", marks, f"{len(marks)} write{'s' if len(marks) != 1 else ''}, {done} done"
+        )
 
 
 def _device_tracks(events: list[dict[str, Any]], now: int, since: int) -> Iterator[Track]:
@@ -387,6 +403,30 @@ def _events(doc: dict[str, Any]) -> Iterator[str]:
     yield "</section>"
 
 
+def _writable(doc: dict[str, Any]) -> Iterator[str]:
+    """*(v0.3)* Each writable point with its last write: who, what, and how it ended."""
+    points, now = doc.get("commands", {}).get("writable", []), doc["ts"]
+    if not points:
+        return
+    yield '<section class="card wide" id="writable"><h2>Writable points</h2><table><thead><tr>'
+    yield "<th>Point</th><th>Last write</th><th>By</th><th>Value</th><th>Result</th></tr></thead>"
+    yield "<tbody>"
+    for p in points:
+        last = p.get("last_write")
+        where = _e(f"{p['device']}/{p['point']}")
+        if last is None:
+            yield f'<tr><td>{where}</td><td colspan="4">never written since start</td></tr>'
+            continue
+        tone = {"done": "good", "failed": "bad"}.get(last["state"], "")
+        result = last["state"] + (f" ({last['reason']})" if last["reason"] else "")
+        yield (
+            f'<tr class="{tone}"><td>{where}</td><td>{_e(_ago(last["ts"], now))}</td>'
+            f"<td>{_e(last['by'])}</td><td>{_e(json.dumps(last['value']))}</td>"
+            f"<td>{_e(result)}</td></tr>"
+        )
+    yield "</tbody></table></section>"
+
+
 # ---------------------------------------------------------------------------------------------
 # The body
 
@@ -469,6 +509,7 @@ def _body_parts(doc: dict[str, Any]) -> Iterator[str]:
         for d in s["devices"]:
             yield _device_row(s, d, now)
     yield "</tbody></table></section>"
+    yield from _writable(doc)
     yield from _events(doc)
     updated = time.strftime("%H:%M:%S", time.localtime(now / 1000))
     yield f"<footer>updated {updated} · refreshes every {PAGE_REFRESH_MS // 1000} s</footer>"

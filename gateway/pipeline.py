@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
@@ -17,7 +18,7 @@ from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.events import alarm_event
 from gateway.history import History
-from gateway.model import DeviceStats, Sample, StatusEvent
+from gateway.model import AlarmEvent, DeviceStats, Sample, StatusEvent
 from gateway.report import ReportFilter, rules_for
 from gateway.sources.device import Device
 from gateway.sources.registry import Registry, RunningSource, installed
@@ -39,6 +40,7 @@ class Pipeline:
         *,
         history: History | None = None,
         record_event: Callable[[StatusEvent], None] | None = None,
+        on_alarm: Callable[[AlarmEvent, int | None], None] | None = None,
     ) -> None:
         kinds = kinds or installed()
         self.buffer = buffer
@@ -46,6 +48,7 @@ class Pipeline:
         self.supervisor = supervisor
         self.history = history or History()
         self.record_event = record_event or buffer.record_event
+        self.on_alarm = on_alarm  # an alarm's actions (the command channel), with its seq
         # starts from the alarms raised before a restart or reload: their overrides resume
         self.alarms = AlarmEngine(config.alarms, raised=buffer.raised_alarms())
         self.sources: list[tuple[str, str, RunningSource]] = [
@@ -87,8 +90,10 @@ class Pipeline:
                 event.value,
                 event.priority,
             )
-            self.buffer.put(event)
+            seq = self.buffer.put(event)
             self.record_event(alarm_event(event))
+            if self.on_alarm is not None:  # its actions run at once, link or no link
+                self.on_alarm(event, seq)
         if events:
             self._apply_overrides()
 
@@ -128,3 +133,12 @@ class Pipeline:
 
     def devices(self) -> list[DeviceStats]:
         return [core.stats for core in self.cores.values()]
+
+    def write_targets(self) -> dict[str, Any]:
+        """Device name -> its running source, for the sources that can write (since v0.3)."""
+        return {
+            core.name: source
+            for _, _, source in self.sources
+            if hasattr(source, "write")
+            for core in source.cores
+        }

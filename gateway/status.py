@@ -92,6 +92,11 @@ class StatusProvider(Protocol):
         """The device's last 30 min per numeric and boolean point: ``[[ts, value], ...]``."""
         ...
 
+    def commands(self) -> dict[str, Any]:
+        """*(v0.3)* ``{"results_total": {state: n}, "writable": [{"device", "point",
+        "last_write"}]}`` (``gateway.commands.channel.Commands.record``)."""
+        ...
+
 
 # ---------------------------------------------------------------------------------------------
 # Pure: the documents
@@ -255,6 +260,7 @@ def build_status(
             for source in provider.sources()
         ],
         "events": [_event(e) for e in sorted(provider.events(), key=_newest_first)],
+        "commands": provider.commands(),
         **({"status_server": _http(http)} if http is not None else {}),
     }
 
@@ -451,13 +457,23 @@ class StatusCollector:
             yield gauge("buffer_room_bytes", "Bytes left for the buffer to grow", buffer.room_bytes)
 
         yield from _uplink_families(uplink, p.backlog())
-        events = _counter("events", "Status events recorded since start, by kind", labels=["kind"])
-        counts = p.event_counts()
-        for kind in sorted({*EVENT_KINDS, *counts}):
-            events.add_metric([kind], counts.get(kind, 0))
-        yield events
+        yield from _record_families(p)
         if self._http is not None:
             yield from _http_families(self._http)
+
+
+def _record_families(p: StatusProvider) -> Iterator[MetricFamily]:
+    """The timeline's events by kind, and (since v0.3) the results of writes by state."""
+    events = _counter("events", "Status events recorded since start, by kind", labels=["kind"])
+    counts = p.event_counts()
+    for kind in sorted({*EVENT_KINDS, *counts}):
+        events.add_metric([kind], counts.get(kind, 0))
+    yield events
+    results = _counter("command_results", "Results of commands and actions since start, "
+                       "by state", labels=["state"])  # fmt: skip
+    for state, count in p.commands().get("results_total", {}).items():
+        results.add_metric([state], count)
+    yield results
 
 
 def _http_families(http: HttpStats) -> Iterator[MetricFamily]:

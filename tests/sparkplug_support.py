@@ -122,6 +122,7 @@ class Host:
     seq_breaks: int = 0
     bd_seq: int | None = None
     deaths: list[int] = field(default_factory=list)
+    device_deaths: list[str] = field(default_factory=list)  # DDEATH, in order (since v0.3)
     births: int = 0
     session_starts: list[int] = field(default_factory=list)  # len(data) at each NBIRTH
     data: list[tuple[str | None, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
@@ -141,6 +142,9 @@ class Host:
             return doc
         assert doc["seq"] is not None and 0 <= doc["seq"] <= 255
         assert doc["timestamp"] is not None
+        if kind == "DDEATH":  # since v0.3: in the node's seq, no metrics
+            assert not doc["metrics"] and device is not None
+            self.device_deaths.append(device)
         if kind == "NBIRTH":
             assert doc["seq"] == 0
             self.aliases.clear()
@@ -149,6 +153,11 @@ class Host:
         elif self.next_seq is not None and doc["seq"] != self.next_seq:
             self.seq_breaks += 1
         self.next_seq = (doc["seq"] + 1) % 256
+        if kind == "DDEATH":
+            return doc
+        if kind == "DBIRTH":  # a device born again (after its DDEATH) declares its aliases anew
+            for alias in [a for a, (dev, _, _) in self.aliases.items() if dev == device]:
+                del self.aliases[alias]
         if kind in ("NBIRTH", "DBIRTH"):
             for m in doc["metrics"]:
                 assert m["name"] is not None and m["datatype"] is not None

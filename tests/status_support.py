@@ -94,6 +94,9 @@ class FakeProvider:
     def event_counts(self) -> Mapping[str, int]:
         return self.recorded
 
+    def commands(self) -> dict[str, Any]:
+        return {"results_total": {}, "writable": []}
+
     def history(self, device: str, now_ms: int) -> dict[str, list[list[Value]]]:
         return self.trends.of(device, now_ms)
 

@@ -21,8 +21,13 @@ from gateway.audit.ledger import (
 )
 from gateway.audit.ranges import RangeSet
 from gateway.audit.report import exit_code, fleet_doc
-from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem
-from gateway.uplink.json_format import alarm_message, gap_message, samples_message
+from gateway.model import AlarmEvent, CommandResult, Gap, Lane, Sample, StoredItem
+from gateway.uplink.json_format import (
+    alarm_message,
+    gap_message,
+    result_message,
+    samples_message,
+)
 
 P = "city/sensors"
 
@@ -182,6 +187,9 @@ def test_parse_accepts_the_uplink_payloads() -> None:
     assert parse_message(P, f"{P}/g/alarms", alarm_message("g", 10, event)) == Seqs("g", [10])
     gap = gap_message("g", Gap(1, 11, 12, 2, "unclean_shutdown"))
     assert parse_message(P, f"{P}/g/gaps", gap) == GapDeclared("g", 11, 12, "unclean_shutdown")
+    result = CommandResult("c-1", "ops", "write", "d", "p", 1, "done", None, 1, "", 0)
+    # since v0.3 a command's result has its seq too, counted like an alarm's
+    assert parse_message(P, f"{P}/g/results", result_message("g", 13, result)) == Seqs("g", [13])
 
 
 def test_merging_workers_that_each_saw_part_of_a_stream() -> None:

@@ -1,7 +1,8 @@
 """Upgrades keep the backlog: a buffer written by street-gateway 0.1 is migrated in place.
 
 The v0.1 files in ``tests/data/`` were written by the v0.1 code itself (commit 7b0ba17) with
-``tests/data/make_v01_buffers.py``; its docstring says what each holds and how to make them
+``tests/data/make_v01_buffers.py``, the v0.2 file by the v0.2 code (commit 5a50bbf) with
+``tests/data/make_v02_buffer.py``; their docstrings say what each holds and how to make them
 again. Every test works on a copy.
 """
 
@@ -24,10 +25,11 @@ from support import free_port, stop_process
 
 from gateway.buffer import Buffer, schema
 from gateway.errors import BufferNewerError
-from gateway.model import AlarmEvent, Lane, Sample
+from gateway.model import AlarmEvent, CommandResult, Lane, Sample
 
 DATA = Path(__file__).with_name("data")
 T0 = 1_764_169_200_000
+T2 = 1_796_000_000_000  # make_v02_buffer.py's
 
 
 def copy(name: str, tmp_path: Path) -> Path:
@@ -110,7 +112,8 @@ async def test_a_buffer_from_a_newer_version_is_refused_and_left_untouched(
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(BufferNewerError, match=rf"schema v{schema.VERSION + 1}.*up to v2"):
+    newer = rf"schema v{schema.VERSION + 1}.*up to v{schema.VERSION}"
+    with pytest.raises(BufferNewerError, match=newer):
         async with Buffer(path):
             pass
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
@@ -144,7 +147,9 @@ def test_run_refuses_a_newer_buffer_with_one_line_and_exit_1(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     refusal = [line for line in result.stderr.splitlines() if "newer street-gateway" in line]
-    assert len(refusal) == 1 and "schema v7" in refusal[0] and "up to v2" in refusal[0]
+    assert (
+        len(refusal) == 1 and "schema v7" in refusal[0] and f"up to v{schema.VERSION}" in refusal[0]
+    )
 
 
 MIGRATE_CHILD = """
@@ -203,7 +208,7 @@ def test_kill_9_during_the_migration_leaves_the_old_file_or_the_migrated_one(
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         table = "readings" if version == 1 else "samples"
         count = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    assert version in (1, 2)
+    assert version in (1, schema.VERSION)
     assert count == 150 + rows  # all or nothing: the old file whole, or all of it migrated
 
     async def reopen() -> dict[int, Sample | AlarmEvent]:
@@ -214,3 +219,25 @@ def test_kill_9_during_the_migration_leaves_the_old_file_or_the_migrated_one(
     assert len(items) == 152 + rows
     assert items[1000 + rows - 1] == Sample("d", T0, {"p": 999 + rows + 0.5})
     assert version_of(path) == schema.VERSION
+
+
+async def test_a_v02_buffer_is_migrated_to_v3_keeping_every_item_and_room_for_results(
+    tmp_path: Path,
+) -> None:
+    """tests/data/make_v02_buffer.py wrote it with the v0.2 code (commit 5a50bbf)."""
+    path = copy("v02-clean", tmp_path)
+    assert version_of(path) == 2
+    async with Buffer(path) as buffer:
+        items = await everything(buffer)
+        assert sorted(items) == list(range(21, 103))  # 1..20 were acknowledged
+        assert items[51] == AlarmEvent("river-1/level>1.4", "raised", 1.45, "critical", T2 + 51)
+        assert items[22] == Sample("sign-1", T2 + 22, {"limit": 72, "text": "S22"})
+        assert items[25] == Sample("river-1", T2 + 25, {"level": 1.25, "ok": True}, False)
+        result = CommandResult(
+            "c-1", "ops", "write", "sign-1", "limit", 30, "done", None, 30, "", T2 + 200
+        )  # fmt: skip
+        assert buffer.put(result) == 103  # seqs go on; a result now has its place
+        await buffer.flush()
+    assert version_of(path) == schema.VERSION
+    async with Buffer(path) as buffer:
+        assert (await everything(buffer))[103] == result

@@ -65,6 +65,8 @@ def test_topics_of_a_gateway() -> None:
         gaps="city/sensors/gw-1/gaps",
         status="city/sensors/gw-1/status",
         meta="city/sensors/gw-1/meta",
+        results="city/sensors/gw-1/results",
+        commands="city/sensors/gw-1/commands",
     )
 
 

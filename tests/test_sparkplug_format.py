@@ -25,7 +25,7 @@ from sparkplug_support import (
     compile_descriptor_set,
 )
 
-from gateway.model import AlarmEvent, Gap, Lane, Sample, StoredItem, Value
+from gateway.model import AlarmEvent, CommandResult, Gap, Lane, Sample, StoredItem, Value
 from gateway.uplink.sparkplug import sparkplug_b_pb2
 from gateway.uplink.sparkplug.format import STATE_AHEAD_MS, SparkplugFormat, alarm_metric
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
@@ -329,6 +329,26 @@ def test_an_alarm_is_ndata_with_its_state_and_seq_property(decoder: Decoder) -> 
     assert host.values[None, "alarm/aq-1/pm25/above"] == "raised"
 
 
+def test_a_result_is_ndata_sgw_result_with_its_json_and_seq_property(decoder: Decoder) -> None:
+    fmt = make()
+    host = born(decoder, fmt)
+    result = CommandResult(
+        "alarm-77-0", "alarm:aq-1/pm25>50", "write", "aq-1", "fan", True, "done", None, True,
+        "", 5001,
+    )  # fmt: skip
+    (checkpoint,) = feed(host, fmt.alarm(StoredItem(78, Lane.ALARM, 5001, result)))
+    doc = json.loads(host.data[-1][1]["sgw/result"])
+    assert (doc["seq"], doc["id"], doc["state"], doc["read_back"]) == (
+        78,
+        "alarm-77-0",
+        "done",
+        True,
+    )
+    (metric,) = host.data[-1][2]["metrics"]
+    assert metric["properties"]["seq"] == (UINT64, 78)
+    assert (checkpoint.seqs, checkpoint.alarms) == ((78,), 1)
+
+
 def test_values_that_do_not_fit_their_type_are_null_not_wrong(decoder: Decoder) -> None:
     fmt = make()
     host = born(decoder, fmt)
@@ -457,3 +477,26 @@ def test_the_pacer_alone() -> None:
     assert not rebirth and burst is not None and (burst.requests, burst.rebirths) == (3, 2)
     assert pacer.request(20.0)  # a new burst
     assert pacer.request(22.5)  # its window ended quietly, even with no tick: answered at once
+
+
+def test_a_device_down_gets_ddeath_and_dbirth_when_it_answers_again(decoder: Decoder) -> None:
+    states = {"aq-1": "ok", "noise-1": "ok"}
+    fmt = make(device_states=lambda: states)
+    host = born(decoder, fmt)
+    assert fmt.due() is not None  # while born, the states are looked at once a second
+    assert fmt.tick(100.0) == []
+    states["aq-1"] = "failing"  # one lost answer is no death
+    assert fmt.tick(101.0) == []
+    states["aq-1"] = "down"
+    (death,) = fmt.tick(102.0)
+    assert feed(host, [death]) == []
+    assert death.topic == f"spBv1.0/{GROUP}/DDEATH/{NODE}/aq-1"
+    assert host.device_deaths == ["aq-1"]
+    assert fmt.tick(103.0) == []  # once
+    states["aq-1"] = "ok"
+    (birth,) = fmt.tick(104.0)
+    assert feed(host, [birth]) == []
+    assert birth.topic == f"spBv1.0/{GROUP}/DBIRTH/{NODE}/aq-1"
+    assert host.values["aq-1", "pm25"] == CURRENT["aq-1"]["pm25"]
+    feed(host, fmt.samples([sample(5, pm25=9.0)], historical=False))
+    assert host.seq_breaks == 0  # DDEATH and DBIRTH take their places in the node's seq

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gateway.audit.ranges import RangeSet, runs
 
-KINDS = ("samples", "alarms", "gaps", "status")
+KINDS = ("samples", "alarms", "gaps", "status", "results")  # results: since v0.3
 
 
 class RejectedMessage(ValueError):
@@ -76,7 +76,7 @@ def parse_message(prefix: str, topic: str, payload: bytes | bytearray) -> Event:
         return Status(gateway, state == "online")
     if doc.get("gateway") != gateway:
         raise RejectedMessage(f"payload gateway {doc.get('gateway')!r} differs from the topic's")
-    if kind == "alarms":
+    if kind in ("alarms", "results"):  # a command's result is counted like an alarm
         return Seqs(gateway, [_seq(doc.get("seq"), "seq")])
     if kind == "gaps":
         lo, hi = _seq(doc.get("from_seq"), "from_seq"), _seq(doc.get("to_seq"), "to_seq")

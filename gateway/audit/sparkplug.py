@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 
 from gateway.audit.ledger import Event, Fleet, GapDeclared, RejectedMessage, Seqs, Status
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.sparkplug.format import ALARM_FALLBACK, BDSEQ, GAP_METRIC, NAMESPACE, SEQ_METRIC
+from gateway.uplink.sparkplug.format import (
+    ALARM_FALLBACK,
+    BDSEQ,
+    GAP_METRIC,
+    NAMESPACE,
+    RESULT_METRIC,
+    SEQ_METRIC,
+)
 
 TOPIC_FILTER = f"{NAMESPACE}/#"
 _GAP_VALUE = re.compile(r"^([0-9]+)-([0-9]+):(.+)$")
@@ -44,8 +51,8 @@ def _metric_kind(name: str) -> str | None:
         return "seq"
     if name == GAP_METRIC:
         return "gap"
-    if name == ALARM_FALLBACK or name.startswith("alarm/"):
-        return "alarm"
+    if name in (ALARM_FALLBACK, RESULT_METRIC) or name.startswith("alarm/"):
+        return "alarm"  # a command's result (since v0.3) is counted like an alarm
     return None
 
 

@@ -1,4 +1,4 @@
-"""The buffer's neutral row form of samples and alarms. Pure.
+"""The buffer's neutral row form of samples, alarms and command results. Pure.
 
 Not a wire format: no seq framing, no gateway id, no topic; every uplink format encodes the
 decoded :class:`~gateway.model.Sample` at publish time, so changing ``uplink.format`` needs no
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-from gateway.model import AlarmEvent, Sample, StatusEvent, Value
+from gateway.model import AlarmEvent, CommandResult, Sample, StatusEvent, Value
 
 FLAG_CLOCK_UNSYNCED = 1
 
@@ -26,11 +26,20 @@ _NUMBERS = frozenset((bool, int, float))
 _NAMES = frozenset((str,))
 
 SampleRow = tuple[int, int, int, str, str, int]  # seq, ts_ms, stored_ms, device, values, flags
-AlarmRow = tuple[int, int, int, str, str, float, str]  # seq, ts, stored, alarm, state, value, prio
+# seq, ts, stored, alarm, state, value, prio, body (a result's JSON, else None)
+AlarmRow = tuple[int, int, int, str, str, float, str, str | None]
+RESULT = "result"  # the state column of a result's row in the alarms table
+CommandIdRow = tuple[str, str, int, int, str]  # id, digest, ts_ms, seq, result JSON
 
 
-def problem(item: Sample | AlarmEvent) -> str | None:
+def problem(item: Sample | AlarmEvent | CommandResult) -> str | None:
     """Why ``item`` cannot be stored (a NaN, a value of a foreign type), or None."""
+    if isinstance(item, CommandResult):
+        try:
+            result_body(item)
+        except (TypeError, ValueError) as exc:
+            return f"result: {exc}"
+        return None
     if isinstance(item, AlarmEvent):
         return None if math.isfinite(item.value) else f"alarm value {item.value}"
     if not isinstance(item.device, str) or not isinstance(item.ts_ms, int):
@@ -72,8 +81,32 @@ def sample_row(seq: int, stored_ms: int, sample: Sample) -> SampleRow:
     return (seq, sample.ts_ms, stored_ms, sample.device, _encode(sample.values), flags)
 
 
-def alarm_row(seq: int, stored_ms: int, event: AlarmEvent) -> AlarmRow:
-    return (seq, event.ts_ms, stored_ms, event.alarm, event.state, event.value, event.priority)
+def alarm_row(seq: int, stored_ms: int, event: AlarmEvent | CommandResult) -> AlarmRow:
+    if isinstance(event, CommandResult):
+        return (seq, event.ts_ms, stored_ms, "", RESULT, 0.0, "", result_body(event))
+    return (
+        seq, event.ts_ms, stored_ms, event.alarm, event.state, event.value, event.priority, None
+    )  # fmt: skip
+
+
+_RESULT_FIELDS = ("id", "by", "op", "device", "point", "value", "state", "reason", "read_back",
+                  "detail", "digest")  # fmt: skip
+
+
+def result_body(result: CommandResult) -> str:
+    return _encode({name: getattr(result, name) for name in _RESULT_FIELDS})
+
+
+def command_id_row(seq: int, result: CommandResult) -> CommandIdRow | None:
+    """The row that remembers an answered command (None for an action, or no id)."""
+    if result.id is None or result.digest is None or result.op is None:
+        return None
+    return (result.id, result.digest, result.ts_ms, seq, result_body(result))
+
+
+def result_from_body(ts_ms: int, body: str) -> CommandResult:
+    fields = _decode(body)
+    return CommandResult(**{name: fields.get(name) for name in _RESULT_FIELDS}, ts_ms=ts_ms)
 
 
 def sample_from_row(ts_ms: int, device: str, values: str, flags: int) -> Sample:
@@ -81,5 +114,9 @@ def sample_from_row(ts_ms: int, device: str, values: str, flags: int) -> Sample:
     return Sample(device, ts_ms, decoded, not flags & FLAG_CLOCK_UNSYNCED)
 
 
-def alarm_from_row(ts_ms: int, alarm: str, state: str, value: float, priority: str) -> AlarmEvent:
+def alarm_from_row(  # noqa: PLR0917 - a row's columns, in order
+    ts_ms: int, alarm: str, state: str, value: float, priority: str, body: str | None = None
+) -> AlarmEvent | CommandResult:
+    if state == RESULT and body is not None:
+        return result_from_body(ts_ms, body)
     return AlarmEvent(alarm, state, float(value), priority, ts_ms)  # type: ignore[arg-type]

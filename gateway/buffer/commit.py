@@ -16,7 +16,7 @@ from gateway.buffer.alarm_state import AlarmStates, AlarmStateWrite
 from gateway.buffer.journal import Journal, JournalWrite
 from gateway.buffer.pending import Queued
 from gateway.buffer.runs import Run
-from gateway.model import AlarmEvent, Lane, Sample
+from gateway.model import AlarmEvent, CommandResult, Lane, Sample
 
 TABLE = {Lane.ALARM: "alarms", Lane.SAMPLE: "samples"}
 
@@ -80,10 +80,12 @@ class CommitTransaction:
                 )
             if self.alarms:
                 conn.executemany(
-                    "INSERT INTO alarms (seq, ts_ms, stored_ms, alarm, state, value, priority)"
-                    " VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO alarms"
+                    " (seq, ts_ms, stored_ms, alarm, state, value, priority, body)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
                     self.alarms,
                 )
+
             if self.runs:
                 for lane in (Lane.SAMPLE, Lane.ALARM) if self.delete_alarms else (Lane.SAMPLE,):
                     cursor = conn.executemany(
@@ -113,6 +115,6 @@ def rows(batch: list[Queued], stored_ms: int) -> tuple[list[codec.SampleRow], li
     alarms = [
         codec.alarm_row(seq, stored_ms, item)
         for seq, _, _, item in batch
-        if isinstance(item, AlarmEvent)
+        if isinstance(item, AlarmEvent | CommandResult)
     ]
     return samples, alarms

@@ -1,4 +1,4 @@
-"""The durable store-and-forward buffer: samples and alarms in, seq-numbered items out.
+"""The durable store-and-forward buffer: samples, alarms, results in, seq-numbered items out.
 
 How it works
 ------------
@@ -68,7 +68,7 @@ from gateway.buffer.pending import Pending, Queued
 from gateway.buffer.runs import count, runs_of
 from gateway.buffer.tail import Tail
 from gateway.errors import BufferNewerError, BufferStoreError, BufferUnsafeError, BufferWriteError
-from gateway.model import AlarmEvent, BufferStats, Gap, Lane, Sample, StatusEvent, StoredItem
+from gateway.model import AlarmEvent, BufferStats, Gap, Item, Lane, Sample, StatusEvent, StoredItem
 from gateway.model import now_ms as model_now_ms
 from gateway.supervisor import Supervisor
 
@@ -242,31 +242,31 @@ class Buffer:
 
     # -- put and commit --------------------------------------------------------------------
 
-    def put(self, item: Sample | AlarmEvent) -> None:
+    def put(self, item: Item) -> int | None:
         """Hold an item: numbered, queued for the next commit, and visible to ``fetch`` at once
-        (or, when the reservation is used up, as soon as the commit task has raised it). Never
-        blocks, never raises."""
+        (or, when the reservation is used up, as soon as the commit task has raised it); its seq
+        if it has one already, else None. Never blocks, never raises."""
         problem = codec.problem(item)
         if problem is not None:  # must not crash a source, nor reach the file
             self._figures.dropped()
             log.warning("buffer: dropped an item that cannot be stored (%s): %r", problem, item)
-            return
+            return None
         held = self._pending.held()
         if not self._pending.admit():
             self._figures.dropped()
-            return
+            return None
         if not self._pending.queue and not self._pending.unnumbered:
             self._first_put_t = time.monotonic()
             self._wake.set()  # the commit task times its linger from the first item
         self._figures.added(item)
         if isinstance(item, AlarmEvent):
             self._alarm_states.put(item)
-            self._pending.add(Lane.ALARM, item.ts_ms, item)
-        else:
-            self._pending.add(Lane.SAMPLE, item.ts_ms, item)
+        # an alarm, or a command's result, rides the alarms' lane
+        self._pending.add(Lane.SAMPLE if isinstance(item, Sample) else Lane.ALARM, item.ts_ms, item)
         self._number()
         if held + 1 == self._commit_max_rows:
             self._wake.set()  # a full batch does not wait for the linger
+        return None if self._pending.unnumbered else self._pending.last_seq
 
     def _number(self) -> None:
         """Give seqs to waiting items as far as the reservation reaches; make them visible."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway.buffer.eviction import Evicted, Room
 from gateway.buffer.pending import Unnumbered
 from gateway.buffer.tail import Tail
-from gateway.model import AlarmEvent, BufferStats, Lane, Sample
+from gateway.model import AlarmEvent, BufferStats, CommandResult, Lane, Sample
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,12 @@ class Figures:
         self.stats = BufferStats()
         self._path = path
 
-    def added(self, item: Sample | AlarmEvent) -> None:
+    def added(self, item: Sample | AlarmEvent | CommandResult) -> None:
         stats = self.stats
         if stats.samples == 0:
             stats.oldest_ts = item.ts_ms
         stats.samples += 1
-        if isinstance(item, AlarmEvent):
+        if isinstance(item, AlarmEvent | CommandResult):  # a result rides the alarms' lane
             stats.alarms += 1
 
     def removed(self, lane: Lane, n: int) -> None:

@@ -18,9 +18,8 @@ from collections import deque
 
 from gateway.buffer.runs import Run, take_runs
 from gateway.buffer.tail import Tail
-from gateway.model import AlarmEvent, Lane, Sample
+from gateway.model import Item, Lane
 
-Item = Sample | AlarmEvent
 Unnumbered = tuple[Lane, int, Item]  # waiting for a seq: lane, ts_ms, item
 Queued = tuple[int, Lane, int, Item]  # seq, lane, ts_ms, item: not yet committed
 

@@ -14,7 +14,7 @@ from gateway.model import Gap, Lane, StoredItem
 _ITEMS = {
     Lane.SAMPLE: "SELECT seq, ts_ms, device, vals, flags FROM samples"
     " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-    Lane.ALARM: "SELECT seq, ts_ms, alarm, state, value, priority FROM alarms"
+    Lane.ALARM: "SELECT seq, ts_ms, alarm, state, value, priority, body FROM alarms"
     " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
 }
 

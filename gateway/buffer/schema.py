@@ -12,6 +12,9 @@ History:
 - v2 (0.2): ``samples`` in a neutral form (:mod:`gateway.buffer.codec`); ``alarms`` as
   columns; ``alarm_state``, each rule's last committed state; ``events``, the last day's. A
   v0.1 reading becomes a one-value sample with the reading's seq.
+- v3 (0.3): command results share the alarms' table and lane (``state`` 'result', the
+  result's JSON in the new ``body`` column); ``command_ids``, the commands already answered
+  (replays are refused across restarts, a redelivery gets its first result again).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import sqlite3
 from collections.abc import Callable
 
 APPLICATION_ID = 0x53475742  # "SGWB"
-VERSION = 2
-TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state", "events"}
+VERSION = 3
+TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state", "events", "command_ids"}
 
 _GAPS = (
     "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
@@ -45,6 +48,12 @@ _ALARMS = (
     " stored_ms INTEGER NOT NULL, alarm TEXT NOT NULL, state TEXT NOT NULL,"
     " value REAL NOT NULL, priority TEXT NOT NULL)"
 )
+_RESULT_BODY = "ALTER TABLE alarms ADD COLUMN body TEXT"  # a result's JSON (NULL for an alarm)
+# The commands answered (at most a day's): id, sha256 of its bytes, its result's seq and JSON.
+_COMMAND_IDS = (
+    "CREATE TABLE command_ids (id TEXT PRIMARY KEY, digest TEXT NOT NULL, ts_ms INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, result TEXT NOT NULL) WITHOUT ROWID"
+)
 
 # What happened (the status page's timeline): the last day, at most EVENTS_MAX rows, written in
 # the commits of the data (buffer/core.py), so it costs no fsync of its own.
@@ -58,10 +67,12 @@ CREATE = [
     f"PRAGMA user_version = {VERSION}",
     _SAMPLES,
     _ALARMS,
+    _RESULT_BODY,
     _GAPS,
     _META,
     _ALARM_STATE,
     _EVENTS,
+    _COMMAND_IDS,
 ]
 
 
@@ -87,8 +98,14 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute(_EVENTS)
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Room for command results and the ids of answered commands; nothing moves."""
+    conn.execute(_RESULT_BODY)
+    conn.execute(_COMMAND_IDS)
+
+
 # MIGRATIONS[n] turns a version-n file into version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:

@@ -12,9 +12,8 @@ import itertools
 from collections import deque
 
 from gateway.buffer.runs import Run, seq_of, take_runs
-from gateway.model import AlarmEvent, Lane, Sample, StoredItem
+from gateway.model import Item, Lane, StoredItem
 
-Item = Sample | AlarmEvent
 TailItem = tuple[int, int, Item]  # seq, ts_ms, item
 
 

@@ -1,4 +1,5 @@
-"""Modbus TCP framing (MBAP) for the four read functions. Pure: bytes in, values out.
+"""Modbus TCP framing (MBAP) for the four read functions and the writes (5, 6, 16). Pure:
+bytes in, values out.
 
 A request is the 7-byte MBAP header (transaction id, protocol 0, length, unit) and the PDU
 (function, address, count). An answer is the same header and either the function, a byte count
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
@@ -79,3 +81,38 @@ def pdu_values(pdu: bytes, table: str, count: int) -> list[int] | list[bool]:
 def _registers(count: int) -> struct.Struct:
     """The big-endian words of a read of ``count`` registers (1..125), compiled once."""
     return struct.Struct(f">{count}H")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes (since v0.3): function 5 (one coil), 6 (one register), 16 (several registers)
+
+_COIL_ON = 0xFF00
+
+
+def write_pdu(function: int, address: int, words: Sequence[int]) -> bytes:
+    """The PDU of a write: a coil's state (``words`` ``(1,)`` or ``(0,)``) or registers."""
+    if function == 5:
+        return struct.pack(">BHH", 5, address, _COIL_ON if words[0] else 0)
+    if function == 6:
+        return struct.pack(">BHH", 6, address, words[0])
+    count = len(words)
+    return struct.pack(f">BHHB{count}H", 16, address, count, 2 * count, *words)
+
+
+def write_request(tid: int, unit: int, function: int, address: int, words: Sequence[int]) -> bytes:
+    pdu = write_pdu(function, address, words)
+    return HEADER.pack(tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def check_write_answer(pdu: bytes, function: int, address: int, words: Sequence[int]) -> None:
+    """A write's answer echoes the request (5, 6: address and value; 16: address and count);
+    raises ExceptionAnswer, or FramingError when it is not that echo."""
+    if len(pdu) == 2 and pdu[0] == function | 0x80:
+        raise ExceptionAnswer(pdu[1])
+    expected = (
+        write_pdu(function, address, words)[:5]
+        if function != 16
+        else (struct.pack(">BHH", 16, address, len(words)))
+    )
+    if pdu != expected:
+        raise FramingError(f"answer {pdu[:5].hex()} to a write of function {function}")

@@ -12,8 +12,9 @@ drops the link and starts again on a fresh one.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
-from gateway.codec.mbap import FUNCTION, FramingError
+from gateway.codec.mbap import FUNCTION, FramingError, write_pdu
 
 _REQUEST = struct.Struct(">BBHH")
 EXCEPTION_LENGTH = 5
@@ -80,6 +81,37 @@ def next_answer(
     took; (None, 0) while it is partial. Raises FramingError or CrcError."""
     length = answer_length(buffer, unit, table, count)
     if length is None or len(buffer) < length:
+        return None, 0
+    frame = bytes(buffer[:length])
+    if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+        raise CrcError(f"CRC error in a {length}-byte answer from unit {unit}")
+    return frame[1:-2], length
+
+
+WRITE_ANSWER_LENGTH = 8  # unit, function, address, value or count, CRC
+
+
+def write_request(unit: int, function: int, address: int, words: Sequence[int]) -> bytes:
+    return with_crc(bytes([unit]) + write_pdu(function, address, words))
+
+
+def next_write_answer(
+    buffer: bytes | bytearray, unit: int, function: int
+) -> tuple[bytes | None, int]:
+    """The PDU of the answer to a write (functions 5, 6, 16) and the bytes it took; (None, 0)
+    while partial. Raises FramingError or CrcError; the echo itself is checked by the caller
+    (``mbap.check_write_answer``)."""
+    if len(buffer) < 2:
+        return None, 0
+    if buffer[0] != unit:
+        raise FramingError(f"answer from unit {buffer[0]}, asked unit {unit} (or garbage)")
+    if buffer[1] == function | 0x80:
+        length = EXCEPTION_LENGTH
+    elif buffer[1] == function:
+        length = WRITE_ANSWER_LENGTH
+    else:
+        raise FramingError(f"function {buffer[1]} in the answer to function {function}")
+    if len(buffer) < length:
         return None, 0
     frame = bytes(buffer[:length])
     if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):

@@ -17,6 +17,7 @@ The names below are the config's API: ``from gateway.config import X``.
 from __future__ import annotations
 
 from gateway.addresses import DEFAULT_STATUS_PORT, is_loopback, parse_server, split_listen
+from gateway.config.base import ConfigModel
 from gateway.config.checks import MAX_TOPIC_PREFIX, MIN_BUFFER_SIZE, duplicates
 from gateway.config.includes import MAX_INCLUDED_FILES
 from gateway.config.kinds import Kinds, Section
@@ -35,7 +36,6 @@ from gateway.config.models import (
     BatchConfig,
     BufferConfig,
     Config,
-    ConfigModel,
     DeviceSpec,
     GatewaySection,
     LineSettings,

@@ -18,6 +18,9 @@ from gateway.config.messages import Problem, key_path, number, seconds
 from gateway.config.models import MIN_INTERVAL, AlarmRule, Config, PointSpec, ReportConfig
 from gateway.config.secret_files import check_secret_file, check_token
 from gateway.config.units import MAX_DURATION
+from gateway.config.writes import check_actions
+from gateway.errors import GatewayError
+from gateway.identity import read_public_key
 from gateway.quoting import quote
 
 MIN_BUFFER_SIZE = 256 * 1024  # below ~128KiB the WAL allowance alone fills it
@@ -38,6 +41,7 @@ def cross_check(config: Config, sections: Sequence[Section]) -> list[Problem]:
         problems += section.check(config)
     problems += _check_reports(config, sections)
     problems += _check_alarms(config)
+    problems += _check_commands(config)
     if config.buffer.max_size < MIN_BUFFER_SIZE:
         problems.append(
             (("buffer", "max_size"),
@@ -333,3 +337,41 @@ def warnings(config: Config, sections: Sequence[Section]) -> list[str]:
         if scheme == "mqtt" and config.uplink.password_file is not None and not is_loopback(host):
             warnings.append(f"uplink.servers[{i}]: the password crosses the network in clear text")
     return warnings
+
+
+def _check_commands(config: Config) -> list[Problem]:
+    """Alarm actions on writable points; the commands section's keys (since v0.3)."""
+    points = {spec.name: {p.name: p for p in spec.points} for _, _, spec in config.specs()}
+    problems = check_actions(((i, a.actions) for i, a in enumerate(config.alarms)), points)
+    commands = config.commands
+    sparkplug = config.uplink.sparkplug
+    if (
+        sparkplug is not None
+        and sparkplug.commands
+        and (commands is None or commands.require_signature)
+    ):
+        problems.append(
+            (("uplink", "sparkplug", "commands"),
+             "DCMD carries no signature: it needs a commands section with require_signature: "
+             "false (the broker's ACL is then the only guard)")
+        )  # fmt: skip
+    if commands is None:
+        return problems
+    if commands.require_signature and not commands.trusted_keys:
+        problems.append(
+            (("commands", "trusted_keys"),
+             "name at least one key (or set require_signature: false, trusting the broker alone)")
+        )  # fmt: skip
+    seen: set[str] = set()
+    for k, key in enumerate(commands.trusted_keys):
+        loc = ("commands", "trusted_keys", k)
+        if key.name in seen:
+            problems.append(((*loc, "name"), f"key name {quote(key.name)} is used twice"))
+        seen.add(key.name)
+        try:
+            read_public_key(key.public_key_file)
+        except GatewayError as exc:
+            problems.append(((*loc, "public_key_file"), str(exc)))
+    if not 1.0 <= commands.max_age <= 86400.0:
+        problems.append((("commands", "max_age"), "must be from 1s to 1d"))
+    return problems

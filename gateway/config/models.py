@@ -13,18 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
 from gateway.addresses import DEFAULT_STATUS_PORT
+from gateway.config.base import ConfigModel
 from gateway.config.messages import Problem, number
 from gateway.config.units import GATEWAY_ID_PATTERN, Duration, FilePath, Name, Size
-
-
-class ConfigModel(BaseModel):
-    """The base of every model of the file, a plugin's too: frozen, unknown keys refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
+from gateway.config.writes import AlarmAction, CommandsConfig, WriteConfig
 
 # ---------------------------------------------------------------------------------------------
 # Sections
@@ -62,6 +57,8 @@ class SparkplugConfig(ConfigModel):
     group_id: str
     edge_node_id: str | None = None  # default: gateway.id
     primary_host_id: str | None = None  # wait for this host's STATE before births and data
+    # since v0.3: DCMD writes writable points (needs commands.require_signature: false)
+    commands: bool = False
 
 
 class UplinkConfig(ConfigModel):
@@ -139,6 +136,7 @@ class PointSpec:
     scaled: bool = False  # value = raw * scale + offset with a scale or offset given
     report: ReportConfig | None = None
     exact: bool = False  # sent on any change (bool, int, string): a deadband does not apply
+    write: WriteConfig | None = None  # writable (since v0.3): its limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +217,7 @@ class AlarmRule(ConfigModel):
     hold: Duration = 0.0
     priority: Literal["low", "normal", "high", "critical"] = "high"
     while_raised: WhileRaised | None = None
+    actions: list[AlarmAction] = Field(default_factory=list)  # writes on its transitions
 
     @property
     def name(self) -> str:
@@ -239,6 +238,7 @@ class Config(ConfigModel):
     status: StatusConfig = StatusConfig()
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
+    commands: CommandsConfig | None = None  # the command channel (since v0.3)
     include: list[str] = Field(default_factory=list)
     # and the sections the kinds add (Modbus: `templates`), each a mapping of names: section()
 

@@ -1,8 +1,8 @@
 """What the city's platform sees: a subscriber that counts what reached the broker.
 
 The demo shows "delivered N of M" from it: the distinct seqs received in samples and alarms
-messages or declared lost in gaps messages, the last few alarms, and when samples arrived (for
-a messages/s figure). JSON wire format only.
+(and, since v0.3, results) messages or declared lost in gaps messages, the last few alarms and
+results, and when samples arrived (for a messages/s figure). JSON wire format only.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from gateway.sim.broker import LOOPBACK
 
 @dataclass
 class Upstream:
-    """Counts what reached the broker: distinct seqs (samples, alarms, gaps), recent alarms."""
+    """Counts what reached the broker: distinct seqs (samples, alarms, results, gaps), recent
+    alarms and results."""
 
     seqs: set[int] = field(default_factory=set)
     alarms: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
+    results: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
     # when samples messages arrived, for the messages/s figure (a bounded window)
     received_times: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
@@ -38,6 +40,13 @@ class Upstream:
         elif kind == "alarms":
             self.seqs.add(message["seq"])
             self.alarms.append(f"{message['alarm']} {message['state']} ({message['value']:g})")
+        elif kind == "results":  # since v0.3: a command's or an action's result
+            self.seqs.add(message["seq"])
+            reason = f" ({message['reason']})" if message.get("reason") else ""
+            self.results.append(
+                f"{message['by']}: {message['device']}/{message['point']}="
+                f"{json.dumps(message['value'])} {message['state']}{reason}"
+            )
         elif kind == "gaps":
             self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
 

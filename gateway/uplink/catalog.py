@@ -13,7 +13,10 @@ def catalog_of(config: Config, config_digest: str) -> Catalog:
             source.name,
             source.kind,
             spec.interval_s,
-            {p.name: PointInfo(p.type, p.unit, scaled=p.scaled) for p in spec.points},
+            {
+                p.name: PointInfo(p.type, p.unit, scaled=p.scaled, writable=p.write is not None)
+                for p in spec.points
+            },
         )
         for _, source, spec in config.specs()
     )

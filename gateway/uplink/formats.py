@@ -8,14 +8,14 @@ line in the table; nothing else names a format.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, LoadedConfig
 from gateway.uplink.catalog import catalog_of
-from gateway.uplink.json_format import JsonFormat
+from gateway.uplink.json_format import CommandSink, JsonFormat
 from gateway.uplink.mqtt import BufferLike, Uplink
 from gateway.uplink.wire import Catalog, CurrentValues, WireFormat
 
@@ -30,6 +30,8 @@ class FormatInputs:
     started_ms: int
     current_values: CurrentValues
     clock_synced: Callable[[], bool]  # may the wall clock judge timestamps (Sparkplug STATE)
+    commands: CommandSink | None = None  # the command channel, when the config has one
+    device_states: Callable[[], Mapping[str, str]] | None = None  # Sparkplug's DDEATH/DBIRTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ def _json(made: FormatInputs) -> ChosenFormat:
             qos=uplink.qos,
             version=__version__,
             started_ms=made.started_ms,
+            commands=made.commands if made.config.commands is not None else None,
         )
     )
 
@@ -56,7 +59,14 @@ def _sparkplug_b(made: FormatInputs) -> ChosenFormat:
     from gateway.uplink.sparkplug.setup import bdseq_file, sparkplug_format  # noqa: PLC0415
 
     return ChosenFormat(
-        sparkplug_format(made.config, made.catalog, made.current_values, made.clock_synced),
+        sparkplug_format(
+            made.config,
+            made.catalog,
+            made.current_values,
+            made.clock_synced,
+            commands=made.commands if made.config.commands else None,  # type: ignore[arg-type]
+            device_states=made.device_states,
+        ),
         session_counter=bdseq_file(made.buffer_path).advance,
     )
 
@@ -76,6 +86,8 @@ def make_uplink(
     started_ms: int,
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
+    commands: CommandSink | None = None,
+    device_states: Callable[[], Mapping[str, str]] | None = None,
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
@@ -86,6 +98,8 @@ def make_uplink(
             started_ms,
             current_values,
             clock_synced,
+            commands,
+            device_states,
         )
     )
     return Uplink(

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from gateway.model import AlarmEvent, Gap, Sample, StoredItem
+from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem
 from gateway.uplink.wire import Catalog, Outgoing
 
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
@@ -31,13 +32,16 @@ class Topics:
     gaps: str
     status: str
     meta: str
+    results: str = ""  # since v0.3: the one result of each command and action
+    commands: str = ""  # subscribed only when the config has a commands section
 
     @classmethod
     def for_gateway(cls, prefix: str, gateway: str) -> Topics:
         base = f"{prefix}/{gateway}"
         return cls(
-            f"{base}/samples", f"{base}/alarms", f"{base}/gaps", f"{base}/status", f"{base}/meta"
-        )
+            f"{base}/samples", f"{base}/alarms", f"{base}/gaps", f"{base}/status", f"{base}/meta",
+            f"{base}/results", f"{base}/commands",
+        )  # fmt: skip
 
 
 def sample_json(seq: int, sample: Sample) -> str:
@@ -68,6 +72,27 @@ def alarm_message(gateway: str, seq: int, event: AlarmEvent) -> bytes:
             "state": event.state,
             "value": event.value,
             "priority": event.priority,
+        }
+    ).encode()
+
+
+def result_message(gateway: str, seq: int, result: CommandResult) -> bytes:
+    """A command's or an action's result (SPEC "Commands, writes and actions")."""
+    return _compact(
+        {
+            "gateway": gateway,
+            "seq": seq,
+            "ts": result.ts_ms,
+            "id": result.id,
+            "by": result.by,
+            "op": result.op,
+            "device": result.device,
+            "point": result.point,
+            "value": result.value,
+            "state": result.state,
+            "reason": result.reason,
+            "read_back": result.read_back,
+            "detail": result.detail,
         }
     ).encode()
 
@@ -112,6 +137,13 @@ def meta_message(catalog: Catalog) -> bytes:
     return _compact({"config_digest": catalog.config_digest, "devices": devices}).encode()
 
 
+class CommandSink(Protocol):
+    """Where the commands topic's messages go (``gateway.commands.channel.Commands``): the
+    results to publish again at once (a redelivered command's first result)."""
+
+    def receive(self, payload: bytes) -> list[tuple[int, CommandResult]]: ...
+
+
 class JsonFormat:
     """Wire format v2 in JSON, one message per batch of samples (see the module docstring)."""
 
@@ -123,7 +155,9 @@ class JsonFormat:
         qos: int,
         version: str,
         started_ms: int,
+        commands: CommandSink | None = None,
     ) -> None:
+        self._commands = commands  # subscribed to P/G/commands only with a commands section
         self._gateway = catalog.gateway_id
         self.topics = Topics.for_gateway(topic_prefix, catalog.gateway_id)
         self._qos = qos
@@ -148,6 +182,9 @@ class JsonFormat:
         return [Outgoing(self.topics.samples, payload, self._qos, seqs=seqs, samples=len(seqs))]
 
     def alarm(self, item: StoredItem) -> list[Outgoing]:
+        if isinstance(item.item, CommandResult):  # results ride the alarms' lane
+            payload = result_message(self._gateway, item.seq, item.item)
+            return [Outgoing(self.topics.results, payload, 1, seqs=(item.seq,), alarms=1)]
         assert isinstance(item.item, AlarmEvent)
         payload = alarm_message(self._gateway, item.seq, item.item)
         return [Outgoing(self.topics.alarms, payload, 1, seqs=(item.seq,), alarms=1)]
@@ -160,10 +197,15 @@ class JsonFormat:
         return [Outgoing(self.topics.status, SHUTDOWN_MESSAGE, 1, retain=True)]
 
     def subscriptions(self) -> list[str]:
-        return []
+        return [self.topics.commands] if self._commands is not None else []
 
     def on_message(self, topic: str, payload: bytes) -> list[Outgoing]:
-        return []
+        if self._commands is None or topic != self.topics.commands:
+            return []
+        return [  # a redelivered command's first result, again (its seq was acknowledged)
+            Outgoing(self.topics.results, result_message(self._gateway, seq, result), 1)
+            for seq, result in self._commands.receive(payload)
+        ]
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         """The birth names the new config digest; meta goes again only when it changed."""

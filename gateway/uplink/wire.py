@@ -49,6 +49,7 @@ class PointInfo:
     type: str
     unit: str | None = None
     scaled: bool = False  # scale or offset set: an integer type's values are not integers
+    writable: bool = False  # since v0.3: the point has write: (DBIRTH marks it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ tail would otherwise be taken from the next answer). The source reconnects with 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from gateway.codec import mbap
@@ -157,6 +158,21 @@ class MbapClient(TcpClient["_Link"]):
                 self.close()
             raise
         return mbap.read_values(frame, unit, table, count)
+
+    async def write(self, function: int, address: int, words: Sequence[int], unit: int) -> None:
+        """One write; raises as ``read`` does."""
+        link = self._open_link()
+        self._tid = self._tid % 0xFFFF + 1
+        request = mbap.write_request(self._tid, unit, function, address, words)
+        try:
+            frame = await link.ask(self._tid, request, self.timeout_s)
+        except TimeoutError:
+            if link.partial:
+                self.close()
+            raise
+        if frame.unit != unit:
+            raise mbap.FramingError(f"answer from unit {frame.unit}, asked unit {unit}")
+        mbap.check_write_answer(frame.pdu, function, address, words)
 
 
 class _Link(LinkBase[int, mbap.Frame]):

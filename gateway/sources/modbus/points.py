@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import Field
 
+from gateway.codec.writes import Refused, encode_exact
 from gateway.config import (
     ConfigModel,
     Name,
@@ -19,6 +20,7 @@ from gateway.config import (
     ReportConfig,
     key_path,
 )
+from gateway.config.writes import WriteConfig, check_write
 
 MAX_STRING_REGISTERS = 125  # a string is read in one request: at most 125 registers
 
@@ -47,6 +49,7 @@ class ModbusPoint(ConfigModel):
     offset: PointOffset = 0.0
     unit: str | None = None
     report: ReportConfig | None = None
+    write: WriteConfig | None = None  # writable (coil and holding tables; since v0.3)
 
     @property
     def is_bit_table(self) -> bool:
@@ -70,7 +73,9 @@ class ModbusPoint(ConfigModel):
 
     def spec(self) -> PointSpec:
         scaled = self.scale != 1 or self.offset != 0
-        return PointSpec(self.name, self.type, self.unit, scaled, self.report, self.exact)
+        return PointSpec(
+            self.name, self.type, self.unit, scaled, self.report, self.exact, self.write
+        )
 
 
 class _Templated(Protocol):
@@ -145,6 +150,8 @@ def check_points(points: Sequence[ModbusPoint], where: PointPlaces) -> list[Prob
             if own:
                 problems.append(((*ploc, problem[0]), problem[1]))
             continue
+        if point.write is not None and own:
+            problems += _check_writable(point, (*ploc, "write"))
         if point.address + point.width > 65536:
             if own:
                 problems.append(
@@ -198,3 +205,20 @@ def _check_point_type(point: ModbusPoint) -> tuple[str, str] | None:
             f"{point.byte_order} is for a string; {point.type} takes ABCD, DCBA, BADC or CDAB",
         )
     return None
+
+
+def _check_writable(point: ModbusPoint, loc: tuple[str | int, ...]) -> list[Problem]:
+    """``write:`` only where Modbus can write (coils, holding registers), within limits that
+    make sense, and allowed values the point can hold exactly."""
+    assert point.write is not None
+    if point.table not in ("coil", "holding"):
+        return [
+            (loc, f"a {point.table} table is read-only; only coil and holding points can write")
+        ]
+    problems = check_write(point.write, loc)
+    for k, value in enumerate(point.write.values or ()):
+        try:
+            encode_exact(point, value)
+        except Refused as exc:
+            problems.append(((*loc, "values", k), exc.detail))
+    return problems

@@ -11,11 +11,14 @@ errors and garbage are counted here (``crc_errors``, ``garbage``; the source's `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from gateway.codec import mbap, rtu
 from gateway.sources.modbus.mbap_client import LinkBase, TcpClient
 from gateway.sources.modbus.transport import CONNECTION, PROTOCOL, TIMEOUT, ErrorMap
+
+WRITE = "write"  # in the awaited key's table place: the answer to a write
 
 
 class RtuTcpClient(TcpClient["_RtuLink"]):
@@ -54,6 +57,17 @@ class RtuTcpClient(TcpClient["_RtuLink"]):
             raise
         return mbap.pdu_values(pdu, table, count)
 
+    async def write(self, function: int, address: int, words: Sequence[int], unit: int) -> None:
+        """One write; raises as ``read`` does."""
+        link = self._open_link()
+        request = rtu.write_request(unit, function, address, words)
+        try:
+            pdu = await link.ask((unit, WRITE, function), request, self.timeout_s)
+        except (TimeoutError, mbap.FramingError):
+            self.close()
+            raise
+        mbap.check_write_answer(pdu, function, address, words)
+
 
 class _RtuLink(LinkBase[tuple[int, str, int], bytes]):
     """Hands back the PDU of the answer to (unit, table, count); any stray byte is garbage."""
@@ -72,7 +86,10 @@ class _RtuLink(LinkBase[tuple[int, str, int], bytes]):
             return
         (unit, table, count), answer = awaited
         try:
-            pdu, used = rtu.next_answer(self._buffer, unit, table, count)
+            if table == WRITE:  # count is then the write's function
+                pdu, used = rtu.next_write_answer(self._buffer, unit, count)
+            else:
+                pdu, used = rtu.next_answer(self._buffer, unit, table, count)
         except mbap.FramingError as exc:
             if isinstance(exc, rtu.CrcError):
                 self._client.crc_errors += 1

@@ -9,6 +9,7 @@ After each transaction the bus stays quiet for ``frame_gap_s`` (RTU's silent int
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pymodbus.client import AsyncModbusSerialClient
@@ -95,6 +96,24 @@ class SerialRtuClient:
         if len(response.registers) != count:
             raise mbap.FramingError(f"asked {count} registers, got {len(response.registers)}")
         return list(response.registers)
+
+    async def write(self, function: int, address: int, words: Sequence[int], unit: int) -> None:
+        """One write (pymodbus retries nothing here: ``retries=0``)."""
+        timeout = self.timeout_s
+        client = self._client
+        try:
+            async with asyncio.timeout(timeout + max(0.1, timeout / 2)):
+                if function == 5:
+                    response = await client.write_coil(address, bool(words[0]), device_id=unit)
+                elif function == 6:
+                    response = await client.write_register(address, words[0], device_id=unit)
+                else:
+                    response = await client.write_registers(address, list(words), device_id=unit)
+        finally:
+            if self.frame_gap_s:
+                await asyncio.sleep(self.frame_gap_s)
+        if response.isError():
+            raise mbap.ExceptionAnswer(int(getattr(response, "exception_code", 0)))
 
 
 async def _read_table(

@@ -43,7 +43,16 @@ log = logging.getLogger(__name__)
 
 Wave = Callable[[float], Value]  # seconds since start -> value
 
-_FC_TABLE = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
+_FC_TABLE = {
+    1: "coil",
+    2: "discrete",
+    3: "holding",
+    4: "input",
+    5: "coil",
+    15: "coil",
+    6: "holding",
+    16: "holding",
+}  # writes read their block first
 _READS_KEPT = 10_000  # reads a unit remembers for tests (bounded: a sim may run for days)
 
 
@@ -72,6 +81,20 @@ _PROFILES: dict[str, list[tuple[dict[str, Any], Wave]]] = {
           "byte_order": "ABCD", "unit": "C"}, _wave(14.0, 4.0, 600.0)),
         ({"name": "humidity", "table": "holding", "address": 12, "type": "float32",
           "byte_order": "CDAB", "unit": "%"}, _wave(65.0, 15.0, 600.0, 150.0)),
+    ],
+    # A river gauge whose level floods past the demo's 1.45 m alarm every four minutes.
+    "river_gauge": [
+        ({"name": "level", "table": "input", "address": 0, "type": "uint16",
+          "scale": 0.001, "unit": "m"}, _wave(1.2, 0.35, 240.0)),
+        ({"name": "battery", "table": "input", "address": 1, "type": "uint16",
+          "scale": 0.01, "unit": "V"}, _wave(3.6, 0.05, 3600.0)),
+    ],
+    # A flood barrier and the speed sign before it: writable, they keep what is written.
+    "barrier": [
+        ({"name": "closed", "table": "coil", "address": 0, "type": "bool",
+          "write": {"confirm": "readback"}}, lambda t: False),
+        ({"name": "speed_limit", "table": "holding", "address": 0, "type": "uint16",
+          "unit": "km/h", "write": {"min": 20, "max": 90, "rate": "1/10s"}}, lambda t: 50),
     ],
     "water_level": [
         ({"name": "level", "table": "input", "address": 0, "type": "uint16",
@@ -164,6 +187,8 @@ class SimUnit:
     max_registers: int | None = None
     refused: int = 0  # reads refused for max_registers
     reads: list[tuple[str, int, int]] = field(default_factory=list)  # (table, address, count)
+    # (table, address) -> what a write left there: served instead of the profile's value
+    written: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.profile not in _PROFILES:
@@ -233,7 +258,7 @@ class SimUnit:
                 if point.table != table:
                     continue
                 index, bit = point.address // 16 - start, point.address % 16
-                if values[point.name]:
+                if self.written.get((table, point.address), values[point.name]):
                     registers[index] |= 1 << bit
                 else:
                     registers[index] &= ~(1 << bit) & 0xFFFF
@@ -252,7 +277,7 @@ class SimUnit:
                 else:
                     registers[index] = word
                 touched.add(index)
-        for (poked_table, address), word in self.poked.items():
+        for (poked_table, address), word in (*self.poked.items(), *self.written.items()):
             if poked_table == table and 0 <= address - start < len(registers):
                 registers[address - start] = word
 
@@ -266,8 +291,12 @@ async def _refresh(  # noqa: PLR0917 - the signature pymodbus calls
     registers: list[int],
     set_values: list[int] | list[bool] | None,
 ) -> ExcCodes | None:
-    """pymodbus's per-access hook: fresh values on every read, or the configured exception."""
+    """pymodbus's per-access hook: fresh values on every read, or the configured exception;
+    a write is kept, and served from then on instead of the profile's value."""
     if set_values is not None:
+        table = _FC_TABLE[function_code]
+        for k, value in enumerate(set_values):
+            unit.written[(table, address + k)] = int(value)
         return None
     if unit.mode == "exception":
         return ExcCodes(unit.exception_code)

@@ -27,17 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from gateway.backoff import Backoff
 from gateway.codec import mbap
 from gateway.codec.registers import (
+    DecodeError,
     ReadRequest,
     RequestDecoder,
+    decode,
     halve_request,
     plan_device,
 )
+from gateway.codec.writes import Encoded, Refused, encode_exact, set_bit
+from gateway.commands.outcome import Outcome
 from gateway.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 from gateway.model import DeviceStats, Sample, SampleSink, Value, now_ms
 from gateway.sources.device import DOWN_AFTER, Device, run_schedule
@@ -48,6 +53,7 @@ from gateway.sources.modbus.config import (
     ReadLimits,
 )
 from gateway.sources.modbus.mbap_client import MbapClient
+from gateway.sources.modbus.points import ModbusPoint
 from gateway.sources.modbus.rtu_tcp_client import RtuTcpClient
 from gateway.sources.modbus.transport import Transport, map_errors
 
@@ -55,6 +61,7 @@ log = logging.getLogger("gateway.sources.modbus")
 
 __all__ = ["DOWN_AFTER", "ModbusSource", "default_frame_gap", "make_transport"]
 
+T = TypeVar("T")
 ReadData: TypeAlias = list[int] | list[bool]  # what a read answered: registers, or bits
 # Exception codes with which devices refuse a merged read: it is then read in smaller pieces.
 REFUSALS = {2: "illegal data address", 3: "illegal data value"}
@@ -107,6 +114,11 @@ class ModbusSource:
         self._frame_gap = frame_gap_s
         self._devices = [self._device(device) for device in config.devices]
         self._by_core = {id(d.core): d for d in self._devices}
+        self._by_name = {d.config.name: d for d in self._devices}
+        # With writable points, a write's read-modify-write and read-back take the bus between
+        # two polls' transactions; without, the one polling task needs no lock.
+        self._writable = any(p.write for d in config.devices for p in d.points)
+        self._bus = asyncio.Lock()
         self._client: Transport | None = None
         self._last_end = 0.0  # loop time the last transaction on the connection ended
         self._reconnect_at = 0.0
@@ -246,6 +258,12 @@ class ModbusSource:
         raise last
 
     async def _transact(self, device: _Device, request: ReadRequest) -> ReadData:
+        if self._writable:
+            async with self._bus:
+                return await self._transact_unlocked(device, request)
+        return await self._transact_unlocked(device, request)
+
+    async def _transact_unlocked(self, device: _Device, request: ReadRequest) -> ReadData:
         client = self._client
         if client is None or not client.connected:  # the usual case skips a coroutine
             client = await self._connected_client()
@@ -294,6 +312,103 @@ class ModbusSource:
         if first:
             log.warning("%s: cannot connect to %s", self.name, _where(self._config))
         raise DeviceError(f"cannot connect to {_where(self._config)}")
+
+    # -----------------------------------------------------------------------------------------
+    # Writes (since v0.3): encode exactly, send once, read back, all under the bus lock
+
+    async def write(self, device_name: str, point_name: str, value: Value) -> Outcome:
+        """Write ``value`` to a writable point, once; how it ended (never raises a DeviceError).
+
+        Authorisation (limits, rate) is the caller's; this refuses only what the point cannot
+        take (not writable, not representable), and fails with the device's answer.
+        """
+        device = self._by_name.get(device_name)
+        points = device.config.points if device else []
+        point = next((p for p in points if p.name == point_name), None)
+        if device is None or point is None or point.write is None:
+            return Outcome.refused("not_writable", f"{device_name}/{point_name} is not writable")
+        try:
+            encoded = encode_exact(point, value)
+        except Refused as exc:
+            return Outcome.refused(exc.reason, exc.detail)
+        if device.core.state == "down":
+            why = device.stats.last_error
+            return Outcome.failed("device_down", f"{device_name} is down: {why}")
+        async with self._bus:
+            try:
+                await self._send(device, encoded)
+            except DeviceError as exc:
+                return _failure(exc, "")
+            if point.write.confirm == "none":
+                return Outcome("done", detail="written (no read-back: confirm: none)")
+            try:
+                back = await self._read_point(device, point)
+            except DeviceError as exc:
+                return _failure(exc, "written; the read-back: ")
+        device.stats.last_values[point.name] = back
+        self._sink(Sample(device_name, now_ms(), {point.name: back}))  # the read-back is a reading
+        if back != value or isinstance(back, bool) != isinstance(value, bool):
+            return Outcome.failed(
+                "readback_mismatch", f"wrote {value!r}, read back {back!r}", read_back=back
+            )
+        return Outcome("done", read_back=back)
+
+    async def _send(self, device: _Device, encoded: Encoded) -> None:
+        """The write's request (a bit: read its register, then write it back changed)."""
+        unit = device.config.unit
+        words = encoded.words
+        if encoded.bit is not None:
+            address = encoded.address
+            (word,) = await self._exchange(device, lambda c: c.read("holding", address, 1, unit))
+            words = (set_bit(int(word), encoded.bit, bool(words[0])),)
+        function = encoded.function
+        await self._exchange(device, lambda c: c.write(function, encoded.address, words, unit))
+
+    async def _read_point(self, device: _Device, point: ModbusPoint) -> Value:
+        unit = device.config.unit
+        data = await self._exchange(
+            device, lambda c: c.read(point.table, point.address, point.width, unit)
+        )
+        if point.is_bit_table:
+            return bool(data[0])
+        try:
+            return decode(point, [int(w) for w in data])
+        except DecodeError as exc:
+            raise DeviceProtocolError(str(exc)) from None
+
+    async def _exchange(self, device: _Device, call: Callable[[Transport], Awaitable[T]]) -> T:
+        """One transaction of a write, with the device's pause; the caller holds the bus."""
+        client = self._client
+        if client is None or not client.connected:
+            client = await self._connected_client()
+        loop = asyncio.get_running_loop()
+        if device.limits.pause:
+            wait = self._last_end + device.limits.pause - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        device.stats.requests_total += 1
+        try:
+            with map_errors(client.errors, self._config.timeout):
+                return await call(client)
+        except mbap.ExceptionAnswer as exc:
+            raise _WriteException(exc.code) from None
+        finally:
+            self._last_end = loop.time()
+
+
+class _WriteException(DeviceProtocolError):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exception code {code}")
+        self.code = code
+
+
+def _failure(exc: DeviceError, context: str) -> Outcome:
+    """The reason word of a write's (or its read-back's) error."""
+    if isinstance(exc, _WriteException):
+        return Outcome.failed(f"exception_{exc.code}", f"{context}the device answered {exc}")
+    if isinstance(exc, DeviceTimeout | DeviceProtocolError):  # no (valid) answer in time
+        return Outcome.failed("timeout", f"{context}{exc}")
+    return Outcome.failed("device_down", f"{context}{exc}")
 
 
 def _where(config: ModbusRtuSource | ModbusTcpSource) -> str:

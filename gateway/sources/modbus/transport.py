@@ -12,7 +12,7 @@ never asks which transport it has.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Literal, Protocol
 
@@ -40,6 +40,9 @@ class Transport(Protocol):
     async def read(
         self, table: str, address: int, count: int, unit: int
     ) -> list[int] | list[bool]: ...
+
+    async def write(self, function: int, address: int, words: Sequence[int], unit: int) -> None:
+        """One write (function 5, 6 or 16), sent once; raises as ``read`` does."""
 
 
 class map_errors:  # named as the function it replaced: ``with map_errors(table, timeout):``

@@ -23,9 +23,13 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from gateway.model import AlarmEvent, Gap, Sample, StoredItem, Value, now_ms
+from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
+from gateway.uplink.json_format import result_message
+from gateway.uplink.sparkplug import dcmd
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
+from gateway.uplink.sparkplug.device_life import DeviceLife, States
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
@@ -37,6 +41,7 @@ BDSEQ = "bdSeq"
 GAP_METRIC = "sgw/gap"
 SEQ_METRIC = "sgw/seq"
 ALARM_FALLBACK = "sgw/alarm"  # an alarm whose rule left the config (stored before a reload)
+RESULT_METRIC = "sgw/result"  # since v0.3: a command's or an action's result, its JSON
 # SPEC v0.3: with a synchronised clock, a STATE stamped further ahead than this is ignored (a
 # host with a wild clock would otherwise hide every genuine STATE until the gateway restarts).
 STATE_AHEAD_MS = 60_000
@@ -113,11 +118,30 @@ def _set_value(metric: pb.Payload.Metric, field: str, value: Value | None) -> bo
     return True
 
 
+def _metric(  # noqa: PLR0917 - a birth metric's fields, in order
+    payload: pb.Payload,
+    name: str,
+    alias: int | None,
+    kind: tuple[int, str],
+    value: Value | None,
+    now: int,
+) -> None:
+    """A birth's metric: name, alias, timestamp, datatype and value."""
+    m = payload.metrics.add()
+    m.name = name
+    if alias is not None:
+        m.alias = alias
+    m.timestamp = now
+    m.datatype = kind[0]
+    _set_value(m, kind[1], value)
+
+
 @dataclass(frozen=True, slots=True)
 class _Point:
     alias: int
     datatype: int
     field: str
+    writable: bool = False  # DBIRTH marks it (since v0.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +177,15 @@ class _Aliases:
             points = {}
             for name, info in dev.points.items():
                 datatype, field = datatype_for(info.type, scaled=info.scaled)
-                points[name] = _Point(take(), datatype, field)
+                points[name] = _Point(take(), datatype, field, info.writable)
             self.devices[dev.name] = _Device(dev.name, seq_alias, points)
+        self.result = take()  # last: the aliases before it keep their v0.2 numbers
+
+
+class WriteSink(Protocol):
+    """Where DCMD writes go (``gateway.commands.channel.Commands``)."""
+
+    def write_request(self, device: str, point: str, value: Value, by: str) -> None: ...
 
 
 class SparkplugFormat:
@@ -175,7 +206,11 @@ class SparkplugFormat:
         clock_synced: Callable[[], bool] = lambda: False,
         monotonic: Callable[[], float] = time.monotonic,
         rebirths: RebirthPacer | None = None,
+        commands: WriteSink | None = None,
+        device_states: States | None = None,
     ) -> None:
+        self._life = DeviceLife(device_states)  # DDEATH on down, DBIRTH when back (v0.3)
+        self._commands = commands  # DCMD writes, with uplink.sparkplug.commands (since v0.3)
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self.primary_host_id = primary_host_id
@@ -190,6 +225,7 @@ class SparkplugFormat:
         self.topic_ndeath = f"{node}/NDEATH/{edge_node_id}"
         self.topic_ndata = f"{node}/NDATA/{edge_node_id}"
         self.topic_ncmd = f"{node}/NCMD/{edge_node_id}"
+        self.topic_dcmd = f"{node}/DCMD/{edge_node_id}/"  # + the device
         self.topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
         self._topic_prefix = topic_prefix
         self._aliases = _Aliases(catalog)
@@ -226,11 +262,22 @@ class SparkplugFormat:
         return f"primary host {self.primary_host_id}"
 
     def due(self) -> float | None:
-        """The end of the rebirth window, while a burst of requests is open."""
-        return self._rebirths.due()
+        """The end of the rebirth window, while a burst of requests is open; and, while born,
+        the next look at the devices' states."""
+        life = self._life.due(self._monotonic()) if self._born else None
+        return min((d for d in (self._rebirths.due(), life) if d is not None), default=None)
 
     def tick(self, now: float) -> list[Outgoing]:
-        """The rebirth held back to the end of its window, if one was asked for meanwhile."""
+        """The rebirth held back to the end of its window, if one was asked for meanwhile; a
+        DDEATH for each device gone down, a DBIRTH for each one back."""
+        out: list[Outgoing] = []
+        if self._born:
+            died, back = self._life.changes(now, set(self._aliases.devices))
+            out += [self._ddeath(name) for name in died]
+            out += [self._dbirth(self._aliases.devices[name], self._clock()) for name in back]
+        return out + self._rebirth_tick(now)
+
+    def _rebirth_tick(self, now: float) -> list[Outgoing]:
         rebirth, burst = self._rebirths.tick(now)
         if burst is not None and burst.requests > 1:
             log.info(
@@ -253,6 +300,8 @@ class SparkplugFormat:
 
     def subscriptions(self) -> list[str]:
         topics = [self.topic_ncmd]
+        if self._commands is not None:
+            topics.append(self.topic_dcmd + "+")
         if self.topic_state is not None:
             topics.append(self.topic_state)
         return topics
@@ -262,7 +311,20 @@ class SparkplugFormat:
             return self._command(payload)
         if topic == self.topic_state:
             return self._state(payload)
+        if self._commands is not None and topic.startswith(self.topic_dcmd):
+            self._device_command(topic[len(self.topic_dcmd) :], payload)
         return []
+
+    def _device_command(self, device: str, data: bytes) -> None:
+        """Each metric of a DCMD becomes a write, through the same checks as a command; its
+        result comes as ``sgw/result``, the new value in the read-back's DDATA."""
+        assert self._commands is not None
+        dev = self._aliases.devices.get(device)
+        if dev is None:
+            raise Refused("unknown_device", f"DCMD for {device!r}, not a device of this node")
+        names = {p.alias: name for name, p in dev.points.items()}
+        for name, value in dcmd.writes(data, names, frozenset(dev.points)):
+            self._commands.write_request(device, name, value, "sparkplug")
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         self._aliases = _Aliases(catalog)
@@ -319,6 +381,8 @@ class SparkplugFormat:
 
     def alarm(self, item: StoredItem) -> list[Outgoing]:
         event = item.item
+        if isinstance(event, CommandResult):
+            return self._result(item.seq, event)
         if not isinstance(event, AlarmEvent):
             return []
         payload = pb.Payload()
@@ -345,6 +409,22 @@ class SparkplugFormat:
         return [
             self._data(self.topic_ndata, payload),
             self._checkpoint(item.seq, seqs=(item.seq,), alarms=1),
+        ]
+
+    def _result(self, seq: int, result: CommandResult) -> list[Outgoing]:
+        """The node metric ``sgw/result``: the result's JSON, with its seq as a property."""
+        payload = pb.Payload()
+        m = payload.metrics.add()
+        m.alias = self._aliases.result
+        m.timestamp = result.ts_ms
+        m.string_value = result_message(self.edge_node_id, seq, result).decode()
+        m.properties.keys.append("seq")
+        pv = m.properties.values.add()
+        pv.type = pb.UInt64
+        pv.long_value = seq
+        return [
+            self._data(self.topic_ndata, payload),
+            self._checkpoint(seq, seqs=(seq,), alarms=1),
         ]
 
     def gap(self, gap: Gap) -> list[Outgoing]:
@@ -416,39 +496,45 @@ class SparkplugFormat:
         node = pb.Payload()
 
         def metric(
-            payload: pb.Payload,
-            name: str,
-            alias: int | None,
-            kind: tuple[int, str],
-            value: Value | None,
+            p: pb.Payload, n: str, a: int | None, k: tuple[int, str], v: Value | None
         ) -> None:
-            m = payload.metrics.add()
-            m.name = name
-            if alias is not None:
-                m.alias = alias
-            m.timestamp = now
-            m.datatype = kind[0]
-            _set_value(m, kind[1], value)
+            _metric(p, n, a, k, v, now)
 
         metric(node, BDSEQ, aliases.bdseq, _LONG, self.bd_seq)
         metric(node, REBIRTH, None, _BOOL, False)  # no alias: the standard says so
         metric(node, GAP_METRIC, aliases.gap, _STRING, None)
         metric(node, SEQ_METRIC, aliases.node_seq, _ULONG, None)
         metric(node, ALARM_FALLBACK, aliases.alarm_fallback, _STRING, None)
+        metric(node, RESULT_METRIC, aliases.result, _STRING, None)
         for rule, (name, alias) in aliases.alarms.items():
             metric(node, name, alias, _STRING, self._alarm_state.get(rule))
         out = [self._birth(self.topic_nbirth, node, now)]
-        current = self._current()
-        for dev in aliases.devices.values():
-            payload = pb.Payload()
-            metric(payload, SEQ_METRIC, dev.seq_alias, _ULONG, self._last_seq.get(dev.name))
-            values = current.get(dev.name, {})
-            for name, point in dev.points.items():
-                metric(payload, name, point.alias, (point.datatype, point.field), values.get(name))
-            topic = f"{NAMESPACE}/{self.group_id}/DBIRTH/{self.edge_node_id}/{dev.name}"
-            out.append(self._birth(topic, payload, now))
+        out += [self._dbirth(dev, now) for dev in aliases.devices.values()]
         self._born = True
+        self._life.reborn()
         return out
+
+    def _dbirth(self, dev: _Device, now: int) -> Outgoing:
+        payload = pb.Payload()
+        _metric(payload, SEQ_METRIC, dev.seq_alias, _ULONG, self._last_seq.get(dev.name), now)
+        values = self._current().get(dev.name, {})
+        for name, point in dev.points.items():
+            kind = (point.datatype, point.field)
+            _metric(payload, name, point.alias, kind, values.get(name), now)
+            if point.writable:  # since v0.3: a host may write it with DCMD
+                props = payload.metrics[-1].properties
+                props.keys.append("writable")
+                props.values.add(type=pb.Boolean, boolean_value=True)
+        topic = f"{NAMESPACE}/{self.group_id}/DBIRTH/{self.edge_node_id}/{dev.name}"
+        return self._birth(topic, payload, now)
+
+    def _ddeath(self, device: str) -> Outgoing:
+        """The device is down (since v0.3): DDEATH, with the node's next seq, no metrics."""
+        payload = pb.Payload()
+        payload.timestamp = self._clock()
+        payload.seq = self._next_seq()
+        topic = f"{NAMESPACE}/{self.group_id}/DDEATH/{self.edge_node_id}/{device}"
+        return Outgoing(topic, payload.SerializeToString(), qos=0)
 
     def _birth(self, topic: str, payload: pb.Payload, now: int) -> Outgoing:
         payload.timestamp = now

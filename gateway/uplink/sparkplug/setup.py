@@ -7,7 +7,8 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.uplink.sparkplug.bdseq import BdSeqFile, bdseq_path
-from gateway.uplink.sparkplug.format import SparkplugFormat
+from gateway.uplink.sparkplug.device_life import States
+from gateway.uplink.sparkplug.format import SparkplugFormat, WriteSink
 from gateway.uplink.wire import Catalog, CurrentValues
 
 
@@ -16,6 +17,9 @@ def sparkplug_format(
     catalog: Catalog,
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
+    *,
+    commands: WriteSink | None = None,
+    device_states: States | None = None,
 ) -> SparkplugFormat:
     """``uplink.sparkplug`` as a format; the config was checked (group_id is there)."""
     uplink = config.uplink
@@ -31,6 +35,8 @@ def sparkplug_format(
         primary_host_id=sp.primary_host_id,
         checkpoint_qos=uplink.qos,
         clock_synced=clock_synced,
+        commands=commands if sp.commands else None,
+        device_states=device_states,
     )
 
 
