@@ -34,15 +34,18 @@ from gateway.events import (
     start_event,
     stop_event,
 )
+from gateway.fleet.health import HealthFigures
+from gateway.fleet.reporter import HealthReporter, health_topic
 from gateway.history import History
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
 from gateway.sources.registry import installed
-from gateway.status import SourceView, StatusServer, link_counters, summary_line
+from gateway.status import SourceView, StatusServer, health, link_counters, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.formats import make_uplink
 from gateway.uplink.mqtt import Uplink
+from gateway.uplink.wire import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,13 @@ class Daemon:
         self._history = History()
         self._detector = EventDetector()
         self._event_counts: Counter[str] = Counter()
+        self.config_source = "local"  # "remote" while <state dir>/remote.yaml is the config
+        self.health_reporter = HealthReporter(
+            self._health_figures,
+            self._publish_aside,
+            lambda: self.uplink_stats().connected,
+            lambda: health_topic(self.config.uplink.topic_prefix, self.config.gateway.id),
+        )
 
     @property
     def config(self) -> Config:
@@ -190,6 +200,10 @@ class Daemon:
                     self.supervisor.run("events", self._watch_events, essential=False),
                     name="events",
                 )
+                health_task = group.create_task(
+                    self.supervisor.run("health", self.health_reporter.run, essential=False),
+                    name="health",
+                )
                 uplink = self._start_uplink(group)
                 while True:
                     self._pipeline = Pipeline(
@@ -218,6 +232,7 @@ class Daemon:
                 await self._shut_down(sources, uplink)
                 watch.cancel()
                 events.cancel()
+                health_task.cancel()
             log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
@@ -368,6 +383,29 @@ class Daemon:
         while True:
             self._detect_events()
             await asyncio.sleep(EVENTS_INTERVAL_S)
+
+    # -- health upstream (gateway/fleet) -------------------------------------------------------
+
+    def _health_figures(self) -> HealthFigures:
+        healthy, problems = health(self)
+        uplink, buffer = self.uplink_stats(), self.buffer_stats()
+        return HealthFigures(
+            ts_ms=now_ms(),
+            healthy=healthy,
+            problems=problems,
+            devices={d.name: d.state for d in self._devices()},
+            backlog=self.backlog(),
+            buffer_bytes=buffer.bytes,
+            room_bytes=buffer.room_bytes,
+            bytes_per_hour=uplink.bytes_per_hour,
+            version=__version__,
+            config_digest=self.loaded.digest,
+            config_source=self.config_source,
+            uptime_s=time.monotonic() - self.started_monotonic,
+        )
+
+    async def _publish_aside(self, message: Outgoing) -> bool:
+        return await self._uplink.publish_aside(message) if self._uplink else False
 
     def _current_values(self) -> dict[str, dict[str, Value]]:
         """Each device's last values, for births that carry them (Sparkplug's DBIRTH)."""

@@ -210,6 +210,19 @@ class Uplink:
                 for message in messages:
                     await self._send(client, message)
 
+    async def publish_aside(self, message: Outgoing) -> bool:
+        """Publish one message beside the window (the retained health): True once the broker
+        has it (PUBACK for QoS 1); False while the link is down or when it fails meanwhile."""
+        client = self._client
+        if client is None or not self._stats.connected:
+            return False
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._send(client, message)
+        except (MqttError, TimeoutError):
+            return False
+        return True
+
     async def _send(self, client: aiomqtt.Client, message: Outgoing) -> None:
         """Publish one message outside the window (session start, goodbye) and count it."""
         await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
