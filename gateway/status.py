@@ -206,6 +206,7 @@ def build_status(
             "clock_synced": bool(info["clock_synced"]),
             "labels": dict(info.get("labels") or {}),
             "event_loop": info.get("event_loop"),
+            "config_source": info.get("config_source", "local"),
         },
         "uplink": {
             "connected": uplink.connected,
