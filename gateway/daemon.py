@@ -268,6 +268,7 @@ class Daemon:
             started_ms=self.started_ms,
             current_values=self._current_values,
             clock_synced=lambda: self.clock.synced,
+            config_source=self.config_source,
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
@@ -284,7 +285,7 @@ class Daemon:
             client_id=config.client_id,
             password=loaded.mqtt_password,
         ):
-            await self._uplink.reconfigure(catalog_of(config, loaded.digest))
+            await self._uplink.reconfigure(catalog_of(config, loaded.digest, self.config_source))
             return task
         await self._stop_uplink(task)
         self.loaded = loaded

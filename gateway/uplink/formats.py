@@ -76,12 +76,13 @@ def make_uplink(
     started_ms: int,
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
+    config_source: str = "local",
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
         FormatInputs(
             config,
-            catalog_of(config, loaded.digest),
+            catalog_of(config, loaded.digest, config_source),
             buffer_path,
             started_ms,
             current_values,

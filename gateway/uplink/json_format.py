@@ -84,13 +84,16 @@ def gap_message(gateway: str, gap: Gap) -> bytes:
     ).encode()
 
 
-def birth_message(version: str, started_ms: int, config_digest: str) -> bytes:
+def birth_message(
+    version: str, started_ms: int, config_digest: str, config_source: str = "local"
+) -> bytes:
     return _compact(
         {
             "state": "online",
             "version": version,
             "started": started_ms,
             "config_digest": config_digest,
+            "config_source": config_source,
         }
     ).encode()
 
@@ -136,7 +139,9 @@ class JsonFormat:
 
     def session_start(self) -> list[Outgoing]:
         catalog = self._catalog
-        birth = birth_message(self._version, self._started_ms, catalog.config_digest)
+        birth = birth_message(
+            self._version, self._started_ms, catalog.config_digest, catalog.config_source
+        )
         return [
             Outgoing(self.topics.status, birth, 1, retain=True),
             Outgoing(self.topics.meta, meta_message(catalog), 1, retain=True),

@@ -68,6 +68,7 @@ class Catalog:
     config_digest: str
     devices: tuple[DeviceInfo, ...]
     alarms: tuple[str, ...] = ()  # AlarmRule.name, e.g. "aq-1/pm25>50"
+    config_source: str = "local"  # "remote": <state dir>/remote.yaml (docs/fleet.md)
 
 
 class CurrentValues(Protocol):

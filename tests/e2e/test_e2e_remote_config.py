@@ -64,7 +64,8 @@ async def test_valid_invalid_and_local_only_configs(
     daemon = run_daemon(config, env=FAST)
     installed = daemon.config_path.read_bytes()
     await daemon.wait_status(lambda s: s["uplink"]["connected"], 15, "the link up")
-    first_digest = upstream.last_status()
+    first_birth = upstream.last_status()
+    assert first_birth is not None and first_birth["config_source"] == "local"
 
     # invalid: the check's own lines, nothing changes
     broken = {**config, "sources": [{**config["sources"][0]}]}
@@ -93,7 +94,9 @@ async def test_valid_invalid_and_local_only_configs(
         10,
         "health saying remote",
     )
-    assert upstream.last_status() != first_digest  # the birth names the new digest
+    birth = upstream.last_status()  # the birth names the new digest and says remote
+    assert birth is not None and birth["config_source"] == "remote"
+    assert birth["config_digest"] != first_birth["config_digest"]
     assert daemon.config_path.read_bytes() == installed  # the installed file is never touched
     assert await daemon.terminate() == 0
 
