@@ -60,6 +60,9 @@ BENCHES = (
     ),
     Bench("demo", "The demo's broker", "bench_demo_broker.py", limit_s=120),
     Bench("status", "Status page: events and history", "bench_status.py", limit_s=120),
+    Bench(
+        "fleet", "Fleet view (audit --serve)", "bench_fleet.py", ("--seconds", "60"), limit_s=240
+    ),
 )
 
 
