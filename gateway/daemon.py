@@ -96,6 +96,7 @@ class Daemon:
             self._publish_aside,
             lambda: self.uplink_stats().connected,
             lambda: health_topic(self.config.uplink.topic_prefix, self.config.gateway.id),
+            after=lambda doc: self._uplink.health_changed(doc) if self._uplink else None,
         )
 
     @property

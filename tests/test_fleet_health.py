@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.fleet.health import HealthFigures, HealthSchedule, health_payload
+from gateway.fleet.health import HealthFigures, HealthSchedule, health_document, health_payload
 
 
 def figures(healthy: bool = True, **devices: str) -> HealthFigures:
@@ -26,7 +26,7 @@ def figures(healthy: bool = True, **devices: str) -> HealthFigures:
 
 
 def test_the_document_has_the_spec_keys_and_values() -> None:
-    doc = json.loads(health_payload(figures(False, **{"aq-1": "down"})))
+    doc = json.loads(health_payload(health_document(figures(False, **{"aq-1": "down"}))))
     assert doc == {
         "ts": 1_764_169_200_123,
         "status": "degraded",

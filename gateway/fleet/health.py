@@ -65,8 +65,8 @@ def health_document(f: HealthFigures) -> dict[str, object]:
     }
 
 
-def health_payload(f: HealthFigures) -> bytes:
-    return json.dumps(health_document(f), separators=(",", ":"), allow_nan=False).encode()
+def health_payload(doc: Mapping[str, object]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
 @dataclass(slots=True)

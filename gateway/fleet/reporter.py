@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-from gateway.fleet.health import HealthFigures, HealthSchedule, health_payload
+from gateway.fleet.health import HealthFigures, HealthSchedule, health_document, health_payload
 from gateway.uplink.wire import Outgoing
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,16 @@ class HealthReporter:
         publish: Callable[[Outgoing], Awaitable[bool]],
         connected: Callable[[], bool],
         topic: Callable[[], str],
+        *,
         schedule: HealthSchedule | None = None,
+        after: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self._figures = figures
         self._publish = publish
         self._connected = connected
         self._topic = topic
         self.schedule = schedule or HealthSchedule.from_env()
+        self._after = after  # each published document (Sparkplug: its node metrics too)
         self.published_total = 0
         self.last_published_ms: int | None = None
         self._published = asyncio.Event()  # set by each publish (remote config waits on it)
@@ -61,13 +65,16 @@ class HealthReporter:
         figures = self._figures()
         if not self.schedule.due(figures.key, now):
             return False
-        message = Outgoing(self._topic(), health_payload(figures), 1, retain=True)
+        doc = health_document(figures)
+        message = Outgoing(self._topic(), health_payload(doc), 1, retain=True)
         if not await self._publish(message):
             return False  # the link went down meanwhile: the next connection publishes
         self.schedule.published(figures.key, now)
         self.published_total += 1
         self.last_published_ms = figures.ts_ms
         self._published.set()
+        if self._after is not None:
+            self._after(doc)
         log.debug("health published: %s", "ok" if figures.healthy else "degraded")
         return True
 

@@ -10,8 +10,9 @@ and the decoders already made it the shortest float for its float32 or scale.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.model import AlarmEvent, Gap, Sample, StoredItem
 from gateway.uplink.wire import Catalog, Outgoing
@@ -169,6 +170,9 @@ class JsonFormat:
 
     def on_message(self, topic: str, payload: bytes) -> list[Outgoing]:
         return []
+
+    def health(self, doc: Mapping[str, Any], *, emit: bool = True) -> list[Outgoing]:
+        return []  # P/G/health is the uplink's own message, the same in every format
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         """The birth names the new config digest; meta goes again only when it changed."""

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from proxy import FaultProxy
+from sparkplug_support import Decoder, compile_descriptor_set
 from support import Mosquitto, fill, subscription
 
 from e2e.conftest import (
@@ -26,6 +28,8 @@ from e2e.conftest import (
     modbus_tcp_source,
     simulated_bus,
 )
+from e2e.test_e2e_sparkplug import DEVICES as SPARKPLUG_DEVICES
+from e2e.test_e2e_sparkplug import sparkplug_config, sparkplug_upstream
 
 AQ: Device = ("aq-1", 1, "air_quality", "200ms")
 RIVER: Device = ("river-1", 2, "water_level", "200ms")
@@ -159,3 +163,36 @@ async def test_health_says_degraded_when_the_buffer_loses_its_room(
     assert healths(upstream)[-1]["buffer"]["room_bytes"] > 6 * 1024**2
     assert_spaced(upstream, 2000)
     assert await daemon.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def sp_decoder(tmp_path_factory: pytest.TempPathFactory) -> Decoder:
+    return Decoder(compile_descriptor_set(tmp_path_factory.mktemp("proto")))
+
+
+async def test_with_sparkplug_the_health_figures_are_node_metrics_too(
+    modbus_sim: ModbusSim,
+    run_daemon: RunDaemon,
+    mosquitto: Mosquitto,
+    sp_decoder: Decoder,
+    tmp_path: Path,
+) -> None:
+    sim_port = modbus_sim(SPARKPLUG_DEVICES)
+    async with sparkplug_upstream(mosquitto.port, sp_decoder) as up:
+        daemon = run_daemon(sparkplug_config(mosquitto.port, tmp_path, sim_port), env=FAST)
+
+        def all_ok() -> dict[str, Any] | None:
+            for _, named, _ in up.host().data:  # the host checks seq order and aliases
+                devices = named.get("sgw/health/devices")
+                if devices and set(json.loads(devices).values()) == {"ok"}:
+                    return named
+            return None
+
+        await up.wait_until(lambda: all_ok() is not None, "an NDATA with every device ok")
+        named = all_ok()
+        assert named is not None
+        assert named["sgw/health/status"] == "ok"
+        assert set(json.loads(named["sgw/health/devices"])) == {d[0] for d in SPARKPLUG_DEVICES}
+        assert named["sgw/health/config_source"] == "local"
+        assert named["sgw/health/version"] == (await daemon.status())["gateway"]["version"]
+        assert await daemon.terminate() == 0
