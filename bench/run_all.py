@@ -61,6 +61,9 @@ BENCHES = (
     Bench("demo", "The demo's broker", "bench_demo_broker.py", limit_s=120),
     Bench("status", "Status page: events and history", "bench_status.py", limit_s=120),
     Bench("commands", "Commands, writes and actions", "bench_commands.py", limit_s=240),
+    Bench(
+        "fleet", "Fleet view (audit --serve)", "bench_fleet.py", ("--seconds", "60"), limit_s=240
+    ),
 )
 
 

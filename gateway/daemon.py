@@ -35,15 +35,20 @@ from gateway.events import (
     start_event,
     stop_event,
 )
+from gateway.fleet.apply import RemoteConfigurator, rolled_back_event, watch_drop_file
+from gateway.fleet.health import HealthFigures
+from gateway.fleet.remote import ConfigSource, RemoteFiles, at_start, choose, state_dir_of
+from gateway.fleet.reporter import HealthReporter, health_topic
 from gateway.history import History
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
 from gateway.sources.registry import installed
-from gateway.status import SourceView, StatusServer, link_counters, summary_line
+from gateway.status import SourceView, StatusServer, health, link_counters, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.formats import make_uplink
 from gateway.uplink.mqtt import Uplink
+from gateway.uplink.wire import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,9 @@ class Daemon:
     """`street-gateway run`: owns the buffer, the status server and the current pipeline."""
 
     def __init__(self, loaded: LoadedConfig, *, hard_exit_after_s: float | None = None) -> None:
-        self.loaded = loaded
+        self.installed = loaded  # the installed file; a valid <state dir>/remote.yaml wins
+        self.config_source: ConfigSource = "local"
+        self.loaded, self.config_source, self._interrupted_trial = at_start(loaded, installed())
         self.event_loop = "asyncio"  # the running loop's name (eventloop.name_of), set by run()
         self._allowance: tuple[LoadedConfig | None, float] = (None, 0.0)
         self._hard_exit_after_s = hard_exit_after_s
@@ -77,6 +84,22 @@ class Daemon:
         self._history = History()
         self._detector = EventDetector()
         self._event_counts: Counter[str] = Counter()
+        self._switch: tuple[LoadedConfig, asyncio.Future[None]] | None = None  # use_config's
+        self.remote = RemoteConfigurator(
+            installed=lambda: self.installed,
+            kinds=installed(),
+            current=lambda: (self.loaded, self.config_source),
+            use=self.use_config,
+            proven=self._proven,
+            record=self._record,
+        )
+        self.health_reporter = HealthReporter(
+            self._health_figures,
+            self._publish_aside,
+            lambda: self.uplink_stats().connected,
+            lambda: health_topic(self.config.uplink.topic_prefix, self.config.gateway.id),
+            after=lambda doc: self._uplink.health_changed(doc) if self._uplink else None,
+        )
 
     @property
     def config(self) -> Config:
@@ -92,6 +115,7 @@ class Daemon:
             "clock_synced": self.clock.synced,
             "labels": dict(self.config.gateway.labels),
             "event_loop": self.event_loop,
+            "config_source": self.config_source,
         }
 
     def uplink_stats(self) -> UplinkStats:
@@ -180,6 +204,9 @@ class Daemon:
             self._buffer = buffer
             self._detector = EventDetector.after(buffer.events())
             self._record(start_event(now_ms(), __version__, buffer.previous_run))
+            if self._interrupted_trial is not None:
+                why = "the gateway stopped before it was confirmed; the previous config is in use"
+                self._record(rolled_back_event(self._interrupted_trial, why))
             log.info(
                 "street-gateway %s started as %s: buffer %s, status http://%s:%d/, event loop %s",
                 __version__,
@@ -208,6 +235,14 @@ class Daemon:
                     self.supervisor.run("events", self._watch_events, essential=False),
                     name="events",
                 )
+                health_task = group.create_task(
+                    self.supervisor.run("health", self.health_reporter.run, essential=False),
+                    name="health",
+                )
+                remote_task = group.create_task(
+                    self.supervisor.run("remote", self._watch_remote_drop, essential=False),
+                    name="remote",
+                )
                 uplink = self._start_uplink(group)
                 while True:
                     self._pipeline = Pipeline(
@@ -235,10 +270,15 @@ class Daemon:
                     log.info("reloaded %s: %s", next_loaded.path, summary)
                     self._record(reload_event(now_ms(), str(next_loaded.path), summary))
                     self._history.forget({name for _, name in next_loaded.config.devices()})
+                    if self._switch is not None:  # use_config's: applied now
+                        self._switch[1].set_result(None)
+                        self._switch = None
                 await self._shut_down(sources, uplink)
                 writes.cancel()
                 watch.cancel()
                 events.cancel()
+                health_task.cancel()
+                remote_task.cancel()
             log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
@@ -252,6 +292,7 @@ class Daemon:
             clock_synced=lambda: self.clock.synced,
             commands=self._commands,
             device_states=lambda: {d.name: d.state for d in self._devices()},
+            config_source=self.config_source,
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
@@ -270,7 +311,7 @@ class Daemon:
             client_id=config.client_id,
             password=loaded.mqtt_password,
         ):
-            await self._uplink.reconfigure(catalog_of(config, loaded.digest))
+            await self._uplink.reconfigure(catalog_of(config, loaded.digest, self.config_source))
             return task
         await self._stop_uplink(task)
         self.loaded = loaded
@@ -283,6 +324,8 @@ class Daemon:
             self._wake.clear()
             if self._stop_requested:
                 return None
+            if self._switch is not None:
+                return self._switch[0]
             if self._reload_requested:
                 self._reload_requested = False
                 loaded = self._load_new_config()
@@ -321,7 +364,10 @@ class Daemon:
     def _load_new_config(self) -> LoadedConfig | None:
         problems: list[str] = []
         try:
-            loaded = load_config(self.loaded.path, installed())
+            self.installed = load_config(self.installed.path, installed())
+            # a valid remote.yaml still wins; a trial in progress is not interrupted
+            files = RemoteFiles(state_dir_of(self.installed))
+            loaded, self.config_source = choose(self.installed, files, installed())
         except ConfigError as exc:
             problems = exc.problems
         if problems:
@@ -393,6 +439,61 @@ class Daemon:
         while True:
             self._detect_events()
             await asyncio.sleep(EVENTS_INTERVAL_S)
+
+    # -- health upstream (gateway/fleet) -------------------------------------------------------
+
+    def _health_figures(self) -> HealthFigures:
+        healthy, problems = health(self)
+        uplink, buffer = self.uplink_stats(), self.buffer_stats()
+        return HealthFigures(
+            ts_ms=now_ms(),
+            healthy=healthy,
+            problems=problems,
+            devices={d.name: d.state for d in self._devices()},
+            backlog=self.backlog(),
+            buffer_bytes=buffer.bytes,
+            room_bytes=buffer.room_bytes,
+            bytes_per_hour=uplink.bytes_per_hour,
+            version=__version__,
+            config_digest=self.loaded.digest,
+            config_source=self.config_source,
+            uptime_s=time.monotonic() - self.started_monotonic,
+        )
+
+    async def _publish_aside(self, message: Outgoing) -> bool:
+        return await self._uplink.publish_aside(message) if self._uplink else False
+
+    # -- remote configuration (gateway/fleet) ---------------------------------------------------
+
+    async def use_config(self, loaded: LoadedConfig, source: ConfigSource) -> None:
+        """Run ``loaded`` from now on, as a reload does; returns once it is applied."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.config_source = source
+        self._switch = (loaded, done)
+        self._wake.set()
+        await done
+
+    async def _proven(self, within_s: float) -> str | None:
+        """None once the uplink is connected with the running config and a health message
+        has been acknowledged since; else why not, after ``within_s``."""
+        reporter = self.health_reporter
+        reporter.schedule.new_connection()  # the next health goes as soon as the gap allows
+        try:
+            async with asyncio.timeout(within_s):
+                while True:
+                    await reporter.wait_published()
+                    if self.uplink_stats().connected:
+                        return None
+        except TimeoutError:
+            uplink = self.uplink_stats()
+            last = f" (last error: {uplink.last_error})" if uplink.last_error else ""
+            return (
+                f"the uplink did not connect and publish health within {within_s:g}s "
+                f"of the new config{last}"
+            )
+
+    async def _watch_remote_drop(self) -> None:
+        await watch_drop_file(state_dir_of(self.installed), self.remote)
 
     def _current_values(self) -> dict[str, dict[str, Value]]:
         """Each device's last values, for births that carry them (Sparkplug's DBIRTH)."""

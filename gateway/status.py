@@ -31,7 +31,7 @@ from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Va
 from gateway.model import now_ms as wall_clock_ms
 from gateway.page import CSP, render_body, render_page
 from gateway.prometheus import CONTENT_TYPE_LATEST, MetricFamily, counter, gauge, generate_latest
-from gateway.status_access import Access, json_response, refusal
+from gateway.status_access import Access, guarded, json_response
 from gateway.supervisor import TaskHealth
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,7 @@ def build_status(
             "clock_synced": bool(info["clock_synced"]),
             "labels": dict(info.get("labels") or {}),
             "event_loop": info.get("event_loop"),
+            "config_source": info.get("config_source", "local"),
         },
         "uplink": {
             "connected": uplink.connected,
@@ -493,8 +494,6 @@ def _http_families(http: HttpStats) -> Iterator[MetricFamily]:
 # ---------------------------------------------------------------------------------------------
 # The server
 
-_SAFE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
-
 
 def make_handler(
     provider: StatusProvider, access: Access, http: HttpStats | None = None
@@ -531,22 +530,7 @@ def make_handler(
 
     routes = {"/health": get_health, "/status": get_status, "/metrics": get_metrics, "/": get_page}
 
-    async def handle(request: Request) -> Response:
-        route = routes.get(request.path)
-        # an unknown path is a 404 before any token is asked, as ever; the Host check is first
-        response = refusal(request, access) if route or access.token is None else None
-        if response is not None:
-            if http is not None:
-                http.refuse("host" if response.status == 421 else "token", request.peer)
-        elif route is None:
-            response = json_response({"error": f"no such path: {request.path[:80]}"}, 404)
-        else:
-            response = route(request)
-        return Response(
-            response.status, response.body, response.content_type, (*response.headers, *_SAFE)
-        )
-
-    return handle
+    return guarded(routes, access, http)
 
 
 class StatusServer:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.httpd import Request, Response
+from gateway.httpd import Handler, HttpStats, Request, Response
 
 _OPEN_PATHS = frozenset({"/health"})
 _QUERY_TOKEN_PATHS = frozenset({"/"})
@@ -77,3 +78,34 @@ def refusal(request: Request, access: Access) -> Response | None:
         401,
         (("WWW-Authenticate", 'Bearer realm="street-gateway"'),),
     )
+
+
+SAFE_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
+
+
+def guarded(
+    routes: Mapping[str, Callable[[Request], Response]], access: Access, http: HttpStats | None
+) -> Handler:
+    """A handler answering ``routes`` behind :func:`refusal` (refusals counted in ``http``);
+    ``access`` is read at each request (a reload may change its token). The status endpoint's
+    and the audit's fleet view's."""
+
+    async def handle(request: Request) -> Response:
+        route = routes.get(request.path)
+        # an unknown path is a 404 before any token is asked, as ever; the Host check is first
+        response = refusal(request, access) if route or access.token is None else None
+        if response is not None:
+            if http is not None:
+                http.refuse("host" if response.status == 421 else "token", request.peer)
+        elif route is None:
+            response = json_response({"error": f"no such path: {request.path[:80]}"}, 404)
+        else:
+            response = route(request)
+        return Response(
+            response.status,
+            response.body,
+            response.content_type,
+            (*response.headers, *SAFE_HEADERS),
+        )
+
+    return handle

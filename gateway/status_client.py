@@ -148,7 +148,8 @@ def format_status(doc: dict[str, Any]) -> str:
     lines = [
         f"gateway  {g['id']}  v{g['version']}  up {format_duration(g['uptime_s'])}  "
         f"clock {'synced' if g['clock_synced'] else 'NOT SYNCED'}"
-        + (f"  {labels}" if labels else ""),
+        + (f"  {labels}" if labels else "")
+        + ("  config REMOTE (remote.yaml)" if g.get("config_source") == "remote" else ""),
         f"health   {'ok' if h['status'] == 'ok' else 'DEGRADED'}",
     ]
     lines += [f"         - {p}" for p in h.get("problems", [])]

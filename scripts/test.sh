@@ -25,6 +25,7 @@ command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || apt_packages+=(snm
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 if [ "$fast" -eq 0 ]; then
     command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)
+    command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)  # promtool: the fleet view's /metrics
 fi
 # The system test (tests/system/) boots Debian 12 with systemd in a container; it needs root.
 if [ "$fast" -eq 0 ] && [ "$(id -u)" -eq 0 ]; then

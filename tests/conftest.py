@@ -22,6 +22,7 @@ SLOW: dict[str, set[str] | None] = {
     },
     "test_config_fuzz.py": {"test_check_and_run_exit_2_with_one_line_per_problem"},
     "test_run_command.py": None,
+    "test_remote_crash.py": None,
     "test_sparkplug_bdseq.py": {"test_kill_9_mid_write_leaves_the_last_durable_value_or_the_next"},
     "test_uplink_crash.py": None,
 }

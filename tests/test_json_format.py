@@ -109,7 +109,8 @@ def test_an_alarm_and_a_gap_are_the_golden_payloads() -> None:
 
 def test_birth_will_and_goodbye_are_the_golden_payloads() -> None:
     assert birth_message("0.2.0", TS, "sha256:abc") == (
-        b'{"state":"online","version":"0.2.0","started":1764169200123,"config_digest":"sha256:abc"}'
+        b'{"state":"online","version":"0.2.0","started":1764169200123,"config_digest":"sha256:abc",'
+        b'"config_source":"local"}'
     )
     assert WILL_MESSAGE == b'{"state":"offline"}'
     assert SHUTDOWN_MESSAGE == b'{"state":"offline","reason":"shutdown"}'

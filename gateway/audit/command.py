@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.consumer import BrokerOptions, Consumer, client_id_for
+from gateway.audit.health import HealthBoard
 from gateway.audit.ledger import Fleet, merge_fleets
 from gateway.audit.report import exit_code, summary_line, table, to_json
+from gateway.audit.serve import fleet_server
 from gateway.audit.sparkplug import TOPIC_FILTER, SparkplugFleet
 from gateway.audit.store import AuditStateError, AuditStore, default_state_path
-from gateway.config import parse_duration, parse_server, read_secret
+from gateway.config import is_loopback, parse_duration, parse_server, read_secret, split_listen
 from gateway.errors import ConfigError, UplinkError
 from gateway.model import format_ago, now_ms
 
@@ -81,6 +83,16 @@ def register(sub: Any) -> None:
         default=None,
         help="display period without --once (default 1s on a terminal, else 60s)",
     )
+    parser.add_argument(
+        "--serve",
+        default=None,
+        metavar="HOST:PORT",
+        help="keep running and serve the fleet view (page, /metrics) there; loopback unless "
+        "--token-file is given",
+    )
+    parser.add_argument(
+        "--token-file", type=Path, default=None, help="bearer token the fleet view asks for"
+    )
     parser.set_defaults(func=_audit)
 
 
@@ -97,6 +109,11 @@ def _audit(args: argparse.Namespace) -> int:
     if not args.broker:
         print("audit: --broker is required (or --merge STATE...)", file=sys.stderr)
         return EXIT_USAGE
+    if args.serve:
+        problem = serve_problem(args)
+        if problem:
+            print(f"audit: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         parse_server(args.broker)
         password = read_secret(args.password_file) if args.password_file else None
@@ -175,7 +192,8 @@ async def run(args: argparse.Namespace, state: Path, opts: BrokerOptions) -> int
             sparkplug = args.format == "sparkplug-b"
             fleet = await store.load(args.prefix, SparkplugFleet if sparkplug else Fleet)
             topics = [TOPIC_FILTER] if sparkplug else None
-            consumer = Consumer(opts, fleet, store, group=args.group, topics=topics)
+            board = HealthBoard(args.prefix) if args.serve else None
+            consumer = Consumer(opts, fleet, store, group=args.group, topics=topics, health=board)
             if args.once:
                 await consumer.run(stop, settle=args.settle)
                 code = _report(fleet, args.json, args.grace)
@@ -183,6 +201,8 @@ async def run(args: argparse.Namespace, state: Path, opts: BrokerOptions) -> int
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(consumer.run(stop), name="audit-consumer")
                 tg.create_task(_display(fleet, args, stop), name="audit-display")
+                if board is not None:
+                    tg.create_task(serve(fleet, board, args, stop), name="audit-serve")
             return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,3 +223,30 @@ async def _display(fleet: Fleet, args: argparse.Namespace, stop: asyncio.Event) 
             print("\x1b[H\x1b[2J" + table(fleet, now, args.grace), flush=True)
         else:
             print(summary_line(fleet, now, args.grace), flush=True)
+
+
+def serve_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--serve`` cannot run as asked (None: it can); reads the token into ``args``."""
+    if args.once or args.merge:
+        return "--serve keeps running: not with --once or --merge"
+    try:
+        args.serve_at = split_listen(args.serve)
+        args.token = read_secret(args.token_file) if args.token_file else None
+    except ValueError as exc:
+        return f"--serve {exc}"
+    except ConfigError as exc:
+        return f"--token-file: {exc}"
+    if not is_loopback(args.serve_at[0]) and not args.token:
+        return f"--serve {args.serve}: not a loopback address; give --token-file"
+    return None
+
+
+async def serve(
+    fleet: Fleet, board: HealthBoard, args: argparse.Namespace, stop: asyncio.Event
+) -> None:
+    host, port = args.serve_at
+    async with fleet_server(
+        fleet, board, host=host, port=port, token=args.token, grace_s=args.grace
+    ) as server:
+        print(f"audit: fleet view on http://{host}:{server.port}/", file=sys.stderr, flush=True)
+        await stop.wait()

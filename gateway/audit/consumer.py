@@ -32,6 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gateway.audit.health import HealthBoard
 from gateway.audit.ledger import KINDS, Fleet
 from gateway.audit.store import AuditStore
 from gateway.backoff import Backoff
@@ -105,6 +106,7 @@ class Consumer:
         *,
         group: str | None = None,
         topics: list[str] | None = None,
+        health: HealthBoard | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.opts = opts
@@ -112,6 +114,9 @@ class Consumer:
         self.store = store
         self.group = group
         self.topics = topics or topic_filters(fleet.prefix, group)  # Sparkplug B: its own
+        self.health = health  # the fleet view's (audit --serve): P/+/health too
+        if health is not None:
+            self.topics = [*self.topics, health.topic_filter(group)]
         self.clock_ms = clock_ms
         self.messages_total = 0
         """Messages applied and committed."""
@@ -197,7 +202,11 @@ class Consumer:
         broker sends. Reading and folding alternate, so nothing queues in the process; what the
         audit has not read yet waits in the socket, and TCP slows the broker down.
         """
-        self.fleet.apply(msg.topic, msg.payload, self.clock_ms(), retained=bool(msg.retain))
+        now, retained = self.clock_ms(), bool(msg.retain)
+        if self.health is None or not self.health.apply(
+            msg.topic, msg.payload, now, retained=retained
+        ):
+            self.fleet.apply(msg.topic, msg.payload, now, retained=retained)
         if msg.qos > 0:  # only after apply: a message that raised is never acked
             self._unacked.append(msg.mid)
         self._applied += 1

@@ -78,6 +78,10 @@ class UplinkConfig(ConfigModel):
     sparkplug: SparkplugConfig | None = None
 
 
+class FleetConfig(ConfigModel):
+    confirm_within: Duration = 300.0  # a remote config must prove itself within this
+
+
 class StatusConfig(ConfigModel):
     listen: str = f"127.0.0.1:{DEFAULT_STATUS_PORT}"
     token_file: FilePath | None = None
@@ -236,6 +240,7 @@ class Config(ConfigModel):
     buffer: BufferConfig = BufferConfig()
     uplink: UplinkConfig
     status: StatusConfig = StatusConfig()
+    fleet: FleetConfig = FleetConfig()
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
     commands: CommandsConfig | None = None  # the command channel (since v0.3)

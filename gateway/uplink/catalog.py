@@ -6,7 +6,7 @@ from gateway.config import Config
 from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo
 
 
-def catalog_of(config: Config, config_digest: str) -> Catalog:
+def catalog_of(config: Config, config_digest: str, config_source: str = "local") -> Catalog:
     devices = tuple(
         DeviceInfo(
             spec.name,
@@ -25,4 +25,5 @@ def catalog_of(config: Config, config_digest: str) -> Catalog:
         config_digest=config_digest,
         devices=devices,
         alarms=tuple(rule.name for rule in config.alarms),
+        config_source=config_source,
     )

@@ -88,12 +88,13 @@ def make_uplink(
     clock_synced: Callable[[], bool],
     commands: CommandSink | None = None,
     device_states: Callable[[], Mapping[str, str]] | None = None,
+    config_source: str = "local",
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
         FormatInputs(
             config,
-            catalog_of(config, loaded.digest),
+            catalog_of(config, loaded.digest, config_source),
             buffer_path,
             started_ms,
             current_values,

@@ -10,9 +10,9 @@ and the decoders already made it the shortest float for its float32 or scale.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem
 from gateway.uplink.wire import Catalog, Outgoing
@@ -109,13 +109,16 @@ def gap_message(gateway: str, gap: Gap) -> bytes:
     ).encode()
 
 
-def birth_message(version: str, started_ms: int, config_digest: str) -> bytes:
+def birth_message(
+    version: str, started_ms: int, config_digest: str, config_source: str = "local"
+) -> bytes:
     return _compact(
         {
             "state": "online",
             "version": version,
             "started": started_ms,
             "config_digest": config_digest,
+            "config_source": config_source,
         }
     ).encode()
 
@@ -170,7 +173,9 @@ class JsonFormat:
 
     def session_start(self) -> list[Outgoing]:
         catalog = self._catalog
-        birth = birth_message(self._version, self._started_ms, catalog.config_digest)
+        birth = birth_message(
+            self._version, self._started_ms, catalog.config_digest, catalog.config_source
+        )
         return [
             Outgoing(self.topics.status, birth, 1, retain=True),
             Outgoing(self.topics.meta, meta_message(catalog), 1, retain=True),
@@ -206,6 +211,9 @@ class JsonFormat:
             Outgoing(self.topics.results, result_message(self._gateway, seq, result), 1)
             for seq, result in self._commands.receive(payload)
         ]
+
+    def health(self, doc: Mapping[str, Any], *, emit: bool = True) -> list[Outgoing]:
+        return []  # P/G/health is the uplink's own message, the same in every format
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         """The birth names the new config digest; meta goes again only when it changed."""

@@ -41,9 +41,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiomqtt
 from aiomqtt import MqttError
@@ -209,6 +209,24 @@ class Uplink:
             async with asyncio.timeout(self._op_timeout):
                 for message in messages:
                     await self._send(client, message)
+
+    async def publish_aside(self, message: Outgoing) -> bool:
+        """One message beside the window (the retained health): True once acknowledged."""
+        if (client := self._client) is None:  # set only while connected
+            return False
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._send(client, message)
+            return True
+        except (MqttError, TimeoutError):
+            return False
+
+    def health_changed(self, doc: Mapping[str, Any]) -> None:
+        """Sparkplug B sends health as node metrics too, in order with the session's data."""
+        messages = self._format.health(doc, emit=self._session is not None)
+        if self._session is not None and messages:
+            self._session.ready.extend(messages)
+            self._session.poke.set()
 
     async def _send(self, client: aiomqtt.Client, message: Outgoing) -> None:
         """Publish one message outside the window (session start, goodbye) and count it."""

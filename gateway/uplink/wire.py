@@ -19,9 +19,9 @@ numbers each message as it builds it). A format may add the :class:`SessionForma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.model import Gap, StoredItem, Value
 
@@ -69,6 +69,7 @@ class Catalog:
     config_digest: str
     devices: tuple[DeviceInfo, ...]
     alarms: tuple[str, ...] = ()  # AlarmRule.name, e.g. "aq-1/pm25>50"
+    config_source: str = "local"  # "remote": <state dir>/remote.yaml (docs/fleet.md)
 
 
 class CurrentValues(Protocol):
@@ -110,6 +111,12 @@ class WireFormat(Protocol):
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         """A reload changed the config; what to publish now, on a live connection."""
+        ...
+
+    def health(self, doc: Mapping[str, Any], *, emit: bool = True) -> list[Outgoing]:
+        """The box's health (``P/G/health``'s document) in the format's own namespace too
+        (Sparkplug B: node metrics ``sgw/health/...`` in NDATA; json: nothing more). ``emit``:
+        a session is up to publish it in, in order; else only keep the values."""
         ...
 
 

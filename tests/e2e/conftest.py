@@ -34,6 +34,7 @@ from support import (
     LOOPBACK,
     Mosquitto,
     free_port,
+    small_filesystem,
     stop_process,
     subscription,
     until_set,
@@ -445,6 +446,13 @@ async def upstream(mosquitto: Mosquitto) -> AsyncIterator[Upstream]:
     """A subscriber on the test's mosquitto, connected before any daemon starts."""
     async with subscribed(mosquitto.port) as sub:
         yield sub
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs for the buffer (root only: skipped otherwise)."""
+    with small_filesystem(tmp_path / "small-fs", "8m") as where:
+        yield where
 
 
 @pytest.fixture

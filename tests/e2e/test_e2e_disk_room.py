@@ -9,21 +9,13 @@ system to 3 % free, then frees it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from support import Mosquitto, fill, small_filesystem
+from support import Mosquitto, fill
 
 from e2e.conftest import Device, ModbusSim, RunDaemon, Upstream, simulated_bus
 
 AQ: Device = ("aq-1", 1, "air_quality", "100ms")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    with small_filesystem(tmp_path / "small-fs", "8m") as where:
-        yield where
 
 
 async def test_a_full_disk_degrades_health_with_the_link_up_and_recovers(

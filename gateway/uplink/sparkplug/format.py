@@ -17,13 +17,14 @@ points), so they are unique across the node and the same for the same catalog.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
 from gateway.uplink.json_format import result_message
@@ -70,6 +71,40 @@ _ULONG = (pb.UInt64, "long_value")
 _BOOL = (pb.Boolean, "boolean_value")
 _STRING = (pb.String, "string_value")
 _ALARM_NAME = re.compile(r"^([^/]+)/([^/<>]+)([<>])")
+# SPEC "Fleet operations": P/G/health's figures as node metrics (docs/sparkplug.md); the
+# problems and the devices' states are the health document's JSON, as sgw/gap is text.
+HEALTH_METRICS: dict[str, tuple[int, str]] = {
+    "sgw/health/status": _STRING,
+    "sgw/health/problems": _STRING,
+    "sgw/health/devices": _STRING,
+    "sgw/health/backlog": _ULONG,
+    "sgw/health/buffer_bytes": _ULONG,
+    "sgw/health/room_bytes": _ULONG,
+    "sgw/health/link_bytes_per_hour": _ULONG,
+    "sgw/health/version": _STRING,
+    "sgw/health/config_digest": _STRING,
+    "sgw/health/config_source": _STRING,
+    "sgw/health/uptime_s": _DOUBLE,
+}
+
+
+def health_values(doc: Mapping[str, Any]) -> dict[str, Value | None]:
+    """The node metrics' values from a ``P/G/health`` document."""
+    buffer, link = doc.get("buffer") or {}, doc.get("link") or {}
+    compact = functools.partial(json.dumps, separators=(",", ":"))
+    return {
+        "sgw/health/status": doc.get("status"),
+        "sgw/health/problems": compact(doc.get("problems") or []),
+        "sgw/health/devices": compact(doc.get("devices") or {}),
+        "sgw/health/backlog": doc.get("backlog"),
+        "sgw/health/buffer_bytes": buffer.get("bytes"),
+        "sgw/health/room_bytes": buffer.get("room_bytes"),
+        "sgw/health/link_bytes_per_hour": link.get("bytes_per_hour"),
+        "sgw/health/version": doc.get("version"),
+        "sgw/health/config_digest": doc.get("config_digest"),
+        "sgw/health/config_source": doc.get("config_source"),
+        "sgw/health/uptime_s": doc.get("uptime_s"),
+    }
 
 
 def datatype_for(point_type: str, *, scaled: bool = False) -> tuple[int, str]:
@@ -179,7 +214,8 @@ class _Aliases:
                 datatype, field = datatype_for(info.type, scaled=info.scaled)
                 points[name] = _Point(take(), datatype, field, info.writable)
             self.devices[dev.name] = _Device(dev.name, seq_alias, points)
-        self.result = take()  # last: the aliases before it keep their v0.2 numbers
+        self.result = take()  # after the v0.2 aliases, which keep their numbers
+        self.health = {name: take() for name in HEALTH_METRICS}  # then the v0.3 health's
 
 
 class WriteSink(Protocol):
@@ -238,6 +274,7 @@ class SparkplugFormat:
         self._last_seq: dict[str, int] = {}  # device -> last sgw/seq sent, for its DBIRTH
         self._alarm_state: dict[str, str] = {}  # rule name -> raised/cleared, for NBIRTH
         self._warned: set[str] = set()
+        self._health: dict[str, Value | None] = {}  # the last health's values, for NBIRTH
 
     # -- the session ---------------------------------------------------------------------
 
@@ -438,6 +475,22 @@ class SparkplugFormat:
             self._checkpoint(gap.to_seq, gap_ids=(gap.gap_id,)),
         ]
 
+    def health(self, doc: Mapping[str, Any], *, emit: bool = True) -> list[Outgoing]:
+        """An NDATA with the ``sgw/health/...`` node metrics (by alias), once born and when
+        ``emit`` (the uplink has a session to publish it in, in order); the values are kept
+        for the next NBIRTH either way."""
+        self._health = health_values(doc)
+        if not (emit and self._born):
+            return []
+        payload = pb.Payload()
+        now = self._clock()
+        for name, alias in self._aliases.health.items():
+            m = payload.metrics.add()
+            m.alias = alias
+            m.timestamp = now
+            _set_value(m, HEALTH_METRICS[name][1], self._health.get(name))
+        return [self._data(self.topic_ndata, payload)]
+
     # -- building blocks -----------------------------------------------------------------
 
     def _next_seq(self) -> int:
@@ -508,6 +561,8 @@ class SparkplugFormat:
         metric(node, RESULT_METRIC, aliases.result, _STRING, None)
         for rule, (name, alias) in aliases.alarms.items():
             metric(node, name, alias, _STRING, self._alarm_state.get(rule))
+        for name, alias in aliases.health.items():
+            metric(node, name, alias, HEALTH_METRICS[name], self._health.get(name))
         out = [self._birth(self.topic_nbirth, node, now)]
         out += [self._dbirth(dev, now) for dev in aliases.devices.values()]
         self._born = True
