@@ -222,6 +222,7 @@ class Daemon:
                 targets=lambda: self._pipeline.write_targets() if self._pipeline else {},
                 clock_synced=lambda: self.clock.synced,  # STREET_GATEWAY_CLOCK overrides it
                 record_event=self._record,
+                remote=self.remote.apply,  # the signed config command (docs/fleet.md)
                 path=buffer.path,  # the answered commands' ids, kept across restarts
             )
             async with asyncio.TaskGroup() as group:
