@@ -37,7 +37,14 @@ from typing import Any, Protocol, get_args
 
 from gateway.buffer.codec import CommandIdRow, command_id_row, result_from_body
 from gateway.commands.authorize import Points, RateLimiter, authorize
-from gateway.commands.message import Command, Refusal, authenticate, check_time, parse
+from gateway.commands.message import (
+    ID_PATTERN,
+    Command,
+    Refusal,
+    authenticate,
+    check_time,
+    parse,
+)
 from gateway.commands.outcome import Outcome, State
 from gateway.config import Config
 from gateway.config.writes import Rate, WriteRequest
@@ -258,6 +265,13 @@ class Commands:
         while True:
             job, text = await self._configs.get()
             self._finish(job, "config", await self._apply_config(job, text))
+
+    def interrupted_config(self, trial: str, why: str) -> None:
+        """The result of a config command whose trial the gateway's stop cut (rolled back at
+        start): its sender is still owed one. A trial from the local drop file has none."""
+        if ID_PATTERN.match(trial) and not trial.startswith("local-"):
+            job = _Job(trial, "", "", "", None, None)
+            self._finish(job, "config", Outcome.failed("rolled_back", why))
 
     async def _apply_config(self, job: _Job, text: bytes) -> Outcome:
         if self._remote is None:
