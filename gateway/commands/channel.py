@@ -343,7 +343,8 @@ class Commands:
         event = command_event(result)
         level = logging.INFO if outcome.state == "done" else logging.WARNING
         detail = f": {outcome.detail}" if outcome.detail else ""
-        log.log(level, "%s (value %r)%s", event.message, job.value, detail)
+        value = f" (value {job.value!r})" if op != "config" else ""
+        log.log(level, "%s%s%s", event.message, value, detail)
         if self._record is not None:
             self._record(event)
 
