@@ -56,6 +56,7 @@ UPLINK_SHUTDOWN_S = 2.0
 HARD_EXIT_AFTER_S = 8.0  # after SIGTERM; systemd's TimeoutStopSec would SIGKILL at 10 s
 STATUS_LINE_INTERVAL_S = 10.0  # also how often the watchdog checks the pipeline
 EVENTS_INTERVAL_S = 1.0  # how often the figures are compared for the status timeline
+INTERRUPTED_TRIAL = "the gateway stopped before it was confirmed; the previous config is in use"
 
 
 class Daemon:
@@ -205,8 +206,7 @@ class Daemon:
             self._detector = EventDetector.after(buffer.events())
             self._record(start_event(now_ms(), __version__, buffer.previous_run))
             if self._interrupted_trial is not None:
-                why = "the gateway stopped before it was confirmed; the previous config is in use"
-                self._record(rolled_back_event(self._interrupted_trial, why))
+                self._record(rolled_back_event(self._interrupted_trial, INTERRUPTED_TRIAL))
             log.info(
                 "street-gateway %s started as %s: buffer %s, status http://%s:%d/, event loop %s",
                 __version__,
@@ -222,8 +222,11 @@ class Daemon:
                 targets=lambda: self._pipeline.write_targets() if self._pipeline else {},
                 clock_synced=lambda: self.clock.synced,  # STREET_GATEWAY_CLOCK overrides it
                 record_event=self._record,
+                remote=self.remote.apply,  # the signed config command (docs/fleet.md)
                 path=buffer.path,  # the answered commands' ids, kept across restarts
             )
+            if self._interrupted_trial is not None:
+                commands.interrupted_config(self._interrupted_trial, INTERRUPTED_TRIAL)
             async with asyncio.TaskGroup() as group:
                 watch = group.create_task(
                     self.supervisor.run("watchdog", self._watch), name="watchdog"

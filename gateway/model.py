@@ -145,6 +145,7 @@ class CommandResult:
     detail: str
     ts_ms: int
     digest: str | None = None
+    problems: tuple[str, ...] | None = None  # a config command's check lines (op "config")
 
 
 Item = Sample | AlarmEvent | CommandResult  # what the buffer stores

@@ -147,3 +147,38 @@ def test_the_rate_window_slides() -> None:
     assert limiter.check("p", rate, 10.7) is not None  # 1.0 and 10.5 are in the window
     assert limiter.check("p", rate, 10.8, exempt=True) is None  # an action: counted, not refused
     assert limiter.check("p", rate, 11.6) is not None  # 10.5 and 10.8 fill the window
+
+
+CONFIG = {"id": "cfg-1", "ts": NOW, "op": "config", "yaml": "gateway: {id: g}\n# é\n",
+          "by": "ops-centre"}  # fmt: skip
+
+
+def test_a_config_command_carries_its_text_and_its_signature_covers_it() -> None:
+    signed = sign(CONFIG, KEY.sign)
+    command, doc = parse(payload(signed))
+    assert (command.op, command.yaml, command.device) == (
+        "config", "gateway: {id: g}\n# é\n".encode(), None,
+    )  # fmt: skip
+    authenticate(command, doc, KEYS, required=True)
+    tampered = {**signed, "yaml": "gateway: {id: other}\n"}
+    command, doc = parse(payload(tampered))
+    assert reason(lambda: authenticate(command, doc, KEYS, required=True)) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {**CONFIG, "yaml": 42},  # not text
+        {**CONFIG, "device": "barrier-1"},  # a write's key on a config
+        {k: v for k, v in CONFIG.items() if k != "yaml"},
+        {**DOC, "yaml": "x: 1"},  # a config's key on a write
+    ],
+)
+def test_a_config_command_of_the_wrong_shape_is_a_bad_request(doc: dict[str, object]) -> None:
+    assert reason(lambda: parse(payload(doc))) == "bad_request"
+
+
+def test_a_lone_surrogate_in_the_text_is_a_bad_request() -> None:
+    raw = payload(CONFIG).replace(b"\\u00e9", b"\\ud800")
+    assert b"\\ud800" in raw
+    assert reason(lambda: parse(raw)) == "bad_request"

@@ -26,6 +26,7 @@ from gateway.config import load_config
 from gateway.daemon import Daemon
 from gateway.keys import SigningKey
 from gateway.sources.registry import installed
+from gateway.uplink.inbound import MAX_COMMAND_BYTES
 
 PREFIX = "city"
 GW = "cabinet-7"
@@ -228,8 +229,8 @@ async def test_each_refusal_has_its_reason_and_writes_nothing(
                 results.append((await op.result_for(doc["id"]))[0])
             assert [r["state"] for r in results] == ["done", "done", "refused"]
             assert results[2]["reason"] == "rate_limited"
-            # a 1 MiB message is refused before it is read (the link is made again)
-            await op.send(b"x" * 1024 * 1024)
+            # a message over the commands topic's cap (room for a 1 MiB config): too_large
+            await op.send(b"x" * (MAX_COMMAND_BYTES + 1))
             async with asyncio.timeout(5):
                 while not d.uplink_stats().inbound_refused.get("too_large"):
                     await asyncio.sleep(0.02)

@@ -56,3 +56,13 @@ def test_one_log_line_per_burst(caplog: pytest.LogCaptureFixture) -> None:
     assert len(caplog.records) == 3
     assert "999 more inbound messages refused" in caplog.records[1].getMessage()
     assert guard.refused["malformed"] == 1001
+
+
+def test_one_topic_may_have_a_larger_cap_and_every_other_keeps_its_own() -> None:
+    guard = InboundGuard(handler, clock=lambda: 0.0, max_bytes=100, larger={"p/g/commands": 1000})
+    big = b"{" + b" " * 500 + b"}"
+    assert guard("p/g/commands", big) == ANSWER  # a config command's room
+    assert guard("p/g/other", big) == []
+    assert guard("p/g/commands", b"{" + b" " * 1000 + b"}") == []
+    assert guard.refused == {TOO_LARGE: 2}
+    assert guard.largest == 1000  # what the socket reader lets through at most

@@ -90,7 +90,7 @@ def alarm_row(seq: int, stored_ms: int, event: AlarmEvent | CommandResult) -> Al
 
 
 _RESULT_FIELDS = ("id", "by", "op", "device", "point", "value", "state", "reason", "read_back",
-                  "detail", "digest")  # fmt: skip
+                  "detail", "digest", "problems")  # fmt: skip
 
 
 def result_body(result: CommandResult) -> str:
@@ -106,6 +106,8 @@ def command_id_row(seq: int, result: CommandResult) -> CommandIdRow | None:
 
 def result_from_body(ts_ms: int, body: str) -> CommandResult:
     fields = _decode(body)
+    problems = fields.get("problems")
+    fields["problems"] = tuple(problems) if isinstance(problems, list) else None
     return CommandResult(**{name: fields.get(name) for name in _RESULT_FIELDS}, ts_ms=ts_ms)
 
 

@@ -7,6 +7,12 @@ action of an alarm's transition (:meth:`Commands.on_alarm`), waits in a bounded 
 :meth:`Commands.run`, the one task that writes: authorize (``authorize``) → the device's
 source writes once and reads back → the result.
 
+A ``config`` command (the fleet's remote config), once authenticated, waits in a queue of its
+own for :meth:`Commands.run`'s second task, which hands its text to ``remote`` (the daemon's
+``RemoteConfigurator.apply``: check, trial, proof, keep or roll back, up to
+``fleet.confirm_within``); what that returns is its result, with the check lines as
+``problems``. A config command is always authenticated, even with ``require_signature: false``.
+
 Every command and action gets exactly one result: a :class:`~gateway.model.CommandResult`
 put in the buffer, with its own seq, in the alarms' lane (stored, delivered first, audited).
 A command is remembered by id with the sha256 of its bytes and its result (in memory, and in
@@ -24,14 +30,21 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, get_args
 
 from gateway.buffer.codec import CommandIdRow, command_id_row, result_from_body
 from gateway.commands.authorize import Points, RateLimiter, authorize
-from gateway.commands.message import Command, Refusal, authenticate, check_time, parse
+from gateway.commands.message import (
+    ID_PATTERN,
+    Command,
+    Refusal,
+    authenticate,
+    check_time,
+    parse,
+)
 from gateway.commands.outcome import Outcome, State
 from gateway.config import Config
 from gateway.config.writes import Rate, WriteRequest
@@ -43,6 +56,7 @@ from gateway.uplink.wire import Refused
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64  # writes waiting for the device; more at once is a flood, refused
+CONFIG_QUEUE_SIZE = 4  # config commands waiting while one is on trial (minutes each)
 # Refusals before a command is authenticated get results (stored items) at most this often: a
 # flood of garbage on the topic must not become a flood in the buffer. Past it they are
 # refused by the inbound guard (counted as ``unanswered``, logged per burst) without a result.
@@ -59,6 +73,22 @@ class WriteTarget(Protocol):
 
 class Buffer(Protocol):
     def put(self, item: CommandResult) -> int | None: ...
+
+
+class RemoteOutcome(Protocol):
+    """What became of a remote config (``gateway.fleet.remote.RemoteResult``)."""
+
+    @property
+    def state(self) -> State: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def problems(self) -> Sequence[str]: ...
+    @property
+    def detail(self) -> str: ...
+
+
+ApplyConfig = Callable[[bytes, str], Awaitable[RemoteOutcome]]  # (yaml, command id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +117,7 @@ class Commands:
         targets: Callable[[], Mapping[str, WriteTarget]],
         clock_synced: Callable[[], bool],
         record_event: Callable[[StatusEvent], None] | None = None,
+        remote: ApplyConfig | None = None,
         path: Path | None = None,
         now: Callable[[], int] = now_ms,
         monotonic: Callable[[], float] = time.monotonic,
@@ -98,6 +129,8 @@ class Commands:
         self._now = now
         self._monotonic = monotonic
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(QUEUE_SIZE)
+        self._remote = remote
+        self._configs: asyncio.Queue[tuple[_Job, bytes]] = asyncio.Queue(CONFIG_QUEUE_SIZE)
         self._rates = RateLimiter()
         self._answers: collections.OrderedDict[str, _Answer] = collections.OrderedDict()
         self._path = path  # the buffer's file: its command_ids table
@@ -151,7 +184,8 @@ class Commands:
             known = self._answers.get(command.id or "")
             if known is not None:
                 return self._again(command, known)
-            authenticate(command, doc, self._keys, self._required)
+            required = self._required or command.op == "config"  # a config is always signed
+            authenticate(command, doc, self._keys, required)
             check_time(command, self._now(), self._max_age_s, self._clock_synced())
         except Refusal as refusal:
             if refusal.outcome.reason in _BEFORE_AUTH and self._rates.check(
@@ -162,9 +196,15 @@ class Commands:
             return []
         job = _job_of(command)
         try:
-            self._queue.put_nowait(job)
+            if command.op == "config":
+                assert command.yaml is not None  # parse refuses a config without one
+                self._configs.put_nowait((job, command.yaml))
+            else:
+                self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            self._finish(job, "write", Outcome.refused("rate_limited", "too many writes waiting"))
+            self._finish(
+                job, command.op, Outcome.refused("rate_limited", f"too many {command.op}s waiting")
+            )
             return []
         assert command.id is not None  # parse refuses a command without one
         self._remember(command.id, _Answer(command.digest, None, None))
@@ -214,10 +254,34 @@ class Commands:
         cancelled."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._save_loop(), name="commands:ids")
+            group.create_task(self._config_loop(), name="commands:config")
             while True:
                 job = await self._queue.get()
                 outcome = await self._write(job)
                 self._finish(job, "write", outcome)
+
+    async def _config_loop(self) -> None:
+        """Apply each queued config command in turn; its outcome is its one result."""
+        while True:
+            job, text = await self._configs.get()
+            self._finish(job, "config", await self._apply_config(job, text))
+
+    def interrupted_config(self, trial: str, why: str) -> None:
+        """The result of a config command whose trial the gateway's stop cut (rolled back at
+        start): its sender is still owed one. A trial from the local drop file has none."""
+        if ID_PATTERN.match(trial) and not trial.startswith("local-"):
+            job = _Job(trial, "", "", "", None, None)
+            self._finish(job, "config", Outcome.failed("rolled_back", why))
+
+    async def _apply_config(self, job: _Job, text: bytes) -> Outcome:
+        if self._remote is None:
+            return Outcome.refused("bad_request", "this gateway takes no config commands")
+        try:
+            done = await self._remote(text, job.id or "?")
+        except Exception as exc:  # a bug must not end the task: the command still gets a result
+            log.exception("commands: applying config %s failed", job.id)
+            return Outcome("failed", None, None, f"{type(exc).__name__}: {exc}"[:200])
+        return Outcome(done.state, done.reason, None, done.detail, tuple(done.problems))
 
     async def _save_loop(self) -> None:
         while True:
@@ -256,10 +320,13 @@ class Commands:
 
     def _finish(self, job: _Job, op: str | None, outcome: Outcome) -> None:
         """The one result: stored (with its seq), remembered, counted, on the timeline."""
+        problems = outcome.problems
+        if op == "config" and problems is None:  # refused before the config was read
+            problems = ()
         result = CommandResult(
             job.id, job.by or None, op, job.device or None, job.point or None, job.value,
             outcome.state, outcome.reason, outcome.read_back, outcome.detail, self._now(),
-            job.digest,
+            job.digest, problems,
         )  # fmt: skip
         seq = self._buffer.put(result)
         if job.id is not None and job.digest is not None:
@@ -276,7 +343,8 @@ class Commands:
         event = command_event(result)
         level = logging.INFO if outcome.state == "done" else logging.WARNING
         detail = f": {outcome.detail}" if outcome.detail else ""
-        log.log(level, "%s (value %r)%s", event.message, job.value, detail)
+        value = f" (value {job.value!r})" if op != "config" else ""
+        log.log(level, "%s%s%s", event.message, value, detail)
         if self._record is not None:
             self._record(event)
 

@@ -2,8 +2,10 @@
 the trusted keys and the answered ids are passed in.
 
 A command is a JSON object ``{"id", "ts", "op": "write", "device", "point", "value", "by",
-"sig"}``; ``sig`` is standard base64 (with padding) of the Ed25519 signature over the RFC 8785
-(JCS) bytes of the object without ``sig``. Every stage returns a refusal with its reason word,
+"sig"}``, or ``{"id", "ts", "op": "config", "yaml", "by", "sig"}`` (the fleet's remote config:
+``yaml`` is the whole config text, checked later by ``gateway.fleet``). ``sig`` is standard
+base64 (with padding) of the Ed25519 signature over the RFC 8785 (JCS) bytes of the object
+without ``sig``. Every stage returns a refusal with its reason word,
 in the order of the pipeline: parse (``bad_request``), authenticate (``unknown_key``,
 ``bad_signature``), then time (``clock_unsynced``, ``expired``, ``future``) and replay
 (``replayed``). A message that is not even an object with a readable id gets a result whose
@@ -30,7 +32,9 @@ from gateway.model import Value
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a device or point name
 FUTURE_MS = 30_000  # a ts more than this ahead is refused (clocks drift; a minute is a lie)
-OPS = ("write",)  # the fleet helper adds "config"
+OPS = ("write", "config")
+# what each op carries besides id, ts, op, by and sig
+OP_KEYS = {"write": ("device", "point", "value"), "config": ("yaml",)}
 MAX_DEPTH = 8  # nesting a command needs: 1; a deep one is a parser attack
 
 
@@ -46,6 +50,7 @@ class Command:
     value: Value | None
     by: str | None
     digest: str  # sha256 of the message's bytes: a redelivery has the same
+    yaml: bytes | None = None  # a config command's text, UTF-8
 
 
 class Refusal(Exception):
@@ -79,6 +84,7 @@ def parse(payload: bytes) -> tuple[Command, dict[str, object]]:
         _value(doc.get("value")),
         _text(doc.get("by")),
         digest,
+        _yaml(doc.get("yaml")),
     )
     problem = _problem(doc, command)
     if problem:
@@ -93,17 +99,19 @@ def _problem(doc: dict[str, object], command: Command) -> str | None:
         return "ts: milliseconds since 1970, an integer"
     if command.op not in OPS:
         return f"op: one of {', '.join(OPS)}"
+    if not isinstance(doc.get("by"), str):
+        return "by: the name of a trusted key"
+    extra = set(doc) - {"id", "ts", "op", "by", "sig", *OP_KEYS[command.op]}
+    if extra:
+        return f"unknown keys for {command.op}: {', '.join(sorted(extra))[:120]}"
+    if command.op == "config":
+        return None if command.yaml is not None else "yaml: the whole config text, a string"
     for key in ("device", "point"):
         name = doc.get(key)
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             return f"{key}: a device or point name (letters, digits, _ . -), not {name!r}"[:200]
     if "value" not in doc or command.value is None:
         return "value: true, false, a number or a string"
-    if not isinstance(doc.get("by"), str):
-        return "by: the name of a trusted key"
-    extra = set(doc) - {"id", "ts", "op", "device", "point", "value", "by", "sig"}
-    if extra:
-        return f"unknown keys: {', '.join(sorted(extra))[:120]}"
     return None
 
 
@@ -172,6 +180,17 @@ def _int(value: object) -> int | None:
 
 def _text(value: object) -> str | None:
     return value[:64] if isinstance(value, str) else None
+
+
+def _yaml(value: object) -> bytes | None:
+    """The text's UTF-8 bytes (its size is the fleet's to judge; the inbound guard bounds it),
+    or None when it is not a string or holds a lone surrogate (JSON's ``\\ud800``)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def _value(value: object) -> Value | None:

@@ -14,6 +14,9 @@ REFUSALS = (
     "not_writable", "out_of_range", "not_allowed", "rate_limited", "bad_request",
 )  # fmt: skip
 FAILURES = ("timeout", "device_down", "readback_mismatch")  # and exception_<code>
+# a config command's (SPEC "Fleet operations"): refused invalid_config or local_only, failed
+# rolled_back
+CONFIG_REASONS = ("invalid_config", "local_only", "rolled_back")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class Outcome:
     reason: str | None = None
     read_back: Value | None = None
     detail: str = ""
+    problems: tuple[str, ...] | None = None  # a config command's check lines
 
     @classmethod
     def refused(cls, reason: str, detail: str) -> Outcome:

@@ -2,9 +2,10 @@
 ``P/G/commands`` and waits for its result on ``P/G/results`` (docs/commands.md).
 
 Each op is one entry of :data:`OPS`: its arguments and how they become the command's keys
-(``write DEVICE/POINT VALUE`` here; another op, such as ``config FILE``, is one more entry).
-Exit codes: 0 the result is ``done``; 1 ``refused`` or ``failed``; 2 bad arguments or an
-unreadable key; 3 no result within ``--timeout``.
+(``write DEVICE/POINT VALUE``; ``config FILE``, the fleet's remote config, whose result may take
+up to the gateway's ``fleet.confirm_within``: its ``--timeout`` is 6 minutes by default, the
+default 5 minutes and one more). Exit codes: 0 the result is ``done``; 1 ``refused`` or
+``failed``; 2 bad arguments or an unreadable key; 3 no result within ``--timeout``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gateway.addresses import parse_server
 from gateway.commands.message import ID_PATTERN, NAME_PATTERN, sign
 from gateway.config import parse_duration
 from gateway.errors import GatewayError
+from gateway.fleet.remote import MAX_YAML
 from gateway.keys import SigningKey
 
 EXIT_DONE, EXIT_NOT_DONE, EXIT_USAGE, EXIT_NO_RESULT = 0, 1, 2, 3
@@ -39,6 +41,7 @@ class Op:
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     keys: Callable[[argparse.Namespace], dict[str, Any]]  # the command's keys for this op
+    timeout_s: float = 30.0  # how long to wait for the result unless --timeout says
 
 
 def _write_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +66,25 @@ def _write_keys(args: argparse.Namespace) -> dict[str, Any]:
     return {"device": device, "point": point, "value": value}
 
 
-# op -> how it is given and what it sends; `config FILE` (the fleet's remote config) adds a row
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", type=Path, help="the whole config (YAML)")
+
+
+def _config_keys(args: argparse.Namespace) -> dict[str, Any]:
+    with args.file.open("rb") as f:
+        text = f.read(MAX_YAML + 1)
+    if len(text) > MAX_YAML:
+        raise ValueError(f"{args.file}: over the 1 MiB a config may be")
+    return {"yaml": text.decode("utf-8")}  # UnicodeDecodeError is a ValueError
+
+
+# op -> how it is given and what it sends
 OPS: dict[str, Op] = {
     "write": Op("write a value to a writable point", _write_arguments, _write_keys),
-}
+    # the gateway checks it, tries it and keeps it or rolls it back within confirm_within
+    "config": Op("replace the gateway's config (docs/fleet.md)", _config_arguments, _config_keys,
+                 timeout_s=360.0),
+}  # fmt: skip
 
 
 def _duration(text: str) -> float:
@@ -92,7 +110,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--by", required=True, help="the key's name in the gateway's trusted_keys")
     parser.add_argument("--gateway", required=True, help="the gateway's id")
     parser.add_argument(
-        "--timeout", type=_duration, default=30.0, help="wait this long (default 30s)"
+        "--timeout",
+        type=_duration,
+        default=None,
+        help="wait this long for the result (default 30s; for config 6m: cover the gateway's "
+        "fleet.confirm_within)",
     )
     parser.add_argument("--id", default=None, help="the command's id (default: a random one)")
     ops = parser.add_subparsers(dest="op", metavar="OP", required=True)
@@ -115,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     doc = {"id": cid, "ts": int(time.time() * 1000), "op": args.op, **keys, "by": args.by}
     signed = sign(doc, key.sign)
+    timeout_s = args.timeout if args.timeout is not None else OPS[args.op].timeout_s
     base = f"{args.prefix}/{args.gateway}"
     tls = ssl.create_default_context() if scheme == "mqtts" else None
     result = asyncio.run(
@@ -124,15 +147,16 @@ def run(args: argparse.Namespace) -> int:
             tls=tls,
             topics=(f"{base}/commands", f"{base}/results"),
             command=signed,
-            timeout_s=args.timeout,
+            timeout_s=timeout_s,
         )
     )
     if result is None:
-        print(
-            f"street-gateway command: no result for {cid} within {args.timeout:g}s", file=sys.stderr
-        )
+        print(f"street-gateway command: no result for {cid} within {timeout_s:g}s", file=sys.stderr)
         return EXIT_NO_RESULT
     print(json.dumps(result, ensure_ascii=False))
+    problems = result.get("problems")
+    for line in problems if isinstance(problems, list) else ():  # a config's check lines
+        print(f"  {line}", file=sys.stderr)
     return EXIT_DONE if result.get("state") == "done" else EXIT_NOT_DONE
 
 
@@ -152,7 +176,8 @@ async def exchange(
                 host, port, tls_context=tls, identifier=f"sgw-command-{command['id']}"
             ) as client:
                 await client.subscribe(topics[1], qos=1)  # before the command: none missed
-                await client.publish(topics[0], json.dumps(command).encode(), qos=1)
+                body = json.dumps(command, ensure_ascii=False).encode()  # a config: compact
+                await client.publish(topics[0], body, qos=1)
                 async for message in client.messages:
                     payload = bytes(message.payload)
                     if len(payload) > MAX_RESULT_BYTES:

@@ -1,11 +1,12 @@
 """Applying a remote config in the running daemon: check, trial, proof, keep or roll back.
 
 :meth:`RemoteConfigurator.apply` is the one entry point; the signed ``config`` command
-(``P/G/commands``, SPEC "Commands") calls it with the command's ``yaml`` and id, and until that
-lands, :func:`watch_drop_file` does for a local file (docs/fleet.md, "Trying a remote config
-on one box"). The daemon hands in what it owns as functions: the installed config, how to
-switch configs (a reload), how to prove the link (connected with the new config and a health
-message acknowledged), and where events go.
+(``P/G/commands``, SPEC "Commands", through ``gateway.commands.channel``) calls it with the
+command's ``yaml`` and id, and :func:`watch_drop_file` does for a local file (docs/fleet.md,
+"Trying a remote config on one box": a box without a ``commands`` section takes no command, and
+none can give it one, since ``commands`` is local only). The daemon hands in what it owns as
+functions: the installed config, how to switch configs (a reload), how to prove the link
+(connected with the new config and a health message acknowledged), and where events go.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ def _read_drop(path: Path) -> bytes | None:
 
 async def watch_drop_file(folder: Path, configurator: RemoteConfigurator) -> None:
     """Apply ``<state dir>/remote.request.yaml`` when one appears (removed once read) and write
-    the result to ``remote.result.json``: the local way in until the signed command lands. Only
-    the gateway's user can write in its state directory."""
+    the result to ``remote.result.json``: the local way in, beside the signed command. Only the
+    gateway's user can write in its state directory."""
     drop, out = folder / DROP_FILE, folder / RESULT_FILE
     while True:
         await asyncio.sleep(DROP_POLL_S)

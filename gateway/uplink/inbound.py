@@ -8,6 +8,10 @@ RecursionError, a protobuf error): no inbound byte can end the uplink's task. Re
 logged once per burst: the first one with its detail, then one line with the count when a
 refusal comes after :data:`BURST_S` of quiet or the burst has lasted that long.
 
+One topic may have a larger cap (:data:`MAX_COMMAND_BYTES` on ``P/G/commands``, when a
+``commands`` section is configured: a config command carries a config text of up to 1 MiB);
+every other topic keeps :data:`MAX_INBOUND_BYTES`.
+
 Messages over the cap that the client would have to buffer whole are refused earlier, in the
 socket reader (:func:`gateway.uplink.aiomqtt_private.bound_inbound_packets`), and counted here
 through :meth:`InboundGuard.refuse`.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from gateway.uplink.wire import Outgoing, Reconnect, Refused
 
@@ -26,6 +30,9 @@ log = logging.getLogger(__name__)
 # A STATE is ~50 bytes, a rebirth NCMD ~30; a write command a few hundred. 64 KiB is far above
 # any message the gateway acts on and far below what hurts a 1 GB board.
 MAX_INBOUND_BYTES = 64 * 1024
+# A config command: its yaml (at most 1 MiB, SPEC) as a JSON string, which may double it (every
+# quote, backslash or newline escaped), and the command's other keys
+MAX_COMMAND_BYTES = 2 * 1024 * 1024 + 64 * 1024
 BURST_S = 60.0  # a refusal after this much quiet starts a new burst (and a new log line)
 
 TOO_LARGE = "too_large"
@@ -39,10 +46,13 @@ class InboundGuard:
         *,
         clock: Callable[[], float],
         max_bytes: int = MAX_INBOUND_BYTES,
+        larger: Mapping[str, int] | None = None,
     ) -> None:
         self._handle = handle
         self._clock = clock
         self.max_bytes = max_bytes
+        self._larger = dict(larger or {})  # topic -> its own cap
+        self.largest = max([max_bytes, *self._larger.values()])  # the socket reader's bound
         self.refused: Counter[str] = Counter()  # reason -> count, for /status and /metrics
         self._burst_start: float | None = None
         self._last_refusal = 0.0
@@ -51,8 +61,9 @@ class InboundGuard:
     def __call__(self, topic: str, payload: bytes | bytearray) -> list[Outgoing]:
         """What the format answers to this message; [] when it is refused. Only the format's
         :class:`Reconnect` (a request, not a failure) goes through."""
-        if len(payload) > self.max_bytes:
-            self.refuse(TOO_LARGE, topic, f"{len(payload)} bytes, over {self.max_bytes}")
+        cap = self._larger.get(topic, self.max_bytes)
+        if len(payload) > cap:
+            self.refuse(TOO_LARGE, topic, f"{len(payload)} bytes, over {cap}")
             return []
         try:
             return self._handle(topic, bytes(payload))

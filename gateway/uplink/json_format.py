@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem
+from gateway.uplink.inbound import MAX_COMMAND_BYTES
 from gateway.uplink.wire import Catalog, Outgoing
 
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
@@ -77,7 +78,13 @@ def alarm_message(gateway: str, seq: int, event: AlarmEvent) -> bytes:
 
 
 def result_message(gateway: str, seq: int, result: CommandResult) -> bytes:
-    """A command's or an action's result (SPEC "Commands, writes and actions")."""
+    """A command's or an action's result (SPEC "Commands, writes and actions"); a config
+    command's has ``problems`` (its check lines) instead of device, point and value."""
+    what: dict[str, Any] = (
+        {"problems": list(result.problems)}
+        if result.problems is not None
+        else {"device": result.device, "point": result.point, "value": result.value}
+    )
     return _compact(
         {
             "gateway": gateway,
@@ -86,9 +93,7 @@ def result_message(gateway: str, seq: int, result: CommandResult) -> bytes:
             "id": result.id,
             "by": result.by,
             "op": result.op,
-            "device": result.device,
-            "point": result.point,
-            "value": result.value,
+            **what,
             "state": result.state,
             "reason": result.reason,
             "read_back": result.read_back,
@@ -203,6 +208,10 @@ class JsonFormat:
 
     def subscriptions(self) -> list[str]:
         return [self.topics.commands] if self._commands is not None else []
+
+    def inbound_caps(self) -> Mapping[str, int]:
+        """A config command may carry a 1 MiB config text (SPEC "Remote configuration")."""
+        return {self.topics.commands: MAX_COMMAND_BYTES} if self._commands is not None else {}
 
     def on_message(self, topic: str, payload: bytes) -> list[Outgoing]:
         if self._commands is None or topic != self.topics.commands:

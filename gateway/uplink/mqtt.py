@@ -59,6 +59,7 @@ from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
 from gateway.uplink.wire import (
     Catalog,
+    LargeInbound,
     Outgoing,
     Reconnect,
     SessionFormat,
@@ -139,13 +140,14 @@ class Uplink:
         self._session: _Session | None = None  # ditto, once the session is up
         self._backoff = Backoff(reconnect_min_s, config.reconnect_max)
         # every message from the broker passes here first (size cap, catch-all, counting)
-        self._inbound = InboundGuard(wire_format.on_message, clock=time.monotonic)
+        larger = wire_format.inbound_caps() if isinstance(wire_format, LargeInbound) else None
+        self._inbound = InboundGuard(wire_format.on_message, clock=time.monotonic, larger=larger)
         self._connector = Connector(
             config,
             client_id=client_id,
             password=password,
             op_timeout_s=connect_timeout_s,
-            max_inbound_bytes=self._inbound.max_bytes,
+            max_inbound_bytes=self._inbound.largest,
             on_too_large=self._too_large,
         )
         self._timed = wire_format if isinstance(wire_format, TimedFormat) else None

@@ -170,6 +170,16 @@ class Refused(Exception):  # an inbound message not acted on, not an error of ou
 
 
 @runtime_checkable
+class LargeInbound(Protocol):
+    """A format that takes messages over the inbound guard's 64 KiB on some topics (json with a
+    ``commands`` section: a config command carries a whole config text)."""
+
+    def inbound_caps(self) -> Mapping[str, int]:
+        """Topic -> the most bytes a message on it may have."""
+        ...
+
+
+@runtime_checkable
 class TimedFormat(Protocol):
     """A format that wants to be called back at a time of its choosing (Sparkplug: a rebirth
     held back to the end of its pacing window). Times are ``time.monotonic()`` seconds."""
