@@ -1,0 +1,93 @@
+"""Items and their leaves: the canonical bytes of each kind of item, as SPEC defines them. Pure.
+
+An item's canonical bytes are the RFC 8785 (JCS) serialization of its object as ``format: json``
+publishes it, without the keys that say nothing about the item itself (:data:`LEFT_OUT`): a
+sample as in ``samples[]``; an alarm or a gap as its payload, without ``gateway`` (and a gap
+without ``count``, which its seqs already say). A range lost to a crash before its leaves were
+stored is one leaf ``{"from_seq", "to_seq", "unsealed": "crash"}``. A new kind of item is one
+entry in :data:`LEFT_OUT` (and a builder here when the gateway makes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+
+from gateway.model import AlarmEvent, Gap, Sample, StoredItem
+from gateway.seals.merkle import leaf_hash
+
+# kind -> the payload keys that are not part of the item (the same for the gateway and verify)
+LEFT_OUT: dict[str, tuple[str, ...]] = {
+    "sample": (),
+    "alarm": ("gateway",),
+    "result": ("gateway",),
+    "gap": ("gateway", "count"),
+    "crash": (),
+}
+
+
+def item_object(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The item object of a received ``kind`` payload (a sample: one entry of ``samples[]``)."""
+    left_out = LEFT_OUT[kind]
+    return {key: value for key, value in payload.items() if key not in left_out}
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """RFC 8785 bytes; ``rfc8785`` raises for what JSON cannot carry exactly (NaN, |int| > 2^53)."""
+    return rfc8785.dumps(dict(obj))
+
+
+def leaf_of(kind: str, payload: Mapping[str, Any]) -> bytes:
+    return leaf_hash(canonical(item_object(kind, payload)))
+
+
+def sample_object(seq: int, sample: Sample) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "seq": seq,
+        "ts": sample.ts_ms,
+        "device": sample.device,
+        "values": sample.values,
+    }
+    if not sample.clock_synced:
+        obj["clock"] = "unsynced"
+    return obj
+
+
+def alarm_object(seq: int, event: AlarmEvent) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "ts": event.ts_ms,
+        "alarm": event.alarm,
+        "state": event.state,
+        "value": event.value,
+        "priority": event.priority,
+    }
+
+
+def gap_object(gap: Gap) -> dict[str, Any]:
+    return {"from_seq": gap.from_seq, "to_seq": gap.to_seq, "reason": gap.reason}
+
+
+def crash_object(from_seq: int, to_seq: int) -> dict[str, Any]:
+    return {"from_seq": from_seq, "to_seq": to_seq, "unsealed": "crash"}
+
+
+def stored_leaf(seq: int, item: Sample | AlarmEvent) -> bytes:
+    """The leaf of an item the buffer holds."""
+    if isinstance(item, Sample):
+        return leaf_hash(canonical(sample_object(seq, item)))
+    return leaf_hash(canonical(alarm_object(seq, item)))
+
+
+def gap_leaf(gap: Gap) -> bytes:
+    return leaf_hash(canonical(gap_object(gap)))
+
+
+def crash_leaf(from_seq: int, to_seq: int) -> bytes:
+    return leaf_hash(canonical(crash_object(from_seq, to_seq)))
+
+
+def leaf_of_stored(item: StoredItem) -> bytes:
+    return stored_leaf(item.seq, item.item)
