@@ -120,6 +120,9 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
 
     audit_command.register(sub)
     probe_command.register(sub)
+    from gateway.seals import command as seals_command  # noqa: PLC0415
+
+    seals_command.register(sub)
     return parser
 
 

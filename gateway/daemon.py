@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway import __version__, eventloop, systemd
 from gateway.buffer import Buffer
+from gateway.buffer.seals import Sealer
 from gateway.clock import SystemClock
 from gateway.config import Config, LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
@@ -35,8 +36,11 @@ from gateway.events import (
     stop_event,
 )
 from gateway.history import History
+from gateway.identity import load_identity
+from gateway.keys import PublicKey
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
+from gateway.seals.status import identity_status
 from gateway.sources.registry import installed
 from gateway.status import SourceView, StatusServer, link_counters, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
@@ -75,6 +79,7 @@ class Daemon:
         self._history = History()
         self._detector = EventDetector()
         self._event_counts: Counter[str] = Counter()
+        self.identity: PublicKey | None = None
 
     @property
     def config(self) -> Config:
@@ -90,6 +95,7 @@ class Daemon:
             "clock_synced": self.clock.synced,
             "labels": dict(self.config.gateway.labels),
             "event_loop": self.event_loop,
+            **identity_status(self.identity, self._buffer),
         }
 
     def uplink_stats(self) -> UplinkStats:
@@ -160,6 +166,7 @@ class Daemon:
         buffer_config = config.buffer
         assert buffer_config.path is not None  # load_config resolves it
         host, port = self.loaded.status_host_port
+        sealer = self._sealer()
         async with (
             Buffer(
                 buffer_config.path,
@@ -167,6 +174,7 @@ class Daemon:
                 max_age_s=buffer_config.max_age,
                 sync=buffer_config.sync,
                 supervisor=self.supervisor,
+                sealer=sealer,
             ) as buffer,
             _status_server(self, host, port, self.loaded.status_token) as status,
         ):
@@ -219,6 +227,18 @@ class Daemon:
                 watch.cancel()
                 events.cancel()
             log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
+
+    def _sealer(self) -> Sealer | None:
+        """The identity key (made when missing); None when seals are off. Raises IdentityError."""
+        security = self.config.security
+        assert security.identity_key is not None  # load_config resolves it
+        key, where, created = load_identity(security.identity_key)
+        self.identity = key.public
+        if created:
+            log.info("made the identity key %s: %s", where, key.public.fingerprint)
+        if security.seal_interval <= 0:
+            return None
+        return Sealer(self.config.gateway.id, key, security.seal_interval)
 
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None

@@ -12,6 +12,10 @@ History:
 - v2 (0.2): ``samples`` in a neutral form (:mod:`gateway.buffer.codec`); ``alarms`` as
   columns; ``alarm_state``, each rule's last committed state; ``events``, the last day's. A
   v0.1 reading becomes a one-value sample with the reading's seq.
+- v3 (0.3): seals (:mod:`gateway.buffer.seals`): ``leaves``, the leaf hashes of settled items not
+  yet sealed (runs of 32-byte hashes); ``sealed_gaps``, each gap as it is recorded (a trigger),
+  kept until sealed; ``seals``, the seals not yet sent and the last one (its hash is the next
+  one's ``prev``). A v0.2 file's held items get their leaves; what was sent before is not sealed.
 """
 
 from __future__ import annotations
@@ -20,8 +24,18 @@ import sqlite3
 from collections.abc import Callable
 
 APPLICATION_ID = 0x53475742  # "SGWB"
-VERSION = 2
-TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state", "events"}
+VERSION = 3
+TABLES = {
+    "samples",
+    "alarms",
+    "gaps",
+    "meta",
+    "alarm_state",
+    "events",
+    "leaves",
+    "sealed_gaps",
+    "seals",
+}
 
 _GAPS = (
     "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
@@ -53,6 +67,26 @@ _EVENTS = (
     " kind TEXT NOT NULL, message TEXT NOT NULL, fields TEXT NOT NULL)"
 )
 
+_LEAVES = (
+    "CREATE TABLE leaves (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL,"
+    " hashes BLOB NOT NULL)"
+)
+_SEALED_GAPS = (
+    "CREATE TABLE sealed_gaps (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL,"
+    " reason TEXT NOT NULL)"
+)
+# a gap is recorded in several places (eviction, corruption, a crash at start): the trigger
+# keeps its leaf's contents in the same transaction, whatever records it
+_GAP_TRIGGER = (
+    "CREATE TRIGGER gap_to_seal AFTER INSERT ON gaps BEGIN"
+    " INSERT OR REPLACE INTO sealed_gaps (from_seq, to_seq, reason)"
+    " VALUES (NEW.from_seq, NEW.to_seq, NEW.reason); END"
+)
+_SEALS = (
+    "CREATE TABLE seals (n INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL, body TEXT NOT NULL,"
+    " sent INTEGER NOT NULL DEFAULT 0)"
+)
+
 CREATE = [
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {VERSION}",
@@ -62,6 +96,10 @@ CREATE = [
     _META,
     _ALARM_STATE,
     _EVENTS,
+    _LEAVES,
+    _SEALED_GAPS,
+    _GAP_TRIGGER,
+    _SEALS,
 ]
 
 
@@ -87,8 +125,17 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute(_EVENTS)
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """The seal tables; the held items' leaves; sealing starts at the first held seq."""
+    from gateway.buffer.seals import migrate_v2  # noqa: PLC0415 - the leaves' code, only here
+
+    for statement in (_LEAVES, _SEALED_GAPS, _GAP_TRIGGER, _SEALS):
+        conn.execute(statement)
+    migrate_v2(conn)
+
+
 # MIGRATIONS[n] turns a version-n file into version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:

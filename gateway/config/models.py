@@ -42,6 +42,13 @@ class BufferConfig(ConfigModel):
     sync: Literal["full", "normal"] = "full"
 
 
+class SecurityConfig(ConfigModel):
+    """``security``: the identity key and how often the gateway seals (docs/transparency.md)."""
+
+    identity_key: FilePath | None = None  # resolved by load_config: beside the buffer
+    seal_interval: Annotated[Duration, Field(ge=0)] = 10.0  # 0: no seals
+
+
 class TlsConfig(ConfigModel):
     ca_file: FilePath | None = None  # None: the system's trust store
     cert_file: FilePath | None = None
@@ -237,6 +244,7 @@ class Config(ConfigModel):
     buffer: BufferConfig = BufferConfig()
     uplink: UplinkConfig
     status: StatusConfig = StatusConfig()
+    security: SecurityConfig = SecurityConfig()
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
     include: list[str] = Field(default_factory=list)

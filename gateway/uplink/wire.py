@@ -38,6 +38,7 @@ class Outgoing:
     samples: int = 0  # counted into published_total when acknowledged
     alarms: int = 0
     gap_ids: tuple[int, ...] = ()  # gaps marked sent once this message is acknowledged
+    seal_ns: tuple[int, ...] = ()  # seals marked sent once this message is acknowledged
 
 
 @dataclass(frozen=True, slots=True)
