@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from gateway.buffer import Buffer
 from gateway.buffer.seals import Sealer
+from gateway.errors import BufferUnsafeError
 from gateway.keys import SigningKey
 from gateway.model import Lane, Sample
 from gateway.seals import items, merkle
@@ -70,3 +74,60 @@ async def test_a_v01_file_migrated_seals_its_backlog(tmp_path: Path) -> None:
     assert covered == list(range(first, max(expected) + 1))
     leaves = [expected[s] for s in range(seals[0]["from_seq"], seals[0]["to_seq"] + 1)]
     assert seals[0]["root"] == merkle.root(leaves).hex()
+
+
+async def test_a_damaged_seal_row_is_refused_at_start_and_the_file_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "buffer.db"
+    async with Buffer(path, sealer=SEALER) as buffer:
+        buffer.put(Sample("d", 1, {"p": 1}))
+        assert await _settle(buffer)
+    with sqlite3.connect(path) as db:
+        db.execute('UPDATE seals SET body = \'{"n": 1, "ts"\'')
+    before = path.read_bytes()
+    with pytest.raises(BufferUnsafeError, match=r"seal 1 in the buffer is damaged"):
+        async with Buffer(path, sealer=SEALER):
+            pass
+    assert path.read_bytes() == before
+
+
+async def test_a_backlog_costs_no_leaves_until_it_is_sent(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    async with Buffer(path, sealer=SEALER) as buffer:
+        for i in range(50):
+            buffer.put(Sample("d", i, {"p": i}))
+        await buffer.flush()
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM leaves").fetchone()[0] == 0
+            assert db.execute("SELECT count(*) FROM samples").fetchone()[0] == 50
+        (seal,) = await _settle(buffer)
+        assert (seal["from_seq"], seal["to_seq"], seal["leaves"]) == (1, 50, 50)
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM leaves").fetchone()[0] == 0
+
+
+async def test_evicted_seqs_are_sealed_as_their_gap(tmp_path: Path) -> None:
+    now = [1_760_000_000_000]
+    path = tmp_path / "buffer.db"
+    async with Buffer(path, sealer=SEALER, max_age_s=2 * 86400, now_ms=lambda: now[0]) as buffer:
+        for i in range(10):
+            buffer.put(Sample("d", now[0] - 1000 + i, {"p": i}))
+        await buffer.flush()
+        now[0] += 2 * 86_400_000 + 1  # the ten are now too old
+        buffer.put(Sample("d", now[0], {"p": 99}))
+        await buffer.flush()
+        await buffer.evict_now()
+        (gap,) = await buffer.pending_gaps()
+        assert (gap.from_seq, gap.to_seq) == (1, 10)
+        seals = await _settle(buffer)
+    # the gap is one leaf at seq 1 (sealed as soon as declared, with or without seq 11)
+    expected = [
+        (1, 10, items.gap_leaf(gap)),
+        (11, 11, items.stored_leaf(11, Sample("d", now[0], {"p": 99}))),
+    ]
+    covered = [q for x in seals for q in range(x["from_seq"], x["to_seq"] + 1)]
+    assert covered == list(range(1, 12))
+    for x in seals:
+        mine = [leaf for a, b, leaf in expected if x["from_seq"] <= a and b <= x["to_seq"]]
+        assert x["leaves"] == len(mine) and x["root"] == merkle.root(mine).hex()

@@ -130,3 +130,14 @@ def test_seal_signature_covers_every_field_and_chains() -> None:
     assert second["prev"] == hashlib.sha256(signed_bytes(first)).hexdigest()
     assert not signature_ok(first, SigningKey(bytes(32)).public)
     assert not signature_ok(first | {"sig": "not base64!"}, key.public)
+
+
+def test_an_integer_beyond_2_53_is_sealed_with_its_exact_digits() -> None:
+    """An SNMP Counter64 is published exactly; its leaf is over the same digits."""
+    sample = Sample("ups", 5, {"octets": 2**64 - 1, "n": [2**60, -(2**60)]})
+    published = json.loads(json_format.sample_json(3, sample))
+    assert items.canonical(published) == (
+        b'{"device":"ups","seq":3,"ts":5,"values":{"n":[1152921504606846976,'
+        b'-1152921504606846976],"octets":18446744073709551615}}'
+    )
+    assert items.leaf_of("sample", published) == items.stored_leaf(3, sample)

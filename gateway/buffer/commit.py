@@ -88,6 +88,8 @@ class CommitTransaction:
                     " VALUES (?,?,?,?,?,?,?)",
                     self.alarms,
                 )
+            if self.runs and self.seals is not None:
+                self.seals.before_delete(conn, self.runs)
             if self.runs:
                 for lane in (Lane.SAMPLE, Lane.ALARM) if self.delete_alarms else (Lane.SAMPLE,):
                     cursor = conn.executemany(

@@ -225,7 +225,7 @@ class Buffer:
         for first, to, reason in start.gaps:
             self._figures.gap(first, to, to - first + 1, reason, at_start=True)
         await self._init_stats()
-        await self.seals.load(db)
+        await self.seals.load(db, self.path)
         if not self._opened:
             await self._alarm_states.load(db)
             await self._journal.load(db)
@@ -398,7 +398,7 @@ class Buffer:
             acks=self._acks,
             alarm_states=self._alarm_states,
             journal=self._journal,
-            seals=(seals := self.seals.take([(q[0], q[3]) for q in batch], settled, stored)),
+            seals=(seals := self.seals.take(settled, stored)),
         )
         try:
             deleted = await store.on_connection_thread(db, transaction)

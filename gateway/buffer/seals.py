@@ -2,24 +2,28 @@
 
 A seal covers seqs ``from_seq..to_seq`` once each of them is published and acknowledged or
 declared in a gap (SPEC "Identity and seals"). The buffer knows that without asking the uplink:
-the rows left in the file are exactly the items not yet acknowledged, and ``settled`` is the
-highest seq below which every item is committed or was acknowledged. So every commit stores the
-leaves of the items it settles (inserted ones, and those acknowledged before their commit), in
-the same transaction that moves ``meta.last_seq`` on: a seq at or below ``last_seq`` always has
-its leaf stored, and a crash leaves nothing unsealed that the restart does not declare as an
-``unclean_shutdown`` gap (which represents those seqs in the seal). A seal is decided in a
-commit too (:class:`SealWrite`), when ``security.seal_interval`` has passed or
-:data:`~gateway.seals.seal.MAX_LEAVES` leaves wait: from the last sealed seq up to the first seq
-still held, its leaves in seq order (a gap one leaf at its ``from_seq``, taken from
-``sealed_gaps``, which a trigger fills whatever records the gap), signed, stored in ``seals``,
-and its leaves deleted. A seq with neither leaf nor gap (what a v0.2 file sent before it had
-seals) is one ``unsealed: crash`` leaf, listed in the seal's ``unsealed``.
+the rows left in the file are exactly the items not yet acknowledged. So the leaves of the
+acknowledged items are stored in the transaction that settles them: an acknowledged row's leaf
+is computed from the row in the commit that deletes it, an item acknowledged before its commit
+(never written) gets its leaf in the commit that moves ``meta.last_seq`` past it. A backlog costs
+no leaf until it is sent, and a seq at or below ``last_seq`` that is acknowledged always has its
+leaf stored: a kill -9 leaves nothing unsealed, since what was published and not committed is
+declared an ``unclean_shutdown`` gap at the restart, which represents those seqs in the seal.
+
+A seal is decided in a commit too (:class:`SealWrite`), when ``security.seal_interval`` has
+passed or :data:`~gateway.seals.seal.MAX_LEAVES` seqs wait: from the last sealed seq up to the
+first seq still held, its leaves in seq order (a gap one leaf at its ``from_seq``, from
+``sealed_gaps``, which a trigger fills whatever records the gap), signed, stored in ``seals``, its
+leaves deleted. A seq with neither leaf nor gap (what a v0.2 file sent before it had seals) is one
+``unsealed: crash`` leaf, listed in the seal's ``unsealed``. A leaf that cannot be computed never
+fails the commit: its seq is then sealed that way too, and logged.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -29,12 +33,20 @@ from typing import Any
 import aiosqlite
 
 from gateway.buffer import codec
+from gateway.errors import BufferUnsafeError
 from gateway.keys import SigningKey
 from gateway.model import AlarmEvent, Gap, Sample
 from gateway.seals import items
 from gateway.seals.seal import FIRST_PREV, MAX_LEAVES, SealInput, chain_hash, make_seal
 
+log = logging.getLogger(__name__)
+
 HASH = 32
+_ROWS = {
+    "samples": "SELECT seq, ts_ms, device, vals, flags FROM samples WHERE seq BETWEEN ? AND ?",
+    "alarms": "SELECT seq, ts_ms, alarm, state, value, priority FROM alarms"
+    " WHERE seq BETWEEN ? AND ?",
+}
 Held = tuple[int, Sample | AlarmEvent]
 
 
@@ -72,6 +84,20 @@ class SealWrite:
     now_ms: int
     made: dict[str, Any] | None = None
     unsealed: int = 0
+    from_memory: int = 0  # held[:from_memory] came from memory (given back after a failure)
+
+    def __post_init__(self) -> None:
+        self.from_memory = len(self.held)
+
+    def before_delete(self, conn: sqlite3.Connection, runs: list[tuple[int, int]]) -> None:
+        """The leaves of the acknowledged rows about to be deleted (same transaction)."""
+        if self.sealer is None:
+            return
+        for first, last in runs:
+            for seq, *row in conn.execute(_ROWS["samples"], (first, last)):
+                self.held.append((seq, codec.sample_from_row(*row)))
+            for seq, *row in conn.execute(_ROWS["alarms"], (first, last)):
+                self.held.append((seq, codec.alarm_from_row(*row)))
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         if self.sealer is None:  # seals off: nothing is kept, and sealing starts afresh if on
@@ -125,7 +151,14 @@ def _store_leaves(conn: sqlite3.Connection, held: list[Held]) -> None:
             run = []
         if not run:
             first = seq
-        run.append(items.stored_leaf(seq, item))
+        try:
+            run.append(items.stored_leaf(seq, item))
+        except Exception:  # never fail the commit: the seq is sealed as unsealed
+            log.exception("seals: no leaf for seq %d", seq)
+            if run:
+                rows.append((first, last, b"".join(run)))
+            run = []
+            continue
         last = seq
     if run:
         rows.append((first, last, b"".join(run)))
@@ -209,7 +242,8 @@ class SealState:
     unsent: list[tuple[int, bytes]] = field(default_factory=list)  # (n, payload), oldest first
     last_try_t: float = field(default_factory=time.monotonic)
 
-    async def load(self, db: aiosqlite.Connection) -> None:
+    async def load(self, db: aiosqlite.Connection, path: object) -> None:
+        """Where sealing goes on; BufferUnsafeError when the last seal's row is damaged."""
         rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = 'sealed_to'")
         sealed_to = next((int(row[0]) for row in rows), 0)
         seals = list(
@@ -220,9 +254,19 @@ class SealState:
             if not sent:
                 self.unsent.append((int(n), str(body).encode()))
         if seals:
-            last = json.loads(seals[-1][2])
-            self.n, self.prev = int(seals[-1][0]) + 1, chain_hash(last)
-            self.figures.last_n, self.figures.last_ts = int(last["n"]), int(last["ts"])
+            n = int(seals[-1][0])
+            try:
+                last = json.loads(seals[-1][2])
+                if not isinstance(last, dict) or last.get("n") != n:
+                    last = {}  # not the seal its row says: no "ts" below
+                self.prev = chain_hash(last)
+                self.figures.last_n, self.figures.last_ts = n, int(last["ts"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BufferUnsafeError(
+                    f"{path}: seal {n} in the buffer is damaged ({exc}); the next seal cannot "
+                    "chain to it: refusing to start, the file is untouched"
+                ) from None
+            self.n = n + 1
         self.figures.sealed_to = sealed_to
 
     def hold(self, seq: int, item: Sample | AlarmEvent) -> None:
@@ -242,9 +286,7 @@ class SealState:
             return None
         return self.last_try_t + self.sealer.interval_s
 
-    def take(
-        self, batch: list[tuple[int, Sample | AlarmEvent]], settled: int, now_ms: int
-    ) -> SealWrite:
+    def take(self, settled: int, now_ms: int) -> SealWrite:
         held = [(seq, item) for seq, item in self.held.items() if seq <= settled]
         for seq, _ in held:
             del self.held[seq]
@@ -254,7 +296,7 @@ class SealState:
             self.last_try_t = time.monotonic()
         return SealWrite(
             self.sealer,
-            [*batch, *held] if self.sealer is not None else [],
+            held if self.sealer is not None else [],
             settled,
             due,
             self.n,
@@ -264,7 +306,7 @@ class SealState:
         )
 
     def give_back(self, write: SealWrite) -> None:
-        for seq, item in write.held:
+        for seq, item in write.held[: write.from_memory]:
             if seq not in self.held:
                 self.held[seq] = item
 
@@ -295,24 +337,15 @@ async def mark_sent(db: aiosqlite.Connection, n: int) -> None:
 
 
 def migrate_v2(conn: sqlite3.Connection) -> None:
-    """v0.2 -> v0.3: the held items' leaves; sealing starts at the first seq still held (what
-    v0.2 sent before had no leaves kept: it stays unsealed); held gaps become sealable."""
-    held: list[Held] = [
-        (seq, codec.sample_from_row(ts, device, values, flags))
-        for seq, ts, device, values, flags in conn.execute(
-            "SELECT seq, ts_ms, device, vals, flags FROM samples"
-        )
-    ]
-    held += [
-        (seq, codec.alarm_from_row(ts, alarm, state, value, priority))
-        for seq, ts, alarm, state, value, priority in conn.execute(
-            "SELECT seq, ts_ms, alarm, state, value, priority FROM alarms"
-        )
-    ]
-    _store_leaves(conn, held)
+    """v0.2 -> v0.3: sealing starts at the first seq still held (the held items get their leaves
+    when they are acknowledged; what v0.2 sent before had none kept, and stays unsealed); the
+    gaps not yet behind it become sealable."""
     last = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-    first_held = min((seq for seq, _ in held), default=None)
-    sealed_to = (int(last[0]) if last else 0) if first_held is None else first_held - 1
+    first_held = conn.execute(
+        "SELECT min(s) FROM (SELECT min(seq) AS s FROM samples"
+        " UNION ALL SELECT min(seq) FROM alarms)"
+    ).fetchone()[0]
+    sealed_to = (int(last[0]) if last else 0) if first_held is None else int(first_held) - 1
     conn.execute(
         "INSERT INTO sealed_gaps (from_seq, to_seq, reason) SELECT from_seq, to_seq, reason"
         " FROM gaps WHERE from_seq > ?",

@@ -10,6 +10,7 @@ entry in :data:`LEFT_OUT` (and a builder here when the gateway makes it).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ import rfc8785
 
 from gateway.model import AlarmEvent, Gap, Sample, StoredItem
 from gateway.seals.merkle import leaf_hash
+
+MAX_EXACT = 2**53 - 1
 
 # kind -> the payload keys that are not part of the item (the same for the gateway and verify)
 LEFT_OUT: dict[str, tuple[str, ...]] = {
@@ -35,8 +38,30 @@ def item_object(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
-    """RFC 8785 bytes; ``rfc8785`` raises for what JSON cannot carry exactly (NaN, |int| > 2^53)."""
-    return rfc8785.dumps(dict(obj))
+    """RFC 8785 bytes. An integer beyond ±(2^53 - 1) (an SNMP Counter64), which RFC 8785's
+    numbers (IEEE 754 doubles) cannot hold exactly, is written as its exact decimal digits, as
+    the published JSON has it (docs/transparency.md)."""
+    try:
+        return rfc8785.dumps(dict(obj))
+    except rfc8785.IntegerDomainError:
+        pass
+    marker = f"\ue000{secrets.token_hex(8)}:"
+    big: list[int] = []
+
+    def mark(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: mark(v) for key, v in value.items()}
+        if isinstance(value, list):
+            return [mark(v) for v in value]
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT:
+            big.append(value)
+            return f"{marker}{value}"
+        return value
+
+    text = rfc8785.dumps(mark(dict(obj)))
+    for value in big:
+        text = text.replace(f'"{marker}{value}"'.encode(), str(value).encode(), 1)
+    return text
 
 
 def leaf_of(kind: str, payload: Mapping[str, Any]) -> bytes:
