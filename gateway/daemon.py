@@ -40,7 +40,7 @@ from gateway.identity import load_identity
 from gateway.keys import PublicKey
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
-from gateway.seals.status import identity_status
+from gateway.seals.status import identity_json, identity_status
 from gateway.sources.registry import installed
 from gateway.status import SourceView, StatusServer, link_counters, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
@@ -240,6 +240,9 @@ class Daemon:
             return None
         return Sealer(self.config.gateway.id, key, security.seal_interval)
 
+    def _identity(self) -> dict[str, str] | None:
+        return None if self.identity is None else identity_json(self.identity)
+
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
         self._uplink = make_uplink(
@@ -249,6 +252,7 @@ class Daemon:
             started_ms=self.started_ms,
             current_values=self._current_values,
             clock_synced=lambda: self.clock.synced,
+            identity=self._identity(),
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
@@ -265,7 +269,7 @@ class Daemon:
             client_id=config.client_id,
             password=loaded.mqtt_password,
         ):
-            await self._uplink.reconfigure(catalog_of(config, loaded.digest))
+            await self._uplink.reconfigure(catalog_of(config, loaded.digest, self._identity()))
             return task
         await self._stop_uplink(task)
         self.loaded = loaded

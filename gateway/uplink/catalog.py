@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from gateway.config import Config
 from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo
 
 
-def catalog_of(config: Config, config_digest: str) -> Catalog:
+def catalog_of(
+    config: Config, config_digest: str, identity: Mapping[str, str] | None = None
+) -> Catalog:
     devices = tuple(
         DeviceInfo(
             spec.name,
@@ -22,4 +26,5 @@ def catalog_of(config: Config, config_digest: str) -> Catalog:
         config_digest=config_digest,
         devices=devices,
         alarms=tuple(rule.name for rule in config.alarms),
+        identity=identity,
     )

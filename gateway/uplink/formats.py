@@ -8,7 +8,7 @@ line in the table; nothing else names a format.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +76,13 @@ def make_uplink(
     started_ms: int,
     current_values: CurrentValues,
     clock_synced: Callable[[], bool],
+    identity: Mapping[str, str] | None = None,
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
         FormatInputs(
             config,
-            catalog_of(config, loaded.digest),
+            catalog_of(config, loaded.digest, identity),
             buffer_path,
             started_ms,
             current_values,

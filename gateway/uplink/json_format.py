@@ -109,7 +109,10 @@ def meta_message(catalog: Catalog) -> bytes:
                 for name, p in device.points.items()
             },
         }
-    return _compact({"config_digest": catalog.config_digest, "devices": devices}).encode()
+    meta: dict[str, object] = {"config_digest": catalog.config_digest, "devices": devices}
+    if catalog.identity is not None:  # the key seals are checked with (docs/transparency.md)
+        meta["identity"] = dict(catalog.identity)
+    return _compact(meta).encode()
 
 
 class JsonFormat:

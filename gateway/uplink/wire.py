@@ -19,7 +19,7 @@ numbers each message as it builds it). A format may add the :class:`SessionForma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -69,6 +69,7 @@ class Catalog:
     config_digest: str
     devices: tuple[DeviceInfo, ...]
     alarms: tuple[str, ...] = ()  # AlarmRule.name, e.g. "aq-1/pm25>50"
+    identity: Mapping[str, str] | None = None  # {"alg", "public_key", "fingerprint"} (seals)
 
 
 class CurrentValues(Protocol):

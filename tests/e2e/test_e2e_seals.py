@@ -62,6 +62,9 @@ async def test_a_real_run_verifies_and_each_tampering_is_reported(
     config["security"] = {"seal_interval": "500ms"}
     daemon = run_daemon(config)
     await upstream.wait_until(lambda: len(upstream.of("seals")) >= 4, 30, "four seals")
+    status = await daemon.status()
+    _, _, metrics = await daemon.get("/metrics")
+    _, _, page = await daemon.get("/")
     assert await daemon.terminate() == 0
     identity = await asyncio.to_thread(
         _run,
@@ -72,6 +75,17 @@ async def test_a_real_run_verifies_and_each_tampering_is_reported(
     pem, fingerprint = status_key.rsplit("-----END PUBLIC KEY-----\n", 1)
     key = PublicKey.from_pem(pem + "-----END PUBLIC KEY-----\n")
     assert fingerprint.strip() == key.fingerprint
+    # the same key in meta and /status, never the private one; the seals' figures beside it
+    meta = upstream.meta()
+    assert meta is not None
+    identity = {"alg": "Ed25519", "public_key": key.base64, "fingerprint": key.fingerprint}
+    assert meta["identity"] == status["identity"] == identity
+    assert status["seals"]["made_total"] >= 4 and status["seals"]["unsealed_seqs_total"] == 0
+    assert "street_gateway_seals_made_total" in metrics
+    assert f"seal {status['seals']['last_n']:,}" in page
+    private = (tmp_path / "identity.key").read_text()
+    body = private.splitlines()[1]
+    assert body not in json.dumps(status) + metrics + page + json.dumps(meta)
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / f"{GATEWAY}.pub").write_text(key.pem())
