@@ -106,3 +106,11 @@ def test_a_missing_key_folder_that_cannot_be_made_is_one_line(
     assert main(["identity", "-c", str(config)]) == 1
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "identity" in err[0]
+
+
+def test_seal_interval_0_turns_seals_off_and_is_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for value in (0, "0", "0s"):
+        config = _config(tmp_path, seal_interval=value)
+        assert main(["check", "-c", str(config)]) == 0, capsys.readouterr().err

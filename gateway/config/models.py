@@ -42,11 +42,16 @@ class BufferConfig(ConfigModel):
     sync: Literal["full", "normal"] = "full"
 
 
+def _zero_is_off(value: object) -> object:
+    """``seal_interval: 0`` (no unit needed for nothing) means no seals."""
+    return "0s" if value in (0, "0") and not isinstance(value, bool) else value
+
+
 class SecurityConfig(ConfigModel):
     """``security``: the identity key and how often the gateway seals (docs/transparency.md)."""
 
     identity_key: FilePath | None = None  # resolved by load_config: beside the buffer
-    seal_interval: Annotated[Duration, Field(ge=0)] = 10.0  # 0: no seals
+    seal_interval: Annotated[Duration, BeforeValidator(_zero_is_off), Field(ge=0)] = 10.0
 
 
 class TlsConfig(ConfigModel):
