@@ -7,6 +7,8 @@ import json
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.keys import SigningKey
 from gateway.model import AlarmEvent, Gap, Sample
@@ -141,3 +143,33 @@ def test_an_integer_beyond_2_53_is_sealed_with_its_exact_digits() -> None:
         b'-1152921504606846976],"octets":18446744073709551615}}'
     )
     assert items.leaf_of("sample", published) == items.stored_leaf(3, sample)
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53) + 1, 2**53 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.1, 1e-4, 9.999e-5, 1e16, 1e21, -0.0, 123.0, 5e-324, 1.7976931348623157e308]),
+    st.text(),
+    st.text(alphabet=st.characters(max_codepoint=0x3F)),
+)
+_objects = st.recursive(
+    _values,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _objects, max_size=6))
+def test_the_fast_canonical_path_writes_exactly_what_rfc8785_writes(obj: dict[str, object]) -> None:
+    try:
+        expected = rfc8785.dumps(obj)
+    except rfc8785.CanonicalizationError:  # lone surrogates: neither path may make bytes
+        with pytest.raises((rfc8785.CanonicalizationError, UnicodeEncodeError)):
+            items.canonical(obj)
+        return
+    assert items.canonical(obj) == expected
