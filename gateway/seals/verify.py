@@ -183,3 +183,69 @@ def describe(report: Report) -> list[str]:
     if report.items_unverifiable:
         lines.append(f"  {report.items_unverifiable} seqs lost to a crash before sealing")
     return lines
+
+
+@dataclass
+class Running:
+    """Verify as messages arrive (the demo's upstream): a seal is checked once every seq it
+    covers has arrived, then the leaves it covered are let go, so memory holds only what waits
+    for a seal. At most MAX_WAITING seals wait; older ones are given up (counted)."""
+
+    MAX_WAITING = 1000
+
+    received: Received = field(default_factory=Received)
+    waiting: dict[int, dict[str, Any]] = field(default_factory=dict)
+    sealed: int = 0  # items (samples, alarms) in the seals checked
+    verified: int = 0  # of which verified
+    mismatched: int = 0  # seals whose items do not match, or whose signature is bad
+    given_up: int = 0
+
+    def take(self, kind: str, payload: Mapping[str, Any]) -> None:
+        try:
+            _take(self.received, kind, payload)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.received.refused += 1
+            return
+        if kind == "seals":
+            seal = self.received.seals.pop(int(payload["n"]))
+            self.waiting[int(seal["n"])] = seal
+            while len(self.waiting) > self.MAX_WAITING:
+                del self.waiting[min(self.waiting)]
+                self.given_up += 1
+
+    def settle(self, key: PublicKey | None) -> None:
+        """Check the seals whose items have all arrived (none without a key)."""
+        if key is None:
+            return
+        for n in sorted(self.waiting):
+            seal = self.waiting[n]
+            if not self._complete(seal):
+                continue
+            del self.waiting[n]
+            first, last = int(seal["from_seq"]), int(seal["to_seq"])
+            items_in = sum(1 for seq in range(first, last + 1) if seq in self.received.leaves)
+            report = Report("", key.fingerprint)
+            if signature_ok(seal, key):
+                _check_range(report, self.received, seal, set())
+            else:
+                report.bad_signatures.append(n)
+            self.sealed += items_in
+            self.verified += report.items_verified
+            self.mismatched += bool(report.mismatched or report.bad_signatures)
+            for seq in range(first, last + 1):
+                self.received.leaves.pop(seq, None)
+                self.received.gaps.pop(seq, None)
+
+    def _complete(self, seal: Mapping[str, Any]) -> bool:
+        crash = {int(c): int(d) for c, d in seal.get("unsealed", [])}
+        seq, last = int(seal["from_seq"]), int(seal["to_seq"])
+        while seq <= last:
+            if seq in self.received.gaps:
+                seq = self.received.gaps[seq][0] + 1
+            elif seq in crash:
+                seq = crash[seq] + 1
+            elif seq in self.received.leaves:
+                seq += 1
+            else:
+                return False
+        return True

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from gateway.seals.verify import Running
 from gateway.sim.broker import LOOPBACK
 
 
@@ -28,6 +29,7 @@ class Upstream:
     received_times: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
+    seals: Running = field(default_factory=Running)  # "sealed and verified: N of N"
 
     def take(self, topic: str, payload: bytes) -> None:
         message = json.loads(payload)
@@ -40,6 +42,8 @@ class Upstream:
             self.alarms.append(f"{message['alarm']} {message['state']} ({message['value']:g})")
         elif kind == "gaps":
             self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
+        if kind in ("samples", "alarms", "gaps", "seals"):
+            self.seals.take(kind, message)
 
     def delivered(self) -> int:
         return len(self.seqs)
