@@ -131,3 +131,23 @@ async def test_evicted_seqs_are_sealed_as_their_gap(tmp_path: Path) -> None:
     for x in seals:
         mine = [leaf for a, b, leaf in expected if x["from_seq"] <= a and b <= x["to_seq"]]
         assert x["leaves"] == len(mine) and x["root"] == merkle.root(mine).hex()
+
+
+async def test_seals_off_then_on_start_at_the_first_held_seq_and_n_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    async with Buffer(path, sealer=SEALER) as buffer:
+        buffer.put(Sample("d", 1, {"p": 1}))
+        (first,) = await _settle(buffer)
+        await buffer.ack_seal(1)
+    async with Buffer(path) as buffer:  # seal_interval: 0
+        for i in range(5):
+            buffer.put(Sample("d", 2 + i, {"p": i}))
+        await buffer.flush()
+        sent = await buffer.fetch(Lane.SAMPLE, limit=3)
+        await buffer.ack([i.seq for i in sent])  # seqs 2-4 go out unsealed; 5-6 stay held
+        await buffer.flush()
+        assert not buffer.seals.unsent
+    async with Buffer(path, sealer=SEALER) as buffer:
+        (seal,) = await _settle(buffer)
+    assert (seal["n"], seal["from_seq"], seal["to_seq"], seal["leaves"]) == (2, 5, 6, 2)
+    assert seal["prev"] == chain_hash(first) and seal["unsealed"] == []

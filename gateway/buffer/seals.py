@@ -101,9 +101,7 @@ class SealWrite:
                 self.held.append((seq, codec.alarm_from_row(*row)))
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        if self.sealer is None:  # seals off: nothing is kept, and sealing starts afresh if on
-            conn.execute("DELETE FROM sealed_gaps WHERE to_seq <= ?", (self.settled,))
-            _set_sealed_to(conn, max(self.sealed_to, self.settled))
+        if self.sealer is None:
             return
         _store_leaves(conn, self.held)
         if self.due or self.settled - self.sealed_to >= MAX_LEAVES:
@@ -245,9 +243,19 @@ class SealState:
     made: asyncio.Event = field(default_factory=asyncio.Event)  # wakes an idle uplink
 
     async def load(self, db: aiosqlite.Connection, path: object) -> None:
-        """Where sealing goes on; BufferUnsafeError when the last seal's row is damaged."""
-        rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = 'sealed_to'")
-        sealed_to = next((int(row[0]) for row in rows), 0)
+        """Where sealing goes on; BufferUnsafeError when the last seal's row is damaged.
+
+        With seals off (``seal_interval: 0``) commits do nothing for seals; the file is marked
+        so, and when seals are on again they start at the first seq still held, as after an
+        upgrade (what was sent meanwhile is not sealed)."""
+        meta = await _meta(db)
+        if self.sealer is None:
+            if "seals_off" not in meta:
+                await db.execute("INSERT INTO meta (key, value) VALUES ('seals_off', 1)")
+        elif "seals_off" in meta:
+            await _seal_from_first_held(db)
+            meta = await _meta(db)
+        sealed_to = int(meta.get("sealed_to", 0))
         seals = list(
             await db.execute_fetchall("SELECT n, to_seq, body, sent FROM seals ORDER BY n")
         )
@@ -288,7 +296,9 @@ class SealState:
             return None
         return self.last_try_t + self.sealer.interval_s
 
-    def take(self, settled: int, now_ms: int) -> SealWrite:
+    def take(self, settled: int, now_ms: int) -> SealWrite | None:
+        if self.sealer is None:
+            return None
         held = [(seq, item) for seq, item in self.held.items() if seq <= settled]
         for seq, _ in held:
             del self.held[seq]
@@ -298,7 +308,7 @@ class SealState:
             self.last_try_t = time.monotonic()
         return SealWrite(
             self.sealer,
-            held if self.sealer is not None else [],
+            held,
             settled,
             due,
             self.n,
@@ -307,17 +317,16 @@ class SealState:
             now_ms,
         )
 
-    def give_back(self, write: SealWrite) -> None:
+    def give_back(self, write: SealWrite | None) -> None:
+        if write is None:
+            return
         for seq, item in write.held[: write.from_memory]:
             if seq not in self.held:
                 self.held[seq] = item
 
-    def committed(self, write: SealWrite) -> None:
-        seal = write.made
-        if write.sealer is None:
-            self.figures.sealed_to = max(self.figures.sealed_to, write.settled)
-            return
-        if seal is None:
+    def committed(self, write: SealWrite | None) -> None:
+        seal = None if write is None else write.made
+        if write is None or seal is None:
             return
         self.unsent.append((int(seal["n"]), json.dumps(seal, separators=(",", ":")).encode()))
         self.made.set()
@@ -339,15 +348,36 @@ async def mark_sent(db: aiosqlite.Connection, n: int) -> None:
     await db.commit()
 
 
+async def _meta(db: aiosqlite.Connection) -> dict[str, int]:
+    return {str(k): int(v) for k, v in await db.execute_fetchall("SELECT key, value FROM meta")}
+
+
+async def _seal_from_first_held(db: aiosqlite.Connection) -> None:
+    """Seals back on after a time off: start at the first seq still held."""
+    (first_held,) = next(iter(await db.execute_fetchall(_FIRST_HELD)))
+    (last,) = next(iter(await db.execute_fetchall(_LAST_SEQ)), (0,))
+    sealed_to = int(last) if first_held is None else int(first_held) - 1
+    await db.execute("BEGIN IMMEDIATE")
+    await db.execute("DELETE FROM sealed_gaps WHERE to_seq <= ?", (sealed_to,))
+    await db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('sealed_to', ?)", (sealed_to,)
+    )
+    await db.execute("DELETE FROM meta WHERE key = 'seals_off'")
+    await db.execute("COMMIT")
+
+
+_FIRST_HELD = (
+    "SELECT min(s) FROM (SELECT min(seq) AS s FROM samples UNION ALL SELECT min(seq) FROM alarms)"
+)
+_LAST_SEQ = "SELECT value FROM meta WHERE key = 'last_seq'"
+
+
 def migrate_v2(conn: sqlite3.Connection) -> None:
     """v0.2 -> v0.3: sealing starts at the first seq still held (the held items get their leaves
     when they are acknowledged; what v0.2 sent before had none kept, and stays unsealed); the
     gaps not yet behind it become sealable."""
-    last = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-    first_held = conn.execute(
-        "SELECT min(s) FROM (SELECT min(seq) AS s FROM samples"
-        " UNION ALL SELECT min(seq) FROM alarms)"
-    ).fetchone()[0]
+    last = conn.execute(_LAST_SEQ).fetchone()
+    first_held = conn.execute(_FIRST_HELD).fetchone()[0]
     sealed_to = (int(last[0]) if last else 0) if first_held is None else int(first_held) - 1
     conn.execute(
         "INSERT INTO sealed_gaps (from_seq, to_seq, reason) SELECT from_seq, to_seq, reason"
