@@ -151,3 +151,17 @@ async def test_seals_off_then_on_start_at_the_first_held_seq_and_n_goes_on(tmp_p
         (seal,) = await _settle(buffer)
     assert (seal["n"], seal["from_seq"], seal["to_seq"], seal["leaves"]) == (2, 5, 6, 2)
     assert seal["prev"] == chain_hash(first) and seal["unsealed"] == []
+
+
+async def test_a_seal_made_while_the_stream_is_idle_wakes_the_uplink_waiting_for_a_seq(
+    tmp_path: Path,
+) -> None:
+    async with Buffer(tmp_path / "buffer.db", sealer=SEALER) as buffer:
+        buffer.put(Sample("d", 1, {"p": 1}))
+        await buffer.flush()
+        await buffer.ack([i.seq for i in await buffer.fetch(Lane.SAMPLE)])
+        waiter = asyncio.create_task(buffer.wait_for_seq(buffer.last_seq))  # no seq will come
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        assert await _settle(buffer)
+        assert await asyncio.wait_for(waiter, 5) == 1

@@ -149,7 +149,7 @@ class Buffer:
         self._acks = Acks()
         self._first_ack_t = 0.0  # since when acks or events wait for a commit (monotonic)
         self._ack_linger_s = ack_linger_s
-        self.seals = SealState(sealer)  # its unsent seals and figures are the uplink's to read
+        self.seals = SealState(sealer, made=self._pending.wake_all)  # the uplink reads it
 
     # -- lifecycle -------------------------------------------------------------------------
 

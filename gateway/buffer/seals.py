@@ -21,13 +21,12 @@ fails the commit: its seq is then sealed that way too, and logged.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,7 +239,7 @@ class SealState:
     figures: SealFigures = field(default_factory=SealFigures)
     unsent: list[tuple[int, bytes]] = field(default_factory=list)  # (n, payload), oldest first
     last_try_t: float = field(default_factory=time.monotonic)
-    made: asyncio.Event = field(default_factory=asyncio.Event)  # wakes an idle uplink
+    made: Callable[[], None] = lambda: None  # a seal is stored: wake the uplink
 
     async def load(self, db: aiosqlite.Connection, path: object) -> None:
         """Where sealing goes on; BufferUnsafeError when the last seal's row is damaged.
@@ -329,7 +328,7 @@ class SealState:
         if write is None or seal is None:
             return
         self.unsent.append((int(seal["n"]), json.dumps(seal, separators=(",", ":")).encode()))
-        self.made.set()
+        self.made()
         self.n, self.prev = int(seal["n"]) + 1, chain_hash(seal)
         figures = self.figures
         figures.made_total += 1

@@ -546,7 +546,7 @@ class Uplink:
     async def _wait(self, session: _Session, seen: int) -> None:
         """Until a seq above ``seen`` is handed out, or ``poke``: the window fell idle (live
         samples waiting to share a message may go now) or a subscription brought messages."""
-        if not session.inflight and not self._format.subscriptions() and self._seals is None:
+        if not session.inflight and not self._format.subscriptions():
             await self._buffer.wait_for_seq(seen)
             return
         session.poke.clear()
@@ -554,8 +554,6 @@ class Uplink:
             asyncio.ensure_future(self._buffer.wait_for_seq(seen)),
             asyncio.ensure_future(session.poke.wait()),
         }
-        if self._seals is not None:  # a seal made while the stream is idle goes at once
-            waiters.add(asyncio.ensure_future(self._seals.seals.made.wait()))
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol, runtime_checkable
 
 from gateway.uplink.wire import Outgoing
 
 
 class SealsWaiting(Protocol):
-    unsent: list[tuple[int, bytes]]
-    made: asyncio.Event  # set when a seal is stored; the uplink clears it as it takes them
+    unsent: list[tuple[int, bytes]]  # a seal stored wakes the uplink's wait_for_seq
 
 
 @runtime_checkable
@@ -24,7 +22,6 @@ class SealSource(Protocol):
 
 def seal_messages(topic: str, source: SealSource, inflight: set[int]) -> list[Outgoing]:
     """The stored seals not yet in flight, oldest first; each acknowledged by its ``n``."""
-    source.seals.made.clear()
     out = [
         Outgoing(topic, body, 1, seal_ns=(n,))
         for n, body in source.seals.unsent
