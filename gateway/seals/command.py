@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import aiomqtt
 
 from gateway.console import add_config_argument, load_or_report
 from gateway.errors import GatewayError
@@ -36,8 +40,19 @@ def register(sub: Any) -> None:
         "everything sealed matches, 1 otherwise, 2 on bad usage.",
     )
     verify.add_argument("--keys", type=Path, required=True, help="folder of <gateway>.pub PEMs")
-    verify.add_argument("--in", dest="inputs", type=Path, nargs="+", required=True,
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--in", dest="inputs", type=Path, nargs="+",
                         help="archive files: JSON lines {\"topic\", \"payload\"}")  # fmt: skip
+    source.add_argument("--broker", help="broker URL, e.g. mqtts://broker.city.example:8883")
+    verify.add_argument("--prefix", default="street-gateway", help="topic prefix (--broker)")
+    verify.add_argument("--settle", type=float, default=5.0,
+                        help="--broker: report once no message came for this long (s)")  # fmt: skip
+    verify.add_argument("--timeout", type=float, default=600.0, help="--broker: at most (s)")
+    verify.add_argument("--client-id", default=None,
+                        help="--broker: the persistent session's id (from --keys)")  # fmt: skip
+    verify.add_argument("--username", default=None)
+    verify.add_argument("--password-file", type=Path, default=None)
+    verify.add_argument("--ca-file", type=Path, default=None, help="CA bundle for mqtts://")
     verify.add_argument("--json", action="store_true", help="print the JSON document")
     verify.set_defaults(func=_verify)
 
@@ -73,6 +88,26 @@ def _messages(paths: list[Path]) -> Iterator[tuple[str, Any]]:
                     continue
 
 
+async def _from_broker(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    from gateway.config import read_secret  # noqa: PLC0415
+    from gateway.seals.broker import collect_from_broker  # noqa: PLC0415
+
+    digest = hashlib.sha256(str(args.keys.resolve()).encode()).hexdigest()[:16]
+    got = await collect_from_broker(
+        args.broker,
+        args.prefix,
+        client_id=args.client_id or f"street-gateway-verify-{digest}",
+        settle_s=args.settle,
+        timeout_s=args.timeout,
+        ca_file=args.ca_file,
+        username=args.username,
+        password=read_secret(args.password_file) if args.password_file else None,
+    )
+    if got.refused:
+        print(f"verify: {got.refused} messages refused (over 1 MiB or not JSON)", file=sys.stderr)
+    return got.messages
+
+
 def _keys(folder: Path) -> dict[str, PublicKey]:
     return {path.stem: read_public_key(path) for path in sorted(folder.glob("*.pub"))}
 
@@ -80,8 +115,11 @@ def _keys(folder: Path) -> dict[str, PublicKey]:
 def _verify(args: argparse.Namespace) -> int:
     try:
         keys = _keys(args.keys)
-        fleet = collect(_messages(args.inputs))
-    except (GatewayError, OSError) as exc:
+        if args.inputs:
+            fleet = collect(_messages(args.inputs))
+        else:
+            fleet = collect(asyncio.run(_from_broker(args)))
+    except (GatewayError, OSError, ValueError, aiomqtt.MqttError) as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
     reports = [check(gw, got, keys.get(gw)) for gw, got in sorted(fleet.items())]

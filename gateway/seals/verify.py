@@ -15,7 +15,9 @@ from gateway.keys import PublicKey
 from gateway.seals import items, merkle
 from gateway.seals.seal import chain_hash, signature_ok
 
-KINDS = {"samples", "alarms", "gaps", "seals"}
+# topics whose payload is one item with its seq -> the item's kind (gateway.seals.items)
+SINGLE_ITEM_TOPICS = {"alarms": "alarm", "results": "result"}
+KINDS = {"samples", "gaps", "seals", *SINGLE_ITEM_TOPICS}
 
 
 @dataclass
@@ -79,8 +81,8 @@ def _take(got: Received, kind: str, payload: Mapping[str, Any]) -> None:
     if kind == "samples":
         for sample in payload["samples"]:
             got.leaves[int(sample["seq"])].add(items.leaf_of("sample", sample))
-    elif kind == "alarms":
-        got.leaves[int(payload["seq"])].add(items.leaf_of("alarm", payload))
+    elif kind in SINGLE_ITEM_TOPICS:
+        got.leaves[int(payload["seq"])].add(items.leaf_of(SINGLE_ITEM_TOPICS[kind], payload))
     elif kind == "gaps":
         got.gaps[int(payload["from_seq"])] = (int(payload["to_seq"]), items.leaf_of("gap", payload))
     else:

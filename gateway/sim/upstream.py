@@ -42,7 +42,7 @@ class Upstream:
             self.alarms.append(f"{message['alarm']} {message['state']} ({message['value']:g})")
         elif kind == "gaps":
             self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
-        if kind in ("samples", "alarms", "gaps", "seals"):
+        if kind in ("samples", "alarms", "results", "gaps", "seals"):
             self.seals.take(kind, message)
 
     def delivered(self) -> int:

@@ -60,6 +60,13 @@ async def test_a_real_run_verifies_and_each_tampering_is_reported(
     port = modbus_sim(DEVICES)
     config = modbus_config(upstream.port, tmp_path, port, DEVICES)
     config["security"] = {"seal_interval": "500ms"}
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    verify_broker = [STREET_GATEWAY, "verify", "--keys", str(keys), "--broker",
+                     f"mqtt://127.0.0.1:{upstream.port}", "--prefix", PREFIX, "--json"]  # fmt: skip
+    # a first look opens verify's persistent session: the broker keeps the run's messages for it
+    first = await asyncio.to_thread(_run, [*verify_broker, "--settle", "0.5"])
+    assert first.returncode == 0 and json.loads(first.stdout) == {"gateways": []}, first.stderr
     daemon = run_daemon(config)
     await upstream.wait_until(lambda: len(upstream.of("seals")) >= 4, 30, "four seals")
     status = await daemon.status()
@@ -86,8 +93,6 @@ async def test_a_real_run_verifies_and_each_tampering_is_reported(
     private = (tmp_path / "identity.key").read_text()
     body = private.splitlines()[1]
     assert body not in json.dumps(status) + metrics + page + json.dumps(meta)
-    keys = tmp_path / "keys"
-    keys.mkdir()
     (keys / f"{GATEWAY}.pub").write_text(key.pem())
 
     archive = _archive(upstream)
@@ -107,6 +112,10 @@ async def test_a_real_run_verifies_and_each_tampering_is_reported(
     assert clean["items_verified"] == len(sealed) > 20
     assert clean["mismatched"] == clean["missing_seals"] == clean["bad_signatures"] == []
     assert not clean["unknown_key"]
+    # the same from the broker, read by verify's persistent session after the run
+    again = await asyncio.to_thread(_run, [*verify_broker, "--settle", "1"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["gateways"] == [clean]
 
     def tampered(change: Any) -> dict[str, Any]:
         forged = copy.deepcopy(archive)
