@@ -60,6 +60,7 @@ BENCHES = (
     ),
     Bench("demo", "The demo's broker", "bench_demo_broker.py", limit_s=120),
     Bench("status", "Status page: events and history", "bench_status.py", limit_s=120),
+    Bench("seals", "Seals: verify's speed (issue 28)", "bench_verify.py", limit_s=120),
 )
 
 
