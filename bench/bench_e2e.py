@@ -193,6 +193,7 @@ def write_config(
     devices: int,
     *,
     report: str | None = None,
+    seal_interval: str | None = None,
 ) -> Path:
     per_port = -(-devices // len(sim_ports))
     sources = []
@@ -214,6 +215,8 @@ def write_config(
         "status": {"listen": f"127.0.0.1:{status_port}"},
         "sources": sources,
     }  # default batch, buffer sync, qos: what we claim
+    if seal_interval is not None:  # "0" measures the daemon without seals
+        config["security"] = {"seal_interval": seal_interval}
     path = workdir / "gateway.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
     return path
@@ -371,7 +374,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 status_port = free_port()
                 config = write_config(
                     workdir, mqtt_port, status_port, [p for p, _ in sims], args.devices,
-                    report=args.report,
+                    report=args.report, seal_interval=args.seal_interval,
                 )  # fmt: skip
                 async with asyncio.TaskGroup() as group:
                     listener = group.create_task(sub.run(broker.port, ready), name="subscriber")
@@ -485,6 +488,9 @@ def main() -> int:
         "--report", metavar="DEADBAND", help="report by exception on every device (e.g. 1%%)"
     )
     parser.add_argument("--connections", type=int, default=1, help="simulator processes/ports")
+    parser.add_argument(
+        "--seal-interval", default=None, help="security.seal_interval ('0': no seals)"
+    )
     parser.add_argument(
         "--outage", type=float, default=0.0, metavar="SECONDS",
         help="cut the broker link this long in the middle of the window",

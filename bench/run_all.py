@@ -64,6 +64,7 @@ BENCHES = (
     Bench(
         "fleet", "Fleet view (audit --serve)", "bench_fleet.py", ("--seconds", "60"), limit_s=240
     ),
+    Bench("seals", "Seals: verify's speed (issue 28)", "bench_verify.py", limit_s=120),
 )
 
 

@@ -123,6 +123,9 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
     audit_command.register(sub)
     command_sender.register(sub)
     probe_command.register(sub)
+    from gateway.seals import command as seals_command  # noqa: PLC0415
+
+    seals_command.register(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway import __version__, eventloop, systemd
 from gateway.buffer import Buffer
+from gateway.buffer.seals import Sealer
 from gateway.clock import SystemClock
 from gateway.commands.channel import Commands
 from gateway.config import Config, LoadedConfig, load_config
@@ -40,8 +41,11 @@ from gateway.fleet.health import HealthFigures
 from gateway.fleet.remote import ConfigSource, RemoteFiles, at_start, choose, state_dir_of
 from gateway.fleet.reporter import HealthReporter, health_topic
 from gateway.history import History
+from gateway.identity import load_identity
+from gateway.keys import PublicKey
 from gateway.model import BufferStats, DeviceStats, StatusEvent, UplinkStats, Value, now_ms
 from gateway.pipeline import Pipeline
+from gateway.seals.status import identity_json, identity_status
 from gateway.sources.registry import installed
 from gateway.status import SourceView, StatusServer, health, link_counters, summary_line
 from gateway.supervisor import Supervisor, TaskHealth
@@ -101,6 +105,7 @@ class Daemon:
             lambda: health_topic(self.config.uplink.topic_prefix, self.config.gateway.id),
             after=lambda doc: self._uplink.health_changed(doc) if self._uplink else None,
         )
+        self.identity: PublicKey | None = None
 
     @property
     def config(self) -> Config:
@@ -117,6 +122,7 @@ class Daemon:
             "labels": dict(self.config.gateway.labels),
             "event_loop": self.event_loop,
             "config_source": self.config_source,
+            **identity_status(self.identity, self._buffer),
         }
 
     def uplink_stats(self) -> UplinkStats:
@@ -192,6 +198,7 @@ class Daemon:
         buffer_config = config.buffer
         assert buffer_config.path is not None  # load_config resolves it
         host, port = self.loaded.status_host_port
+        sealer = self._sealer()
         async with (
             Buffer(
                 buffer_config.path,
@@ -199,6 +206,7 @@ class Daemon:
                 max_age_s=buffer_config.max_age,
                 sync=buffer_config.sync,
                 supervisor=self.supervisor,
+                sealer=sealer,
             ) as buffer,
             _status_server(self, host, port, self.loaded.status_token) as status,
         ):
@@ -284,6 +292,21 @@ class Daemon:
                 remote_task.cancel()
             log.info("stopped: buffer closed with %d items waiting", buffer.stats.samples)
 
+    def _sealer(self) -> Sealer | None:
+        """The identity key (made when missing); None when seals are off. Raises IdentityError."""
+        security = self.config.security
+        assert security.identity_key is not None  # load_config resolves it
+        key, where, created = load_identity(security.identity_key)
+        self.identity = key.public
+        if created:
+            log.info("made the identity key %s: %s", where, key.public.fingerprint)
+        if security.seal_interval <= 0:
+            return None
+        return Sealer(self.config.gateway.id, key, security.seal_interval)
+
+    def _identity(self) -> dict[str, str] | None:
+        return None if self.identity is None else identity_json(self.identity)
+
     def _start_uplink(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
         assert self._buffer is not None
         self._uplink = make_uplink(
@@ -296,6 +319,7 @@ class Daemon:
             commands=self._commands,
             device_states=lambda: {d.name: d.state for d in self._devices()},
             config_source=self.config_source,
+            identity=self._identity(),
         )
         return group.create_task(self.supervisor.run("uplink", self._uplink.run), name="uplink")
 
@@ -314,7 +338,9 @@ class Daemon:
             client_id=config.client_id,
             password=loaded.mqtt_password,
         ):
-            await self._uplink.reconfigure(catalog_of(config, loaded.digest, self.config_source))
+            await self._uplink.reconfigure(
+                catalog_of(config, loaded.digest, self.config_source, self._identity())
+            )
             return task
         await self._stop_uplink(task)
         self.loaded = loaded

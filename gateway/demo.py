@@ -98,6 +98,7 @@ def demo_config(
             "reconnect_max": "2s",
         },
         "status": {"listen": f"127.0.0.1:{status_port}"},
+        "security": {"seal_interval": "2s"},  # the first seals verified within seconds
         "sources": [
             {
                 "name": "cabinet-bus",
@@ -240,6 +241,7 @@ def render(
         f"delivered {upstream.delivered():,} of {committed:,} stored samples and alarms"
         + ("  — nothing lost" if upstream.delivered() >= committed > 0 else ""),
     ]
+    lines.append(_seal_line(daemon, upstream))
     if upstream.alarms:
         lines.append("recent alarms: " + "; ".join(upstream.alarms))
     if upstream.results:
@@ -250,6 +252,17 @@ def render(
     lines.append("")
     lines.append("Ctrl-C to stop.")
     return "\n".join(lines)
+
+
+def _seal_line(daemon: Daemon, upstream: Upstream) -> str:
+    """What the upstream proved of the stream so far, with the gateway's key (the demo's
+    stand-in for the key the city registered at commissioning: docs/transparency.md)."""
+    seals = upstream.seals
+    seals.settle(daemon.identity)
+    line = f"sealed and verified: {seals.verified:,} of {seals.sealed:,}"
+    if seals.mismatched:
+        return line + f" — {seals.mismatched} seals do NOT match what arrived"
+    return line + ("  — nothing altered" if seals.sealed and seals.verified == seals.sealed else "")
 
 
 def _fmt(value: Any) -> str:
@@ -279,7 +292,8 @@ async def show(
             buffer = daemon.buffer_stats()
             print(
                 f"delivered {upstream.delivered():,} of {buffer.last_seq:,}, "
-                f"backlog {buffer.samples}, link {'up' if link.is_up else 'CUT'}",
+                f"backlog {buffer.samples}, link {'up' if link.is_up else 'CUT'}; "
+                f"{_seal_line(daemon, upstream)}",
                 flush=True,
             )
 
@@ -417,6 +431,7 @@ async def run_demo(
                 if delivered < committed
                 else f"\ndemo stopped: delivered {delivered:,} of {committed:,}, nothing lost"
             )
+            print(_seal_line(daemon, upstream))
     return 0
 
 

@@ -23,7 +23,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.model import format_bytes, format_duration, format_link_cost, format_value
+from gateway.model import (
+    format_ago,
+    format_bytes,
+    format_duration,
+    format_link_cost,
+    format_value,
+)
 
 PAGE_REFRESH_MS = 5000
 DAY_MS = 86_400_000
@@ -460,6 +466,14 @@ def _device_row(source: dict[str, Any], d: dict[str, Any], now: int) -> str:
     )
 
 
+def _seal_line(seals: dict[str, Any], now: int) -> str:
+    if not seals["made_total"] and not seals["last_n"]:
+        return "no seal yet"
+    line = f"seal {seals['last_n']:,} {format_ago(seals['last_ts'], now)}"
+    unsealed = seals["unsealed_seqs_total"]
+    return line + (f", {unsealed:,} seqs unsealed after crashes" if unsealed else "")
+
+
 def _body_parts(doc: dict[str, Any]) -> Iterator[str]:
     g, u, b, h, now = doc["gateway"], doc["uplink"], doc["buffer"], doc["health"], doc["ts"]
     ok = h["status"] == "ok"
@@ -468,6 +482,8 @@ def _body_parts(doc: dict[str, Any]) -> Iterator[str]:
         f"v{g['version']} · up {format_duration(g['uptime_s'])} · clock "
         f"{'synced' if g['clock_synced'] else 'NOT synced'}{' · ' + labels if labels else ''}"
     )
+    if seals := doc.get("seals"):  # docs/transparency.md
+        meta += f" · {_seal_line(seals, now)}"
     yield (
         f'<header class="top"><h1>{_e(g["id"])}</h1>'
         f'<span class="badge {"ok" if ok else "degraded"}">{"healthy" if ok else "degraded"}</span>'

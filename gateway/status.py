@@ -209,6 +209,7 @@ def build_status(
             "event_loop": info.get("event_loop"),
             "config_source": info.get("config_source", "local"),
         },
+        **{key: info[key] for key in ("identity", "seals") if key in info},
         "uplink": {
             "connected": uplink.connected,
             "server": uplink.server,
@@ -362,6 +363,16 @@ def _uplink_families(uplink: UplinkStats, backlog: int) -> Iterator[MetricFamily
     yield refused
 
 
+def _seal_families(seals: Mapping[str, Any] | None) -> Iterator[MetricFamily]:
+    if seals:  # docs/transparency.md
+        yield _counter("seals_made", "Seals made and stored", seals["made_total"])
+        yield _gauge("seal_last_n", "n of the last seal made (0: none yet)", seals["last_n"])
+        yield _gauge("seal_last_timestamp_seconds", "Unix time of the last seal (0: none yet)",
+                     (seals["last_ts"] or 0) / 1000)  # fmt: skip
+        yield _counter("seal_unsealed_seqs", "Seqs sealed as unsealed (crash) ranges",
+                       seals["unsealed_seqs_total"])  # fmt: skip
+
+
 def _task_families(tasks: list[TaskHealth]) -> Iterator[MetricFamily]:
     failures = _counter(
             "task_failures", "Unexpected failures of a background task",
@@ -397,7 +408,7 @@ class StatusCollector:
         yield gauge("uptime_seconds", "Seconds since the daemon started", float(info["uptime_s"]))
         yield gauge("clock_synced", "1 when the system clock is synchronised", info["clock_synced"])
         yield gauge("healthy", "1 when /health answers 200", healthy)
-        yield from _task_families(p.tasks())
+        yield from (*_task_families(p.tasks()), *_seal_families(info.get("seals")))
 
         labels = ["source", "device"]
         reads_ok = _counter("device_reads_ok", "Successful polls or lines", labels=labels)

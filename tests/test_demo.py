@@ -64,6 +64,12 @@ def test_demo_with_outages_delivers_everything_and_exits_0_on_ctrl_c(broker: str
     delivered, stored = (int(g.replace(",", "")) for g in final.groups())
     assert stored > 0
     assert delivered == stored, output
+    # the upstream checked the gateway's seals as they came: every sealed item verified
+    sealed = re.findall(r"sealed and verified: ([0-9,]+) of ([0-9,]+)", output)
+    assert sealed, output
+    verified, total = (int(g.replace(",", "")) for g in sealed[-1])
+    assert verified == total > 0, output
+    assert "do NOT match" not in output
     assert "Traceback" not in output
 
 

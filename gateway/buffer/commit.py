@@ -16,6 +16,7 @@ from gateway.buffer.alarm_state import AlarmStates, AlarmStateWrite
 from gateway.buffer.journal import Journal, JournalWrite
 from gateway.buffer.pending import Queued
 from gateway.buffer.runs import Run
+from gateway.buffer.seals import SealWrite
 from gateway.model import AlarmEvent, CommandResult, Lane, Sample
 
 TABLE = {Lane.ALARM: "alarms", Lane.SAMPLE: "samples"}
@@ -33,6 +34,7 @@ class CommitTransaction:
     meta: list[tuple[int, str]]  # (value, key)
     alarm_states: AlarmStateWrite  # each rule's state goes with its event: restored together
     journal: JournalWrite
+    seals: SealWrite | None = None  # the settled items' leaves, and a seal when one is due
 
     @classmethod
     def take(
@@ -45,6 +47,7 @@ class CommitTransaction:
         acks: Acks,
         alarm_states: AlarmStates,
         journal: Journal,
+        seals: SealWrite | None = None,
     ) -> CommitTransaction:
         """One commit of ``batch``, with what waits for a commit taken from ``acks``,
         ``alarm_states`` and ``journal`` (:meth:`give_back` returns it after a failure)."""
@@ -61,6 +64,7 @@ class CommitTransaction:
                 (seq, ts, item) for seq, _, ts, item in batch if isinstance(item, AlarmEvent)
             ),
             journal=journal.take(),
+            seals=seals,
         )
 
     def give_back(self, acks: Acks, alarm_states: AlarmStates, journal: Journal) -> None:
@@ -85,7 +89,8 @@ class CommitTransaction:
                     " VALUES (?,?,?,?,?,?,?,?)",
                     self.alarms,
                 )
-
+            if self.runs and self.seals is not None:
+                self.seals.before_delete(conn, self.runs)
             if self.runs:
                 for lane in (Lane.SAMPLE, Lane.ALARM) if self.delete_alarms else (Lane.SAMPLE,):
                     cursor = conn.executemany(
@@ -96,6 +101,8 @@ class CommitTransaction:
             if self.meta:
                 conn.executemany("UPDATE meta SET value = ? WHERE key = ?", self.meta)
             self.journal(conn)
+            if self.seals is not None:
+                self.seals(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

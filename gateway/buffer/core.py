@@ -66,6 +66,7 @@ from gateway.buffer.figures import Figures
 from gateway.buffer.journal import Journal
 from gateway.buffer.pending import Pending, Queued
 from gateway.buffer.runs import count, runs_of
+from gateway.buffer.seals import Sealer, SealState, mark_sent
 from gateway.buffer.tail import Tail
 from gateway.errors import BufferNewerError, BufferStoreError, BufferUnsafeError, BufferWriteError
 from gateway.model import AlarmEvent, BufferStats, Gap, Item, Lane, Sample, StatusEvent, StoredItem
@@ -103,6 +104,7 @@ class Buffer:
         ack_linger_s: float = 1.0,
         tail_max_items: int = 2000,
         supervisor: Supervisor | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.path = Path(path)
         self._files = seqfile.SeqFiles(self.path)
@@ -147,6 +149,7 @@ class Buffer:
         self._acks = Acks()
         self._first_ack_t = 0.0  # since when acks or events wait for a commit (monotonic)
         self._ack_linger_s = ack_linger_s
+        self.seals = SealState(sealer, made=self._pending.wake_all)  # the uplink reads it
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -222,6 +225,7 @@ class Buffer:
         for first, to, reason in start.gaps:
             self._figures.gap(first, to, to - first + 1, reason, at_start=True)
         await self._init_stats()
+        await self.seals.load(db, self.path)
         if not self._opened:
             await self._alarm_states.load(db)
             await self._journal.load(db)
@@ -287,13 +291,11 @@ class Buffer:
         return self._journal.recent()
 
     def raised_alarms(self) -> set[str]:
-        """The alarms raised by the last event put (or, after a restart, committed) for each:
-        the state a new :class:`~gateway.alarms.AlarmEngine` starts from."""
+        """The alarms raised by the last event put (after a restart, committed) for each."""
         return self._alarm_states.raised()
 
     async def flush(self) -> int:
-        """Commit everything held now, acknowledgements included (stops at a write error);
-        return ``last_seq``."""
+        """Commit everything held now, acks included (stops at a write error); ``last_seq``."""
         while self._uncommitted():
             async with self._lock:
                 if not await self._commit_step():
@@ -306,8 +308,7 @@ class Buffer:
         return self._pending.last_seq
 
     async def wait_for_seq(self, after_seq: int) -> int:
-        """Return ``last_seq`` as soon as it is above ``after_seq``. The waiter is woken once,
-        when that happens, not by every seq handed out before (the uplink waits for a batch)."""
+        """``last_seq`` as soon as it is above ``after_seq`` (woken once, not per seq)."""
         return await self._pending.wait_for_seq(after_seq)
 
     def _uncommitted(self) -> bool:
@@ -316,6 +317,7 @@ class Buffer:
             or self._acks.runs
             or self._journal.unwritten
             or self._settled < self._pending.last_seq
+            or self.seals.due_now(self._settled)
         )
 
     def _commit_due(self) -> float | None:
@@ -324,7 +326,7 @@ class Buffer:
             return self._first_put_t + self._linger_s
         if self._acks.runs or self._journal.unwritten or self._settled < self._pending.last_seq:
             return self._first_ack_t + self._ack_linger_s
-        return None
+        return self.seals.due(self._settled, time.monotonic())
 
     async def _commit_loop(self) -> None:
         backoff = _BACKOFF_MIN_S
@@ -358,8 +360,8 @@ class Buffer:
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     async def _commit_step(self) -> bool:
-        """Open if needed, raise the reservation, commit one batch and the pending
-        acknowledgements; False (error recorded) on failure. Holds the lock."""
+        """Open if needed, raise the reservation, commit a batch and the acks; False (error
+        recorded) on failure. Holds the lock."""
         try:
             await self._reserve_if_low()
             if self._conn.db is None:
@@ -396,16 +398,19 @@ class Buffer:
             acks=self._acks,
             alarm_states=self._alarm_states,
             journal=self._journal,
+            seals=(seals := self.seals.take(settled, stored)),
         )
         try:
             deleted = await store.on_connection_thread(db, transaction)
         except BaseException as exc:
             transaction.give_back(self._acks, self._alarm_states, self._journal)
+            self.seals.give_back(seals)
             if isinstance(exc, sqlite3.Error | OSError):
                 await self._conn.drop_if_broken(exc)
                 raise store.map_error(exc, "commit failed") from exc
             raise
         self._max_stored_ms = stored
+        self.seals.committed(seals)
         self._after_commit(settled)
         if transaction.runs:  # count out the deleted rows ``ack()`` did not find in the tail
             for lane in Lane:
@@ -440,11 +445,8 @@ class Buffer:
     async def fetch(
         self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
     ) -> list[StoredItem]:
-        """Items of ``lane`` with ``after_seq < seq <= up_to_seq`` not yet acknowledged.
-
-        Live items (committed or not) come from the tail in memory; older ones from the file,
-        once the acknowledged rows are deleted from it, followed by the tail.
-        """
+        """Items of ``lane`` with ``after_seq < seq <= up_to_seq`` not yet acknowledged: live
+        ones from the tail in memory, older ones from the file (acked rows deleted first)."""
         up_to = MAX_SEQ if up_to_seq is None else up_to_seq
         if after_seq >= self._tail.floor(lane):
             return self._from_tail(lane, after_seq, up_to, limit)
@@ -469,15 +471,10 @@ class Buffer:
         return items
 
     async def ack(self, seqs: Iterable[int]) -> None:
-        """Acknowledge these seqs (published upstream); unknown seqs are ignored.
-
-        Items still in the tail leave it and the counts at once; those not yet committed leave
-        the queue too and are never written. Rows already committed are deleted in the next
-        commit's transaction, or ``ack_linger_s`` later when no commit comes first: a live
-        stream costs no transaction and no fsync of its own for its acks. Other seqs (the
-        backlog) are deleted now, so the counts stay exact. A failed delete is retried with the
-        next commit; rows left by a crash in between are sent again after the restart.
-        """
+        """Acknowledge these seqs (published upstream); unknown seqs are ignored. Items in the
+        tail leave it and the counts at once (uncommitted ones are never written; their leaves
+        go with the next commit); committed rows are deleted by the next commit, or
+        ``ack_linger_s`` later; the backlog's now, so the counts stay exact."""
         runs = runs_of(seqs)
         if not runs:
             return
@@ -485,6 +482,7 @@ class Buffer:
         unwritten = dict.fromkeys(Lane, 0)
         for item in self._pending.take(runs):
             unwritten[item[1]] += 1
+            self.seals.hold(item[0], item[3])
             if isinstance(item[3], AlarmEvent):
                 self._alarm_states.acked_unwritten(item[0], item[2], item[3])
         for lane, removed in self._tail.take(runs).items():
@@ -503,8 +501,7 @@ class Buffer:
             self._wake.set()
 
     async def _apply_acks(self) -> None:
-        """Delete the acknowledged rows now, before reading or evicting from the file. Holds
-        the lock. A failure is recorded; the rows are then deleted by a later commit."""
+        """Delete the acked rows now, before reading or evicting (a failure is recorded)."""
         if self._acks.runs and self._conn.db is not None:
             try:
                 await store.atomic(lambda: self._commit_batch([]))
@@ -522,6 +519,10 @@ class Buffer:
     async def pending_gaps(self) -> list[Gap]:
         """Gaps recorded and not yet acknowledged, oldest first."""
         return await self._query(reading.unsent_gaps, "reading gaps failed", [])
+
+    async def ack_seal(self, n: int) -> None:
+        self.seals.sent(n)
+        await self._query(lambda db: mark_sent(db, n), "ack_seal failed", None)
 
     async def ack_gap(self, gap_id: int) -> None:
         await self._query(lambda db: reading.mark_gap_sent(db, gap_id), "ack_gap failed", None)

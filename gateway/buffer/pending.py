@@ -143,6 +143,13 @@ class Pending:
                     self._waiters.remove(entry)
         return self.last_seq
 
+    def wake_all(self) -> None:
+        """Wake every ``wait_for_seq`` now: what they wait for is not only seqs (a seal to send)."""
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters = []
+
     def _wake_waiters(self, seq: int) -> None:
         still = []
         for after, waiter in self._waiters:

@@ -14,7 +14,11 @@ History:
   v0.1 reading becomes a one-value sample with the reading's seq.
 - v3 (0.3): command results share the alarms' table and lane (``state`` 'result', the
   result's JSON in the new ``body`` column); ``command_ids``, the commands already answered
-  (replays are refused across restarts, a redelivery gets its first result again).
+  (replays are refused across restarts, a redelivery gets its first result again); seals
+  (:mod:`gateway.buffer.seals`): ``leaves``, the leaf hashes of settled items not yet sealed
+  (runs of 32-byte hashes); ``sealed_gaps``, each gap as it is recorded (a trigger), kept until
+  sealed; ``seals``, the seals not yet sent and the last one (its hash is the next one's
+  ``prev``). A v0.2 file's held items get their leaves; what was sent before is not sealed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from collections.abc import Callable
 
 APPLICATION_ID = 0x53475742  # "SGWB"
 VERSION = 3
-TABLES = {"samples", "alarms", "gaps", "meta", "alarm_state", "events", "command_ids"}
+TABLES = {
+    "samples",
+    "alarms",
+    "gaps",
+    "meta",
+    "alarm_state",
+    "events",
+    "command_ids",
+    "leaves",
+    "sealed_gaps",
+    "seals",
+}
 
 _GAPS = (
     "CREATE TABLE gaps (gap_id INTEGER PRIMARY KEY AUTOINCREMENT, from_seq INTEGER NOT NULL,"
@@ -62,6 +77,26 @@ _EVENTS = (
     " kind TEXT NOT NULL, message TEXT NOT NULL, fields TEXT NOT NULL)"
 )
 
+_LEAVES = (
+    "CREATE TABLE leaves (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL,"
+    " hashes BLOB NOT NULL)"
+)
+_SEALED_GAPS = (
+    "CREATE TABLE sealed_gaps (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL,"
+    " reason TEXT NOT NULL)"
+)
+# a gap is recorded in several places (eviction, corruption, a crash at start): the trigger
+# keeps its leaf's contents in the same transaction, whatever records it
+_GAP_TRIGGER = (
+    "CREATE TRIGGER gap_to_seal AFTER INSERT ON gaps BEGIN"
+    " INSERT OR REPLACE INTO sealed_gaps (from_seq, to_seq, reason)"
+    " VALUES (NEW.from_seq, NEW.to_seq, NEW.reason); END"
+)
+_SEALS = (
+    "CREATE TABLE seals (n INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL, body TEXT NOT NULL,"
+    " sent INTEGER NOT NULL DEFAULT 0)"
+)
+
 CREATE = [
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {VERSION}",
@@ -73,6 +108,10 @@ CREATE = [
     _ALARM_STATE,
     _EVENTS,
     _COMMAND_IDS,
+    _LEAVES,
+    _SEALED_GAPS,
+    _GAP_TRIGGER,
+    _SEALS,
 ]
 
 
@@ -99,9 +138,14 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
 
 
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
-    """Room for command results and the ids of answered commands; nothing moves."""
+    """Room for command results and the ids of answered commands; the seal tables, the held
+    items' leaves (sealing starts at the first held seq). Nothing moves."""
+    from gateway.buffer.seals import migrate_v2  # noqa: PLC0415 - the leaves' code, only here
+
     conn.execute(_RESULT_BODY)
-    conn.execute(_COMMAND_IDS)
+    for statement in (_COMMAND_IDS, _LEAVES, _SEALED_GAPS, _GAP_TRIGGER, _SEALS):
+        conn.execute(statement)
+    migrate_v2(conn)
 
 
 # MIGRATIONS[n] turns a version-n file into version n + 1.

@@ -122,6 +122,8 @@ def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None
         return None if p is None else (p if p.is_absolute() else base / p)
 
     buffer_path = rel(config.buffer.path) or state_dir(environ) / "buffer.db"
+    # the state dir: beside the buffer (<state dir>/identity.key when the buffer is in its place)
+    identity_key = rel(config.security.identity_key) or buffer_path.parent / "identity.key"
     tls = config.uplink.tls
     if tls is not None:
         tls = tls.model_copy(
@@ -135,6 +137,7 @@ def _resolve_paths(config: Config, base: Path, environ: Mapping[str, str] | None
         update={
             "buffer": config.buffer.model_copy(update={"path": buffer_path}),
             "uplink": uplink,
+            "security": config.security.model_copy(update={"identity_key": identity_key}),
             "status": config.status.model_copy(
                 update={"token_file": rel(config.status.token_file)}
             ),

@@ -37,6 +37,18 @@ class BufferConfig(ConfigModel):
     sync: Literal["full", "normal"] = "full"
 
 
+def _zero_is_off(value: object) -> object:
+    """``seal_interval: 0`` (no unit needed for nothing) means no seals."""
+    return "0s" if value in (0, "0") and not isinstance(value, bool) else value
+
+
+class SecurityConfig(ConfigModel):
+    """``security``: the identity key and how often the gateway seals (docs/transparency.md)."""
+
+    identity_key: FilePath | None = None  # resolved by load_config: beside the buffer
+    seal_interval: Annotated[Duration, BeforeValidator(_zero_is_off), Field(ge=0)] = 10.0
+
+
 class TlsConfig(ConfigModel):
     ca_file: FilePath | None = None  # None: the system's trust store
     cert_file: FilePath | None = None
@@ -241,6 +253,7 @@ class Config(ConfigModel):
     uplink: UplinkConfig
     status: StatusConfig = StatusConfig()
     fleet: FleetConfig = FleetConfig()
+    security: SecurityConfig = SecurityConfig()
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
     alarms: list[AlarmRule] = Field(default_factory=list)
     commands: CommandsConfig | None = None  # the command channel (since v0.3)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from gateway.seals.verify import Running
 from gateway.sim.broker import LOOPBACK
 
 
@@ -30,6 +31,7 @@ class Upstream:
     received_times: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
+    seals: Running = field(default_factory=Running)  # "sealed and verified: N of N"
 
     def take(self, topic: str, payload: bytes) -> None:
         message = json.loads(payload)
@@ -49,6 +51,8 @@ class Upstream:
             )
         elif kind == "gaps":
             self.seqs.update(range(message["from_seq"], message["to_seq"] + 1))
+        if kind in ("samples", "alarms", "results", "gaps", "seals"):
+            self.seals.take(kind, message)
 
     def delivered(self) -> int:
         return len(self.seqs)

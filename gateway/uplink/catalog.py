@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from gateway.config import Config
 from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo
 
 
-def catalog_of(config: Config, config_digest: str, config_source: str = "local") -> Catalog:
+def catalog_of(
+    config: Config,
+    config_digest: str,
+    config_source: str = "local",
+    identity: Mapping[str, str] | None = None,
+) -> Catalog:
     devices = tuple(
         DeviceInfo(
             spec.name,
@@ -26,4 +33,5 @@ def catalog_of(config: Config, config_digest: str, config_source: str = "local")
         devices=devices,
         alarms=tuple(rule.name for rule in config.alarms),
         config_source=config_source,
+        identity=identity,
     )

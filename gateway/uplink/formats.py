@@ -89,12 +89,13 @@ def make_uplink(
     commands: CommandSink | None = None,
     device_states: Callable[[], Mapping[str, str]] | None = None,
     config_source: str = "local",
+    identity: Mapping[str, str] | None = None,
 ) -> Uplink:
     config = loaded.config
     chosen = FORMATS[config.uplink.format](
         FormatInputs(
             config,
-            catalog_of(config, loaded.digest, config_source),
+            catalog_of(config, loaded.digest, config_source, identity),
             buffer_path,
             started_ms,
             current_values,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem
+from gateway.seals.items import result_object
 from gateway.uplink.inbound import MAX_COMMAND_BYTES
 from gateway.uplink.wire import Catalog, Outgoing
 
@@ -78,28 +79,9 @@ def alarm_message(gateway: str, seq: int, event: AlarmEvent) -> bytes:
 
 
 def result_message(gateway: str, seq: int, result: CommandResult) -> bytes:
-    """A command's or an action's result (SPEC "Commands, writes and actions"); a config
-    command's has ``problems`` (its check lines) instead of device, point and value."""
-    what: dict[str, Any] = (
-        {"problems": list(result.problems)}
-        if result.problems is not None
-        else {"device": result.device, "point": result.point, "value": result.value}
-    )
-    return _compact(
-        {
-            "gateway": gateway,
-            "seq": seq,
-            "ts": result.ts_ms,
-            "id": result.id,
-            "by": result.by,
-            "op": result.op,
-            **what,
-            "state": result.state,
-            "reason": result.reason,
-            "read_back": result.read_back,
-            "detail": result.detail,
-        }
-    ).encode()
+    """A command's or an action's result (SPEC "Commands, writes and actions"): the object its
+    seal's leaf is made of (gateway.seals.items), so the two cannot drift apart."""
+    return _compact({"gateway": gateway, **result_object(seq, result)}).encode()
 
 
 def gap_message(gateway: str, gap: Gap) -> bytes:
@@ -142,7 +124,10 @@ def meta_message(catalog: Catalog) -> bytes:
                 for name, p in device.points.items()
             },
         }
-    return _compact({"config_digest": catalog.config_digest, "devices": devices}).encode()
+    meta: dict[str, object] = {"config_digest": catalog.config_digest, "devices": devices}
+    if catalog.identity is not None:  # the key seals are checked with (docs/transparency.md)
+        meta["identity"] = dict(catalog.identity)
+    return _compact(meta).encode()
 
 
 class CommandSink(Protocol):

@@ -57,6 +57,7 @@ from gateway.uplink.connection import ConnectFailed, Connector, first_reason
 from gateway.uplink.inbound import TOO_LARGE, InboundGuard
 from gateway.uplink.meter import LinkMeter, publish_size
 from gateway.uplink.scheduler import LaneScheduler, Pick, Wait
+from gateway.uplink.seals import SealSource, seal_messages
 from gateway.uplink.wire import (
     Catalog,
     LargeInbound,
@@ -107,6 +108,7 @@ class _Session:
     ready: collections.deque[Outgoing] = field(default_factory=collections.deque)
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     gaps_inflight: set[int] = field(default_factory=set)
+    seals_inflight: set[int] = field(default_factory=set)
     evicted_seen: int = 0
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # ready got messages
     heard: asyncio.Event = field(default_factory=asyncio.Event)  # an inbound message was handled
@@ -134,6 +136,8 @@ class Uplink:
         self._format = wire_format
         # decided once: a runtime Protocol check costs microseconds, and _ready() is per message
         self._session_format = wire_format if isinstance(wire_format, SessionFormat) else None
+        self._seals = buffer if isinstance(buffer, SealSource) else None
+        self._seals_topic = f"{config.topic_prefix}/{gateway_id}/seals"
         # Blocking, durable (Sparkplug: BdSeqFile.advance): the next session's number.
         self._session_counter = session_counter
         self._client: aiomqtt.Client | None = None  # while connected, for reconfigure()
@@ -513,6 +517,12 @@ class Uplink:
                 continue
             if session.ready:
                 return session.ready.popleft()
+            if self._seals is not None and self._seals.seals.unsent:  # before samples
+                session.ready.extend(
+                    seal_messages(self._seals_topic, self._seals, session.seals_inflight)
+                )
+                if session.ready:
+                    continue
             now = time.monotonic()
             sched.committed(self._buffer.last_seq, now)
             evicted = _evicted(self._buffer.stats)
@@ -595,6 +605,10 @@ class Uplink:
             await self._buffer.ack_gap(gap_id)
             session.gaps_inflight.discard(gap_id)
             stats.gaps_published_total += 1
+        for n in message.seal_ns:
+            assert self._seals is not None
+            await self._seals.ack_seal(n)
+            session.seals_inflight.discard(n)
 
 
 def _evicted(stats: BufferStats) -> int:

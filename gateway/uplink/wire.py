@@ -38,6 +38,7 @@ class Outgoing:
     samples: int = 0  # counted into published_total when acknowledged
     alarms: int = 0
     gap_ids: tuple[int, ...] = ()  # gaps marked sent once this message is acknowledged
+    seal_ns: tuple[int, ...] = ()  # seals marked sent once this message is acknowledged
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Catalog:
     devices: tuple[DeviceInfo, ...]
     alarms: tuple[str, ...] = ()  # AlarmRule.name, e.g. "aq-1/pm25>50"
     config_source: str = "local"  # "remote": <state dir>/remote.yaml (docs/fleet.md)
+    identity: Mapping[str, str] | None = None  # {"alg", "public_key", "fingerprint"} (seals)
 
 
 class CurrentValues(Protocol):

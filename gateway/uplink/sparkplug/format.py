@@ -171,6 +171,13 @@ def _metric(  # noqa: PLR0917 - a birth metric's fields, in order
     _set_value(m, kind[1], value)
 
 
+def _property(metric: pb.Payload.Metric, key: str, kind: int, field: str, value: object) -> None:
+    metric.properties.keys.append(key)
+    pv = metric.properties.values.add()
+    pv.type = kind
+    setattr(pv, field, value)
+
+
 @dataclass(frozen=True, slots=True)
 class _Point:
     alias: int
@@ -384,7 +391,7 @@ class SparkplugFormat:
                 self._seq_metric(payload, self._aliases.node_seq, seq, ts, historical)
                 out.append(self._data(self.topic_ndata, payload))
                 continue
-            self._seq_metric(payload, dev.seq_alias, seq, ts, historical)
+            self._seq_metric(payload, dev.seq_alias, seq, ts, historical, synced=item.clock_synced)
             points = dev.points
             add = payload.metrics.add
             for name, value in item.values.items():
@@ -433,16 +440,13 @@ class SparkplugFormat:
             m.string_value = event.state
             self._alarm_state[event.alarm] = event.state
         m.timestamp = event.ts_ms
-        props = m.properties
         for key, kind, field, value in (
             ("seq", pb.UInt64, "long_value", item.seq),
             ("value", pb.Double, "double_value", event.value),
             ("priority", pb.String, "string_value", event.priority),
+            ("alarm", pb.String, "string_value", event.alarm),  # its name, exactly (seals)
         ):
-            props.keys.append(key)
-            pv = props.values.add()
-            pv.type = kind
-            setattr(pv, field, value)
+            _property(m, key, kind, field, value)
         return [
             self._data(self.topic_ndata, payload),
             self._checkpoint(item.seq, seqs=(item.seq,), alarms=1),
@@ -523,13 +527,17 @@ class SparkplugFormat:
         )
 
     @staticmethod
-    def _seq_metric(payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool) -> None:
+    def _seq_metric(
+        payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool, *, synced: bool = True
+    ) -> None:
         m = payload.metrics.add()
         m.alias = alias
         m.timestamp = ts
         m.long_value = seq
         if historical:
             m.is_historical = True
+        if not synced:  # the sample's "clock": "unsynced", so a host rebuilds it exactly (seals)
+            _property(m, "clock", pb.String, "string_value", "unsynced")
 
     def _death(self) -> bytes:
         payload = pb.Payload()
