@@ -2,7 +2,7 @@
 
 The demo shows "delivered N of M" from it: the distinct seqs received in samples and alarms
 messages or declared lost in gaps messages, the last few alarms, and when samples arrived (for
-a messages/s figure). JSON wire format only.
+a messages/s figure). JSON wire format only, its samples plain or compressed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import aiomqtt
 
 from gateway.sim.broker import LOOPBACK
+from gateway.uplink.compression import decode_samples_payload
 
 
 @dataclass
@@ -30,8 +31,11 @@ class Upstream:
     )
 
     def take(self, topic: str, payload: bytes) -> None:
-        message = json.loads(payload)
         kind = topic.rsplit("/", 1)[-1]
+        if kind in ("samples", "samples.zst"):  # plain or a zstd frame (uplink.compression)
+            kind, message = "samples", decode_samples_payload(payload)
+        else:
+            message = json.loads(payload)
         if kind == "samples":
             self.seqs.update(sample["seq"] for sample in message["samples"])
             self.received_times.append(time.monotonic())

@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import Config, LoadedConfig
 from gateway.uplink.catalog import catalog_of
+from gateway.uplink.compression import SamplesCompressor
 from gateway.uplink.json_format import JsonFormat
 from gateway.uplink.mqtt import BufferLike, Uplink
 from gateway.uplink.wire import Catalog, CurrentValues, WireFormat
@@ -47,6 +48,7 @@ def _json(made: FormatInputs) -> ChosenFormat:
             qos=uplink.qos,
             version=__version__,
             started_ms=made.started_ms,
+            compress=SamplesCompressor() if uplink.compression == "zstd" else None,
         )
     )
 

@@ -10,10 +10,11 @@ and the decoders already made it the shortest float for its float32 or scale.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.model import AlarmEvent, Gap, Sample, StoredItem
+from gateway.uplink.compression import SAMPLES_SUFFIX
 from gateway.uplink.wire import Catalog, Outgoing
 
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
@@ -123,9 +124,14 @@ class JsonFormat:
         qos: int,
         version: str,
         started_ms: int,
+        compress: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._gateway = catalog.gateway_id
         self.topics = Topics.for_gateway(topic_prefix, catalog.gateway_id)
+        # uplink.compression (gateway/uplink/compression.py): samples as zstd frames on their
+        # own topic, so a consumer that reads only JSON never receives bytes it cannot parse
+        self._compress = compress
+        self._samples_topic = self.topics.samples + (SAMPLES_SUFFIX if compress else "")
         self._qos = qos
         self._version = version
         self._started_ms = started_ms
@@ -144,8 +150,10 @@ class JsonFormat:
 
     def samples(self, items: Sequence[StoredItem], *, historical: bool) -> list[Outgoing]:
         payload = samples_message(self._gateway, items, historical=historical)
+        if self._compress is not None:
+            payload = self._compress(payload)
         seqs = tuple(item.seq for item in items)
-        return [Outgoing(self.topics.samples, payload, self._qos, seqs=seqs, samples=len(seqs))]
+        return [Outgoing(self._samples_topic, payload, self._qos, seqs=seqs, samples=len(seqs))]
 
     def alarm(self, item: StoredItem) -> list[Outgoing]:
         assert isinstance(item.item, AlarmEvent)
