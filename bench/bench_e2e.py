@@ -106,6 +106,7 @@ class Subscriber:
     duplicates: int = 0
     polls: set[tuple[str, int]] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
+    alarm_latencies_ms: list[float] = field(default_factory=list)  # poll that crossed -> here
     meta: dict[str, Any] | None = None
     metas: int = 0
     contiguous: int = 0  # every seq up to it was received
@@ -120,6 +121,8 @@ class Subscriber:
         if kind == "meta":
             self.meta = json.loads(payload)
             self.metas += 1
+        if kind == "alarms" and self.measuring:
+            self.alarm_latencies_ms.append(now_ms - json.loads(payload)["ts"])
         if kind not in ("samples", "samples.zst"):
             return
         message = json.loads(zstd_inflate(payload) if kind == "samples.zst" else payload)
@@ -216,6 +219,7 @@ def write_config(
     *,
     report: str | None = None,
     compression: str | None = None,
+    alarms: bool = False,
 ) -> Path:
     per_port = -(-devices // len(sim_ports))
     sources = []
@@ -239,6 +243,11 @@ def write_config(
     }  # default batch, buffer sync, qos: what we claim
     if compression is not None:
         config["uplink"]["compression"] = compression
+    if alarms:  # f0 swings around 230 V (period ~24 s): each device raises and clears in turn
+        config["alarms"] = [
+            {"point": f"{d['name']}/f0", "above": 230.5, "clear_below": 229.5}
+            for source in sources for d in source["devices"]
+        ]  # fmt: skip
     path = workdir / "gateway.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
     return path
@@ -413,7 +422,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 status_port = free_port()
                 config = write_config(
                     workdir, mqtt_port, status_port, [p for p, _ in sims], args.devices,
-                    report=args.report, compression=args.compression,
+                    report=args.report, compression=args.compression, alarms=args.alarms,
                 )  # fmt: skip
                 async with asyncio.TaskGroup() as group:
                     listener = group.create_task(sub.run(broker.port, ready), name="subscriber")
@@ -450,6 +459,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "p50_ms": percentile(sub.latencies_ms, 0.50),
         "p99_ms": percentile(sub.latencies_ms, 0.99),
         "max_ms": max(sub.latencies_ms),
+        "alarms": len(sub.alarm_latencies_ms),
+        "alarm_p50_ms": percentile(sub.alarm_latencies_ms or [0.0], 0.50),
+        "alarm_p99_ms": percentile(sub.alarm_latencies_ms or [0.0], 0.99),
+        "alarm_max_ms": max(sub.alarm_latencies_ms or [0.0]),
         "received": sub.received,
         "received_points": sub.points,
         "duplicates": sub.duplicates,
@@ -504,6 +517,12 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         f"sample over its last minute; written to storage (/proc/<pid>/io write_bytes) "
         f"{r['written']:.0f} bytes"
     )
+    if args.alarms:
+        print(
+            f"alarms in window: {r['alarms']:.0f}, latency from the poll that crossed the "
+            f"threshold to the subscriber p50/p99/max {r['alarm_p50_ms']:.1f}/"
+            f"{r['alarm_p99_ms']:.1f}/{r['alarm_max_ms']:.1f} ms"
+        )
     if args.outage:
         print(
             f"outage {args.outage:g}s: peak RSS during it {r['outage_rss_mb']:.1f} MB; "
@@ -538,6 +557,9 @@ def main() -> int:
     parser.add_argument("--cprofile", metavar="FILE", help="run the daemon under cProfile")
     parser.add_argument(
         "--compression", choices=["none", "zstd"], help="uplink.compression (default: unset)"
+    )
+    parser.add_argument(
+        "--alarms", action="store_true", help="an alarm on each device's f0 (alarm latency)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
