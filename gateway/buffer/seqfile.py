@@ -145,8 +145,15 @@ def wal_intact(db_path: Path) -> bool:
     return bool(wal_size >= _WAL_HEADER + mx_frame * (_WAL_FRAME_HEADER + page))
 
 
+# The marks move by steps, so the page holding them is written (and, once the kernel wrote it
+# back, dirtied again) every MARK_STEP seqs rather than at every message: the exposure mark
+# ahead of what was handed out (a crash declares at most MARK_STEP more seqs as a gap instead of
+# using them again), the settled mark behind the truth (at most MARK_STEP more in the gap).
+MARK_STEP = 100
+
+
 class ExposureMark:
-    """``<db>.exposed``, kept open: one ``pwrite`` (no fsync) per raise of either mark."""
+    """``<db>.exposed``, kept open: one ``pwrite`` (no fsync) of both marks per step."""
 
     def __init__(self, path: Path) -> None:
         self._fd = statefile.open_private(path, os.O_RDWR)
@@ -154,13 +161,15 @@ class ExposureMark:
 
     def raise_to(self, seq: int) -> None:
         if seq > self.seq:
-            os.pwrite(self._fd, struct.pack("<Q", seq), 0)
-            self.seq = seq
+            self._write(seq + MARK_STEP, self.settled)
 
     def settle_to(self, seq: int) -> None:
-        if seq > self.settled:
-            os.pwrite(self._fd, struct.pack("<Q", seq), 8)
-            self.settled = seq
+        if seq >= self.settled + MARK_STEP:
+            self._write(self.seq, seq)
+
+    def _write(self, exposed: int, settled: int) -> None:
+        os.pwrite(self._fd, struct.pack("<QQ", exposed, settled), 0)
+        self.seq, self.settled = exposed, settled
 
     def close(self) -> None:
         os.close(self._fd)
