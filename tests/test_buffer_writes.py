@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gateway.buffer import Buffer
 from gateway.buffer.seqfile import MARK_STEP, SeqState, plan_start, read_exposed, read_state
-from gateway.model import Lane, Sample
+from gateway.model import AlarmEvent, Lane, Sample
 
 T0 = 1764169200000
 
@@ -83,3 +83,17 @@ async def test_a_sample_not_acknowledged_is_committed_and_the_seq_file_says_sett
         assert state is not None and state.clean is None and state.reserved > first.reserved
         # with sync full, the mark written at a reservation: everything committed before it
         assert 25 <= state.settled < n <= state.reserved
+
+
+async def test_an_alarm_wakes_a_waiter_that_waits_for_a_full_batch(tmp_path: Path) -> None:
+    """The uplink waiting for a batch of samples to fill sends an alarm at once."""
+    async with Buffer(tmp_path / "buffer.db", sync="normal") as buf:
+        buf.put(Sample("dev", T0, {"v": 1}))
+        first = await buf.wait_for_seq(0)
+        waiter = asyncio.ensure_future(buf.wait_for_seq(first + 99))  # a batch of 100
+        buf.put(Sample("dev", T0 + 1, {"v": 2}))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # a sample alone does not wake it
+        buf.put(AlarmEvent("dev/v>1", "raised", 2.0, "high", T0 + 2))
+        async with asyncio.timeout(5):  # a hang guard: without the alarm it never returns
+            assert await waiter == first + 2
