@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -119,3 +121,26 @@ def test_the_audit_counts_compressed_samples_and_rejects_bad_frames() -> None:
     assert parse_message("city", message.topic, message.payload) == Seqs("gw-1", [7, 8, 9, 10, 11])
     with pytest.raises(RejectedMessage, match="zstd"):
         parse_message("city", message.topic, message.payload[:-3])
+
+
+def test_check_names_the_compressed_topic(tmp_path: Path) -> None:
+    config = {
+        "gateway": {"id": "gw-1"},
+        "uplink": {"servers": ["mqtt://127.0.0.1:1883"], "compression": "zstd"},
+        "sources": [{
+            "name": "bus", "kind": "modbus-tcp", "host": "127.0.0.1",
+            "devices": [{"name": "aq-1", "unit": 1, "interval": "1s",
+                         "points": [{"name": "pm25", "table": "input", "address": 0,
+                                     "type": "uint16"}]}],
+        }],
+    }  # fmt: skip
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "samples as zstd frames on .../samples.zst" in done.stdout
