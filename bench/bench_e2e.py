@@ -76,11 +76,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from proxy import FaultProxy
 from support import free_port, running_mosquitto, stop_process, wait_for_port
 
+import gateway
 from gateway.sources.modbus.sim import profile_points
 from gateway.uplink.meter import publish_size
 
 ROOT = Path(__file__).resolve().parent.parent
-GATEWAY_DIR = ROOT / "gateway"
+GATEWAY_DIR = Path(gateway.__file__).parent  # the tree measured (PYTHONPATH may name another)
 UNIT = ROOT / "systemd" / "street-gateway.service"
 PROFILE = "e2e_cabinet"
 GATEWAY = "bench-e2e"
@@ -105,6 +106,7 @@ class Subscriber:
     duplicates: int = 0
     polls: set[tuple[str, int]] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
+    alarm_latencies_ms: list[float] = field(default_factory=list)  # poll that crossed -> here
     meta: dict[str, Any] | None = None
     metas: int = 0
     contiguous: int = 0  # every seq up to it was received
@@ -119,9 +121,11 @@ class Subscriber:
         if kind == "meta":
             self.meta = json.loads(payload)
             self.metas += 1
-        if kind != "samples":
+        if kind == "alarms" and self.measuring:
+            self.alarm_latencies_ms.append(now_ms - json.loads(payload)["ts"])
+        if kind not in ("samples", "samples.zst"):
             return
-        message = json.loads(payload)
+        message = json.loads(zstd_inflate(payload) if kind == "samples.zst" else payload)
         live = not message.get("historical", False)
         for sample in message["samples"]:
             seq = sample["seq"]
@@ -149,6 +153,17 @@ class Subscriber:
                 self.on_message(message.topic.value, message.payload, int(message.qos))
 
 
+def zstd_inflate(frame: bytes) -> bytes:
+    """A consumer's decoding of ``P/G/samples.zst`` (docs/reference.md), with the library only,
+    so this bench also measures a tree from before uplink.compression."""
+    import zstandard  # noqa: PLC0415
+
+    size = zstandard.frame_content_size(frame)
+    assert 0 <= size <= 2**26, size
+    data: bytes = zstandard.ZstdDecompressor().decompress(frame)
+    return data
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of the process, all threads."""
     with open(f"/proc/{pid}/stat") as f:
@@ -170,6 +185,16 @@ def wakeups(pid: int) -> int:
                 if line.endswith("ctxt_switches:", 0, line.find(":") + 1):
                     total += int(line.split()[1])
     return total
+
+
+def write_bytes(pid: int) -> int:
+    """Bytes the process caused to be written to storage (``/proc/<pid>/io``): counted when it
+    dirties a page of a file (a page cache write that will reach the disk), whatever the call."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    raise KeyError("write_bytes")
 
 
 def proc_status_kb(pid: int, key: str) -> int:
@@ -194,6 +219,8 @@ def write_config(
     *,
     report: str | None = None,
     seal_interval: str | None = None,
+    compression: str | None = None,
+    alarms: bool = False,
 ) -> Path:
     per_port = -(-devices // len(sim_ports))
     sources = []
@@ -217,6 +244,13 @@ def write_config(
     }  # default batch, buffer sync, qos: what we claim
     if seal_interval is not None:  # "0" measures the daemon without seals
         config["security"] = {"seal_interval": seal_interval}
+    if compression is not None:
+        config["uplink"]["compression"] = compression
+    if alarms:  # f0 swings around 230 V (period ~24 s): each device raises and clears in turn
+        config["alarms"] = [
+            {"point": f"{d['name']}/f0", "above": 230.5, "clear_below": 229.5}
+            for source in sources for d in source["devices"]
+        ]  # fmt: skip
     path = workdir / "gateway.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
     return path
@@ -287,6 +321,8 @@ class Outage:
     peak_rss_kb: int = 0
     buffered: int = 0  # the buffer's last_seq at the restore
     drain_s: float = 0.0  # from the restore until the subscriber held every seq to ``buffered``
+    written: int = 0  # write_bytes during the cut
+    stored: int = 0  # seqs handed out during the cut
 
 
 async def cut_link(
@@ -294,12 +330,16 @@ async def cut_link(
 ) -> Outage:
     result = Outage()
     await proxy.outage()
+    written0 = write_bytes(daemon.pid)
+    seq0 = int((await asyncio.to_thread(fetch_status, status_port))["buffer"]["last_seq"])
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         result.peak_rss_kb = max(result.peak_rss_kb, proc_status_kb(daemon.pid, "VmRSS"))
         await asyncio.sleep(0.1)
     status = await asyncio.to_thread(fetch_status, status_port)
     result.buffered = int(status["buffer"]["last_seq"])
+    result.written = write_bytes(daemon.pid) - written0
+    result.stored = result.buffered - seq0
     await proxy.restore()
     restored = time.monotonic()
     async with asyncio.timeout(max(60.0, 4 * seconds)):
@@ -319,6 +359,7 @@ async def measure(
 ) -> dict[str, Any]:
     """The window's figures (with the outage in its middle, when asked)."""
     cpu0, clock0, wake0 = cpu_seconds(daemon.pid), cpu_clock(daemon.pid), wakeups(daemon.pid)
+    written0 = write_bytes(daemon.pid)
     count0, points0, bytes0, t0 = sub.received, sub.points, sub.bytes, time.perf_counter()
     sub.measuring = True
     outage = None
@@ -331,6 +372,7 @@ async def measure(
         await asyncio.sleep(args.seconds)
     sub.measuring = False
     cpu1, clock1, wake1 = cpu_seconds(daemon.pid), cpu_clock(daemon.pid), wakeups(daemon.pid)
+    written = write_bytes(daemon.pid) - written0
     count1, points1, bytes1, t1 = sub.received, sub.points, sub.bytes, time.perf_counter()
     points = points1 - points0
     window = t1 - t0
@@ -348,12 +390,21 @@ async def measure(
         "bytes_per_point": (bytes1 - bytes0) / max(points, 1),
         "bytes_per_sample": (bytes1 - bytes0) / max(count1 - count0, 1),
         "bytes_per_hour": (bytes1 - bytes0) * 3600 / window,
+        "written": written,
+        "written_per_point": written / max(points, 1),
     }
     if outage is not None:
         figures |= {
             "outage_rss_mb": outage.peak_rss_kb / 1024,
             "outage_buffered": outage.buffered,
             "outage_drain_s": outage.drain_s,
+            "outage_written": outage.written,
+            # the outage's samples hold as many points each as the window's average
+            "outage_written_per_point": outage.written
+            / max(1.0, outage.stored * points / max(count1 - count0, 1)),
+            # the link-up part of the window alone
+            "up_written_per_point": (written - outage.written)
+            / max(1.0, points - outage.stored * points / max(count1 - count0, 1)),
         }
     return figures
 
@@ -375,6 +426,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 config = write_config(
                     workdir, mqtt_port, status_port, [p for p, _ in sims], args.devices,
                     report=args.report, seal_interval=args.seal_interval,
+                    compression=args.compression, alarms=args.alarms,
                 )  # fmt: skip
                 async with asyncio.TaskGroup() as group:
                     listener = group.create_task(sub.run(broker.port, ready), name="subscriber")
@@ -411,6 +463,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "p50_ms": percentile(sub.latencies_ms, 0.50),
         "p99_ms": percentile(sub.latencies_ms, 0.99),
         "max_ms": max(sub.latencies_ms),
+        "alarms": len(sub.alarm_latencies_ms),
+        "alarm_p50_ms": percentile(sub.alarm_latencies_ms or [0.0], 0.50),
+        "alarm_p99_ms": percentile(sub.alarm_latencies_ms or [0.0], 0.99),
+        "alarm_max_ms": max(sub.alarm_latencies_ms or [0.0]),
         "received": sub.received,
         "received_points": sub.points,
         "duplicates": sub.duplicates,
@@ -439,6 +495,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         ("latency p99, ms", f"{r['p99_ms']:.0f}", "< 250", f"{THINGSBOARD['p99_ms']:.0f}",
          r["p99_ms"] < TARGETS["p99_ms"]),
         ("bytes per point (MQTT, whole packets)", f"{r['bytes_per_point']:.1f}", "", "", True),
+        ("bytes written to storage per point", f"{r['written_per_point']:.1f}", "", "", True),
     ]  # fmt: skip
     outage = f", {args.outage:g}s outage in its middle" if args.outage else ""
     print(
@@ -461,13 +518,22 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         f"link in window: {r['bytes']:.0f} bytes, {r['bytes_per_sample']:.1f} per sample, "
         f"{r['bytes_per_hour'] / 2**20:.2f} MiB/h; the daemon's own count: "
         f"{r['uplink_bytes_total']:.0f} bytes in all, {r['uplink_bytes_per_sample']:.1f} per "
-        f"sample over its last minute"
+        f"sample over its last minute; written to storage (/proc/<pid>/io write_bytes) "
+        f"{r['written']:.0f} bytes"
     )
+    if args.alarms:
+        print(
+            f"alarms in window: {r['alarms']:.0f}, latency from the poll that crossed the "
+            f"threshold to the subscriber p50/p99/max {r['alarm_p50_ms']:.1f}/"
+            f"{r['alarm_p99_ms']:.1f}/{r['alarm_max_ms']:.1f} ms"
+        )
     if args.outage:
         print(
             f"outage {args.outage:g}s: peak RSS during it {r['outage_rss_mb']:.1f} MB; "
             f"backlog up to seq {r['outage_buffered']:.0f} drained {r['outage_drain_s']:.2f}s "
-            "after the restore"
+            f"after the restore; written to storage during it {r['outage_written']:.0f} bytes, "
+            f"{r['outage_written_per_point']:.1f} per point stored; outside it "
+            f"{r['up_written_per_point']:.1f} per point delivered"
         )
     print(
         f"whole run: {r['received']:.0f} distinct seqs received ({r['received_points']:.0f} "
@@ -496,6 +562,12 @@ def main() -> int:
         help="cut the broker link this long in the middle of the window",
     )  # fmt: skip
     parser.add_argument("--cprofile", metavar="FILE", help="run the daemon under cProfile")
+    parser.add_argument(
+        "--compression", choices=["none", "zstd"], help="uplink.compression (default: unset)"
+    )
+    parser.add_argument(
+        "--alarms", action="store_true", help="an alarm on each device's f0 (alarm latency)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)

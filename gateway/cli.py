@@ -207,6 +207,8 @@ def summarise(loaded: LoadedConfig) -> str:
         topics = f"Sparkplug B spBv1.0/{sp.group_id}/+/{node}/..., checkpoints qos {uplink.qos}"
         if sp.primary_host_id:
             topics += f", primary host {sp.primary_host_id}"
+    if uplink.compression == "zstd":
+        topics += ", samples as zstd frames on .../samples.zst"
     lines.append(f"uplink: {', '.join(uplink.servers)} as {config.client_id}, {topics}")
     lines.append(f"buffer: {config.buffer.path} (max {config.buffer.max_size // 1024**2} MiB)")
     lines.append(f"status: http://{config.status.listen}/")

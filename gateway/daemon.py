@@ -427,7 +427,7 @@ class Daemon:
             # arrives as the flush completes, and this loop would then outlive the shutdown.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
-                    await self._buffer.flush()
+                    await self._buffer.ping()
                 buffer_beat.beat()
             polls = sum(d.reads_ok + d.reads_failed + d.parse_errors for d in self._devices())
             if polls != last_polls:

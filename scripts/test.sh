@@ -22,6 +22,7 @@ apt_packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packages+=(mosquitto)
 command -v socat >/dev/null 2>&1 || apt_packages+=(socat)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || apt_packages+=(snmpd)
+command -v zstd >/dev/null 2>&1 || apt_packages+=(zstd)  # uplink.compression: the stock CLI decodes
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 if [ "$fast" -eq 0 ]; then
     command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium fonts-dejavu-core)

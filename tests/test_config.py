@@ -271,6 +271,12 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "sources[0].devices[0].points[0].scale", "inf is not a finite number"),
     ("serial offset nan", lambda d: d["sources"][1]["points"][0].update(offset=float("nan")),
      "sources[1].points[0].offset", "nan is not a finite number"),
+    ("compression lz4", lambda d: d["uplink"].update(compression="lz4"),
+     "uplink.compression", "'lz4' is not one of none, zstd"),
+    ("zstd with sparkplug-b",
+     lambda d: d["uplink"].update(compression="zstd", format="sparkplug-b",
+                                  sparkplug={"group_id": "city"}),
+     "uplink.compression", "'zstd' is for uplink.format json"),
     ("NUL in a file name", lambda d: d["uplink"].update(tls={"ca_file": "ca\0.pem"}),
      "uplink.tls.ca_file", "'ca\\x00.pem': a file name cannot hold a NUL character"),
 ]  # fmt: skip

@@ -16,8 +16,10 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from gateway.audit.ranges import RangeSet, runs
+from gateway.uplink.compression import UndecodablePayload, decode_samples_payload
 
-KINDS = ("samples", "alarms", "gaps", "status", "results")  # results: since v0.3
+# samples.zst: samples messages as zstd frames (uplink.compression: zstd); results since v0.3
+KINDS = ("samples", "samples.zst", "alarms", "gaps", "status", "results")
 
 
 class RejectedMessage(ValueError):
@@ -63,10 +65,17 @@ def parse_message(prefix: str, topic: str, payload: bytes | bytearray) -> Event:
     gateway, _, kind = rest.partition("/")
     if not gateway or kind not in KINDS:
         raise RejectedMessage(f"topic {topic!r} is not P/G/{{{','.join(KINDS)}}}")
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-        raise RejectedMessage(f"not JSON: {exc}") from None
+    if kind in ("samples", "samples.zst"):  # plain or a zstd frame (its magic number)
+        try:
+            doc = decode_samples_payload(bytes(payload))
+        except UndecodablePayload as exc:
+            raise RejectedMessage(str(exc)) from None
+        kind = "samples"
+    else:
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            raise RejectedMessage(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RejectedMessage("the payload is not a JSON object")
     if kind == "status":

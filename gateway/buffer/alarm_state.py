@@ -48,6 +48,11 @@ class AlarmStates:
         """An alarm was acknowledged before its commit: its state still goes to disk."""
         self._acked.append((seq, event.alarm, event.state, ts_ms))
 
+    @property
+    def unwritten(self) -> bool:
+        """States of acknowledged alarms wait for a commit."""
+        return bool(self._acked)
+
     def raised(self) -> set[str]:
         return {alarm for alarm, state in self._states.items() if state == "raised"}
 

@@ -4,43 +4,36 @@ How it works
 ------------
 ``put()`` gives each sample or alarm its seq at once, below the fsynced reservation, and appends
 it to a bounded in-memory queue (:mod:`.pending`) and to the *tail*; it never blocks and never
-raises. The uplink may publish an item from the tail before it is committed, so a live sample
-does not wait for the fsync. The commit task takes what is queued (at most ``commit_max_rows``)
-and commits it in one SQLite transaction; it waits a short linger after the first item of a
-batch so that a poll's samples share a commit, but never holds an item longer than
-``commit_interval_s``, and when commits are slower than the linger they follow one another
-without pause (group commit). With ``sync="full"`` every commit is fsynced (``synchronous=FULL``
-in WAL mode); with ``"normal"`` only checkpoints are. An item acknowledged before its commit is
-taken out of the queue and never written (fewer writes to the SD card).
+raises. The uplink may publish an item from the tail before its commit. The commit task commits
+what is queued (at most ``commit_max_rows``) in one transaction, a short linger after a batch's
+first item (a poll's samples share a commit), never later than ``commit_interval_s``, back to
+back when commits are slower (group commit). With ``sync="full"`` every commit is fsynced; with
+``"normal"`` only checkpoints are. An item acknowledged before its commit leaves the queue and is
+never written, and needs no commit of its own: the settled mark (:mod:`.seqfile`) records it.
 
-Samples and alarms live in two tables keyed by seq, in the neutral form of
-:mod:`gateway.buffer.codec`; the schema and its migrations are :mod:`gateway.buffer.schema`.
-A row leaves only through ``ack()`` or eviction (:mod:`gateway.buffer.eviction`). Gaps live in
-their own table; ``ack_gap()`` marks one sent, and maintenance deletes sent gaps once no row is
-left below them (until then they fence later eviction ranges). The counts and the oldest
-timestamp are kept incrementally (one ``COUNT`` at open), so nothing ever scans the backlog.
+Samples and alarms live in two tables keyed by seq, in the neutral form of :mod:`.codec` (the
+schema and migrations: :mod:`.schema`). A row leaves only through ``ack()`` or eviction
+(:mod:`.eviction`). Gaps have their own table; ``ack_gap()`` marks one sent, and maintenance
+deletes sent gaps once no row is left below them (until then they fence later evictions). The
+counts and the oldest timestamp are kept incrementally: nothing ever scans the backlog.
 
-The tail (:mod:`gateway.buffer.tail`) and the seqs (:mod:`gateway.buffer.opening`)
-------------------------------------------------------------------------------------
-``fetch`` above each lane's floor (the uplink's live stream) answers from the tail in memory;
-below it (the backlog) from the file, followed by the tail. ``ack`` takes items out of the tail
-and the counts at once; committed rows are deleted in the next commit's transaction (or
-``ack_linger_s`` later when none comes); a crash before the delete leaves acknowledged rows,
-which are sent again (at least once). Seqs are handed out below an fsynced reservation and are
-never reused, whatever the stop: :mod:`gateway.buffer.opening` says how. The alarm rules' states
-(:mod:`.alarm_state`) and the status events (:mod:`.journal`) go in the same commits.
+The tail (:mod:`.tail`) and the seqs (:mod:`.opening`)
+--------------------------------------------------------
+``fetch`` above each lane's floor (the live stream) answers from the tail in memory; below it
+(the backlog) from the file, then the tail. ``ack`` takes items out of the tail and the counts at
+once; committed rows are deleted in a later commit (a crash before it sends them again). Seqs are
+never reused, whatever the stop (:mod:`.opening`). The alarm rules' states (:mod:`.alarm_state`)
+and the status events (:mod:`.journal`) go in the same commits.
 
 Failures
 --------
-A write that fails (disk full, read-only or vanished directory, I/O error) is rolled back and
-retried with capped exponential backoff; its items stay queued (and can still be published),
-``stats.writable`` is False and ``write_errors_total`` / ``last_error`` say why; while the queue is
-full new items are dropped (before they get a seq) and counted. A database that cannot be opened at
-all leaves the buffer entered but degraded: the backlog cannot be read, and the commit task keeps
-trying to open it. I/O and corruption errors drop the connection, so the retry re-opens and
-re-checks the file. A file system under 5 % free is no write error, but leaves no room for an
-outage: ``stats.room_low`` (``/health`` degraded) and ``room_bytes`` say so. A directory others can
-write, or a symbolic link beside the file, is refused at start (:mod:`.safety`).
+A failed write (disk full, read-only or vanished directory, I/O error) is rolled back and retried
+with capped backoff; its items stay queued (and publishable), ``stats.writable`` is False and
+``write_errors_total`` / ``last_error`` say why; a full queue drops new items (before their seq),
+counted. A file that cannot be opened leaves the buffer degraded, reopened by the commit task;
+I/O and corruption errors drop the connection, so the retry re-checks the file. Under 5 % free
+space, ``stats.room_low`` (``/health`` degraded) and ``room_bytes`` say so. A directory others
+can write, or a symbolic link beside the file, is refused at start (:mod:`.safety`).
 """
 
 from __future__ import annotations
@@ -274,14 +267,14 @@ class Buffer:
 
     def _number(self) -> None:
         """Give seqs to waiting items as far as the reservation reaches; make them visible."""
-        if not self._pending.number(self._tail):
+        if not self._pending.number(self._tail) or self._pending.low():
             self._wake.set()  # the commit task raises the reservation
         self.stats.last_seq = self._pending.last_seq
 
     def record_event(self, event: StatusEvent) -> None:
         """Keep an event for the status page: at once in memory, and on disk with the next
         commit (within ``ack_linger_s`` when no data comes). Never blocks, never raises."""
-        if not self._uncommitted():
+        if self._commit_due() is None:
             self._first_ack_t = time.monotonic()
         self._journal.record(event)
         self._wake.set()
@@ -301,6 +294,10 @@ class Buffer:
                 if not await self._commit_step():
                     break
         return self._pending.last_seq
+
+    async def ping(self) -> None:
+        """The watchdog's proof that commits are not wedged, without forcing one."""
+        await self._query(lambda db: db.execute_fetchall("SELECT 1"), "ping failed", None)
 
     @property
     def last_seq(self) -> int:
@@ -324,20 +321,27 @@ class Buffer:
         """When the next commit should start (monotonic), or None when nothing waits for one."""
         if self._pending.held():
             return self._first_put_t + self._linger_s
-        if self._acks.runs or self._journal.unwritten or self._settled < self._pending.last_seq:
+        if self._acks.runs or self._journal.unwritten or self._alarm_states.unwritten:
             return self._first_ack_t + self._ack_linger_s
-        return self.seals.due(self._settled, time.monotonic())
+        # Seqs acknowledged before their commit need none of their own: the settled mark records
+        # them (its page cache copy at once, the seq file's with the next reservation). A seal
+        # does: its leaves and the seal are stored in the commit that decides it.
+        return self.seals.due(self._pending.settled(), time.monotonic())
 
     async def _commit_loop(self) -> None:
         backoff = _BACKOFF_MIN_S
         while True:
             due = self._commit_due()
-            if due is None and self._conn.db is not None:
+            ahead = self._pending.low() and not self._pending.starved()
+            if due is None and self._conn.db is not None and not ahead:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
             wait = 0.0 if due is None else due - time.monotonic()
-            if (
+            if ahead and self._conn.db is not None:
+                async with self._lock:  # raised ahead of need, with no commit of its own
+                    ok = await self._commit_step(reserve_only=True)
+            elif (
                 self._conn.db is not None
                 and wait > 0
                 and len(self._pending.queue) < self._commit_max_rows
@@ -349,21 +353,24 @@ class Buffer:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
                 continue
-            ok = True
-            while ok and (self._uncommitted() or self._conn.db is None):
-                async with self._lock:
-                    ok = await self._commit_step()
+            else:
+                ok = True
+                while ok and (self._uncommitted() or self._conn.db is None):
+                    async with self._lock:
+                        ok = await self._commit_step()
             if ok:
                 backoff = _BACKOFF_MIN_S
                 continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    async def _commit_step(self) -> bool:
-        """Open if needed, raise the reservation, commit a batch and the acks; False (error
-        recorded) on failure. Holds the lock."""
+    async def _commit_step(self, *, reserve_only: bool = False) -> bool:
+        """Open if needed, raise the reservation, commit one batch and the pending
+        acknowledgements; False (error recorded) on failure. Holds the lock."""
         try:
             await self._reserve_if_low()
+            if reserve_only:
+                return True
             if self._conn.db is None:
                 await self._open()
             batch = self._pending.take_batch(self._commit_max_rows)
@@ -423,6 +430,7 @@ class Buffer:
     def _after_commit(self, settled: int) -> None:
         self._pending.committed()
         self._settled = max(self._settled, settled)
+        self._files.settle(self._pending.settled_now())
         self._tail.trim(self._settled, self._pending.last_seq)
         self._refresh_bytes()
         self._figures.writable_again()
@@ -436,7 +444,8 @@ class Buffer:
         reserved = self._pending.next_reservation(time.monotonic())
         if reserved is None:
             return
-        await self._files.reserve(reserved)
+        durable = self._pending.settled_now() if self._sync == "full" else 0
+        await self._files.reserve(reserved, durable)
         self._pending.reserved = reserved
         self._number()
 
@@ -475,12 +484,15 @@ class Buffer:
         tail leave it and the counts at once (uncommitted ones are never written; their leaves
         go with the next commit); committed rows are deleted by the next commit, or
         ``ack_linger_s`` later; the backlog's now, so the counts stay exact."""
+        seqs = list(seqs)
         runs = runs_of(seqs)
         if not runs:
             return
+        was_due = self._commit_due() is not None
         found = 0
         unwritten = dict.fromkeys(Lane, 0)
-        for item in self._pending.take(runs):
+        taken = self._pending.take(runs)
+        for item in taken:
             unwritten[item[1]] += 1
             self.seals.hold(item[0], item[3])
             if isinstance(item[3], AlarmEvent):
@@ -490,9 +502,11 @@ class Buffer:
                 found += removed
                 self._acks.counted[lane] += removed - unwritten[lane]
                 self._figures.removed(lane, removed)
-        if not self._acks.runs:
+        if not was_due:
             self._first_ack_t = time.monotonic()
-        self._acks.add(runs)
+        gone = {item[0] for item in taken}  # never written: nothing to delete
+        self._acks.add(runs_of(seq for seq in seqs if seq not in gone) if gone else runs)
+        self._files.settle(self._pending.settled_now())
         if found < count(runs):
             async with self._lock:
                 await self._apply_acks()

@@ -3,12 +3,15 @@
 Seqs: never reused
 ------------------
 ``meta.last_seq`` (``D``) is the highest seq below which every item is committed or was
-acknowledged, updated in each commit. Before handing out a seq above the *reservation* ``R``
-the buffer raises ``R`` in the fsynced file ``<db>.seq`` (ahead, by ``seq_reserve_block`` or
-more): no seq above ``R`` was ever handed out. When it runs out, new items wait (without a seq)
-for the commit task to raise it. When the uplink is handed an uncommitted item, the seq goes into
-the exposure mark ``<db>.exposed`` (page cache only). A clean close writes the exact last seq to
-the seq file. At open:
+acknowledged, updated in each commit of data; between them (a link that acknowledges every
+sample before its commit writes no data) the *settled* mark in ``<db>.exposed`` (page cache) and
+in ``<db>.seq`` (fsynced at each reservation, with ``sync: full``) says the same, so ``D`` below
+is the highest of the three that can be trusted (``seqfile.plan_start``). Before handing out a
+seq above the *reservation* ``R`` the buffer raises ``R`` in the fsynced file ``<db>.seq``
+(ahead, by ``seq_reserve_block`` or more): no seq above ``R`` was ever handed out. When it runs
+out, new items wait (without a seq) for the commit task to raise it. When the uplink is handed
+an uncommitted item, the seq goes into the exposure mark ``<db>.exposed`` (page cache only). A
+clean close writes the exact last seq to the seq file. At open:
 
 1. clean close recorded and it equals ``D``: continue at ``D + 1``, no gap;
 2. otherwise (unclean stop), in the same boot with a WAL that holds every frame the wal-index
@@ -78,7 +81,7 @@ async def open_file(
     connection), everything up to it is known to be committed or acknowledged."""
     state = await asyncio.to_thread(seqfile.read_state, files.seq_path)
     intact = await asyncio.to_thread(seqfile.wal_intact, path)
-    exposed = await asyncio.to_thread(seqfile.read_exposed, files.exposed_path)
+    exposed, exposed_settled = await asyncio.to_thread(seqfile.read_exposed, files.exposed_path)
     try:
         db, fresh = await store.open_db(path, sync, wal_pages)
     except BufferCorruptError as exc:
@@ -101,7 +104,8 @@ async def open_file(
                 db_last=db_last,
                 same_boot=state is not None and state.boot == files.boot is not None,
                 intact=intact,
-                exposed=exposed or 0,
+                exposed=exposed,
+                settled=exposed_settled,
             )
         if fresh:
             base = start.last_seq

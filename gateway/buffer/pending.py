@@ -65,15 +65,19 @@ class Pending:
         ``tail``; False when some wait for the reservation to be raised."""
         waiting, queue = self.unnumbered, self.queue
         seq = self.last_seq
+        urgent = False
         while waiting and seq < self.reserved:
             lane, ts, item = waiting.popleft()
             seq += 1
+            urgent = urgent or lane is Lane.ALARM
             queue.append((seq, lane, ts, item))
             tail.add(lane, seq, ts, item)
         if seq != self.last_seq:
             self.last_seq = seq
             if self._waiters:
-                self._wake_waiters(seq)
+                # an alarm (or a result) wakes every waiter: the uplink sends it at once rather
+                # than when the batch of samples it waits for is full
+                self._wake_waiters(RESERVE_AHEAD_MAX * 2**20 if urgent else seq)
         return not waiting
 
     def starved(self) -> bool:
@@ -93,7 +97,7 @@ class Pending:
             self._ahead = self._block
         self._last_reserve_t = now
         ahead = max(self._ahead, 2 * len(self.unnumbered))
-        return (need + ahead) // self._block * self._block
+        return -(-(need + ahead) // self._block) * self._block  # whole blocks, rounded up
 
     def take_batch(self, max_rows: int) -> list[Queued]:
         """The batch being committed: kept until :meth:`committed`, so a failed commit retries
@@ -109,6 +113,17 @@ class Pending:
     def settled(self) -> int:
         """Every seq up to it is committed (once the batch is) or was acknowledged."""
         return self.queue[0][0] - 1 if self.queue else self.last_seq
+
+    def settled_now(self) -> int:
+        """Every seq up to it is committed or was acknowledged, the batch being committed
+        counted as not yet."""
+        first = self.batch[0][0] if self.batch else self.queue[0][0] if self.queue else 0
+        return first - 1 if first else self.last_seq
+
+    def low(self) -> bool:
+        """Time to raise the reservation (:meth:`next_reservation` would)."""
+        need = self.last_seq + len(self.unnumbered)
+        return self.reserved - need < self._block // 2 or bool(self.unnumbered)
 
     def take(self, runs: list[Run]) -> list[Queued]:
         """Take the queued items whose seqs are in ``runs`` (acknowledged before their commit)."""

@@ -3,7 +3,7 @@
 ``buffer.db.seq`` is one line of JSON, replaced atomically (write, fsync, rename, fsync the
 directory)::
 
-    {"v": 1, "reserved": 41000, "clean": null, "boot": "<boot id>", "base": 0}
+    {"v": 1, "reserved": 41000, "clean": null, "boot": "<boot id>", "base": 0, "settled": 40321}
 
 - ``reserved``: no seq above it has ever been handed out. The buffer raises it (by whole blocks)
   before it commits a seq above it, so it survives anything that loses the WAL's tail.
@@ -12,11 +12,16 @@ directory)::
   kept every write) from a power cut or reboot (it may not have).
 - ``base``: the last seq before the current database file was created, so a corrupt file's seq
   range is ``base + 1 .. reserved``.
+- ``settled`` (since v0.3; 0 when absent or with ``sync: normal``): when it was written, every
+  seq up to it was committed (fsynced) or acknowledged by the broker: after a power cut the
+  ``unclean_shutdown`` gap starts above it, though no commit recorded it in the database.
 
-``buffer.db.exposed`` holds 8 bytes: the highest seq the uplink was handed *before* its commit
-(a live sample is published without waiting for the fsync). It is written in place and never
-fsynced: it has to outlive a killed process, which the page cache guarantees, not a power cut,
-after which the whole reservation counts as unproven anyway.
+``buffer.db.exposed`` holds two little-endian u64: the highest seq the uplink was handed *before*
+its commit (a live sample is published without waiting for the fsync), and (since v0.3) the
+*settled* mark, every seq up to which is committed or acknowledged. They are written in place
+and never fsynced: they have to outlive a killed process, which the page cache guarantees, not
+a power cut, after which the seq file's figures count instead. So a link that acknowledges every
+sample before its commit costs the SD card no database write at all (docs/performance.md).
 
 Blocking file I/O: call it from a worker thread (``asyncio.to_thread``), as :class:`SeqFiles`,
 the running buffer's handle on both files, does.
@@ -51,6 +56,7 @@ class SeqState:
     clean: int | None
     boot: str | None
     base: int
+    settled: int = 0  # every seq up to it was committed (fsynced) or acknowledged
 
 
 def boot_id() -> str | None:
@@ -71,13 +77,14 @@ def read_state(path: Path) -> SeqState | None:
             clean=None if clean is None else int(clean),
             boot=boot if isinstance(boot, str) else None,
             base=int(raw.get("base", 0)),
+            settled=int(raw.get("settled", 0)),
         )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("seq reservation file %s unreadable (%s): ignoring it", path, exc)
         return None
-    if state.reserved < 0 or state.base < 0 or state.base > state.reserved:
+    if not 0 <= state.base <= state.reserved or not 0 <= state.settled <= state.reserved:
         log.warning("seq reservation file %s holds impossible values: ignoring it", path)
         return None
     return state
@@ -92,6 +99,7 @@ def write_state(path: Path, state: SeqState) -> None:
             "clean": state.clean,
             "boot": state.boot,
             "base": state.base,
+            "settled": state.settled,
         }
     )
     statefile.replace(path, text.encode() + b"\n")
@@ -137,28 +145,43 @@ def wal_intact(db_path: Path) -> bool:
     return bool(wal_size >= _WAL_HEADER + mx_frame * (_WAL_FRAME_HEADER + page))
 
 
+# The settled mark moves by steps (one pwrite per MARK_STEP seqs, not per acknowledgement): a
+# crash's gap may start up to MARK_STEP seqs below the truth. The exposure mark stays exact, so
+# the seqs nobody saw are used again.
+MARK_STEP = 200
+
+
 class ExposureMark:
     """``<db>.exposed``, kept open: one ``pwrite`` (no fsync) per raise."""
 
     def __init__(self, path: Path) -> None:
         self._fd = statefile.open_private(path, os.O_RDWR)
-        self.seq = read_exposed(path) or 0
+        self.seq, self.settled = read_exposed(path)
 
     def raise_to(self, seq: int) -> None:
         if seq > self.seq:
-            os.pwrite(self._fd, struct.pack("<Q", seq), 0)
-            self.seq = seq
+            self._write(seq, self.settled)
+
+    def settle_to(self, seq: int) -> None:
+        if seq >= self.settled + MARK_STEP:
+            self._write(self.seq, seq)
+
+    def _write(self, exposed: int, settled: int) -> None:
+        os.pwrite(self._fd, struct.pack("<QQ", exposed, settled), 0)
+        self.seq, self.settled = exposed, settled
 
     def close(self) -> None:
         os.close(self._fd)
 
 
-def read_exposed(path: Path) -> int | None:
+def read_exposed(path: Path) -> tuple[int, int]:
+    """(exposed, settled); 0 for what the file does not hold (an 8-byte file of v0.2)."""
     try:
         data = path.read_bytes()
     except OSError:
-        return None
-    return struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else None
+        return 0, 0
+    exposed = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else 0
+    return exposed, struct.unpack("<Q", data[8:16])[0] if len(data) >= 16 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +200,7 @@ def plan_start(
     same_boot: bool,
     intact: bool,
     exposed: int = 0,
+    settled: int = 0,
 ) -> Start:
     """Decide the seq to continue from (the reasoning is in ``buffer/core.py``'s docstring).
 
@@ -184,7 +208,9 @@ def plan_start(
     ``db_last``: the highest seq the existing database knows (``meta.last_seq``, its rows and
     its gaps); ``same_boot``: the seq file was written in this boot; ``intact``: the WAL holds
     every frame the wal-index says was committed; ``exposed``: the highest seq handed to the
-    uplink before its commit (the exposure mark; trusted only with ``same_boot``).
+    uplink before its commit (the exposure mark; trusted only with ``same_boot``);
+    ``settled``: the exposure file's settled mark (ditto). Every seq up to a settled mark (this
+    one, or the seq file's fsynced one) is in the database or was acknowledged: no gap for it.
     """
     if fresh:
         if state is None:
@@ -196,14 +222,18 @@ def plan_start(
         return Start(lost_to, gaps)
     if state is None or state.clean == db_last or state.reserved <= db_last:
         return Start(db_last, [])
+    known = max(db_last, min(state.settled, state.reserved))
     if same_boot and intact:
         # Seqs above what the file holds that nobody ever saw are free again; those handed to
         # the uplink before their commit may have been published: accounted for as a gap.
+        known = max(known, min(settled, state.reserved))
         seen = min(exposed, state.reserved)
-        if seen > db_last:
-            return Start(seen, [(db_last + 1, seen, "unclean_shutdown")])
-        return Start(db_last, [])
-    return Start(state.reserved, [(db_last + 1, state.reserved, "unclean_shutdown")])
+        if seen > known:
+            return Start(seen, [(known + 1, seen, "unclean_shutdown")])
+        return Start(known, [])
+    if state.reserved <= known:
+        return Start(known, [])
+    return Start(state.reserved, [(known + 1, state.reserved, "unclean_shutdown")])
 
 
 class SeqFiles:
@@ -216,9 +246,10 @@ class SeqFiles:
         self.base = 0  # the last seq before the current database file was created
         self._exposure: ExposureMark | None = None
 
-    async def reserve(self, reserved: int) -> None:
-        """Record (fsynced) that seqs up to ``reserved`` may be handed out."""
-        state = SeqState(reserved, None, self.boot, self.base)
+    async def reserve(self, reserved: int, settled: int = 0) -> None:
+        """Record (fsynced) that seqs up to ``reserved`` may be handed out, and that every seq up
+        to ``settled`` is committed (fsynced) or acknowledged."""
+        state = SeqState(reserved, None, self.boot, self.base, settled)
         try:
             await asyncio.to_thread(write_state, self.seq_path, state)
         except OSError as exc:
@@ -241,6 +272,15 @@ class SeqFiles:
             return
         try:
             self._exposure.raise_to(seq)
+        except OSError as exc:
+            log.warning("buffer: cannot write %s: %s", self.exposed_path, exc)
+
+    def settle(self, seq: int) -> None:
+        """Every seq up to ``seq`` is committed or acknowledged: a crash now gives them no gap."""
+        if self._exposure is None:
+            return
+        try:
+            self._exposure.settle_to(seq)
         except OSError as exc:
             log.warning("buffer: cannot write %s: %s", self.exposed_path, exc)
 

@@ -235,6 +235,7 @@ def _check_uplink(config: Config) -> list[Problem]:
         if (tls.cert_file is None) != (tls.key_file is None):
             problems.append((("uplink", "tls"), "cert_file and key_file go together"))
     problems += _check_sparkplug(config)
+    problems += _check_compression(config)
     return problems
 
 
@@ -253,6 +254,17 @@ def _topic_prefix(prefix: str) -> list[str]:
 
 
 # -- Sparkplug B (uplink.format: sparkplug-b) -------------------------------------------------
+
+
+def _check_compression(config: Config) -> list[Problem]:
+    uplink = config.uplink
+    if uplink.compression == "none" or uplink.format == "json":
+        return []
+    return [
+        (("uplink", "compression"),
+         f"{uplink.compression!r} is for uplink.format json; Sparkplug B payloads are protobuf, "
+         "sent as the specification defines them")
+    ]  # fmt: skip
 
 
 def _check_sparkplug(config: Config) -> list[Problem]:

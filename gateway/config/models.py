@@ -88,6 +88,8 @@ class UplinkConfig(ConfigModel):
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = 16
     format: Literal["json", "sparkplug-b"] = "json"
     sparkplug: SparkplugConfig | None = None
+    # json only: samples messages as zstd frames on P/G/samples.zst (docs/reference.md)
+    compression: Literal["none", "zstd"] = "none"
 
 
 class FleetConfig(ConfigModel):

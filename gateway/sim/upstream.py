@@ -2,7 +2,8 @@
 
 The demo shows "delivered N of M" from it: the distinct seqs received in samples and alarms
 (and, since v0.3, results) messages or declared lost in gaps messages, the last few alarms and
-results, and when samples arrived (for a messages/s figure). JSON wire format only.
+results, and when samples arrived (for a messages/s figure). JSON wire format only, its samples
+plain or compressed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import aiomqtt
 
 from gateway.seals.verify import Running
 from gateway.sim.broker import LOOPBACK
+from gateway.uplink.compression import decode_samples_payload
 
 
 @dataclass
@@ -34,8 +36,11 @@ class Upstream:
     seals: Running = field(default_factory=Running)  # "sealed and verified: N of N"
 
     def take(self, topic: str, payload: bytes) -> None:
-        message = json.loads(payload)
         kind = topic.rsplit("/", 1)[-1]
+        if kind in ("samples", "samples.zst"):  # plain or a zstd frame (uplink.compression)
+            kind, message = "samples", decode_samples_payload(payload)
+        else:
+            message = json.loads(payload)
         if kind == "samples":
             self.seqs.update(sample["seq"] for sample in message["samples"])
             self.received_times.append(time.monotonic())

@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import Config, LoadedConfig
 from gateway.uplink.catalog import catalog_of
+from gateway.uplink.compression import SamplesCompressor
 from gateway.uplink.json_format import CommandSink, JsonFormat
 from gateway.uplink.mqtt import BufferLike, Uplink
 from gateway.uplink.wire import Catalog, CurrentValues, WireFormat
@@ -50,6 +51,7 @@ def _json(made: FormatInputs) -> ChosenFormat:
             version=__version__,
             started_ms=made.started_ms,
             commands=made.commands if made.config.commands is not None else None,
+            compress=SamplesCompressor() if uplink.compression == "zstd" else None,
         )
     )
 

@@ -10,12 +10,13 @@ and the decoders already made it the shortest float for its float32 or scale.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem
 from gateway.seals.items import result_object
+from gateway.uplink.compression import SAMPLES_SUFFIX
 from gateway.uplink.inbound import MAX_COMMAND_BYTES
 from gateway.uplink.wire import Catalog, Outgoing
 
@@ -149,10 +150,15 @@ class JsonFormat:
         version: str,
         started_ms: int,
         commands: CommandSink | None = None,
+        compress: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._commands = commands  # subscribed to P/G/commands only with a commands section
         self._gateway = catalog.gateway_id
         self.topics = Topics.for_gateway(topic_prefix, catalog.gateway_id)
+        # uplink.compression (gateway/uplink/compression.py): samples as zstd frames on their
+        # own topic, so a consumer that reads only JSON never receives bytes it cannot parse
+        self._compress = compress
+        self._samples_topic = self.topics.samples + (SAMPLES_SUFFIX if compress else "")
         self._qos = qos
         self._version = version
         self._started_ms = started_ms
@@ -173,8 +179,10 @@ class JsonFormat:
 
     def samples(self, items: Sequence[StoredItem], *, historical: bool) -> list[Outgoing]:
         payload = samples_message(self._gateway, items, historical=historical)
+        if self._compress is not None:
+            payload = self._compress(payload)
         seqs = tuple(item.seq for item in items)
-        return [Outgoing(self.topics.samples, payload, self._qos, seqs=seqs, samples=len(seqs))]
+        return [Outgoing(self._samples_topic, payload, self._qos, seqs=seqs, samples=len(seqs))]
 
     def alarm(self, item: StoredItem) -> list[Outgoing]:
         if isinstance(item.item, CommandResult):  # results ride the alarms' lane

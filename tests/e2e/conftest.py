@@ -42,6 +42,7 @@ from support import (
 )
 
 from gateway.sources.modbus.sim import SimUnit, profile_points
+from gateway.uplink.compression import decode_samples_payload
 
 PREFIX = "e2e"
 GATEWAY = "lamppost-e2e"
@@ -423,9 +424,11 @@ class Upstream:
         body = message.payload
         assert isinstance(body, bytes)
         kind = str(message.topic).rsplit("/", 1)[-1]
-        self.messages.append(
-            Message(kind, json.loads(body), message.retain, time.monotonic(), body)
-        )
+        if kind == "samples.zst":  # uplink.compression: zstd; ``payload`` keeps the frame
+            kind, data = "samples", decode_samples_payload(body)
+        else:
+            data = json.loads(body)
+        self.messages.append(Message(kind, data, message.retain, time.monotonic(), body))
         self._arrived.set()
 
 
