@@ -21,7 +21,8 @@ from gateway.sources.snmp.values import convert
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.json_format import meta_message
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.sparkplug.format import SparkplugFormat, datatype_for
+from gateway.uplink.sparkplug.format import SparkplugFormat
+from gateway.uplink.sparkplug.metrics import datatype_for
 
 README = Path(__file__).resolve().parent.parent / "gateway" / "sources" / "snmp" / "README.md"
 

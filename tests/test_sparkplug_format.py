@@ -27,7 +27,8 @@ from sparkplug_support import (
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Lane, Sample, StoredItem, Value
 from gateway.uplink.sparkplug import sparkplug_b_pb2
-from gateway.uplink.sparkplug.format import STATE_AHEAD_MS, SparkplugFormat, alarm_metric
+from gateway.uplink.sparkplug.format import SparkplugFormat
+from gateway.uplink.sparkplug.metrics import STATE_AHEAD_MS, alarm_metric
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
 from gateway.uplink.wire import Catalog, DeviceInfo, Outgoing, PointInfo, Reconnect, Refused
 

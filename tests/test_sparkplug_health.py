@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.sparkplug.format import HEALTH_METRICS, SparkplugFormat
+from gateway.uplink.sparkplug.format import SparkplugFormat
+from gateway.uplink.sparkplug.metrics import HEALTH_METRICS
 from gateway.uplink.wire import Catalog, DeviceInfo, PointInfo
 
 DOC: dict[str, Any] = {

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from gateway.audit.ledger import Event, Fleet, GapDeclared, RejectedMessage, Seqs, Status
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
-from gateway.uplink.sparkplug.format import (
+from gateway.uplink.sparkplug.metrics import (
     ALARM_FALLBACK,
     BDSEQ,
     GAP_METRIC,

@@ -17,13 +17,10 @@ points), so they are unique across the node and the same for the same catalog.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
@@ -31,198 +28,33 @@ from gateway.uplink.json_format import result_message
 from gateway.uplink.sparkplug import dcmd
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
 from gateway.uplink.sparkplug.device_life import DeviceLife, States
+from gateway.uplink.sparkplug.metrics import (
+    ALARM_FALLBACK,
+    BDSEQ,
+    BOOL,
+    FLOAT_FIELDS,
+    GAP_METRIC,
+    HEALTH_METRICS,
+    INT32_MASK,
+    LONG,
+    NAMESPACE,
+    REBIRTH,
+    RESULT_METRIC,
+    SEQ_METRIC,
+    STATE_AHEAD_MS,
+    STRING,
+    ULONG,
+    Aliases,
+    DeviceMetrics,
+    add_property,
+    birth_metric,
+    health_values,
+    set_value,
+)
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "spBv1.0"
-REBIRTH = "Node Control/Rebirth"
-BDSEQ = "bdSeq"
-GAP_METRIC = "sgw/gap"
-SEQ_METRIC = "sgw/seq"
-ALARM_FALLBACK = "sgw/alarm"  # an alarm whose rule left the config (stored before a reload)
-RESULT_METRIC = "sgw/result"  # since v0.3: a command's or an action's result, its JSON
-# SPEC v0.3: with a synchronised clock, a STATE stamped further ahead than this is ignored (a
-# host with a wild clock would otherwise hide every genuine STATE until the gateway restarts).
-STATE_AHEAD_MS = 60_000
-
-# Point type (PointInfo.type) -> (Sparkplug datatype, Payload.Metric value field).
-_INT32 = 0xFFFF_FFFF
-_INT64 = 0xFFFF_FFFF_FFFF_FFFF
-DATATYPES: dict[str, tuple[int, str]] = {
-    "bool": (pb.Boolean, "boolean_value"),
-    "int16": (pb.Int16, "int_value"),
-    "uint16": (pb.UInt16, "int_value"),
-    "int32": (pb.Int32, "int_value"),
-    "uint32": (pb.UInt32, "int_value"),
-    "int64": (pb.Int64, "long_value"),
-    "uint64": (pb.UInt64, "long_value"),
-    "float32": (pb.Float, "float_value"),
-    "float64": (pb.Double, "double_value"),
-    "string": (pb.String, "string_value"),
-    "number": (pb.Double, "double_value"),
-}
-_DOUBLE = (pb.Double, "double_value")
-_FLOAT = (pb.Float, "float_value")
-_FLOAT_FIELDS = frozenset({"float_value", "double_value"})
-_LONG = (pb.Int64, "long_value")
-_ULONG = (pb.UInt64, "long_value")
-_BOOL = (pb.Boolean, "boolean_value")
-_STRING = (pb.String, "string_value")
-_ALARM_NAME = re.compile(r"^([^/]+)/([^/<>]+)([<>])")
-# SPEC "Fleet operations": P/G/health's figures as node metrics (docs/sparkplug.md); the
-# problems and the devices' states are the health document's JSON, as sgw/gap is text.
-HEALTH_METRICS: dict[str, tuple[int, str]] = {
-    "sgw/health/status": _STRING,
-    "sgw/health/problems": _STRING,
-    "sgw/health/devices": _STRING,
-    "sgw/health/backlog": _ULONG,
-    "sgw/health/buffer_bytes": _ULONG,
-    "sgw/health/room_bytes": _ULONG,
-    "sgw/health/link_bytes_per_hour": _ULONG,
-    "sgw/health/version": _STRING,
-    "sgw/health/config_digest": _STRING,
-    "sgw/health/config_source": _STRING,
-    "sgw/health/uptime_s": _DOUBLE,
-}
-
-
-def health_values(doc: Mapping[str, Any]) -> dict[str, Value | None]:
-    """The node metrics' values from a ``P/G/health`` document."""
-    buffer, link = doc.get("buffer") or {}, doc.get("link") or {}
-    compact = functools.partial(json.dumps, separators=(",", ":"))
-    return {
-        "sgw/health/status": doc.get("status"),
-        "sgw/health/problems": compact(doc.get("problems") or []),
-        "sgw/health/devices": compact(doc.get("devices") or {}),
-        "sgw/health/backlog": doc.get("backlog"),
-        "sgw/health/buffer_bytes": buffer.get("bytes"),
-        "sgw/health/room_bytes": buffer.get("room_bytes"),
-        "sgw/health/link_bytes_per_hour": link.get("bytes_per_hour"),
-        "sgw/health/version": doc.get("version"),
-        "sgw/health/config_digest": doc.get("config_digest"),
-        "sgw/health/config_source": doc.get("config_source"),
-        "sgw/health/uptime_s": doc.get("uptime_s"),
-    }
-
-
-def datatype_for(point_type: str, *, scaled: bool = False) -> tuple[int, str]:
-    """A point's Sparkplug datatype and value field. A scaled integer is not an integer: a
-    16-bit one is a Float (its value, rounded to the scale's decimals, has at most 7
-    significant digits, which a float32 keeps), a wider one a Double."""
-    found = DATATYPES.get(point_type, _DOUBLE)
-    if scaled and found[1] in ("int_value", "long_value"):
-        return _FLOAT if point_type in ("int16", "uint16") else _DOUBLE
-    return found
-
-
-def alarm_metric(rule_name: str) -> str | None:
-    """``aq-1/pm25>50`` -> ``alarm/aq-1/pm25/above``; None for a name of another shape."""
-    m = _ALARM_NAME.match(rule_name)
-    if m is None:
-        return None
-    return f"alarm/{m[1]}/{m[2]}/{'above' if m[3] == '>' else 'below'}"
-
-
-def _fit(field: str, value: Value) -> Value | None:
-    """``value`` as the metric's ``field`` holds it, or None when it does not fit."""
-    if field == "string_value":
-        return value if isinstance(value, str) else str(value)
-    if isinstance(value, str):
-        return None
-    if field == "boolean_value":
-        return bool(value)
-    if field in ("float_value", "double_value"):
-        return float(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    # Signed types travel in the unsigned field as two's complement (as Tahu does).
-    return value & (_INT32 if field == "int_value" else _INT64)
-
-
-def _set_value(metric: pb.Payload.Metric, field: str, value: Value | None) -> bool:
-    """Put ``value`` in the metric's ``field``; False (and is_null) when it does not fit."""
-    fitted = None if value is None else _fit(field, value)
-    if fitted is None:
-        metric.is_null = True
-        return value is None
-    setattr(metric, field, fitted)
-    return True
-
-
-def _metric(  # noqa: PLR0917 - a birth metric's fields, in order
-    payload: pb.Payload,
-    name: str,
-    alias: int | None,
-    kind: tuple[int, str],
-    value: Value | None,
-    now: int,
-) -> None:
-    """A birth's metric: name, alias, timestamp, datatype and value."""
-    m = payload.metrics.add()
-    m.name = name
-    if alias is not None:
-        m.alias = alias
-    m.timestamp = now
-    m.datatype = kind[0]
-    _set_value(m, kind[1], value)
-
-
-def _property(metric: pb.Payload.Metric, key: str, kind: int, field: str, value: object) -> None:
-    metric.properties.keys.append(key)
-    pv = metric.properties.values.add()
-    pv.type = kind
-    setattr(pv, field, value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Point:
-    alias: int
-    datatype: int
-    field: str
-    writable: bool = False  # DBIRTH marks it (since v0.3)
-
-
-@dataclass(frozen=True, slots=True)
-class _Device:
-    name: str
-    seq_alias: int
-    points: dict[str, _Point]
-
-
-class _Aliases:
-    """Every metric's alias for one catalog, numbered in catalog order."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        n = 0
-
-        def take() -> int:
-            nonlocal n
-            n += 1
-            return n - 1
-
-        self.bdseq = take()
-        self.gap = take()
-        self.node_seq = take()
-        self.alarm_fallback = take()
-        self.alarms: dict[str, tuple[str, int]] = {}  # rule name -> (metric name, alias)
-        for rule in catalog.alarms:
-            metric = alarm_metric(rule)
-            if metric is not None and rule not in self.alarms:
-                self.alarms[rule] = (metric, take())
-        self.devices: dict[str, _Device] = {}
-        for dev in catalog.devices:
-            seq_alias = take()
-            points = {}
-            for name, info in dev.points.items():
-                datatype, field = datatype_for(info.type, scaled=info.scaled)
-                points[name] = _Point(take(), datatype, field, info.writable)
-            self.devices[dev.name] = _Device(dev.name, seq_alias, points)
-        self.result = take()  # after the v0.2 aliases, which keep their numbers
-        self.health = {name: take() for name in HEALTH_METRICS}  # then the v0.3 health's
 
 
 class WriteSink(Protocol):
@@ -271,7 +103,7 @@ class SparkplugFormat:
         self.topic_dcmd = f"{node}/DCMD/{edge_node_id}/"  # + the device
         self.topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
         self._topic_prefix = topic_prefix
-        self._aliases = _Aliases(catalog)
+        self._aliases = Aliases(catalog)
         self.topic_checkpoint = f"{topic_prefix}/{catalog.gateway_id}/checkpoint"
         self.bd_seq = 0
         self._seq = 0  # the next message's seq
@@ -371,7 +203,7 @@ class SparkplugFormat:
             self._commands.write_request(device, name, value, "sparkplug")
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
-        self._aliases = _Aliases(catalog)
+        self._aliases = Aliases(catalog)
         self.topic_checkpoint = f"{self._topic_prefix}/{catalog.gateway_id}/checkpoint"
         return self._births() if self._born else []
 
@@ -409,11 +241,11 @@ class SparkplugFormat:
                 field = point.field
                 # The common cases first (a backlog drain encodes millions): a float in a
                 # float field, an int in an unsigned one.
-                if type(value) is float and field in _FLOAT_FIELDS:
+                if type(value) is float and field in FLOAT_FIELDS:
                     setattr(m, field, value)
-                elif type(value) is int and field == "int_value" and 0 <= value <= _INT32:
+                elif type(value) is int and field == "int_value" and 0 <= value <= INT32_MASK:
                     m.int_value = value
-                elif not _set_value(m, field, value):
+                elif not set_value(m, field, value):
                     self._warn(f"{item.device}/{name}", f"value {value!r} does not fit its type")
             self._last_seq[item.device] = seq
             out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
@@ -446,7 +278,7 @@ class SparkplugFormat:
             ("priority", pb.String, "string_value", event.priority),
             ("alarm", pb.String, "string_value", event.alarm),  # its name, exactly (seals)
         ):
-            _property(m, key, kind, field, value)
+            add_property(m, key, kind, field, value)
         return [
             self._data(self.topic_ndata, payload),
             self._checkpoint(item.seq, seqs=(item.seq,), alarms=1),
@@ -492,7 +324,7 @@ class SparkplugFormat:
             m = payload.metrics.add()
             m.alias = alias
             m.timestamp = now
-            _set_value(m, HEALTH_METRICS[name][1], self._health.get(name))
+            set_value(m, HEALTH_METRICS[name][1], self._health.get(name))
         return [self._data(self.topic_ndata, payload)]
 
     # -- building blocks -----------------------------------------------------------------
@@ -537,7 +369,7 @@ class SparkplugFormat:
         if historical:
             m.is_historical = True
         if not synced:  # the sample's "clock": "unsynced", so a host rebuilds it exactly (seals)
-            _property(m, "clock", pb.String, "string_value", "unsynced")
+            add_property(m, "clock", pb.String, "string_value", "unsynced")
 
     def _death(self) -> bytes:
         payload = pb.Payload()
@@ -559,16 +391,16 @@ class SparkplugFormat:
         def metric(
             p: pb.Payload, n: str, a: int | None, k: tuple[int, str], v: Value | None
         ) -> None:
-            _metric(p, n, a, k, v, now)
+            birth_metric(p, n, a, k, v, now)
 
-        metric(node, BDSEQ, aliases.bdseq, _LONG, self.bd_seq)
-        metric(node, REBIRTH, None, _BOOL, False)  # no alias: the standard says so
-        metric(node, GAP_METRIC, aliases.gap, _STRING, None)
-        metric(node, SEQ_METRIC, aliases.node_seq, _ULONG, None)
-        metric(node, ALARM_FALLBACK, aliases.alarm_fallback, _STRING, None)
-        metric(node, RESULT_METRIC, aliases.result, _STRING, None)
+        metric(node, BDSEQ, aliases.bdseq, LONG, self.bd_seq)
+        metric(node, REBIRTH, None, BOOL, False)  # no alias: the standard says so
+        metric(node, GAP_METRIC, aliases.gap, STRING, None)
+        metric(node, SEQ_METRIC, aliases.node_seq, ULONG, None)
+        metric(node, ALARM_FALLBACK, aliases.alarm_fallback, STRING, None)
+        metric(node, RESULT_METRIC, aliases.result, STRING, None)
         for rule, (name, alias) in aliases.alarms.items():
-            metric(node, name, alias, _STRING, self._alarm_state.get(rule))
+            metric(node, name, alias, STRING, self._alarm_state.get(rule))
         for name, alias in aliases.health.items():
             metric(node, name, alias, HEALTH_METRICS[name], self._health.get(name))
         out = [self._birth(self.topic_nbirth, node, now)]
@@ -577,13 +409,13 @@ class SparkplugFormat:
         self._life.reborn()
         return out
 
-    def _dbirth(self, dev: _Device, now: int) -> Outgoing:
+    def _dbirth(self, dev: DeviceMetrics, now: int) -> Outgoing:
         payload = pb.Payload()
-        _metric(payload, SEQ_METRIC, dev.seq_alias, _ULONG, self._last_seq.get(dev.name), now)
+        birth_metric(payload, SEQ_METRIC, dev.seq_alias, ULONG, self._last_seq.get(dev.name), now)
         values = self._current().get(dev.name, {})
         for name, point in dev.points.items():
             kind = (point.datatype, point.field)
-            _metric(payload, name, point.alias, kind, values.get(name), now)
+            birth_metric(payload, name, point.alias, kind, values.get(name), now)
             if point.writable:  # since v0.3: a host may write it with DCMD
                 props = payload.metrics[-1].properties
                 props.keys.append("writable")
