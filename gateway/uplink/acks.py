@@ -1,17 +1,41 @@
-"""Acknowledgements to the buffer: the seqs of messages the broker acknowledged, handed to
-``Buffer.ack`` many at a time when the link is fast. A delete is never cut off halfway inside
-its SQLite transaction, and seqs whose ack failed stay in the buffer (sent again after the next
-reconnect: at least once)."""
+"""What the uplink asks of the buffer (:class:`BufferLike`), and acknowledgements to it: the
+seqs of messages the broker acknowledged, handed to ``Buffer.ack`` many at a time when the link
+is fast. A delete is never cut off halfway inside its SQLite transaction, and seqs whose ack
+failed stay in the buffer (sent again after the next reconnect: at least once)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from gateway.errors import BufferStoreError
+from gateway.model import BufferStats, Gap, Lane, StoredItem
 
 log = logging.getLogger(__name__)
+
+
+class BufferLike(Protocol):
+    """What the uplink needs of :class:`gateway.buffer.Buffer`."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def stats(self) -> BufferStats: ...
+
+    async def wait_for_seq(self, after_seq: int) -> int: ...
+
+    async def fetch(
+        self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
+    ) -> list[StoredItem]: ...
+
+    async def ack(self, seqs: list[int]) -> None: ...
+
+    async def pending_gaps(self) -> list[Gap]: ...
+
+    async def ack_gap(self, gap_id: int) -> None: ...
 
 
 class AckQueue:

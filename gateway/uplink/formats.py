@@ -14,10 +14,11 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, LoadedConfig
+from gateway.uplink.acks import BufferLike
 from gateway.uplink.catalog import catalog_of
 from gateway.uplink.compression import SamplesCompressor
 from gateway.uplink.json_format import CommandSink, JsonFormat
-from gateway.uplink.mqtt import BufferLike, Uplink
+from gateway.uplink.mqtt import Uplink
 from gateway.uplink.wire import Catalog, CurrentValues, WireFormat
 
 

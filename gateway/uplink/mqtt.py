@@ -43,7 +43,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aiomqtt
 from aiomqtt import MqttError
@@ -51,8 +51,8 @@ from aiomqtt import MqttError
 from gateway.backoff import Backoff
 from gateway.config import UplinkConfig
 from gateway.errors import BufferStoreError, UplinkError
-from gateway.model import BufferStats, Gap, Lane, StoredItem, UplinkStats, now_ms
-from gateway.uplink.acks import AckQueue
+from gateway.model import BufferStats, UplinkStats, now_ms
+from gateway.uplink.acks import AckQueue, BufferLike
 from gateway.uplink.connection import ConnectFailed, Connector, first_reason
 from gateway.uplink.inbound import TOO_LARGE, InboundGuard
 from gateway.uplink.meter import LinkMeter, publish_size
@@ -73,28 +73,6 @@ log = logging.getLogger(__name__)
 # devices of a bus answer a few ms apart): one message instead of one per device, at ~19 instead
 # of ~26 bytes per point on the benchmark workload (docs/performance.md).
 IDLE_LINGER_S = 0.02
-
-
-class BufferLike(Protocol):
-    """What the uplink needs of :class:`gateway.buffer.Buffer`."""
-
-    @property
-    def last_seq(self) -> int: ...
-
-    @property
-    def stats(self) -> BufferStats: ...
-
-    async def wait_for_seq(self, after_seq: int) -> int: ...
-
-    async def fetch(
-        self, lane: Lane, *, after_seq: int = 0, up_to_seq: int | None = None, limit: int = 500
-    ) -> list[StoredItem]: ...
-
-    async def ack(self, seqs: list[int]) -> None: ...
-
-    async def pending_gaps(self) -> list[Gap]: ...
-
-    async def ack_gap(self, gap_id: int) -> None: ...
 
 
 @dataclass
