@@ -100,7 +100,8 @@ class SealWrite:
                 self.held.append((seq, codec.alarm_from_row(*row)))
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        if self.sealer is None:
+        if self.sealer is None:  # seals off: say so, so that seals on again start afresh
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seals_off', 1)")
             return
         _store_leaves(conn, self.held)
         if self.due or self.settled - self.sealed_to >= MAX_LEAVES:
@@ -239,6 +240,7 @@ class SealState:
     figures: SealFigures = field(default_factory=SealFigures)
     unsent: list[tuple[int, bytes]] = field(default_factory=list)  # (n, payload), oldest first
     last_try_t: float = field(default_factory=time.monotonic)
+    marked_off: bool = False  # seals off, and the file says so
     made: Callable[[], None] = lambda: None  # a seal is stored: wake the uplink
 
     async def load(self, db: aiosqlite.Connection, path: object) -> None:
@@ -247,11 +249,10 @@ class SealState:
         With seals off (``seal_interval: 0``) commits do nothing for seals; the file is marked
         so, and when seals are on again they start at the first seq still held, as after an
         upgrade (what was sent meanwhile is not sealed)."""
-        meta = await _meta(db)
         if self.sealer is None:
-            if "seals_off" not in meta:
-                await db.execute("INSERT INTO meta (key, value) VALUES ('seals_off', 1)")
-        elif "seals_off" in meta:
+            return  # the first commit marks the file (SealWrite), nothing is read
+        meta = await _meta(db)
+        if "seals_off" in meta:
             await _seal_from_first_held(db)
             meta = await _meta(db)
         sealed_to = int(meta.get("sealed_to", 0))
@@ -296,8 +297,10 @@ class SealState:
         return self.last_try_t + self.sealer.interval_s
 
     def take(self, settled: int, now_ms: int) -> SealWrite | None:
-        if self.sealer is None:
-            return None
+        if self.sealer is None:  # nothing, but in the first commit after the open
+            if self.marked_off:
+                return None
+            return SealWrite(None, [], settled, False, self.n, 0, self.prev, now_ms)
         held = [(seq, item) for seq, item in self.held.items() if seq <= settled]
         for seq, _ in held:
             del self.held[seq]
@@ -324,6 +327,8 @@ class SealState:
                 self.held[seq] = item
 
     def committed(self, write: SealWrite | None) -> None:
+        if write is not None and write.sealer is None:
+            self.marked_off = True
         seal = None if write is None else write.made
         if write is None or seal is None:
             return

@@ -30,6 +30,7 @@ the running buffer's handle on both files, does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -245,13 +246,24 @@ class SeqFiles:
         self.boot = boot_id()
         self.base = 0  # the last seq before the current database file was created
         self._exposure: ExposureMark | None = None
+        self._writing: asyncio.Future[None] | None = None  # the seq file's write in its thread
+
+    async def _write(self, state: SeqState) -> None:
+        """Write the seq file, one write at a time and in order. A task cancelled while its
+        write runs (the commit task, at close) leaves the thread writing: the next write waits
+        for it, so two never race on the temporary file nor land out of order."""
+        if self._writing is not None and not self._writing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        self._writing = asyncio.ensure_future(asyncio.to_thread(write_state, self.seq_path, state))
+        await asyncio.shield(self._writing)
 
     async def reserve(self, reserved: int, settled: int = 0) -> None:
         """Record (fsynced) that seqs up to ``reserved`` may be handed out, and that every seq up
         to ``settled`` is committed (fsynced) or acknowledged."""
         state = SeqState(reserved, None, self.boot, self.base, settled)
         try:
-            await asyncio.to_thread(write_state, self.seq_path, state)
+            await self._write(state)
         except OSError as exc:
             refusal = statefile.symlink_refusal(exc)
             if refusal is not None:
@@ -262,7 +274,7 @@ class SeqFiles:
         """Record a clean close: the exact last seq."""
         state = SeqState(reserved, last, self.boot, self.base)
         try:
-            await asyncio.to_thread(write_state, self.seq_path, state)
+            await self._write(state)
         except OSError as exc:
             log.warning("cannot record the clean shutdown in %s: %s", self.seq_path, exc)
 
