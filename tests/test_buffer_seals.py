@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ async def test_a_v01_file_migrated_seals_its_backlog(tmp_path: Path) -> None:
     assert seals[0]["root"] == merkle.root(leaves).hex()
 
 
+def _connection_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if "_connection_worker" in t.name}
+
+
 async def test_a_damaged_seal_row_is_refused_at_start_and_the_file_left_as_it_was(
     tmp_path: Path,
 ) -> None:
@@ -86,10 +91,13 @@ async def test_a_damaged_seal_row_is_refused_at_start_and_the_file_left_as_it_wa
     with sqlite3.connect(path) as db:
         db.execute('UPDATE seals SET body = \'{"n": 1, "ts"\'')
     before = path.read_bytes()
+    workers = _connection_threads()
     with pytest.raises(BufferUnsafeError, match=r"seal 1 in the buffer is damaged"):
         async with Buffer(path, sealer=SEALER):
             pass
     assert path.read_bytes() == before
+    # the refused connection is closed: its thread would keep the daemon from exiting 1
+    assert _connection_threads() <= workers
 
 
 async def test_a_backlog_costs_no_leaves_until_it_is_sent(tmp_path: Path) -> None:

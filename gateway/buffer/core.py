@@ -152,6 +152,7 @@ class Buffer:
             try:
                 await self._open()
             except (BufferNewerError, BufferUnsafeError):
+                await self._conn.close(checkpoint=False)  # refused: no connection left behind
                 raise
             except BufferStoreError as exc:
                 self._figures.write_failed(exc)
