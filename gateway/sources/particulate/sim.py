@@ -30,7 +30,6 @@ import signal
 import sys
 import threading
 import time
-import tty
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +52,7 @@ from gateway.sources.particulate.frames import (
     sds_reading,
     sds_reply,
 )
+from gateway.sources.simpty import open_pty
 
 MAX_OUTBOX = 64 * 1024  # bytes waiting for the pty; more is dropped, like a UART nobody reads
 UNSETTLED = 999.0  # what it reports during its settle time: a value no real street shows
@@ -112,17 +112,7 @@ class SimulatedDustSensor:
         return self._slave_name
 
     def start(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # bytes as they are: no echo, no CR/LF translation
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_name = os.ttyname(slave)
-        if self.link is not None:
-            temporary = self.link.with_name(f".{self.link.name}.{os.getpid()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            temporary.symlink_to(self._slave_name)
-            temporary.replace(self.link)
+        self._master, self._slave, self._slave_name = open_pty(self.link)
         self._thread = threading.Thread(target=self._serve, name="sim-dust", daemon=True)
         self._thread.start()
 

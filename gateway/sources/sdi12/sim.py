@@ -39,13 +39,13 @@ import signal
 import sys
 import threading
 import time
-import tty
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from gateway.sources.sdi12.protocol import crc_text
+from gateway.sources.simpty import open_pty
 
 RESPONSE_GAP = 0.015  # a sensor starts its answer within 15 ms of the command (section 7)
 WAKE = 0.012 + 0.00833  # the adapter's break and marking before a command
@@ -237,17 +237,7 @@ class SimulatedSdi12Bus:
         return self._slave_name
 
     def start(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo of commands, no CR/LF translation
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_name = os.ttyname(slave)
-        if self.link is not None:
-            temporary = self.link.with_name(f".{self.link.name}.{os.getpid()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            temporary.symlink_to(self._slave_name)
-            temporary.replace(self.link)
+        self._master, self._slave, self._slave_name = open_pty(self.link)
         self._thread = threading.Thread(target=self._serve, name="sim-sdi12", daemon=True)
         self._thread.start()
 

@@ -35,13 +35,13 @@ import signal
 import sys
 import threading
 import time
-import tty
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
 from gateway.codec.lines import unescape
+from gateway.sources.simpty import open_pty
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +167,9 @@ class SimulatedSerialSensor:
     def _open_pty(self) -> None:
         if self._master is not None:
             return
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo of requests, no CR/LF translation
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_name = os.ttyname(slave)
+        self._master, self._slave, self._slave_name = open_pty(self.link)
         self._outbox.clear()
         self._inbox.clear()
-        if self.link is not None:
-            temporary = self.link.with_name(f".{self.link.name}.{os.getpid()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            temporary.symlink_to(self._slave_name)
-            temporary.replace(self.link)
 
     def _close_pty(self) -> None:
         if self.link is not None and self._master is not None:
