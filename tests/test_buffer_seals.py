@@ -77,8 +77,13 @@ async def test_a_v01_file_migrated_seals_its_backlog(tmp_path: Path) -> None:
     assert seals[0]["root"] == merkle.root(leaves).hex()
 
 
-def _connection_threads() -> set[int | None]:
-    return {t.ident for t in threading.enumerate() if "_connection_worker" in t.name}
+def _connection_threads(ended_within: float = 0.0) -> set[int | None]:
+    """The connections' worker threads alive (a closed connection's thread ends just after
+    ``close()`` returns: it is given ``ended_within`` seconds; an open one never ends)."""
+    threads = [t for t in threading.enumerate() if "_connection_worker" in t.name]
+    for thread in threads:
+        thread.join(ended_within)
+    return {t.ident for t in threads if t.is_alive()}
 
 
 async def test_a_damaged_seal_row_is_refused_at_start_and_the_file_left_as_it_was(
@@ -97,7 +102,7 @@ async def test_a_damaged_seal_row_is_refused_at_start_and_the_file_left_as_it_wa
             pass
     assert path.read_bytes() == before
     # the refused connection is closed: its thread would keep the daemon from exiting 1
-    assert _connection_threads() <= workers
+    assert _connection_threads(ended_within=5.0) <= workers
 
 
 async def test_a_backlog_costs_no_leaves_until_it_is_sent(tmp_path: Path) -> None:
