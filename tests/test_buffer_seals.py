@@ -178,3 +178,31 @@ async def test_a_seal_made_while_the_stream_is_idle_wakes_the_uplink_waiting_for
         assert not waiter.done()
         assert await _settle(buffer)
         assert await asyncio.wait_for(waiter, 5) == 1
+
+
+async def test_leaves_waiting_in_memory_are_bounded_by_a_seal_however_long_the_interval(
+    tmp_path: Path,
+) -> None:
+    from gateway.seals.seal import MAX_LEAVES  # noqa: PLC0415
+
+    hourly = Sealer("gw", KEY, 3600.0)
+    most = 0
+    path = tmp_path / "buffer.db"
+    async with Buffer(
+        path, commit_interval_s=1.0, seq_reserve_block=50_000, sealer=hourly
+    ) as buffer:
+        for round_ in range(MAX_LEAVES // 500 + 4):  # acknowledged before their commit
+            for n in range(500):
+                buffer.put(Sample("d", n, {"p": n}))
+            await buffer.wait_for_seq(round_ * 500 + 499)  # numbered
+            got = await buffer.fetch(Lane.SAMPLE, after_seq=round_ * 500, limit=10_000)
+            await buffer.ack([i.seq for i in got])
+            most = max(most, len(buffer.seals.held))
+            await asyncio.sleep(0.01)  # the next poll cycle
+        for _ in range(100):
+            if buffer.seals.figures.made_total:
+                break
+            await asyncio.sleep(0.02)
+        assert buffer.seals.figures.made_total == 1  # long before the hour
+        assert json.loads(buffer.seals.unsent[0][1])["leaves"] == MAX_LEAVES
+    assert most <= MAX_LEAVES

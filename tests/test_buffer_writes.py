@@ -5,10 +5,14 @@ written, needs no commit of its own, and a crash or power cut still costs at wor
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from gateway.buffer import Buffer
+from gateway.buffer.seals import Sealer
 from gateway.buffer.seqfile import MARK_STEP, SeqState, plan_start, read_exposed, read_state
+from gateway.buffer.store import PAGE_SIZE
+from gateway.keys import SigningKey
 from gateway.model import AlarmEvent, Lane, Sample
 
 T0 = 1764169200000
@@ -97,3 +101,52 @@ async def test_an_alarm_wakes_a_waiter_that_waits_for_a_full_batch(tmp_path: Pat
         buf.put(AlarmEvent("dev/v>1", "raised", 2.0, "high", T0 + 2))
         async with asyncio.timeout(5):  # a hang guard: without the alarm it never returns
             assert await waiter == first + 2
+
+
+def _wal_frames(path: Path) -> int:
+    """Page frames written to the WAL since its last reset (SQLite's WAL format: a 32-byte
+    header, then a 24-byte header and a page per frame)."""
+    wal = path.with_name(path.name + "-wal")
+    return (wal.stat().st_size - 32) // (PAGE_SIZE + 24) if wal.stat().st_size else 0
+
+
+async def test_with_the_link_up_a_seal_is_one_small_commit_and_stores_no_leaf(
+    tmp_path: Path,
+) -> None:
+    # Seals on (the default): the leaves of what the broker acknowledged before its commit go
+    # straight into the seal, and the seal sent is marked by the next seal's commit.
+    path = tmp_path / "buffer.db"
+    sealer = Sealer("gw", SigningKey(bytes(range(32))), 0.3)
+    async with Buffer(path, ack_linger_s=0.05, now_ms=lambda: T0, sealer=sealer) as buf:
+        buf.put(Sample("dev-0", T0, {"v": 0}))  # the first reservation, committed
+        await buf.flush()
+        await buf.ack([1])
+        await buf.flush()
+        while not buf.seals.figures.made_total:  # the first seal, whose leaf was stored
+            await asyncio.sleep(0.05)
+        frames, seals = _wal_frames(path), buf.seals.figures.made_total
+        for round_ in range(12):
+            for n in range(10):
+                buf.put(Sample(f"dev-{n}", T0 + round_, {"v": n}))
+            await buf.wait_for_seq(round_ * 10 + 10)  # numbered
+            items = await buf.fetch(Lane.SAMPLE, after_seq=round_ * 10 + 1)
+            await buf.ack([item.seq for item in items])
+            for n, _ in list(buf.seals.unsent):  # the uplink sent it and the broker acked it
+                await buf.ack_seal(n)
+            await asyncio.sleep(0.1)
+        made = buf.seals.figures.made_total - seals
+        written = _wal_frames(path) - frames
+        with sqlite3.connect(path) as db:
+            leaf_rows = db.execute("SELECT count(*) FROM leaves").fetchone()[0]
+    assert made >= 3 and buf.seals.figures.sealed_to > 100
+    # each seal: the seals table's page, in one commit (before: meta's, the leaves' pages, the
+    # seal's, then a commit of its own marking it sent, and a checkpoint every 5 s)
+    assert written <= made
+    assert leaf_rows == 0
+    with sqlite3.connect(path) as db:  # the clean stop's commit marked the acknowledged sent
+        unsent = db.execute("SELECT n FROM seals WHERE sent = 0").fetchall()
+    assert [n for (n,) in unsent] == [n for n, _ in buf.seals.unsent]
+
+    async with Buffer(path, sealer=sealer) as again:  # the clean stop recorded where seqs end
+        assert again.previous_run == "clean" and again.stats.gaps_total == 0
+        assert again.last_seq == 121 and again.seals.figures.sealed_to > 100

@@ -48,9 +48,11 @@ class CommitTransaction:
         alarm_states: AlarmStates,
         journal: Journal,
         seals: SealWrite | None = None,
+        move_meta: bool = True,
     ) -> CommitTransaction:
         """One commit of ``batch``, with what waits for a commit taken from ``acks``,
-        ``alarm_states`` and ``journal`` (:meth:`give_back` returns it after a failure)."""
+        ``alarm_states`` and ``journal`` (:meth:`give_back` returns it after a failure);
+        ``move_meta=False`` leaves ``meta`` as it is (see ``Buffer._commit_batch``)."""
         samples, alarms = rows(batch, stored_ms)  # first: it is the part that could raise
         runs, counted = acks.take()
         return cls(
@@ -59,7 +61,7 @@ class CommitTransaction:
             runs,
             counted,
             delete_alarms=bool(alarms_held or counted[Lane.ALARM]),
-            meta=[(settled, "last_seq"), (stored_ms, "max_stored_ms")],
+            meta=[(settled, "last_seq"), (stored_ms, "max_stored_ms")] if move_meta else [],
             alarm_states=alarm_states.take(
                 (seq, ts, item) for seq, _, ts, item in batch if isinstance(item, AlarmEvent)
             ),

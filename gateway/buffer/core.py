@@ -59,7 +59,7 @@ from gateway.buffer.figures import Figures
 from gateway.buffer.journal import Journal
 from gateway.buffer.pending import Pending, Queued
 from gateway.buffer.runs import count, runs_of
-from gateway.buffer.seals import Sealer, SealState, mark_sent
+from gateway.buffer.seals import Sealer, SealState
 from gateway.buffer.tail import Tail
 from gateway.errors import BufferNewerError, BufferStoreError, BufferUnsafeError, BufferWriteError
 from gateway.model import AlarmEvent, BufferStats, Gap, Item, Lane, Sample, StatusEvent, StoredItem
@@ -141,6 +141,8 @@ class Buffer:
         self._tail = Tail(tail_max_items)
         self._acks = Acks()
         self._first_ack_t = 0.0  # since when acks or events wait for a commit (monotonic)
+        self._meta_behind = False  # the last commit only sealed, leaving meta.last_seq behind
+        self._closing = False
         self._ack_linger_s = ack_linger_s
         self.seals = SealState(sealer, made=self._pending.wake_all)  # the uplink reads it
 
@@ -175,6 +177,7 @@ class Buffer:
         tb: TracebackType | None,
     ) -> None:
         await self._stop_tasks()
+        self._closing = True  # the last commit records exactly how far every seq is settled
         async with self._lock:
             while self._conn.db is not None and self._uncommitted():
                 if not await self._commit_step():
@@ -316,6 +319,8 @@ class Buffer:
             or self._journal.unwritten
             or self._settled < self._pending.last_seq
             or self.seals.due_now(self._settled)
+            or self.seals.sent_marks
+            or (self._closing and self._meta_behind)
         )
 
     def _commit_due(self) -> float | None:
@@ -398,6 +403,13 @@ class Buffer:
             await self._init_stats()
             return
         stored = max(self._now_ms(), self._max_stored_ms)
+        seals = self.seals.take(settled, stored)
+        # A commit that only seals (the link up: nothing else waits) leaves meta.last_seq
+        # behind, as no commit at all does with seals off: the settled marks and the seal's
+        # to_seq say how far it is, and the seal's page is the one written. A close moves it.
+        seal_only = not (
+            batch or self._acks.runs or self._journal.unwritten or self._alarm_states.unwritten
+        )
         transaction = CommitTransaction.take(
             batch,
             stored_ms=stored,
@@ -406,7 +418,8 @@ class Buffer:
             acks=self._acks,
             alarm_states=self._alarm_states,
             journal=self._journal,
-            seals=(seals := self.seals.take(settled, stored)),
+            seals=seals,
+            move_meta=self._closing or not seal_only,
         )
         try:
             deleted = await store.on_connection_thread(db, transaction)
@@ -418,6 +431,7 @@ class Buffer:
                 raise store.map_error(exc, "commit failed") from exc
             raise
         self._max_stored_ms = stored
+        self._meta_behind = not transaction.meta
         self.seals.committed(seals)
         self._after_commit(settled)
         if transaction.runs:  # count out the deleted rows ``ack()`` did not find in the tail
@@ -536,8 +550,7 @@ class Buffer:
         return await self._query(reading.unsent_gaps, "reading gaps failed", [])
 
     async def ack_seal(self, n: int) -> None:
-        self.seals.sent(n)
-        await self._query(lambda db: mark_sent(db, n), "ack_seal failed", None)
+        self.seals.sent(n)  # marked in the file by the next commit, not one of its own
 
     async def ack_gap(self, gap_id: int) -> None:
         await self._query(lambda db: reading.mark_gap_sent(db, gap_id), "ack_gap failed", None)
@@ -569,10 +582,17 @@ class Buffer:
                 if self._conn.db is None:
                     continue
                 await self._evict_logged()
-                try:
-                    await self._conn.require().execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-                except (sqlite3.Error, BufferStoreError) as exc:
-                    log.warning("buffer checkpoint failed: %s", exc)
+                # With ``sync: normal`` only a checkpoint is fsynced: it bounds what a power cut
+                # takes. With ``full`` every commit is, and SQLite checkpoints when the WAL
+                # reaches its limit: a page rewritten by many commits (``meta``, the last seal)
+                # then reaches the file once, not every few seconds.
+                if self._sync == "normal":
+                    try:
+                        await self._conn.require().execute_fetchall(
+                            "PRAGMA wal_checkpoint(PASSIVE)"
+                        )
+                    except (sqlite3.Error, BufferStoreError) as exc:
+                        log.warning("buffer checkpoint failed: %s", exc)
                 self._refresh_bytes()
 
     async def _evict_logged(self) -> None:

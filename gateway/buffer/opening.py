@@ -151,8 +151,8 @@ async def _read_meta(db: aiosqlite.Connection) -> tuple[int, int, int]:
         meta[key] = value
     found = await db.execute_fetchall(
         "SELECT (SELECT max(seq) FROM samples), (SELECT max(seq) FROM alarms),"
-        " (SELECT max(to_seq) FROM gaps)"
-    )
+        " (SELECT max(to_seq) FROM gaps), (SELECT max(to_seq) FROM seals)"
+    )  # a sealed seq is settled: a seal's commit need not move meta.last_seq
     highest = max([meta.get("last_seq", 0), *(v for v in next(iter(found)) if v)])
     return int(highest), int(meta.get("base", 0)), int(meta.get("max_stored_ms", 0))
 

@@ -17,6 +17,16 @@ first seq still held, its leaves in seq order (a gap one leaf at its ``from_seq`
 leaves deleted. A seq with neither leaf nor gap (what a v0.2 file sent before it had seals) is one
 ``unsealed: crash`` leaf, listed in the seal's ``unsealed``. A leaf that cannot be computed never
 fails the commit: its seq is then sealed that way too, and logged.
+
+What the SD card pays (SPEC "Bytes and the SD card"): with the link up nothing commits between
+seals, so the leaves of the items acknowledged since the last seal are held in memory and go
+straight into the seal that the next commit decides; only the leaves it does not cover are
+stored. A seal sent is marked so in the next commit, not in one of its own (after a crash it is
+sent again: the same bytes, which a verifier takes once). The price is coverage after a kill -9:
+the items acknowledged and never committed since the last seal (at most ``seal_interval`` of
+them) have no leaf left, and the next seal covers them with an ``unsealed: crash`` leaf. Keeping
+their leaves on disk would cost a write per commit-less acknowledgement, the very writes the
+settled mark saves.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ _ROWS = {
     " WHERE seq BETWEEN ? AND ?",
 }
 Held = tuple[int, Item]
+LeafRun = tuple[int, int, bytes]  # from_seq, to_seq, their leaf hashes end to end
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,7 @@ class SealWrite:
     sealed_to: int
     prev: str
     now_ms: int
+    sent: list[int] = field(default_factory=list)  # seals acknowledged since the last commit
     made: dict[str, Any] | None = None
     unsealed: int = 0
     from_memory: int = 0  # held[:from_memory] came from memory (given back after a failure)
@@ -103,11 +115,20 @@ class SealWrite:
         if self.sealer is None:  # seals off: say so, so that seals on again start afresh
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seals_off', 1)")
             return
-        _store_leaves(conn, self.held)
+        if self.sent:
+            _mark_sent(conn, self.sent)
+        fresh = _leaf_runs(self.held)
         if self.due or self.settled - self.sealed_to >= MAX_LEAVES:
-            self.made = self._decide(conn, self.sealer)
+            self.made = self._decide(conn, self.sealer, fresh)
+            if self.made is not None:  # what the seal covered needs no row
+                fresh = _runs_after(fresh, int(self.made["to_seq"]))
+        conn.executemany(
+            "INSERT OR REPLACE INTO leaves (from_seq, to_seq, hashes) VALUES (?, ?, ?)", fresh
+        )
 
-    def _decide(self, conn: sqlite3.Connection, sealer: Sealer) -> dict[str, Any] | None:
+    def _decide(
+        self, conn: sqlite3.Connection, sealer: Sealer, fresh: list[LeafRun]
+    ) -> dict[str, Any] | None:
         low = conn.execute(
             "SELECT min(s) FROM (SELECT min(seq) AS s FROM samples WHERE seq > ?1"
             " UNION ALL SELECT min(seq) FROM alarms WHERE seq > ?1)",
@@ -116,7 +137,7 @@ class SealWrite:
         end = self.settled if low is None else min(self.settled, low - 1)
         if end <= self.sealed_to:
             return None
-        leaves, unsealed, to_seq = _walk(conn, self.sealed_to, end)
+        leaves, unsealed, to_seq = _walk(conn, self.sealed_to, end, fresh)
         if not leaves:
             return None
         seal = make_seal(
@@ -130,7 +151,7 @@ class SealWrite:
         )
         _drop_leaves(conn, to_seq)
         conn.execute("DELETE FROM sealed_gaps WHERE to_seq <= ?", (to_seq,))
-        _set_sealed_to(conn, to_seq)
+        # where sealing goes on is the last seal's to_seq (one page written: the seal's)
         self.unsealed = sum(d - c + 1 for c, d in unsealed)
         return seal
 
@@ -139,9 +160,10 @@ def _set_sealed_to(conn: sqlite3.Connection, seq: int) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sealed_to', ?)", (seq,))
 
 
-def _store_leaves(conn: sqlite3.Connection, held: list[Held]) -> None:
-    """One row per run of consecutive seqs: the leaf hashes end to end."""
-    rows: list[tuple[int, int, bytes]] = []
+def _leaf_runs(held: list[Held]) -> list[LeafRun]:
+    """The leaves of ``held`` as runs of consecutive seqs, each run's hashes end to end (the
+    rows of ``leaves``)."""
+    rows: list[LeafRun] = []
     run: list[bytes] = []
     first = last = 0
     for seq, item in sorted(held, key=lambda h: h[0]):
@@ -161,16 +183,30 @@ def _store_leaves(conn: sqlite3.Connection, held: list[Held]) -> None:
         last = seq
     if run:
         rows.append((first, last, b"".join(run)))
-    conn.executemany(
-        "INSERT OR REPLACE INTO leaves (from_seq, to_seq, hashes) VALUES (?, ?, ?)", rows
-    )
+    return rows
+
+
+def _runs_after(runs: list[LeafRun], to_seq: int) -> list[LeafRun]:
+    """What of ``runs`` lies past ``to_seq``."""
+    return [
+        (max(first, to_seq + 1), last, hashes[max(0, to_seq + 1 - first) * HASH :])
+        for first, last, hashes in runs
+        if last > to_seq
+    ]
+
+
+def _mark_sent(conn: sqlite3.Connection, ns: list[int]) -> None:
+    """Mark seals sent; keep only the last seal once sent (its hash chains the next)."""
+    conn.executemany("UPDATE seals SET sent = 1 WHERE n = ?", [(n,) for n in ns])
+    conn.execute("DELETE FROM seals WHERE sent = 1 AND n < (SELECT max(n) FROM seals)")
 
 
 def _walk(
-    conn: sqlite3.Connection, sealed_to: int, end: int
+    conn: sqlite3.Connection, sealed_to: int, end: int, fresh: list[LeafRun]
 ) -> tuple[list[bytes], list[tuple[int, int]], int]:
     """The leaves of seqs ``sealed_to + 1`` up to at most ``end`` (at most MAX_LEAVES, never
-    splitting a gap), the crash ranges among them, and the last seq covered."""
+    splitting a gap), from the stored runs and the ``fresh`` ones of this commit, the crash
+    ranges among them, and the last seq covered."""
     gaps = collections.deque(
         conn.execute(
             "SELECT from_seq, to_seq, reason FROM sealed_gaps WHERE to_seq > ? AND from_seq <= ?"
@@ -178,12 +214,15 @@ def _walk(
             (sealed_to, end),
         ).fetchall()
     )
-    runs: Iterator[tuple[int, int, bytes]] = iter(
-        conn.execute(
-            "SELECT from_seq, to_seq, hashes FROM leaves WHERE to_seq > ? AND from_seq <= ?"
-            " ORDER BY from_seq",
-            (sealed_to, end),
-        ).fetchall()
+    stored = conn.execute(
+        "SELECT from_seq, to_seq, hashes FROM leaves WHERE to_seq > ? AND from_seq <= ?",
+        (sealed_to, end),
+    ).fetchall()
+    runs: Iterator[LeafRun] = iter(
+        sorted(
+            [*stored, *(r for r in fresh if r[1] > sealed_to and r[0] <= end)],
+            key=lambda r: r[0],
+        )
     )
     run = next(runs, None)
     leaves: list[bytes] = []
@@ -239,6 +278,7 @@ class SealState:
     prev: str = FIRST_PREV
     figures: SealFigures = field(default_factory=SealFigures)
     unsent: list[tuple[int, bytes]] = field(default_factory=list)  # (n, payload), oldest first
+    sent_marks: list[int] = field(default_factory=list)  # sent, marked so by the next commit
     last_try_t: float = field(default_factory=time.monotonic)
     marked_off: bool = False  # seals off, and the file says so
     made: Callable[[], None] = lambda: None  # a seal is stored: wake the uplink
@@ -255,10 +295,11 @@ class SealState:
         if "seals_off" in meta:
             await _seal_from_first_held(db)
             meta = await _meta(db)
-        sealed_to = int(meta.get("sealed_to", 0))
         seals = list(
             await db.execute_fetchall("SELECT n, to_seq, body, sent FROM seals ORDER BY n")
         )
+        # meta says it after an upgrade or seals off; the last seal, once there is one
+        sealed_to = max([int(meta.get("sealed_to", 0)), *(int(row[1]) for row in seals)])
         self.unsent = []
         for n, _, body, sent in seals:
             if not sent:
@@ -294,6 +335,8 @@ class SealState:
             return None
         if settled <= self.figures.sealed_to:
             return None
+        if len(self.held) >= MAX_LEAVES:  # the leaves waiting in memory are bounded
+            return now_t
         return self.last_try_t + self.sealer.interval_s
 
     def take(self, settled: int, now_ms: int) -> SealWrite | None:
@@ -308,6 +351,7 @@ class SealState:
         due = due_at is not None and due_at <= time.monotonic()
         if due:
             self.last_try_t = time.monotonic()
+        sent, self.sent_marks = self.sent_marks, []
         return SealWrite(
             self.sealer,
             held,
@@ -317,11 +361,13 @@ class SealState:
             self.figures.sealed_to,
             self.prev,
             now_ms,
+            sent,
         )
 
     def give_back(self, write: SealWrite | None) -> None:
         if write is None:
             return
+        self.sent_marks = [*write.sent, *self.sent_marks]
         for seq, item in write.held[: write.from_memory]:
             if seq not in self.held:
                 self.held[seq] = item
@@ -342,14 +388,11 @@ class SealState:
         figures.unsealed_seqs_total += write.unsealed
 
     def sent(self, n: int) -> None:
+        """Seal ``n`` is acknowledged: not sent again, and marked so in the file by the next
+        commit (a crash before it sends it again)."""
         self.unsent = [(m, body) for m, body in self.unsent if m != n]
-
-
-async def mark_sent(db: aiosqlite.Connection, n: int) -> None:
-    """Mark seal ``n`` sent; keep only the last seal once sent (its hash chains the next)."""
-    await db.execute("UPDATE seals SET sent = 1 WHERE n = ?", (n,))
-    await db.execute("DELETE FROM seals WHERE sent = 1 AND n < (SELECT max(n) FROM seals)")
-    await db.commit()
+        if self.sealer is not None:
+            self.sent_marks.append(n)
 
 
 async def _meta(db: aiosqlite.Connection) -> dict[str, int]:
