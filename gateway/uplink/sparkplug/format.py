@@ -32,10 +32,9 @@ from gateway.uplink.sparkplug.metrics import (
     ALARM_FALLBACK,
     BDSEQ,
     BOOL,
-    FLOAT_FIELDS,
     GAP_METRIC,
     HEALTH_METRICS,
-    INT32_MASK,
+    IDENTITY_METRICS,
     LONG,
     NAMESPACE,
     REBIRTH,
@@ -46,12 +45,11 @@ from gateway.uplink.sparkplug.metrics import (
     ULONG,
     Aliases,
     DeviceMetrics,
-    add_property,
     birth_metric,
     health_values,
-    set_value,
 )
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
+from gateway.uplink.sparkplug.values import JSON_PROPERTY, add_property, carry, set_value
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
 log = logging.getLogger(__name__)
@@ -104,6 +102,7 @@ class SparkplugFormat:
         self.topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
         self._topic_prefix = topic_prefix
         self._aliases = Aliases(catalog)
+        self._identity = catalog.identity  # NBIRTH's sgw/identity/... (seals, since v0.3)
         self.topic_checkpoint = f"{topic_prefix}/{catalog.gateway_id}/checkpoint"
         self.bd_seq = 0
         self._seq = 0  # the next message's seq
@@ -204,6 +203,7 @@ class SparkplugFormat:
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         self._aliases = Aliases(catalog)
+        self._identity = catalog.identity
         self.topic_checkpoint = f"{self._topic_prefix}/{catalog.gateway_id}/checkpoint"
         return self._births() if self._born else []
 
@@ -238,15 +238,18 @@ class SparkplugFormat:
                 m.timestamp = ts
                 if historical:
                     m.is_historical = True
-                field = point.field
                 # The common cases first (a backlog drain encodes millions): a float in a
-                # float field, an int in an unsigned one.
-                if type(value) is float and field in FLOAT_FIELDS:
-                    setattr(m, field, value)
-                elif type(value) is int and field == "int_value" and 0 <= value <= INT32_MASK:
-                    m.int_value = value
-                elif not set_value(m, field, value):
-                    self._warn(f"{item.device}/{name}", f"value {value!r} does not fit its type")
+                # Double, an int in an integer datatype that holds it.
+                if type(value) is float and point.datatype == pb.Double:
+                    m.double_value = value
+                elif type(value) is int and point.low <= value <= point.high:
+                    setattr(m, point.field, value & point.mask)
+                elif (how := carry(m, point.kind, value)) is not None:
+                    self._warn(
+                        f"{item.device}/{name}",
+                        f"value {value!r} does not fit its datatype: sent {how}, its JSON text "
+                        f"in the property {JSON_PROPERTY!r}",
+                    )
             self._last_seq[item.device] = seq
             out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
                                   f"{item.device}", payload))  # fmt: skip
@@ -324,7 +327,7 @@ class SparkplugFormat:
             m = payload.metrics.add()
             m.alias = alias
             m.timestamp = now
-            set_value(m, HEALTH_METRICS[name][1], self._health.get(name))
+            set_value(m, HEALTH_METRICS[name], self._health.get(name))
         return [self._data(self.topic_ndata, payload)]
 
     # -- building blocks -----------------------------------------------------------------
@@ -403,6 +406,9 @@ class SparkplugFormat:
             metric(node, name, alias, STRING, self._alarm_state.get(rule))
         for name, alias in aliases.health.items():
             metric(node, name, alias, HEALTH_METRICS[name], self._health.get(name))
+        for name, alias in aliases.identity.items():  # the key seals are checked with
+            assert self._identity is not None  # Aliases gave them aliases
+            metric(node, name, alias, STRING, self._identity.get(IDENTITY_METRICS[name]))
         out = [self._birth(self.topic_nbirth, node, now)]
         out += [self._dbirth(dev, now) for dev in aliases.devices.values()]
         self._born = True
@@ -414,8 +420,7 @@ class SparkplugFormat:
         birth_metric(payload, SEQ_METRIC, dev.seq_alias, ULONG, self._last_seq.get(dev.name), now)
         values = self._current().get(dev.name, {})
         for name, point in dev.points.items():
-            kind = (point.datatype, point.field)
-            birth_metric(payload, name, point.alias, kind, values.get(name), now)
+            birth_metric(payload, name, point.alias, point.kind, values.get(name), now, carry)
             if point.writable:  # since v0.3: a host may write it with DCMD
                 props = payload.metrics[-1].properties
                 props.keys.append("writable")
