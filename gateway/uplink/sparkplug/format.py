@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from gateway.codec.numbers import shortest_float32
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
 from gateway.uplink.json_format import result_message
 from gateway.uplink.sparkplug import dcmd
@@ -45,6 +46,7 @@ from gateway.uplink.sparkplug.metrics import (
     ULONG,
     Aliases,
     DeviceMetrics,
+    PointMetric,
     birth_metric,
     health_values,
 )
@@ -239,17 +241,19 @@ class SparkplugFormat:
                 if historical:
                     m.is_historical = True
                 # The common cases first (a backlog drain encodes millions): a float in a
-                # Double, an int in an integer datatype that holds it.
+                # Double; a float in a Float that reads back as itself (as decoders make
+                # them); an int in an integer datatype that holds it.
                 if type(value) is float and point.datatype == pb.Double:
                     m.double_value = value
+                elif type(value) is float and point.datatype == pb.Float:
+                    m.float_value = value
+                    if shortest_float32(m.float_value) != value:
+                        m.ClearField("float_value")
+                        self._not_exact(m, point, value, f"{item.device}/{name}")
                 elif type(value) is int and point.low <= value <= point.high:
                     setattr(m, point.field, value & point.mask)
-                elif (how := carry(m, point.kind, value)) is not None:
-                    self._warn(
-                        f"{item.device}/{name}",
-                        f"value {value!r} does not fit its datatype: sent {how}, its JSON text "
-                        f"in the property {JSON_PROPERTY!r}",
-                    )
+                else:
+                    self._not_exact(m, point, value, f"{item.device}/{name}")
             self._last_seq[item.device] = seq
             out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
                                   f"{item.device}", payload))  # fmt: skip
@@ -489,6 +493,16 @@ class SparkplugFormat:
             f"primary host {self.primary_host_id} is offline",
             [Outgoing(self.topic_ndeath, self._death(), qos=1)],
         )
+
+    def _not_exact(self, m: pb.Payload.Metric, point: PointMetric, value: Value, key: str) -> None:
+        """The general case: :func:`.values.carry`, and a line in the log the first time."""
+        how = carry(m, point.kind, value)
+        if how is not None:
+            self._warn(
+                key,
+                f"value {value!r} does not fit its datatype: sent {how}, its JSON text in the "
+                f"property {JSON_PROPERTY!r}",
+            )
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
