@@ -215,16 +215,20 @@ def rebuild_items(host: Host, base: str) -> list[tuple[str, dict[str, Any]]]:
     (``base`` is ``<topic_prefix>/<gateway>``), from a host's view of the node's data."""
     out: list[tuple[str, dict[str, Any]]] = []
     for device, named, doc in host.data:
-        if device is not None:  # DDATA: a sample; its sgw/seq metric comes first
-            seq_metric, *points = doc["metrics"]
+        if not doc["metrics"]:
+            continue
+        seq_metric, *points = doc["metrics"]
+        seq_props = {k: v for k, (_, v) in seq_metric["properties"].items()}
+        if device is not None or "device" in seq_props:  # a sample; sgw/seq comes first
+            values = {m["resolved"][0]: sample_value(m, m["resolved"][1]) for m in points}
             sample: dict[str, Any] = {
                 "seq": named["sgw/seq"],
                 "ts": seq_metric["timestamp"],
-                "device": device,
-                "values": {m["resolved"][0]: sample_value(m, m["resolved"][1]) for m in points},
+                "device": seq_props.get("device", device),  # NDATA: its device left the config
+                "values": values | json.loads(seq_props.get("values", "{}")),  # points gone
             }
-            if "clock" in seq_metric["properties"]:
-                sample["clock"] = seq_metric["properties"]["clock"][1]
+            if "clock" in seq_props:
+                sample["clock"] = seq_props["clock"]
             out.append((f"{base}/samples", {"samples": [sample]}))
             continue
         for m in doc["metrics"]:

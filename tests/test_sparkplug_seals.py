@@ -229,6 +229,25 @@ def test_alarms_results_and_gaps_are_rebuilt_exactly_even_of_a_rule_gone(
         assert leaf_of(kind, obj) == stored_leaf(item.seq, item.item)
 
 
+def test_samples_of_a_device_or_point_gone_by_a_reload_are_rebuilt_exactly(
+    decoder: Decoder,
+) -> None:
+    """Stored before a reload removed their device or point: no metric carries those values,
+    the sgw/seq metric's properties do."""
+    fmt = make(catalog=odd_catalog())
+    host = born(decoder, fmt)
+    stored = [
+        StoredItem(5, Lane.SAMPLE, 1005, Sample("gone-1", 1005, {"x": 1.5, "s": "a"}, False)),
+        StoredItem(6, Lane.SAMPLE, 1006, Sample("gone-2", 1006, {})),
+        sample(7, {"u16": 3, "old": 2**60, "older": "b"}, synced=False),
+    ]
+    feed(host, fmt.samples(stored, historical=True))
+    rebuilt = [p["samples"][0] for _, p in rebuild_items(host, BASE)]
+    assert [s["device"] for s in rebuilt] == ["gone-1", "gone-2", "odd-1"]
+    for obj, item in zip(rebuilt, stored, strict=True):
+        assert leaf_of("sample", obj) == leaf_of("sample", published(item))
+
+
 # -- the identity ------------------------------------------------------------------------------
 
 

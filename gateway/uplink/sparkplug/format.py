@@ -51,7 +51,13 @@ from gateway.uplink.sparkplug.metrics import (
     health_values,
 )
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
-from gateway.uplink.sparkplug.values import JSON_PROPERTY, add_property, carry, set_value
+from gateway.uplink.sparkplug.values import (
+    JSON_PROPERTY,
+    add_property,
+    carry,
+    json_text,
+    set_value,
+)
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
 log = logging.getLogger(__name__)
@@ -220,20 +226,27 @@ class SparkplugFormat:
             dev = devices.get(item.device)
             payload = pb.Payload()
             ts = item.ts_ms
-            if dev is None:  # stored before a reload removed its device: keep the seq
-                self._warn(item.device, "is not in the config: its sample's values are dropped")
-                self._seq_metric(payload, self._aliases.node_seq, seq, ts, historical)
+            synced = item.clock_synced
+            if dev is None:  # stored before a reload removed its device: keep the seq, and the
+                # sample as the seal has it (properties device and values, docs/transparency.md)
+                self._warn(item.device, "is not in the config: its sample goes as sgw/seq")
+                self._seq_metric(
+                    payload, self._aliases.node_seq, seq, ts, historical, synced=synced
+                )
+                add_property(payload.metrics[0], "device", pb.String, "string_value", item.device)
+                self._orphans(payload, item.values)
                 out.append(self._data(self.topic_ndata, payload))
                 continue
-            self._seq_metric(payload, dev.seq_alias, seq, ts, historical, synced=item.clock_synced)
+            self._seq_metric(payload, dev.seq_alias, seq, ts, historical, synced=synced)
             points = dev.points
             add = payload.metrics.add
+            orphans: dict[str, Value] = {}
             for name, value in item.values.items():
                 point = points.get(name)
-                if point is None:
-                    self._warn(
-                        f"{item.device}/{name}", "is not in the config: its value is dropped"
-                    )
+                if point is None:  # stored before a reload removed its point
+                    self._warn(f"{item.device}/{name}", "is not in the config: its value goes "
+                               "in the sgw/seq property values")  # fmt: skip
+                    orphans[name] = value
                     continue
                 m = add()
                 m.alias = point.alias
@@ -254,6 +267,8 @@ class SparkplugFormat:
                     setattr(m, point.field, value & point.mask)
                 else:
                     self._not_exact(m, point, value, f"{item.device}/{name}")
+            if orphans:
+                self._orphans(payload, orphans)
             self._last_seq[item.device] = seq
             out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
                                   f"{item.device}", payload))  # fmt: skip
@@ -366,8 +381,14 @@ class SparkplugFormat:
         )
 
     @staticmethod
+    def _orphans(payload: pb.Payload, values: Mapping[str, Value]) -> None:
+        """Values without a metric (their point or device left the config), as JSON in the
+        ``sgw/seq`` metric's property ``values``, so a host still rebuilds the sample (seals)."""
+        add_property(payload.metrics[0], "values", pb.String, "string_value", json_text(values))
+
+    @staticmethod
     def _seq_metric(
-        payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool, *, synced: bool = True
+        payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool, *, synced: bool
     ) -> None:
         m = payload.metrics.add()
         m.alias = alias

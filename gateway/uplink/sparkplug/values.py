@@ -42,7 +42,7 @@ MAX_FLOAT32_INT = 2**24  # every integer up to this is a float32 that reads back
 
 _F32 = struct.Struct("<f")
 # a value's JSON text exactly as format: json writes it (gateway/uplink/json_format.py)
-_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+json_text = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 
 
 def fit(kind: tuple[int, str], value: Value) -> Value | None:
@@ -119,7 +119,7 @@ def carry(metric: pb.Payload.Metric, kind: tuple[int, str], value: Value | None)
         setattr(metric, kind[1], fitted)
     if exact(kind[0], value):
         return None
-    add_property(metric, JSON_PROPERTY, pb.String, "string_value", _json(value))
+    add_property(metric, JSON_PROPERTY, pb.String, "string_value", json_text(value))
     return "null" if fitted is None else "rounded"
 
 
