@@ -6,11 +6,14 @@ folder, loaded into a descriptor pool of their own. So a payload is read by prot
 parser and the standard's schema, never by our code. :class:`Host` then reads a stream of
 messages as a Sparkplug host application does: alias tables from the births, names and
 datatypes for DATA metrics, signed integers from their two's complement, and the message seq
-checked for continuity.
+checked for continuity. :func:`rebuild_items` rebuilds each item's JSON object from that view,
+as docs/transparency.md tells a host to (seals), with nothing of the gateway's code.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -175,8 +178,75 @@ class Host:
             assert m["timestamp"] is not None
             dev, name, datatype = self.aliases[m["alias"]]
             assert dev == device, f"alias {m['alias']} is {dev}'s, not {device}'s"
+            m["resolved"] = (name, datatype)  # what the alias meant when it came
             value = None if m["is_null"] else typed_value(datatype, m["raw"])
             named[name] = value
             self.values[device, name] = value
         self.data.append((device, named, doc))
         return doc
+
+
+# -- seals: each item's JSON object, rebuilt as docs/transparency.md says ------------------------
+
+
+def shortest_float32(x: float) -> float:
+    """The decimal with the fewest digits that reads back as the same float32 (as the doc says)."""
+    for digits in range(1, 10):
+        candidate = float(f"{x:.{digits}g}")
+        if struct.unpack("<f", struct.pack("<f", candidate))[0] == x:
+            return candidate
+    return x
+
+
+def sample_value(m: dict[str, Any], datatype: int) -> Any:
+    """A DDATA metric's value in the sample's JSON: the property ``json`` when there is one
+    (a value its datatype cannot carry), else null for is_null, else the value its datatype
+    means, a Float as its shortest decimal."""
+    if "json" in m["properties"]:
+        return json.loads(m["properties"]["json"][1])
+    if m["is_null"]:
+        return None
+    value = typed_value(datatype, m["raw"])
+    return shortest_float32(value) if datatype == FLOAT else value
+
+
+def rebuild_items(host: Host, base: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each item as ``format: json`` would publish it, with the topic it would come on
+    (``base`` is ``<topic_prefix>/<gateway>``), from a host's view of the node's data."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for device, named, doc in host.data:
+        if not doc["metrics"]:
+            continue
+        seq_metric, *points = doc["metrics"]
+        seq_props = {k: v for k, (_, v) in seq_metric["properties"].items()}
+        if device is not None or "device" in seq_props:  # a sample; sgw/seq comes first
+            values = {m["resolved"][0]: sample_value(m, m["resolved"][1]) for m in points}
+            sample: dict[str, Any] = {
+                "seq": named["sgw/seq"],
+                "ts": seq_metric["timestamp"],
+                "device": seq_props.get("device", device),  # NDATA: its device left the config
+                "values": values | json.loads(seq_props.get("values", "{}")),  # points gone
+            }
+            if "clock" in seq_props:
+                sample["clock"] = seq_props["clock"]
+            out.append((f"{base}/samples", {"samples": [sample]}))
+            continue
+        for m in doc["metrics"]:
+            name = m["resolved"][0]
+            props = {k: v for k, (_, v) in m["properties"].items()}
+            if name == "sgw/gap":
+                span, reason = m["raw"].split(":")
+                first, last = span.split("-")
+                gap = {"from_seq": int(first), "to_seq": int(last), "reason": reason}
+                out.append((f"{base}/gaps", gap))
+            elif name == "sgw/result":
+                result = json.loads(m["raw"])
+                del result["gateway"]
+                out.append((f"{base}/results", result))
+            elif "alarm" in props:  # alarm/...: the state; sgw/alarm: "<rule> <state>"
+                state = m["raw"].rsplit(" ", 1)[-1]
+                alarm = {"seq": props["seq"], "ts": m["timestamp"], "alarm": props["alarm"],
+                         "state": state, "value": props["value"],
+                         "priority": props["priority"]}  # fmt: skip
+                out.append((f"{base}/alarms", alarm))
+    return out

@@ -365,6 +365,12 @@ def test_a_device_or_point_no_longer_configured_keeps_its_seq(decoder: Decoder) 
     assert out[0].topic == f"spBv1.0/{GROUP}/NDATA/{NODE}"
     assert [named for _, named, _ in host.data] == [{"sgw/seq": 3}, {"sgw/seq": 4, "pm25": 2}]
     assert out[-1].seqs == (3, 4)
+    # and their values, as JSON properties of sgw/seq (docs/transparency.md: for seals)
+    props = [doc["metrics"][0]["properties"] for _, _, doc in host.data]
+    assert props == [
+        {"device": (STRING, "gone-1"), "values": (STRING, '{"x":1.0}')},
+        {"values": (STRING, '{"old":5}')},
+    ]
 
 
 # -- commands and the primary host --------------------------------------------------------------

@@ -1,18 +1,19 @@
 """Seals over Sparkplug B: a host that decodes with the standard's schema (compiled at test time,
 tests/sparkplug_support.py) rebuilds each item's JSON object from the metrics as
-docs/transparency.md says, and the gateway's seals verify over those objects."""
+docs/transparency.md says, and the gateway's seals verify over those objects: also for values
+whose Sparkplug datatype cannot hold them (they travel with their JSON text), and with the key
+to check them read from NBIRTH."""
 
 from __future__ import annotations
 
 import json
-import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
-from sparkplug_support import FLOAT, Decoder, Host, compile_descriptor_set
+from sparkplug_support import Decoder, compile_descriptor_set, rebuild_items
 from support import subscription
 
 from e2e.conftest import ModbusSim, RunDaemon
@@ -22,6 +23,15 @@ from gateway.seals.verify import check, collect
 
 DEVICES = [("cab-1", 1, "e2e_cabinet", "100ms"), ("aq-2", 2, "air_quality", "200ms")]
 GATEWAY = "lamppost-0421"
+# Points whose values no Sparkplug datatype of theirs holds, read from a third unit of the same
+# profile: u3 (300 and up) offset by 0.00001 is a Float (a scaled 16-bit register) that no
+# float32 holds; f0's two words as a uint64 (about 4.9e18) times 3 stay an integer, a Double
+# past 2**53.
+ODD_UNIT = ("odd-1", 3, "e2e_cabinet", "100ms")
+ODD_POINTS = [
+    {"name": "fine", "table": "holding", "address": 3, "type": "uint16", "offset": 0.00001},
+    {"name": "big", "table": "holding", "address": 6, "type": "uint64", "scale": 3},
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,56 +39,15 @@ def decoder(tmp_path_factory: pytest.TempPathFactory) -> Decoder:
     return Decoder(compile_descriptor_set(tmp_path_factory.mktemp("proto")))
 
 
-def shortest_float32(x: float) -> float:
-    """The decimal with the fewest digits that reads back as the same float32 (as the doc says)."""
-    for digits in range(1, 10):
-        candidate = float(f"{x:.{digits}g}")
-        if struct.unpack("<f", struct.pack("<f", candidate))[0] == x:
-            return candidate
-    return x
-
-
-def rebuilt(host: Host) -> list[tuple[str, dict[str, Any]]]:
-    """Each item's JSON object (the ``format: json`` payload), from the host's view."""
-    datatypes = {(dev, name): dt for dev, name, dt in host.aliases.values()}
-    out: list[tuple[str, dict[str, Any]]] = []
-    for device, named, doc in host.data:
-        if device is not None:  # DDATA: a sample; its sgw/seq metric comes first
-            seq_metric = doc["metrics"][0]
-            sample: dict[str, Any] = {
-                "seq": named["sgw/seq"],
-                "ts": seq_metric["timestamp"],
-                "device": device,
-                "values": {
-                    name: shortest_float32(value) if datatypes[device, name] == FLOAT else value
-                    for name, value in named.items()
-                    if name != "sgw/seq"
-                },
-            }
-            if "clock" in seq_metric["properties"]:
-                sample["clock"] = seq_metric["properties"]["clock"][1]
-            out.append((f"e2e/{GATEWAY}/samples", {"samples": [sample]}))
-        elif "sgw/gap" in named:
-            span, reason = named["sgw/gap"].split(":")
-            first, last = span.split("-")
-            gap = {"from_seq": int(first), "to_seq": int(last), "reason": reason}
-            out.append((f"e2e/{GATEWAY}/gaps", gap))
-        else:
-            for m in doc["metrics"]:
-                props = {k: v for k, (_, v) in m["properties"].items()}
-                if "alarm" in props:
-                    alarm = {"seq": props["seq"], "ts": m["timestamp"], "alarm": props["alarm"],
-                             "state": m["raw"], "value": props["value"],
-                             "priority": props["priority"]}  # fmt: skip
-                    out.append((f"e2e/{GATEWAY}/alarms", alarm))
-    return out
-
-
 async def test_a_sparkplug_host_rebuilds_every_item_and_the_seals_verify(
     tmp_path: Path, modbus_sim: ModbusSim, run_daemon: RunDaemon, mosquitto: Any, decoder: Decoder
 ) -> None:
-    port = modbus_sim(DEVICES)
+    port = modbus_sim([*DEVICES, ODD_UNIT])
     config = sparkplug_config(mosquitto.port, tmp_path, port)
+    name, unit, _, interval = ODD_UNIT
+    config["sources"][0]["devices"].append(
+        {"name": name, "unit": unit, "interval": interval, "points": ODD_POINTS}
+    )
     config["security"] = {"seal_interval": "500ms"}
     config["alarms"] = [{"point": "aq-2/no2", "above": -1000, "priority": "high"}]
     seals: list[tuple[str, Any]] = []
@@ -101,12 +70,26 @@ async def test_a_sparkplug_host_rebuilds_every_item_and_the_seals_verify(
         await up.wait_until(lambda: len(seals) >= 4, "four seals")
         assert await daemon.terminate() == 0
         host = up.host()
-    items = rebuilt(host)
+    items = rebuild_items(host, f"e2e/{GATEWAY}")
+    # the values that do not fit: a Sparkplug consumer sees the nearest its datatype holds,
+    # the sample's JSON (the seal's item) the exact value
+    samples = [s for t, p in items if t.endswith("/samples") for s in p["samples"]]
+    exact = [s["values"] for s in samples if s["device"] == name]
+    seen = [named for device, named, _ in host.data if device == name]
+    assert len(exact) == len(seen) > 5
+    for json_value, consumer in zip(exact, seen, strict=True):
+        assert json_value["fine"] != consumer["fine"] == pytest.approx(json_value["fine"])
+        assert isinstance(json_value["big"], int) and json_value["big"] > 2**53
+    assert any(j["big"] != c["big"] for j, c in zip(exact, seen, strict=True))
     assert any(t.endswith("/alarms") for t, _ in items)
     assert all(
         s["clock"] == "unsynced" for t, p in items if t.endswith("/samples") for s in p["samples"]
     )
     key = read_identity(tmp_path / "identity.key").public
+    identity = {
+        n: host.values[None, f"sgw/identity/{n}"] for n in ("alg", "public_key", "fingerprint")
+    }
+    assert identity == {"alg": "Ed25519", "public_key": key.base64, "fingerprint": key.fingerprint}
     report = check(GATEWAY, collect([*items, *seals])[GATEWAY], key)
     assert report.mismatched == report.missing_seals == report.bad_signatures == []
     top = max(s["to_seq"] for _, s in seals)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from gateway.codec.numbers import shortest_float32
 from gateway.model import AlarmEvent, CommandResult, Gap, Sample, StoredItem, Value, now_ms
 from gateway.uplink.json_format import result_message
 from gateway.uplink.sparkplug import dcmd
@@ -32,10 +33,9 @@ from gateway.uplink.sparkplug.metrics import (
     ALARM_FALLBACK,
     BDSEQ,
     BOOL,
-    FLOAT_FIELDS,
     GAP_METRIC,
     HEALTH_METRICS,
-    INT32_MASK,
+    IDENTITY_METRICS,
     LONG,
     NAMESPACE,
     REBIRTH,
@@ -46,12 +46,18 @@ from gateway.uplink.sparkplug.metrics import (
     ULONG,
     Aliases,
     DeviceMetrics,
-    add_property,
+    PointMetric,
     birth_metric,
     health_values,
-    set_value,
 )
 from gateway.uplink.sparkplug.rebirth import RebirthPacer
+from gateway.uplink.sparkplug.values import (
+    JSON_PROPERTY,
+    add_property,
+    carry,
+    json_text,
+    set_value,
+)
 from gateway.uplink.wire import Catalog, CurrentValues, Outgoing, Reconnect, Refused
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,7 @@ class SparkplugFormat:
         self.topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
         self._topic_prefix = topic_prefix
         self._aliases = Aliases(catalog)
+        self._identity = catalog.identity  # NBIRTH's sgw/identity/... (seals, since v0.3)
         self.topic_checkpoint = f"{topic_prefix}/{catalog.gateway_id}/checkpoint"
         self.bd_seq = 0
         self._seq = 0  # the next message's seq
@@ -204,6 +211,7 @@ class SparkplugFormat:
 
     def catalog_changed(self, catalog: Catalog) -> list[Outgoing]:
         self._aliases = Aliases(catalog)
+        self._identity = catalog.identity
         self.topic_checkpoint = f"{self._topic_prefix}/{catalog.gateway_id}/checkpoint"
         return self._births() if self._born else []
 
@@ -218,35 +226,49 @@ class SparkplugFormat:
             dev = devices.get(item.device)
             payload = pb.Payload()
             ts = item.ts_ms
-            if dev is None:  # stored before a reload removed its device: keep the seq
-                self._warn(item.device, "is not in the config: its sample's values are dropped")
-                self._seq_metric(payload, self._aliases.node_seq, seq, ts, historical)
+            synced = item.clock_synced
+            if dev is None:  # stored before a reload removed its device: keep the seq, and the
+                # sample as the seal has it (properties device and values, docs/transparency.md)
+                self._warn(item.device, "is not in the config: its sample goes as sgw/seq")
+                self._seq_metric(
+                    payload, self._aliases.node_seq, seq, ts, historical, synced=synced
+                )
+                add_property(payload.metrics[0], "device", pb.String, "string_value", item.device)
+                self._orphans(payload, item.values)
                 out.append(self._data(self.topic_ndata, payload))
                 continue
-            self._seq_metric(payload, dev.seq_alias, seq, ts, historical, synced=item.clock_synced)
+            self._seq_metric(payload, dev.seq_alias, seq, ts, historical, synced=synced)
             points = dev.points
             add = payload.metrics.add
+            orphans: dict[str, Value] = {}
             for name, value in item.values.items():
                 point = points.get(name)
-                if point is None:
-                    self._warn(
-                        f"{item.device}/{name}", "is not in the config: its value is dropped"
-                    )
+                if point is None:  # stored before a reload removed its point
+                    self._warn(f"{item.device}/{name}", "is not in the config: its value goes "
+                               "in the sgw/seq property values")  # fmt: skip
+                    orphans[name] = value
                     continue
                 m = add()
                 m.alias = point.alias
                 m.timestamp = ts
                 if historical:
                     m.is_historical = True
-                field = point.field
                 # The common cases first (a backlog drain encodes millions): a float in a
-                # float field, an int in an unsigned one.
-                if type(value) is float and field in FLOAT_FIELDS:
-                    setattr(m, field, value)
-                elif type(value) is int and field == "int_value" and 0 <= value <= INT32_MASK:
-                    m.int_value = value
-                elif not set_value(m, field, value):
-                    self._warn(f"{item.device}/{name}", f"value {value!r} does not fit its type")
+                # Double; a float in a Float that reads back as itself (as decoders make
+                # them); an int in an integer datatype that holds it.
+                if type(value) is float and point.datatype == pb.Double:
+                    m.double_value = value
+                elif type(value) is float and point.datatype == pb.Float:
+                    m.float_value = value
+                    if shortest_float32(m.float_value) != value:
+                        m.ClearField("float_value")
+                        self._not_exact(m, point, value, f"{item.device}/{name}")
+                elif type(value) is int and point.low <= value <= point.high:
+                    setattr(m, point.field, value & point.mask)
+                else:
+                    self._not_exact(m, point, value, f"{item.device}/{name}")
+            if orphans:
+                self._orphans(payload, orphans)
             self._last_seq[item.device] = seq
             out.append(self._data(f"{NAMESPACE}/{self.group_id}/DDATA/{self.edge_node_id}/"
                                   f"{item.device}", payload))  # fmt: skip
@@ -324,7 +346,7 @@ class SparkplugFormat:
             m = payload.metrics.add()
             m.alias = alias
             m.timestamp = now
-            set_value(m, HEALTH_METRICS[name][1], self._health.get(name))
+            set_value(m, HEALTH_METRICS[name], self._health.get(name))
         return [self._data(self.topic_ndata, payload)]
 
     # -- building blocks -----------------------------------------------------------------
@@ -359,8 +381,14 @@ class SparkplugFormat:
         )
 
     @staticmethod
+    def _orphans(payload: pb.Payload, values: Mapping[str, Value]) -> None:
+        """Values without a metric (their point or device left the config), as JSON in the
+        ``sgw/seq`` metric's property ``values``, so a host still rebuilds the sample (seals)."""
+        add_property(payload.metrics[0], "values", pb.String, "string_value", json_text(values))
+
+    @staticmethod
     def _seq_metric(
-        payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool, *, synced: bool = True
+        payload: pb.Payload, alias: int, seq: int, ts: int, historical: bool, *, synced: bool
     ) -> None:
         m = payload.metrics.add()
         m.alias = alias
@@ -403,6 +431,9 @@ class SparkplugFormat:
             metric(node, name, alias, STRING, self._alarm_state.get(rule))
         for name, alias in aliases.health.items():
             metric(node, name, alias, HEALTH_METRICS[name], self._health.get(name))
+        for name, alias in aliases.identity.items():  # the key seals are checked with
+            assert self._identity is not None  # Aliases gave them aliases
+            metric(node, name, alias, STRING, self._identity.get(IDENTITY_METRICS[name]))
         out = [self._birth(self.topic_nbirth, node, now)]
         out += [self._dbirth(dev, now) for dev in aliases.devices.values()]
         self._born = True
@@ -414,8 +445,7 @@ class SparkplugFormat:
         birth_metric(payload, SEQ_METRIC, dev.seq_alias, ULONG, self._last_seq.get(dev.name), now)
         values = self._current().get(dev.name, {})
         for name, point in dev.points.items():
-            kind = (point.datatype, point.field)
-            birth_metric(payload, name, point.alias, kind, values.get(name), now)
+            birth_metric(payload, name, point.alias, point.kind, values.get(name), now, carry)
             if point.writable:  # since v0.3: a host may write it with DCMD
                 props = payload.metrics[-1].properties
                 props.keys.append("writable")
@@ -484,6 +514,16 @@ class SparkplugFormat:
             f"primary host {self.primary_host_id} is offline",
             [Outgoing(self.topic_ndeath, self._death(), qos=1)],
         )
+
+    def _not_exact(self, m: pb.Payload.Metric, point: PointMetric, value: Value, key: str) -> None:
+        """The general case: :func:`.values.carry`, and a line in the log the first time."""
+        how = carry(m, point.kind, value)
+        if how is not None:
+            self._warn(
+                key,
+                f"value {value!r} does not fit its datatype: sent {how}, its JSON text in the "
+                f"property {JSON_PROPERTY!r}",
+            )
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:

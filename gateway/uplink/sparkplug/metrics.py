@@ -1,17 +1,19 @@
-"""Sparkplug B metrics: the names, datatypes and aliases of the node's and the devices' metrics,
-and how a value is set on one. Pure; the edge node (:mod:`.format`) builds messages from them."""
+"""Sparkplug B metrics: the names, datatypes and aliases of the node's and the devices' metrics
+(how a value is set on one: :mod:`.values`). Pure; the edge node (:mod:`.format`) builds
+messages from them."""
 
 from __future__ import annotations
 
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.model import Value
 from gateway.uplink.sparkplug import sparkplug_b_pb2 as pb
+from gateway.uplink.sparkplug.values import EMPTY_RANGE, INT_RANGES, set_value
 from gateway.uplink.wire import Catalog
 
 NAMESPACE = "spBv1.0"
@@ -26,8 +28,6 @@ RESULT_METRIC = "sgw/result"  # since v0.3: a command's or an action's result, i
 STATE_AHEAD_MS = 60_000
 
 # Point type (PointInfo.type) -> (Sparkplug datatype, Payload.Metric value field).
-INT32_MASK = 0xFFFF_FFFF
-INT64_MASK = 0xFFFF_FFFF_FFFF_FFFF
 DATATYPES: dict[str, tuple[int, str]] = {
     "bool": (pb.Boolean, "boolean_value"),
     "int16": (pb.Int16, "int_value"),
@@ -43,7 +43,6 @@ DATATYPES: dict[str, tuple[int, str]] = {
 }
 DOUBLE = (pb.Double, "double_value")
 FLOAT = (pb.Float, "float_value")
-FLOAT_FIELDS = frozenset({"float_value", "double_value"})
 LONG = (pb.Int64, "long_value")
 ULONG = (pb.UInt64, "long_value")
 BOOL = (pb.Boolean, "boolean_value")
@@ -64,6 +63,10 @@ HEALTH_METRICS: dict[str, tuple[int, str]] = {
     "sgw/health/config_source": STRING,
     "sgw/health/uptime_s": DOUBLE,
 }
+# SPEC "Identity and seals": the key the seals are signed with, in NBIRTH (a Sparkplug host
+# never sees the json format's meta), one String metric per field of meta's "identity".
+IDENTITY_FIELDS = ("alg", "public_key", "fingerprint")
+IDENTITY_METRICS = {f"sgw/identity/{key}": key for key in IDENTITY_FIELDS}
 
 
 def health_values(doc: Mapping[str, Any]) -> dict[str, Value | None]:
@@ -103,34 +106,6 @@ def alarm_metric(rule_name: str) -> str | None:
     return f"alarm/{m[1]}/{m[2]}/{'above' if m[3] == '>' else 'below'}"
 
 
-def fit(field: str, value: Value) -> Value | None:
-    """``value`` as the metric's ``field`` holds it, or None when it does not fit."""
-    if field == "string_value":
-        return value if isinstance(value, str) else str(value)
-    if isinstance(value, str):
-        return None
-    if field == "boolean_value":
-        return bool(value)
-    if field in ("float_value", "double_value"):
-        return float(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    # Signed types travel in the unsigned field as two's complement (as Tahu does).
-    return value & (INT32_MASK if field == "int_value" else INT64_MASK)
-
-
-def set_value(metric: pb.Payload.Metric, field: str, value: Value | None) -> bool:
-    """Put ``value`` in the metric's ``field``; False (and is_null) when it does not fit."""
-    fitted = None if value is None else fit(field, value)
-    if fitted is None:
-        metric.is_null = True
-        return value is None
-    setattr(metric, field, fitted)
-    return True
-
-
 def birth_metric(  # noqa: PLR0917 - a birth metric's fields, in order
     payload: pb.Payload,
     name: str,
@@ -138,22 +113,16 @@ def birth_metric(  # noqa: PLR0917 - a birth metric's fields, in order
     kind: tuple[int, str],
     value: Value | None,
     now: int,
+    put: Callable[[pb.Payload.Metric, tuple[int, str], Value | None], object] = set_value,
 ) -> None:
-    """A birth's metric: name, alias, timestamp, datatype and value."""
+    """A birth's metric: name, alias, timestamp, datatype and value (set by ``put``)."""
     m = payload.metrics.add()
     m.name = name
     if alias is not None:
         m.alias = alias
     m.timestamp = now
     m.datatype = kind[0]
-    set_value(m, kind[1], value)
-
-
-def add_property(metric: pb.Payload.Metric, key: str, kind: int, field: str, value: object) -> None:
-    metric.properties.keys.append(key)
-    pv = metric.properties.values.add()
-    pv.type = kind
-    setattr(pv, field, value)
+    put(m, kind, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +131,14 @@ class PointMetric:
     datatype: int
     field: str
     writable: bool = False  # DBIRTH marks it (since v0.3)
+    # the integers the datatype holds as they are, and its field's mask (a sample's fast path)
+    low: int = EMPTY_RANGE[0]
+    high: int = EMPTY_RANGE[1]
+    mask: int = EMPTY_RANGE[2]
+
+    @property
+    def kind(self) -> tuple[int, str]:
+        return self.datatype, self.field
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +174,10 @@ class Aliases:
             points = {}
             for name, info in dev.points.items():
                 datatype, field = datatype_for(info.type, scaled=info.scaled)
-                points[name] = PointMetric(take(), datatype, field, info.writable)
+                low, high, mask = INT_RANGES.get(datatype, EMPTY_RANGE)
+                points[name] = PointMetric(take(), datatype, field, info.writable, low, high, mask)
             self.devices[dev.name] = DeviceMetrics(dev.name, seq_alias, points)
         self.result = take()  # after the v0.2 aliases, which keep their numbers
         self.health = {name: take() for name in HEALTH_METRICS}  # then the v0.3 health's
+        # then the identity's (since v0.3), when the gateway has one
+        self.identity = {name: take() for name in IDENTITY_METRICS} if catalog.identity else {}
