@@ -218,6 +218,9 @@ class Fleet:
             self.seals.take(gateway, kind, doc, now_ms, before)
         if event is not None:
             self.record(event, now_ms, retained=retained)
+        elif not retained:  # a seal: a sighting too
+            self.ledger(gateway).last_seen_ts = now_ms
+            self.dirty.add(gateway)
         return True
 
     def reject(self, topic: str, exc: RejectedMessage) -> None:

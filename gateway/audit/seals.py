@@ -29,7 +29,14 @@ from gateway.audit.ranges import RangeSet
 from gateway.keys import PublicKey
 from gateway.seals import items
 from gateway.seals.seal import signature_ok
-from gateway.seals.verify import SINGLE_ITEM_TOPICS, Received, Report, chain_breaks, check_range
+from gateway.seals.verify import (
+    SINGLE_ITEM_TOPICS,
+    Received,
+    Report,
+    chain_breaks,
+    check_range,
+    describe,
+)
 
 MAX_LEAVES = 1_000_000  # a gateway: 32 MB in memory and in the state file (100 full seals)
 MAX_GAPS = 10_000  # declared gaps waiting for their seal, a gateway
@@ -61,7 +68,7 @@ class GatewaySeals:
     last: dict[str, Any] | None = None  # the highest good seal: the chain goes on from it
     figures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIGURES, 0))
     mismatched: list[dict[str, int]] = field(default_factory=list)  # the last MAX_LISTED
-    missing: list[int] = field(default_factory=list)  # the first MAX_LISTED
+    missing: list[int] = field(default_factory=list)  # the last MAX_LISTED
     bad: list[int] = field(default_factory=list)  # the last MAX_LISTED
 
     @property
@@ -138,10 +145,13 @@ class SealBook:
                 self._check(book, n)
 
     def settle_all(self, now_ms: int) -> None:
+        """:meth:`settle` every gateway (a seal's wait ends even when nothing arrives)."""
         for gateway, book in self.gateways.items():
-            if book.waiting:
+            waiting = len(book.waiting)
+            if waiting:
                 self.settle(book, now_ms)
-                self.dirty.add(gateway)
+                if len(book.waiting) != waiting:
+                    self.dirty.add(gateway)
 
     def _check(self, book: GatewaySeals, n: int) -> None:
         seal = book.waiting.pop(n)
@@ -208,7 +218,7 @@ def _chain(book: GatewaySeals, seal: Mapping[str, Any]) -> None:
         if book.last is not None:
             breaks = chain_breaks(book.last, seal)
             book.figures["seals_missing"] += len(breaks)
-            book.missing = [*book.missing, *breaks][:MAX_LISTED]
+            book.missing = [*book.missing, *breaks][-MAX_LISTED:]
         book.last = dict(seal)
     elif n in book.missing:  # late after all
         book.missing.remove(n)
@@ -242,3 +252,72 @@ def _complete(book: GatewaySeals, seal: Mapping[str, Any]) -> bool:
     if book.horizon is not None and first < book.horizon:
         return True
     return all(book.leaves.held_in(a, b) == b - a + 1 for a, b in here.missing(first, last))
+
+
+def report_of(seals: SealBook, gateway: str) -> Report:
+    """The gateway's figures in ``verify``'s shape (the lists hold at most MAX_LISTED)."""
+    key = seals.keys.get(gateway)
+    book = seals.gateways.get(gateway)
+    report = Report(gateway, key.fingerprint if key else None, unknown_key=key is None)
+    if book is not None:
+        figures = book.figures
+        report.seals_checked = figures["seals_checked"]
+        report.items_verified = figures["items_verified"]
+        report.items_unsealed = book.items_unsealed
+        report.items_unverifiable = figures["items_unverifiable"]
+        report.mismatched = list(book.mismatched)
+        report.missing_seals = list(book.missing)
+        report.bad_signatures = list(book.bad)
+    return report
+
+
+def seal_doc(seals: SealBook, gateway: str) -> dict[str, Any]:
+    """``verify --json``'s object for the gateway, plus what only a running audit has: the
+    totals behind the lists, the seals waiting for their items, what it could not check."""
+    book = seals.gateways.get(gateway) or GatewaySeals(gateway)
+    doc = report_of(seals, gateway).to_json()
+    del doc["id"]
+    figures = book.figures
+    doc.update(
+        seals_mismatched=figures["seals_mismatched"],
+        seals_missing=figures["seals_missing"],
+        seals_bad_signature=figures["seals_bad_signature"],
+        seals_waiting=len(book.waiting),
+        seals_not_checked=figures["seals_not_checked"],
+        items_not_checked=figures["items_not_checked"],
+    )
+    return doc
+
+
+def broken(seals: SealBook, gateway: str) -> bool:
+    """A seal of the gateway does not match, is missing or is not its key's."""
+    book = seals.gateways.get(gateway)
+    if book is None:
+        return False
+    f = book.figures
+    return bool(f["seals_mismatched"] or f["seals_missing"] or f["seals_bad_signature"])
+
+
+def describe_audit(seals: SealBook, gateway: str) -> list[str]:
+    """``verify``'s words for the gateway, plus the audit's own figures."""
+    lines = describe(report_of(seals, gateway))
+    book = seals.gateways.get(gateway)
+    if book is None:
+        return lines
+    f = book.figures
+    for total, listed, what in (
+        (f["seals_mismatched"], len(book.mismatched), "seals that do not match"),
+        (f["seals_missing"], len(book.missing), "seals missing"),
+        (f["seals_bad_signature"], len(book.bad), "seals with a bad signature"),
+    ):
+        if total > listed:
+            lines.append(f"  {total} {what} in all (the {listed} listed above are the latest)")
+    if book.waiting:
+        lines.append(f"  {len(book.waiting)} seals waiting for their items")
+    if f["seals_not_checked"] or f["items_not_checked"]:
+        lines.append(
+            f"  {f['seals_not_checked']} seals and {f['items_not_checked']} items not checked: "
+            "they came before the audit kept this gateway's items, after their seal, or past "
+            "its bound (docs/audit.md)"
+        )
+    return lines

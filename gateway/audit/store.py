@@ -22,6 +22,7 @@ import aiosqlite
 from gateway.audit import seal_rows
 from gateway.audit.ledger import Fleet, GatewayLedger, Hole
 from gateway.audit.ranges import RangeSet
+from gateway.audit.seals import SealBook
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,12 @@ class AuditStore:
             raise AuditStateError("the audit state is not open")
         return self._db
 
-    async def load(self, prefix: str, factory: Callable[[str], Fleet] = Fleet) -> Fleet:
+    async def load(
+        self, prefix: str, factory: Callable[[str], Fleet] = Fleet, seals: SealBook | None = None
+    ) -> Fleet:
+        """The fleet as last saved; with ``seals`` (``--keys``), the seals' record too."""
         fleet = factory(prefix)
+        fleet.seals = seals
         try:
             async with self.db.execute("SELECT * FROM gateway") as cursor:
                 async for row in cursor:
