@@ -220,3 +220,62 @@ async def test_a_restart_in_the_middle_loses_no_figure(tmp_path: Path) -> None:
     assert _doc(fleet) == _doc(whole)
     assert _doc(fleet)["items_verified"] == 40
     assert fleet.seals is not None and fleet.seals.gateways[GW].leaves.count == 0
+
+
+def test_hostile_seals_and_items_are_refused_and_counted_never_fatal() -> None:
+    fleet, stream = _fleet(), _stream(1)
+    hostile = [
+        (f"{P}/{GW}/seals", b'{"gateway": "gw", "n": 1e999, "from_seq": 1, "to_seq": 2}'),
+        (f"{P}/{GW}/seals", b'{"gateway": "gw", "n": 1}'),
+        (f"{P}/{GW}/seals", b'{"gateway": "gw", "n": 3, "from_seq": 5, "to_seq": 2, "leaves": 1}'),
+        (f"{P}/{GW}/alarms", b'{"gateway": "gw", "seq": 1e999}'),
+        (f"{P}/{GW}/samples", b'{"gateway": "gw", "samples": [{"seq": 3, "values": NaN}]}'),
+    ]
+    for topic, payload in hostile:
+        fleet.apply(topic, payload, 1000)
+    assert fleet.seals is not None and fleet.seals.refused == 4
+    assert fleet.rejected == 1  # the alarm: the ledger's own check comes first
+    # a thousand forged copies of one item: one is enough to fail its seal, a few are kept
+    doc = json.loads(stream[0][1])
+    for value in range(1000):
+        doc["samples"][0]["values"]["p"] = value
+        fleet.apply(stream[0][0], json.dumps(doc).encode(), 1000)
+    _feed(fleet, stream)
+    got = _doc(fleet)
+    assert [m["n"] for m in got["mismatched"]] == [1] and got["items_not_checked"] > 900
+    assert len(fleet.seals.gateways[GW].leaves.other) == 0  # let go with the seal
+
+
+def test_a_zstd_fleet_is_checked_the_same() -> None:
+    import zstandard  # noqa: PLC0415
+
+    compress = zstandard.ZstdCompressor(write_content_size=True).compress
+    stream = _stream()
+    zstd = [(f"{t}.zst", compress(p)) if t.endswith("/samples") else (t, p) for t, p in stream]
+    fleet = _fleet()
+    _feed(fleet, zstd)
+    assert _doc(fleet)["items_verified"] == 30 and _doc(fleet)["mismatched"] == []
+
+
+def test_the_fleet_view_shows_the_items_verified_and_puts_broken_seals_on_top() -> None:
+    from gateway.audit.fleet_view import families, render_page, row_doc, rows  # noqa: PLC0415
+    from gateway.audit.health import HealthBoard  # noqa: PLC0415
+
+    stream = _stream()
+    fleet = _fleet()
+    _feed(fleet, _altered(stream, 2, 15, 1.0))
+    board = HealthBoard(P)
+    table = rows(fleet, board, 2000, 600)
+    assert table[0].needs == ("seals broken",)
+    doc = row_doc(table[0])
+    assert doc["seals_verified"] == 20 and doc["seals"]["seals_mismatched"] == 1
+    page = render_page(table, 2000, prefix=P, rejected=0)
+    assert "20<small>1 seals do not match</small>" in page
+    names = {f.name for f in families(fleet, board, table)}
+    assert {
+        "street_gateway_fleet_seal_items_verified",
+        "street_gateway_fleet_seals_broken",
+    } <= names
+    plain = Fleet(P)
+    _feed(plain, [m for m in stream if m[0].endswith("/samples")])
+    assert row_doc(rows(plain, board, 2000, 600)[0])["seals_verified"] is None

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 LEAF = 32  # bytes: SHA-256
+MAX_OTHER = 16  # other leaves kept for one seq: one is enough to fail its seal
+MAX_OTHER_SEQS = 10_000  # seqs with other leaves, a gateway
 
 
 @dataclass
@@ -34,8 +36,10 @@ class Leaves:
         run = self.runs[first]
         return bytes(run[offset : offset + LEAF]) if offset < len(run) else None
 
-    def add(self, items: list[tuple[int, bytes]]) -> None:
-        """Hold each ``(seq, leaf)``; a run of new consecutive seqs becomes one run."""
+    def add(self, items: list[tuple[int, bytes]]) -> int:
+        """Hold each ``(seq, leaf)``; a run of new consecutive seqs becomes one run. Returns
+        how many other leaves for a held seq were past their bound, so not kept."""
+        refused = 0
         first = last = 0
         blob = bytearray()
         for seq, leaf in items:
@@ -45,8 +49,8 @@ class Leaves:
             else:
                 held = self.get(seq)
             if held is not None:
-                if held != leaf:
-                    self.other.setdefault(seq, set()).add(leaf)
+                if held != leaf and not self._other(seq, leaf):
+                    refused += 1
                 continue
             if blob and seq == last + 1:
                 blob += leaf
@@ -58,6 +62,18 @@ class Leaves:
             blob = bytearray(leaf)
         if blob:
             self._put(first, blob)
+        return refused
+
+    def _other(self, seq: int, leaf: bytes) -> bool:
+        others = self.other.get(seq)
+        if others is None:
+            if len(self.other) >= MAX_OTHER_SEQS:
+                return False
+            others = self.other[seq] = set()
+        if leaf not in others and len(others) >= MAX_OTHER:
+            return False
+        others.add(leaf)
+        return True
 
     def _put(self, first: int, blob: bytearray) -> None:
         # never overlaps another run: each of its seqs was found not held

@@ -113,7 +113,7 @@ class SealBook:
                 self._seal(book, doc, now_ms)
             else:
                 _take_items(book, kind, doc)
-        except (KeyError, TypeError, ValueError, AttributeError):  # BadSeal is a ValueError
+        except Exception:  # hostile fields (a missing key, an inf seq...): a refusal, counted
             self.refused += 1
         self.settle(book, now_ms)
         self.dirty.add(gateway)
@@ -126,6 +126,8 @@ class SealBook:
             return  # a redelivery
         figures = book.figures
         if not signature_ok(seal, self.keys[book.id]):
+            if n in book.bad:
+                return  # a redelivery, most likely: counted once
             figures["seals_checked"] += 1
             figures["seals_bad_signature"] += 1
             book.bad = [*book.bad, n][-MAX_LISTED:]
@@ -182,6 +184,8 @@ class SealBook:
 def _take_items(book: GatewaySeals, kind: str, doc: Mapping[str, Any]) -> None:
     if kind == "gaps":
         first, last = int(doc["from_seq"]), int(doc["to_seq"])
+        if book.horizon is None:
+            book.horizon = first
         if _kept(book, first) and first not in book.gaps:
             book.gaps[first] = (last, items.leaf_of("gap", doc))
             if len(book.gaps) > MAX_GAPS:
@@ -194,7 +198,8 @@ def _take_items(book: GatewaySeals, kind: str, doc: Mapping[str, Any]) -> None:
         found = [(int(doc["seq"]), items.leaf_of(SINGLE_ITEM_TOPICS[kind], doc))]
     if book.horizon is None and found:
         book.horizon = min(seq for seq, _ in found)
-    book.leaves.add([(seq, leaf) for seq, leaf in found if _kept(book, seq)])
+    kept = [(seq, leaf) for seq, leaf in found if _kept(book, seq)]
+    book.figures["items_not_checked"] += book.leaves.add(kept)
     while book.leaves.count > MAX_LEAVES:
         _drop(book, *book.leaves.pop_oldest())
 
