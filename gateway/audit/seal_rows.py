@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS seal_leaves (
     first_seq INTEGER NOT NULL,
     leaves BLOB NOT NULL,
     PRIMARY KEY (gateway, first_seq)
-) WITHOUT ROWID;
+);
 """
 UPSERT_GATEWAY = "INSERT OR REPLACE INTO seal_gateway VALUES (?, ?)"
 UPSERT_RUN = "INSERT OR REPLACE INTO seal_leaves VALUES (?, ?, ?)"
@@ -75,20 +75,19 @@ def take_rows(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, int, bytes]], list[tuple[str, int]]]:
     """The rows a save writes: changed gateways, runs written, runs deleted; the book is then
     clean (:func:`give_back` undoes that when the write fails)."""
-    gateways, runs, deleted = [], [], []
-    for gid in sorted(seals.dirty):
-        book = seals.gateways.get(gid)
-        if book is None:
-            continue
-        gateways.append((gid, gateway_doc(book)))
-        for first in sorted(book.leaves.touched):
-            run = book.leaves.runs.get(first)
+    gateways = [(gid, gateway_doc(seals.gateways[gid])) for gid in sorted(seals.dirty)]
+    runs, deleted = [], []
+    for gid in sorted(seals.leaves_dirty):
+        leaves = seals.gateways[gid].leaves
+        for first in sorted(leaves.touched):
+            run = leaves.runs.get(first)
             if run is None:
                 deleted.append((gid, first))
             else:
                 runs.append((gid, first, bytes(run)))
-        book.leaves.touched.clear()
+        leaves.touched.clear()
     seals.dirty.clear()
+    seals.leaves_dirty.clear()
     return gateways, runs, deleted
 
 
@@ -99,9 +98,8 @@ def give_back(
     deleted: list[tuple[str, int]],
 ) -> None:
     seals.dirty.update(gid for gid, _ in gateways)
-    for gid, first, _ in runs:
-        seals.gateways[gid].leaves.touched.add(first)
-    for gid, first in deleted:
+    for gid, first in [(gid, first) for gid, first, _ in runs] + deleted:
+        seals.leaves_dirty.add(gid)
         seals.gateways[gid].leaves.touched.add(first)
 
 

@@ -86,7 +86,8 @@ class SealBook:
     gateways: dict[str, GatewaySeals] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # gateways heard from without a key
     refused: int = 0  # seals or items whose fields are not what the format says
-    dirty: set[str] = field(default_factory=set)
+    dirty: set[str] = field(default_factory=set)  # gateways whose record changed (not leaves)
+    leaves_dirty: set[str] = field(default_factory=set)  # gateways whose leaves changed
 
     def book(self, gateway: str, received_before: int) -> GatewaySeals | None:
         """The gateway's record, made at its first message (None without a key);
@@ -108,6 +109,7 @@ class SealBook:
         book = self.book(gateway, received_before)
         if book is None:
             return
+        before = _record_state(book)
         try:
             if kind == "seals":
                 self._seal(book, doc, now_ms)
@@ -116,7 +118,9 @@ class SealBook:
         except Exception:  # hostile fields (a missing key, an inf seq...): a refusal, counted
             self.refused += 1
         self.settle(book, now_ms)
-        self.dirty.add(gateway)
+        self.leaves_dirty.add(gateway)
+        if _record_state(book) != before:  # most items messages change only the leaves
+            self.dirty.add(gateway)
 
     def _seal(self, book: GatewaySeals, seal: Mapping[str, Any], now_ms: int) -> None:
         n, first, last = int(seal["n"]), int(seal["from_seq"]), int(seal["to_seq"])
@@ -154,6 +158,7 @@ class SealBook:
                 self.settle(book, now_ms)
                 if len(book.waiting) != waiting:
                     self.dirty.add(gateway)
+                    self.leaves_dirty.add(gateway)
 
     def _check(self, book: GatewaySeals, n: int) -> None:
         seal = book.waiting.pop(n)
@@ -179,6 +184,14 @@ class SealBook:
         book.leaves.release(first, last)
         for a in [a for a in book.gaps if first <= a <= last]:
             del book.gaps[a]
+
+
+def _record_state(book: GatewaySeals) -> tuple[object, ...]:
+    """What the gateway's stored record holds, cheaply compared (its leaves are stored apart)."""
+    return (
+        *book.figures.values(), len(book.gaps), tuple(book.waiting), book.horizon,
+        sum(map(len, book.leaves.other.values())), book.sealed.count, book.dropped.count,
+    )  # fmt: skip
 
 
 def _take_items(book: GatewaySeals, kind: str, doc: Mapping[str, Any]) -> None:

@@ -180,7 +180,11 @@ class AuditStore:
         runs (the consumer folds messages in as they arrive) stays dirty for the next save.
         """
         seals = fleet.seals
-        if not fleet.dirty and not fleet.meta_dirty and not (seals and seals.dirty):
+        if (
+            not fleet.dirty
+            and not fleet.meta_dirty
+            and not (seals and seals.dirty | seals.leaves_dirty)
+        ):
             return
         dirty, fleet.dirty = fleet.dirty, set()
         fleet.meta_dirty = False
