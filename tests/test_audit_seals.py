@@ -279,3 +279,27 @@ def test_the_fleet_view_shows_the_items_verified_and_puts_broken_seals_on_top() 
     plain = Fleet(P)
     _feed(plain, [m for m in stream if m[0].endswith("/samples")])
     assert row_doc(rows(plain, board, 2000, 600)[0])["seals_verified"] is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--format", "sparkplug-b"],
+        ["--group", "workers"],
+        ["--merge", "a.db"],
+    ],
+)
+def test_keys_where_a_seal_cannot_meet_its_items_is_a_usage_error(
+    extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main  # noqa: PLC0415
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / f"{GW}.pub").write_text(KEY.public.pem())
+    argv = ["audit", "--broker", "mqtt://127.0.0.1:1", "--keys", str(keys), *extra]
+    assert main(argv) == 2
+    assert "--keys: a seal and all its items must reach one audit" in capsys.readouterr().err
+    (keys / f"{GW}.pub").unlink()
+    assert main(["audit", "--broker", "mqtt://127.0.0.1:1", "--keys", str(keys)]) == 2
+    assert "no <gateway>.pub file there" in capsys.readouterr().err
