@@ -136,6 +136,11 @@ def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
         lines += ["", "seals:"]
         for gid in sorted(fleet.gateways):
             lines += describe_audit(fleet.seals, gid)
+        if fleet.seals.refused:
+            lines.append(
+                f"{fleet.seals.refused} seals or items refused: their fields are not what the "
+                "format says"
+            )
     if fleet.last_rejected:
         lines += ["", f"last rejected message: {fleet.last_rejected}"]
     lines += ["", summary_line(fleet, now_ms, grace_s)]
