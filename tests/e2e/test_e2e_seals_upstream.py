@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,10 @@ async def test_verify_and_audit_keys_check_a_zstd_fleet_and_name_a_forged_sample
         auditor.send_signal(signal.SIGKILL)  # the audit dies in the middle of the stream
         auditor.wait(10)
     assert "Traceback" not in audit_log.read_text()
+    # it had checked seals before it was killed: what follows starts from its state file
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        (doc,) = db.execute("SELECT doc FROM seal_gateway").fetchone()
+    assert json.loads(doc)["figures"]["items_verified"] > 0
 
     # a forged sample, published as the gateway's own, for a seq it is about to send
     real = next(m for m in upstream.of("samples") if m.data["samples"])
