@@ -17,11 +17,13 @@ from gateway.audit.consumer import BrokerOptions, Consumer, client_id_for
 from gateway.audit.health import HealthBoard
 from gateway.audit.ledger import Fleet, merge_fleets
 from gateway.audit.report import exit_code, summary_line, table, to_json
+from gateway.audit.seals import SealBook
 from gateway.audit.serve import fleet_server
 from gateway.audit.sparkplug import TOPIC_FILTER, SparkplugFleet
 from gateway.audit.store import AuditStateError, AuditStore, default_state_path
 from gateway.config import is_loopback, parse_duration, parse_server, read_secret, split_listen
-from gateway.errors import ConfigError, UplinkError
+from gateway.errors import ConfigError, GatewayError, UplinkError
+from gateway.identity import read_public_key
 from gateway.model import format_ago, now_ms
 
 EXIT_USAGE = 2
@@ -93,10 +95,41 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--token-file", type=Path, default=None, help="bearer token the fleet view asks for"
     )
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of <gateway>.pub PEMs: check each gateway's seals too, as verify does "
+        "(docs/audit.md)",
+    )
     parser.set_defaults(func=_audit)
 
 
+def keys_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--keys`` cannot run as asked (None: it can); reads the keys into ``args``."""
+    args.seal_keys = None
+    if args.keys is None:
+        return None
+    if args.format == "sparkplug-b" or args.merge or args.group:
+        return (
+            "--keys: a seal and all its items must reach one audit reading JSON topics: not "
+            'with --format sparkplug-b, --merge or --group (docs/audit.md, "Seals")'
+        )
+    try:
+        args.seal_keys = {p.stem: read_public_key(p) for p in sorted(args.keys.glob("*.pub"))}
+    except (GatewayError, OSError) as exc:
+        return f"--keys: {exc}"
+    if not args.seal_keys:
+        return f"--keys {args.keys}: no <gateway>.pub file there"
+    return None
+
+
 def _audit(args: argparse.Namespace) -> int:
+    problem = keys_problem(args)
+    if problem:
+        print(f"audit: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.merge:
         return asyncio.run(merge(args.merge, args.json, args.grace))
     if args.format == "sparkplug-b":
@@ -190,12 +223,18 @@ async def run(args: argparse.Namespace, state: Path, opts: BrokerOptions) -> int
     try:
         async with AuditStore(state) as store:
             sparkplug = args.format == "sparkplug-b"
-            fleet = await store.load(args.prefix, SparkplugFleet if sparkplug else Fleet)
+            seals = None
+            if args.seal_keys is not None:
+                seals = SealBook(args.seal_keys, wait_ms=int(args.grace * 1000))
+            fleet = await store.load(args.prefix, SparkplugFleet if sparkplug else Fleet, seals)
             topics = [TOPIC_FILTER] if sparkplug else None
             board = HealthBoard(args.prefix) if args.serve else None
             consumer = Consumer(opts, fleet, store, group=args.group, topics=topics, health=board)
             if args.once:
                 await consumer.run(stop, settle=args.settle)
+                if seals is not None:  # the seals that waited long enough, checked and kept
+                    seals.settle_all(now_ms())
+                    await store.save(fleet)
                 code = _report(fleet, args.json, args.grace)
                 return 0 if stop.is_set() else code
             async with asyncio.TaskGroup() as tg:

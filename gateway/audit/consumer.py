@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.audit.health import HealthBoard
-from gateway.audit.ledger import KINDS, Fleet
+from gateway.audit.ledger import KINDS, SEALS, Fleet
 from gateway.audit.store import AuditStore
 from gateway.backoff import Backoff
 from gateway.config import parse_server
@@ -66,9 +66,9 @@ def client_id_for(state_path: Path) -> str:
     return f"street-gateway-audit-{digest}"
 
 
-def topic_filters(prefix: str, group: str | None) -> list[str]:
+def topic_filters(prefix: str, group: str | None, *, seals: bool = False) -> list[str]:
     share = f"$share/{group}/" if group else ""
-    return [f"{share}{prefix}/+/{kind}" for kind in KINDS]
+    return [f"{share}{prefix}/+/{kind}" for kind in (*KINDS, SEALS) if seals or kind != SEALS]
 
 
 def _client(opts: BrokerOptions) -> aiomqtt.Client:
@@ -113,7 +113,8 @@ class Consumer:
         self.fleet = fleet
         self.store = store
         self.group = group
-        self.topics = topics or topic_filters(fleet.prefix, group)  # Sparkplug B: its own
+        # Sparkplug B: its own; `--keys`: P/+/seals too
+        self.topics = topics or topic_filters(fleet.prefix, group, seals=fleet.seals is not None)
         self.health = health  # the fleet view's (audit --serve): P/+/health too
         if health is not None:
             self.topics = [*self.topics, health.topic_filter(group)]
@@ -221,6 +222,8 @@ class Consumer:
         mids, self._unacked = self._unacked, []
         applied, self._applied = self._applied, 0
         self._committing = len(mids)
+        if self.fleet.seals is not None:  # `--keys`: a seal that waited long enough is checked
+            self.fleet.seals.settle_all(self.clock_ms())
         try:
             await self.store.save(self.fleet)  # durable first ...
         finally:

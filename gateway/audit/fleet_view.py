@@ -1,9 +1,10 @@
 """The fleet view of ``audit --serve``: one row per gateway, the ones that need a person first;
 the page and the Prometheus families. Pure: functions of the ledger, the health board and now.
 
-A gateway needs a person when it is offline, has a hole open past the grace period, says its
-health is degraded, has a device down, or has said nothing for longer than two health periods
-while online (its health messages stopped: a wedged box keeps its MQTT session alive).
+A gateway needs a person when it is offline, has a hole open past the grace period, has a seal
+that does not match, is missing or is not its key's (``audit --keys``), says its health is
+degraded, has a device down, or has said nothing for longer than two health periods while
+online (its health messages stopped: a wedged box keeps its MQTT session alive).
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import html
 from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.audit.health import GatewayHealth, HealthBoard
 from gateway.audit.ledger import Fleet, GatewayLedger
+from gateway.audit.seals import seal_doc
 from gateway.model import format_ago, format_bytes, format_duration
 from gateway.prometheus import MetricFamily, counter, gauge
 
+SEAL_PROBLEMS = ("seals_mismatched", "seals_missing", "seals_bad_signature")
 HEALTH_SILENT_S = 600.0  # two health periods (5 min each) without one
 # What needs a person, most urgent first: the page sorts on this order.
-NEEDS = ("offline", "holes past grace", "degraded", "devices down", "health silent")
+NEEDS = (
+    "offline", "holes past grace", "seals broken", "degraded", "devices down", "health silent",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,7 @@ class Row:
     oldest_hole_s: int | None
     health: GatewayHealth | None
     needs: tuple[str, ...]
+    seals: dict[str, Any] | None = None  # `audit --keys`: gateway.audit.seals.seal_doc
 
     @property
     def sort_key(self) -> tuple[int, int, str]:
@@ -42,7 +49,13 @@ class Row:
 
 
 def _row(
-    gid: str, led: GatewayLedger | None, hb: GatewayHealth | None, now: int, grace_s: float
+    gid: str,
+    led: GatewayLedger | None,
+    hb: GatewayHealth | None,
+    now: int,
+    grace_s: float,
+    *,
+    seals: dict[str, Any] | None = None,
 ) -> Row:
     holes = led.holes if led else []
     oldest = min((h.first_seen_ms for h in holes), default=None)
@@ -57,6 +70,10 @@ def _row(
         needs.append("offline")
     if oldest_s is not None and oldest_s > grace_s:
         needs.append("holes past grace")
+    if seals and (
+        seals["seals_mismatched"] or seals["seals_missing"] or seals["seals_bad_signature"]
+    ):
+        needs.append("seals broken")
     if hb is not None and not hb.healthy:
         needs.append("degraded")
     if hb is not None and hb.devices_down:
@@ -73,13 +90,24 @@ def _row(
         oldest_hole_s=oldest_s,
         health=hb,
         needs=tuple(needs),
+        seals=seals,
     )
 
 
 def rows(fleet: Fleet, board: HealthBoard, now_ms: int, grace_s: float) -> list[Row]:
     """Every gateway either side knows, the ones that need a person first."""
     ids = set(fleet.gateways) | set(board.gateways)
-    out = [_row(g, fleet.gateways.get(g), board.gateways.get(g), now_ms, grace_s) for g in ids]
+    out = [
+        _row(
+            g,
+            fleet.gateways.get(g),
+            board.gateways.get(g),
+            now_ms,
+            grace_s,
+            seals=None if fleet.seals is None else seal_doc(fleet.seals, g),
+        )
+        for g in ids
+    ]
     out.sort(key=lambda r: r.sort_key)
     return out
 
@@ -123,6 +151,15 @@ def families(fleet: Fleet, board: HealthBoard, table: list[Row]) -> Iterator[Met
     needs = gauge(
         "street_gateway_fleet_needs_attention", "1 when the fleet view puts it on top", labels=g
     )
+    verified = counter(
+        "street_gateway_fleet_seal_items_verified", "Items verified by their seals (--keys)",
+        labels=g,
+    )  # fmt: skip
+    broken = counter(
+        "street_gateway_fleet_seals_broken",
+        "Seals that do not match, are missing or have a bad signature (--keys)",
+        labels=g,
+    )
     info = gauge(
         "street_gateway_fleet_info", "Version and config of its last health",
         labels=("gateway", "version", "config_digest", "config_source"),
@@ -137,6 +174,9 @@ def families(fleet: Fleet, board: HealthBoard, table: list[Row]) -> Iterator[Met
         holes.add_metric(gid, row.holes)
         oldest.add_metric(gid, row.oldest_hole_s or 0)
         needs.add_metric(gid, 1.0 if row.needs else 0.0)
+        if row.seals is not None and not row.seals["unknown_key"]:
+            verified.add_metric(gid, row.seals["items_verified"])
+            broken.add_metric(gid, sum(row.seals[k] for k in SEAL_PROBLEMS))
         h = row.health
         if h is None:
             continue
@@ -156,7 +196,7 @@ def families(fleet: Fleet, board: HealthBoard, table: list[Row]) -> Iterator[Met
     yield counter("street_gateway_fleet_rejected_messages", "Messages the audit could not use",
                   fleet.rejected + board.rejected)  # fmt: skip
     yield from (online, seen, received, holes, oldest, healthy, down, backlog, room, cost)
-    yield from (health_at, needs, info)
+    yield from (health_at, needs, info, verified, broken)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +277,7 @@ def _tr(row: Row, now_ms: int) -> str:
         f"<td>{_e(format_ago(row.last_seen_ts, now_ms))}</td>",
         f'<td class="num">{row.received:,}</td>',
         f'<td class="num">{holes}</td>',
-        '<td class="num"></td>',  # seals: blank until `audit --keys` (SPEC "Identity and seals")
+        f'<td class="num">{_seals_cell(row.seals)}</td>',
         f"<td>{health}</td>",
         f'<td class="num">{down}</td>',
         f'<td class="num">{backlog}</td>',
@@ -247,6 +287,26 @@ def _tr(row: Row, now_ms: int) -> str:
     ]
     kind = "needs" if row.needs else "fine"
     return f'<tr class="gw {kind}" data-gateway="{_e(row.id)}">{"".join(cells)}</tr>'
+
+
+def _seals_cell(seals: dict[str, Any] | None) -> str:
+    """Items verified by their seals, and what is wrong with them; blank without ``--keys``."""
+    if seals is None:
+        return ""
+    if seals["unknown_key"]:
+        return "<small>no key registered</small>"
+    problems = [
+        f"{seals[key]} {what}"
+        for key, what in (
+            ("seals_mismatched", "seals do not match"),
+            ("seals_missing", "seals missing"),
+            ("seals_bad_signature", "bad signatures"),
+        )
+        if seals[key]
+    ]
+    waiting = f"{seals['items_unsealed']:,} awaiting a seal"
+    notes = "".join(f"<small>{_e(p)}</small>" for p in [*problems, waiting])
+    return f"{seals['items_verified']:,}{notes}"
 
 
 def render_page(table: list[Row], now_ms: int, *, prefix: str, rejected: int) -> str:
@@ -280,7 +340,8 @@ def row_doc(row: Row) -> dict[str, object]:
         "received": row.received,
         "hole_seqs": row.holes,
         "oldest_hole_s": row.oldest_hole_s,
-        "seals_verified": None,
+        "seals_verified": None if row.seals is None else row.seals["items_verified"],
+        "seals": row.seals,
         "health": None if h is None else ("ok" if h.healthy else "degraded"),
         "problems": [] if h is None else list(h.problems),
         "devices_down": [] if h is None else list(h.devices_down),

@@ -14,12 +14,15 @@ from __future__ import annotations
 import json
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.audit.ranges import RangeSet, runs
+from gateway.audit.seals import SealBook
 from gateway.uplink.compression import UndecodablePayload, decode_samples_payload
 
 # samples.zst: samples messages as zstd frames (uplink.compression: zstd); results since v0.3
 KINDS = ("samples", "samples.zst", "alarms", "gaps", "status", "results")
+SEALS = "seals"  # read only by `audit --keys` (gateway.audit.seals)
 
 
 class RejectedMessage(ValueError):
@@ -59,12 +62,21 @@ def _seq(value: object, what: str) -> int:
 
 def parse_message(prefix: str, topic: str, payload: bytes | bytearray) -> Event:
     """Turn one message of the fleet's topics into an event; raise RejectedMessage if unusable."""
+    gateway, kind, doc = parse_document(prefix, topic, payload)
+    return event_of(gateway, kind, doc)
+
+
+def parse_document(
+    prefix: str, topic: str, payload: bytes | bytearray, kinds: tuple[str, ...] = KINDS
+) -> tuple[str, str, dict[str, Any]]:
+    """``(gateway, kind, the payload's JSON object)`` of one message (``samples.zst`` read as
+    ``samples``); raise RejectedMessage if it is not one."""
     head, sep, rest = topic.partition(prefix + "/") if prefix else ("", "/", topic)
     if head or not sep:
         raise RejectedMessage(f"topic {topic!r} is not under {prefix!r}")
     gateway, _, kind = rest.partition("/")
-    if not gateway or kind not in KINDS:
-        raise RejectedMessage(f"topic {topic!r} is not P/G/{{{','.join(KINDS)}}}")
+    if not gateway or kind not in kinds:
+        raise RejectedMessage(f"topic {topic!r} is not P/G/{{{','.join(kinds)}}}")
     if kind in ("samples", "samples.zst"):  # plain or a zstd frame (its magic number)
         try:
             doc = decode_samples_payload(bytes(payload))
@@ -78,13 +90,18 @@ def parse_message(prefix: str, topic: str, payload: bytes | bytearray) -> Event:
             raise RejectedMessage(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RejectedMessage("the payload is not a JSON object")
+    if kind != "status" and doc.get("gateway") != gateway:
+        raise RejectedMessage(f"payload gateway {doc.get('gateway')!r} differs from the topic's")
+    return gateway, kind, doc
+
+
+def event_of(gateway: str, kind: str, doc: dict[str, Any]) -> Event:
+    """The event one message's document means to the completeness ledger."""
     if kind == "status":
         state = doc.get("state")
         if state not in ("online", "offline"):
             raise RejectedMessage(f"status state is {state!r}, not online or offline")
         return Status(gateway, state == "online")
-    if doc.get("gateway") != gateway:
-        raise RejectedMessage(f"payload gateway {doc.get('gateway')!r} differs from the topic's")
     if kind in ("alarms", "results"):  # a command's result is counted like an alarm
         return Seqs(gateway, [_seq(doc.get("seq"), "seq")])
     if kind == "gaps":
@@ -177,6 +194,7 @@ class Fleet:
     last_rejected: str | None = None
     dirty: set[str] = field(default_factory=set)
     meta_dirty: bool = False
+    seals: SealBook | None = None  # `audit --keys`: the seals checked as they arrive
 
     def ledger(self, gateway: str) -> GatewayLedger:
         found = self.gateways.get(gateway)
@@ -188,12 +206,21 @@ class Fleet:
         self, topic: str, payload: bytes | bytearray, now_ms: int, *, retained: bool = False
     ) -> bool:
         """Record one message; False (counted, remembered) when it could not be used."""
+        kinds = (*KINDS, SEALS) if self.seals is not None else KINDS
         try:
-            event = parse_message(self.prefix, topic, payload)
+            gateway, kind, doc = parse_document(self.prefix, topic, payload, kinds)
+            event = None if kind == SEALS else event_of(gateway, kind, doc)
         except RejectedMessage as exc:
             self.reject(topic, exc)
             return False
-        self.record(event, now_ms, retained=retained)
+        if self.seals is not None and kind != "status":
+            before = self.gateways[gateway].max_seq if gateway in self.gateways else 0
+            self.seals.take(gateway, kind, doc, now_ms, before)
+        if event is not None:
+            self.record(event, now_ms, retained=retained)
+        elif not retained:  # a seal: a sighting too
+            self.ledger(gateway).last_seen_ts = now_ms
+            self.dirty.add(gateway)
         return True
 
     def reject(self, topic: str, exc: RejectedMessage) -> None:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from gateway.audit.ledger import Fleet, GatewayLedger
+from gateway.audit.seals import broken, describe_audit, seal_doc
 from gateway.model import format_ago, format_duration
 
 EXIT_COMPLETE = 0
@@ -39,9 +40,15 @@ def gateway_doc(led: GatewayLedger, now_ms: int) -> dict[str, Any]:
 
 def fleet_doc(fleet: Fleet, now_ms: int) -> dict[str, Any]:
     """``{"gateways": [...]}`` as docs/reference.md has it, plus the count of unusable messages."""
+    gateways = [gateway_doc(fleet.gateways[g], now_ms) for g in sorted(fleet.gateways)]
+    if fleet.seals is None:
+        return {"gateways": gateways, "rejected_messages": fleet.rejected}
+    for doc in gateways:  # `audit --keys`: verify's figures, per gateway
+        doc["seals"] = seal_doc(fleet.seals, doc["id"])
     return {
-        "gateways": [gateway_doc(fleet.gateways[g], now_ms) for g in sorted(fleet.gateways)],
+        "gateways": gateways,
         "rejected_messages": fleet.rejected,
+        "seals_refused": fleet.seals.refused,
     }
 
 
@@ -58,9 +65,17 @@ def overdue_holes(fleet: Fleet, now_ms: int, grace_s: float) -> int:
     )
 
 
+def broken_seals(fleet: Fleet) -> int:
+    """Gateways with a seal that does not match, is missing or has a bad signature."""
+    seals = fleet.seals
+    return 0 if seals is None else sum(1 for g in fleet.gateways if broken(seals, g))
+
+
 def exit_code(fleet: Fleet, now_ms: int, grace_s: float) -> int:
-    """0 when no hole has been open longer than the grace period, 1 otherwise."""
-    return EXIT_HOLES if overdue_holes(fleet, now_ms, grace_s) else EXIT_COMPLETE
+    """0 when no hole has been open longer than the grace period (and, with ``--keys``, every
+    seal checked matches), 1 otherwise."""
+    bad = overdue_holes(fleet, now_ms, grace_s) or broken_seals(fleet)
+    return EXIT_HOLES if bad else EXIT_COMPLETE
 
 
 def summary_line(fleet: Fleet, now_ms: int, grace_s: float) -> str:
@@ -68,11 +83,16 @@ def summary_line(fleet: Fleet, now_ms: int, grace_s: float) -> str:
     online = sum(1 for led in leds if led.online)
     with_holes = sum(1 for led in leds if led.holes)
     received = sum(led.received.count for led in leds)
-    return (
+    line = (
         f"{len(fleet.gateways)} gateways, {online} online, {received} seqs received, "
         f"{with_holes} with open holes, {overdue_holes(fleet, now_ms, grace_s)} holes past "
         f"grace {format_duration(grace_s)}, {fleet.rejected} messages rejected"
     )
+    if fleet.seals is not None:
+        verified = sum(b.figures["items_verified"] for b in fleet.seals.gateways.values())
+        line += f", {verified} items verified by their seals, {broken_seals(fleet)} gateways "
+        line += "with broken seals"
+    return line
 
 
 def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
@@ -112,6 +132,15 @@ def table(fleet: Fleet, now_ms: int, grace_s: float) -> str:
     ]
     if details:
         lines += ["", "open holes:", *details]
+    if fleet.seals is not None:
+        lines += ["", "seals:"]
+        for gid in sorted(fleet.gateways):
+            lines += describe_audit(fleet.seals, gid)
+        if fleet.seals.refused:
+            lines.append(
+                f"{fleet.seals.refused} seals or items refused: their fields are not what the "
+                "format says"
+            )
     if fleet.last_rejected:
         lines += ["", f"last rejected message: {fleet.last_rejected}"]
     lines += ["", summary_line(fleet, now_ms, grace_s)]

@@ -19,8 +19,10 @@ from types import TracebackType
 
 import aiosqlite
 
+from gateway.audit import seal_rows
 from gateway.audit.ledger import Fleet, GatewayLedger, Hole
 from gateway.audit.ranges import RangeSet
+from gateway.audit.seals import SealBook
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,10 @@ class AuditStore:
                 self._db = await aiosqlite.connect(self.path)
                 await self._db.execute("PRAGMA journal_mode=WAL")
                 await self._db.execute("PRAGMA synchronous=FULL")
-                await self._db.executescript(SCHEMA)
+                # Nothing here needs scrubbing (seqs, and hashes of published items), and zeroing
+                # every freed page made `--keys` write 1.6 times the bytes (docs/audit.md)
+                await self._db.execute("PRAGMA secure_delete=OFF")
+                await self._db.executescript(SCHEMA + seal_rows.SCHEMA)
                 await self._db.commit()
         except (sqlite3.Error, OSError) as exc:
             await self._close()
@@ -128,8 +133,12 @@ class AuditStore:
             raise AuditStateError("the audit state is not open")
         return self._db
 
-    async def load(self, prefix: str, factory: Callable[[str], Fleet] = Fleet) -> Fleet:
+    async def load(
+        self, prefix: str, factory: Callable[[str], Fleet] = Fleet, seals: SealBook | None = None
+    ) -> Fleet:
+        """The fleet as last saved; with ``seals`` (``--keys``), the seals' record too."""
         fleet = factory(prefix)
+        fleet.seals = seals
         try:
             async with self.db.execute("SELECT * FROM gateway") as cursor:
                 async for row in cursor:
@@ -146,7 +155,26 @@ class AuditStore:
         fleet.rejected = int(meta.get("rejected", "0"))
         fleet.last_rejected = meta.get("last_rejected")
         fleet.restore_meta(meta)
+        if fleet.seals is not None:
+            await self._load_seals(fleet, meta)
         return fleet
+
+    async def _load_seals(self, fleet: Fleet, meta: dict[str, str]) -> None:
+        """``audit --keys``: the seals' figures and the leaves waiting for their seal."""
+        seals = fleet.seals
+        assert seals is not None
+        try:
+            async with self.db.execute("SELECT id, doc FROM seal_gateway") as cursor:
+                async for gid, doc in cursor:
+                    seals.gateways[str(gid)] = seal_rows.gateway_from_doc(str(gid), str(doc))
+            async with self.db.execute("SELECT gateway, first_seq, leaves FROM seal_leaves") as cur:
+                async for gid, first, blob in cur:
+                    seals.gateways[str(gid)].leaves.load(int(first), bytes(blob))
+            seal_rows.restore_meta(seals, meta)
+        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+            raise AuditStateError(
+                f"{self.path}: unreadable seals in the audit state: {exc}"
+            ) from exc
 
     async def save(self, fleet: Fleet) -> None:
         """Commit every gateway changed since the last save, in one transaction.
@@ -154,7 +182,12 @@ class AuditStore:
         The rows are taken before the first await: what the ledger takes in while the commit
         runs (the consumer folds messages in as they arrive) stays dirty for the next save.
         """
-        if not fleet.dirty and not fleet.meta_dirty:
+        seals = fleet.seals
+        if (
+            not fleet.dirty
+            and not fleet.meta_dirty
+            and not (seals and seals.dirty | seals.leaves_dirty)
+        ):
             return
         dirty, fleet.dirty = fleet.dirty, set()
         fleet.meta_dirty = False
@@ -163,11 +196,19 @@ class AuditStore:
         if fleet.last_rejected is not None:
             meta.append(("last_rejected", fleet.last_rejected))
         meta += fleet.extra_meta().items()
+        books, runs, deleted = seal_rows.take_rows(seals) if seals else ([], [], [])
+        if seals:
+            meta += seal_rows.meta(seals)
         try:
             await self.db.executemany(_UPSERT, rows)
             await self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
+            await self.db.executemany(seal_rows.UPSERT_GATEWAY, books)
+            await self.db.executemany(seal_rows.DELETE_RUN, deleted)
+            await self.db.executemany(seal_rows.UPSERT_RUN, runs)
             await self.db.commit()
         except sqlite3.Error as exc:
             fleet.dirty |= dirty
             fleet.meta_dirty = True
+            if seals:
+                seal_rows.give_back(seals, books, runs, deleted)
             raise AuditStateError(f"{self.path}: cannot write the audit state: {exc}") from exc

@@ -1,7 +1,8 @@
 """`verify --broker`: read a fleet's items and seals from a broker until the stream settles.
 
 A persistent session (like `audit`'s), so messages published while verify is away are kept for
-it by the broker; each payload is bounded before it is parsed, and a refusal is counted.
+it by the broker; each payload is bounded before it is parsed (by the caller's ``parse``, which
+reads a zstd fleet's ``P/G/samples.zst`` frames), and a refusal is counted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,13 @@ import aiomqtt
 from gateway.config import parse_server
 
 MAX_PAYLOAD = 1024 * 1024
-KINDS = ("samples", "alarms", "results", "gaps", "seals")
+KINDS = ("samples", "samples.zst", "alarms", "results", "gaps", "seals")
 
 
 @dataclass
 class Collected:
     messages: list[tuple[str, Any]] = field(default_factory=list)
-    refused: int = 0  # too large, or not JSON
+    refused: int = 0  # too large, or ``parse`` refused it (not JSON, an undecodable frame)
 
 
 async def collect_from_broker(
@@ -35,11 +37,13 @@ async def collect_from_broker(
     client_id: str,
     settle_s: float,
     timeout_s: float,
+    parse: Callable[[str, bytes], Any] = lambda _topic, payload: json.loads(payload),
     ca_file: Path | None = None,
     username: str | None = None,
     password: str | None = None,
 ) -> Collected:
-    """Every items and seals message until none came for ``settle_s`` (at most ``timeout_s``)."""
+    """Every items and seals message until none came for ``settle_s`` (at most ``timeout_s``),
+    each read by ``parse(topic, payload)``, which raises ValueError for what it refuses."""
     scheme, host, port = parse_server(url)
     tls = None
     if scheme == "mqtts":
@@ -60,9 +64,10 @@ async def collect_from_broker(
                 if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD:
                     got.refused += 1
                     continue
+                topic = message.topic.value
                 try:
-                    got.messages.append((message.topic.value, json.loads(payload)))
-                except ValueError:
+                    got.messages.append((topic, parse(topic, payload)))
+                except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
                     got.refused += 1
 
         reader = asyncio.create_task(read())

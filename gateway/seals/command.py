@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import binascii
 import hashlib
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,11 @@ from gateway.identity import load_identity, read_public_key
 from gateway.keys import PublicKey
 from gateway.seals.verify import check, collect, describe
 from gateway.sources.registry import installed
+from gateway.uplink.compression import decode_samples_payload
 
-MAX_LINE = 1024 * 1024  # an archive line longer than this is refused, not read whole
+# An archive line longer than this is refused, not read whole: a 1 MiB message (verify
+# --broker's bound) in base64 fits.
+MAX_LINE = 2 * 1024 * 1024
 
 
 def register(sub: Any) -> None:
@@ -42,7 +47,8 @@ def register(sub: Any) -> None:
     verify.add_argument("--keys", type=Path, required=True, help="folder of <gateway>.pub PEMs")
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--in", dest="inputs", type=Path, nargs="+",
-                        help="archive files: JSON lines {\"topic\", \"payload\"}")  # fmt: skip
+                        help="archive files: JSON lines {\"topic\", \"payload\"} or "
+                             "{\"topic\", \"payload_b64\"} (docs/transparency.md)")  # fmt: skip
     source.add_argument("--broker", help="broker URL, e.g. mqtts://broker.city.example:8883")
     verify.add_argument("--prefix", default="street-gateway", help="topic prefix (--broker)")
     verify.add_argument("--settle", type=float, default=5.0,
@@ -75,17 +81,50 @@ def _identity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _messages(paths: list[Path]) -> Iterator[tuple[str, Any]]:
-    for path in paths:
-        with path.open("rb") as file:
-            while line := file.readline(MAX_LINE + 1):
-                if len(line) > MAX_LINE or not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    yield str(record["topic"]), record["payload"]
-                except (ValueError, KeyError, TypeError):
-                    continue
+def parse_payload(topic: str, payload: bytes) -> Any:
+    """A message's bytes as verify reads them: JSON, or on ``.../samples.zst`` one zstd frame of
+    JSON, inflated by the one bounded reader; raises ValueError for anything else."""
+    if topic.endswith("/samples.zst"):
+        return decode_samples_payload(payload)  # UndecodablePayload is a ValueError
+    return json.loads(payload)
+
+
+@dataclass
+class Archive:
+    """The messages of archive files, JSON lines ``{"topic", "payload": <the message's JSON>}``
+    or ``{"topic", "payload_b64": <base64 of the message's bytes>}`` (how an archiver keeps a
+    binary message, e.g. a ``samples.zst`` frame); a line that is neither is counted."""
+
+    paths: list[Path]
+    refused: int = 0
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for path in self.paths:
+            with path.open("rb") as file:
+                while line := file.readline(MAX_LINE + 1):
+                    if not line.strip():
+                        continue
+                    if len(line) > MAX_LINE:
+                        self.refused += 1
+                        _skip_rest_of_line(file, line)
+                        continue
+                    try:
+                        yield _record(json.loads(line))
+                    except (ValueError, KeyError, TypeError, RecursionError):
+                        self.refused += 1
+
+
+def _skip_rest_of_line(file: Any, head: bytes) -> None:
+    while not head.endswith(b"\n") and (head := file.readline(MAX_LINE)):
+        pass
+
+
+def _record(record: Any) -> tuple[str, Any]:
+    topic = str(record["topic"])
+    if "payload_b64" in record:
+        raw = binascii.a2b_base64(str(record["payload_b64"]), strict_mode=True)
+        return topic, parse_payload(topic, raw)
+    return topic, record["payload"]
 
 
 async def _from_broker(args: argparse.Namespace) -> list[tuple[str, Any]]:
@@ -99,12 +138,17 @@ async def _from_broker(args: argparse.Namespace) -> list[tuple[str, Any]]:
         client_id=args.client_id or f"street-gateway-verify-{digest}",
         settle_s=args.settle,
         timeout_s=args.timeout,
+        parse=parse_payload,
         ca_file=args.ca_file,
         username=args.username,
         password=read_secret(args.password_file) if args.password_file else None,
     )
     if got.refused:
-        print(f"verify: {got.refused} messages refused (over 1 MiB or not JSON)", file=sys.stderr)
+        print(
+            f"verify: {got.refused} messages refused (over 1 MiB, not JSON, or a samples.zst "
+            "frame that does not decode)",
+            file=sys.stderr,
+        )
     return got.messages
 
 
@@ -116,7 +160,14 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         keys = _keys(args.keys)
         if args.inputs:
-            fleet = collect(_messages(args.inputs))
+            archive = Archive(args.inputs)
+            fleet = collect(archive)
+            if archive.refused:
+                print(
+                    f"verify: {archive.refused} archive lines refused (over {MAX_LINE} bytes, "
+                    "not JSON, or a payload that does not decode)",
+                    file=sys.stderr,
+                )
         else:
             fleet = collect(asyncio.run(_from_broker(args)))
     except (GatewayError, OSError, ValueError, aiomqtt.MqttError) as exc:

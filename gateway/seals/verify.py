@@ -1,7 +1,8 @@
 """Checking seals against what arrived: the figures of ``street-gateway verify``. Pure.
 
-Messages are ``(topic, payload)`` with the payload parsed from JSON; the gateway is the topic's
-second-to-last level and the kind its last (``samples``, ``alarms``, ``gaps``, ``seals``).
+Messages are ``(topic, payload)`` with the payload parsed from JSON (a ``samples.zst`` frame
+already inflated by its reader); the gateway is the topic's second-to-last level and the kind its
+last (``samples`` or ``samples.zst``, ``alarms``, ``results``, ``gaps``, ``seals``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.seals.seal import chain_hash, signature_ok
 # topics whose payload is one item with its seq -> the item's kind (gateway.seals.items)
 SINGLE_ITEM_TOPICS = {"alarms": "alarm", "results": "result"}
 KINDS = {"samples", "gaps", "seals", *SINGLE_ITEM_TOPICS}
+COMPRESSED = {"samples.zst": "samples"}  # uplink.compression: zstd, read back by its reader
 
 
 @dataclass
@@ -67,11 +69,12 @@ def collect(messages: Iterable[tuple[str, Any]]) -> dict[str, Received]:
     fleet: dict[str, Received] = collections.defaultdict(Received)
     for topic, payload in messages:
         levels = topic.split("/")
-        if len(levels) < 2 or levels[-1] not in KINDS:
+        kind = COMPRESSED.get(levels[-1], levels[-1])
+        if len(levels) < 2 or kind not in KINDS:
             continue
         got = fleet[levels[-2]]
         try:
-            _take(got, levels[-1], payload)
+            _take(got, kind, payload)
         except (KeyError, TypeError, ValueError, AttributeError):
             got.refused += 1
     return dict(fleet)
@@ -96,10 +99,7 @@ def check(gateway: str, got: Received, key: PublicKey | None) -> Report:
     for n in sorted(got.seals):
         seal = got.seals[n]
         if previous is not None:
-            skipped = list(range(int(previous["n"]) + 1, n))
-            report.missing_seals += skipped
-            if not skipped and seal.get("prev") != chain_hash(previous):
-                report.missing_seals.append(n)
+            report.missing_seals += chain_breaks(previous, seal)
         previous = seal
         if key is None:
             continue
@@ -107,12 +107,26 @@ def check(gateway: str, got: Received, key: PublicKey | None) -> Report:
         if not signature_ok(seal, key):
             report.bad_signatures.append(n)
             continue
-        _check_range(report, got, seal, covered)
+        check_range(report, got, seal, covered)
     report.items_unsealed = sum(1 for seq in got.leaves if seq not in covered)
     return report
 
 
-def _check_range(report: Report, got: Received, seal: Mapping[str, Any], covered: set[int]) -> None:
+def chain_breaks(previous: Mapping[str, Any], seal: Mapping[str, Any]) -> list[int]:
+    """The seals missing between ``previous`` and the next one received, ``seal``: the ``n``
+    skipped, or ``seal``'s own ``n`` when none was skipped but its ``prev`` is not the hash of
+    ``previous`` (a seal was replaced)."""
+    n = int(seal["n"])
+    skipped = list(range(int(previous["n"]) + 1, n))
+    if not skipped and seal.get("prev") != chain_hash(previous):
+        return [n]
+    return skipped
+
+
+def check_range(report: Report, got: Received, seal: Mapping[str, Any], covered: set[int]) -> None:
+    """Check one seal (its signature already checked) against the leaves ``got`` holds for its
+    range: ``report`` counts its items as verified, or names it among the mismatched. Every
+    seq it covers is added to ``covered``."""
     first, last, want = int(seal["from_seq"]), int(seal["to_seq"]), int(seal["leaves"])
     crash = {int(c): int(d) for c, d in seal.get("unsealed", [])}
     leaves: list[bytes] = []
@@ -228,7 +242,7 @@ class Running:
             items_in = sum(1 for seq in range(first, last + 1) if seq in self.received.leaves)
             report = Report("", key.fingerprint)
             if signature_ok(seal, key):
-                _check_range(report, self.received, seal, set())
+                check_range(report, self.received, seal, set())
             else:
                 report.bad_signatures.append(n)
             self.sealed += items_in
