@@ -17,13 +17,12 @@ schema and migrations: :mod:`.schema`). A row leaves only through ``ack()`` or e
 deletes sent gaps once no row is left below them (until then they fence later evictions). The
 counts and the oldest timestamp are kept incrementally: nothing ever scans the backlog.
 
-The tail (:mod:`.tail`) and the seqs (:mod:`.opening`)
---------------------------------------------------------
-``fetch`` above each lane's floor (the live stream) answers from the tail in memory; below it
-(the backlog) from the file, then the tail. ``ack`` takes items out of the tail and the counts at
-once; committed rows are deleted in a later commit (a crash before it sends them again). Seqs are
-never reused, whatever the stop (:mod:`.opening`). The alarm rules' states (:mod:`.alarm_state`)
-and the status events (:mod:`.journal`) go in the same commits.
+``fetch`` above each lane's floor (the live stream) answers from the tail (:mod:`.tail`) in
+memory; below it (the backlog) from the file, then the tail. ``ack`` takes items out of the tail
+and the counts at once; committed rows are deleted in a later commit (a crash before it sends
+them again). Seqs are never reused, whatever the stop (:mod:`.opening`). The alarm rules' states
+(:mod:`.alarm_state`), the status events (:mod:`.journal`) and the seals (:mod:`.seals`) go in
+the same commits. Eviction and the checkpoint are the upkeep's (:mod:`.upkeep`).
 
 Failures
 --------
@@ -50,17 +49,19 @@ from typing import Literal, TypeVar
 
 import aiosqlite
 
+from gateway.backoff import Backoff
 from gateway.buffer import codec, opening, reading, safety, seqfile, store
 from gateway.buffer.acks import Acks
 from gateway.buffer.alarm_state import AlarmStates
 from gateway.buffer.commit import CommitTransaction
-from gateway.buffer.eviction import EVICT_TRIGGER, Evicted, Evictor
+from gateway.buffer.eviction import Evicted, Evictor
 from gateway.buffer.figures import Figures
 from gateway.buffer.journal import Journal
 from gateway.buffer.pending import Pending, Queued
 from gateway.buffer.runs import count, runs_of
 from gateway.buffer.seals import Sealer, SealState
 from gateway.buffer.tail import Tail
+from gateway.buffer.upkeep import Upkeep
 from gateway.errors import BufferNewerError, BufferStoreError, BufferUnsafeError, BufferWriteError
 from gateway.model import AlarmEvent, BufferStats, Gap, Item, Lane, Sample, StatusEvent, StoredItem
 from gateway.model import now_ms as model_now_ms
@@ -69,8 +70,6 @@ from gateway.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 MAX_SEQ = 2**63 - 1
-_BACKOFF_MIN_S = 0.05
-_BACKOFF_MAX_S = 5.0
 
 T = TypeVar("T")
 
@@ -106,24 +105,9 @@ class Buffer:
             commit_interval_s, commit_interval_s / 4 if commit_linger_s is None else commit_linger_s
         )
         self._commit_max_rows = commit_max_rows
-        self._maintenance_interval_s = maintenance_interval_s
         self._now_ms = now_ms
         # WAL kept small beside a small max_size: its allowance counts against max_size.
         self._wal_pages = max(16, min(1000, max_size // store.PAGE_SIZE // 16))
-        self._evictor = Evictor(
-            self.path,
-            max_size=max_size,
-            max_age_ms=int(max_age_s * 1000),
-            min_free_fraction=min_free_fraction,
-            wal_allowance=self._wal_pages * store.PAGE_SIZE,
-            chunk_rows=evict_chunk_rows,
-            now_ms=now_ms,
-            held=lambda: (self.stats.samples, self.stats.alarms),
-            before_delete=self._acks_before_evict,
-            atomic=store.atomic,
-            on_evicted=self._after_evict,
-        )
-
         self._pending = Pending(max(1, seq_reserve_block), memory_queue_max)
         self._first_put_t = 0.0
         self._conn = store.Connection(self.path, self._dropped)
@@ -145,6 +129,27 @@ class Buffer:
         self._closing = False
         self._ack_linger_s = ack_linger_s
         self.seals = SealState(sealer, made=self._pending.wake_all)  # the uplink reads it
+        self._upkeep = Upkeep(
+            self._conn,
+            Evictor(
+                self.path,
+                max_size=max_size,
+                max_age_ms=int(max_age_s * 1000),
+                min_free_fraction=min_free_fraction,
+                wal_allowance=self._wal_pages * store.PAGE_SIZE,
+                chunk_rows=evict_chunk_rows,
+                now_ms=now_ms,
+                held=lambda: (self.stats.samples, self.stats.alarms),
+                before_delete=self._acks_before_evict,
+                atomic=store.atomic,
+                on_evicted=self._after_evict,
+            ),
+            self._figures,
+            sync=sync,
+            last_seq=lambda: self._pending.last_seq,
+            every_s=maintenance_interval_s,
+            lock=self._lock,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,7 +170,7 @@ class Buffer:
         self._tasks = [
             asyncio.create_task(run("buffer-commit", self._commit_loop), name="buffer-commit"),
             asyncio.create_task(
-                run("buffer-maintenance", self._maintenance_loop), name="buffer-maintenance"
+                run("buffer-maintenance", self._upkeep.loop), name="buffer-maintenance"
             ),
         ]
         return self
@@ -239,7 +244,7 @@ class Buffer:
         self._figures.recount(samples + alarms + held, alarms + held_alarms)
         self._acks.recounted()
         await self._refresh_oldest()
-        self._refresh_bytes()
+        self._upkeep.refresh_bytes()
 
     # -- put and commit --------------------------------------------------------------------
 
@@ -329,13 +334,12 @@ class Buffer:
             return self._first_put_t + self._linger_s
         if self._acks.runs or self._journal.unwritten or self._alarm_states.unwritten:
             return self._first_ack_t + self._ack_linger_s
-        # Seqs acknowledged before their commit need none of their own: the settled mark records
-        # them (its page cache copy at once, the seq file's with the next reservation). A seal
-        # does: its leaves and the seal are stored in the commit that decides it.
+        # seqs acknowledged before their commit need none (the settled mark records them); a
+        # seal does, and takes their leaves from memory (:mod:`.seals`)
         return self.seals.due(self._pending.settled(), time.monotonic())
 
     async def _commit_loop(self) -> None:
-        backoff = _BACKOFF_MIN_S
+        retry = Backoff(0.05, 5.0)  # after a failed commit (the items stay queued)
         while True:
             due = self._commit_due()
             ahead = self._pending.low() and not self._pending.starved()
@@ -365,10 +369,9 @@ class Buffer:
                     async with self._lock:
                         ok = await self._commit_step()
             if ok:
-                backoff = _BACKOFF_MIN_S
+                retry.reset()
                 continue
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            await asyncio.sleep(retry.next_delay())
 
     async def _commit_step(self, *, reserve_only: bool = False) -> bool:
         """Open if needed, raise the reservation, commit one batch and the pending
@@ -387,8 +390,7 @@ class Buffer:
         except BufferStoreError as exc:
             self._figures.write_failed(exc)
             return False
-        if self.stats.bytes > self._evictor.max_size * EVICT_TRIGGER:
-            await self._evict_logged()
+        await self._upkeep.evict_if_near_bound()
         return True
 
     async def _commit_batch(self, batch: list[Queued]) -> None:
@@ -404,9 +406,8 @@ class Buffer:
             return
         stored = max(self._now_ms(), self._max_stored_ms)
         seals = self.seals.take(settled, stored)
-        # A commit that only seals (the link up: nothing else waits) leaves meta.last_seq
-        # behind, as no commit at all does with seals off: the settled marks and the seal's
-        # to_seq say how far it is, and the seal's page is the one written. A close moves it.
+        # a commit that only seals (link up) leaves meta.last_seq to the settled marks and the
+        # seal's to_seq, as seals off does: the seal's page is all it writes; a close moves it
         seal_only = not (
             batch or self._acks.runs or self._journal.unwritten or self._alarm_states.unwritten
         )
@@ -447,7 +448,7 @@ class Buffer:
         self._settled = max(self._settled, settled)
         self._files.settle(self._pending.settled_now())
         self._tail.trim(self._settled, self._pending.last_seq)
-        self._refresh_bytes()
+        self._upkeep.refresh_bytes()
         self._figures.writable_again()
 
     def _oldest_from_tail(self) -> bool:
@@ -538,8 +539,8 @@ class Buffer:
                 self._figures.write_failed(exc)
 
     async def _acks_before_evict(self) -> None:
-        """Acknowledged rows are not evicted, nor counted as such: delete them first. When that
-        drops the connection, eviction must stop rather than go on with the closed one."""
+        """Delete acknowledged rows before evicting (never evicted nor counted so); stop
+        eviction if that drops the connection."""
         db = self._conn.db
         await self._apply_acks()
         if self._conn.db is not db:
@@ -568,44 +569,12 @@ class Buffer:
                 self._figures.write_failed(store.map_error(exc, what))
                 return unreadable
 
-    # -- eviction and maintenance ----------------------------------------------------------
+    # -- eviction and maintenance (:mod:`.upkeep`) ------------------------------------------
 
     async def evict_now(self) -> None:
         """Run eviction (age, size, free space) now."""
         async with self._lock:
-            await self._evict_logged()
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._maintenance_interval_s)
-            async with self._lock:
-                if self._conn.db is None:
-                    continue
-                await self._evict_logged()
-                # With ``sync: normal`` only a checkpoint is fsynced: it bounds what a power cut
-                # takes. With ``full`` every commit is, and SQLite checkpoints when the WAL
-                # reaches its limit: a page rewritten by many commits (``meta``, the last seal)
-                # then reaches the file once, not every few seconds.
-                if self._sync == "normal":
-                    try:
-                        await self._conn.require().execute_fetchall(
-                            "PRAGMA wal_checkpoint(PASSIVE)"
-                        )
-                    except (sqlite3.Error, BufferStoreError) as exc:
-                        log.warning("buffer checkpoint failed: %s", exc)
-                self._refresh_bytes()
-
-    async def _evict_logged(self) -> None:
-        if self._conn.db is None:
-            return
-        try:
-            await self._evictor.run(self._conn.db, self._pending.last_seq)
-        except (sqlite3.Error, OSError) as exc:
-            await self._conn.drop_if_broken(exc)
-            self._figures.write_failed(store.map_error(exc, "eviction failed"))
-        except BufferStoreError as exc:  # the connection was dropped under it: reopened later
-            self._figures.write_failed(exc)
-        self._refresh_bytes()
+            await self._upkeep.evict()
 
     async def _after_evict(self, evicted: Evicted) -> None:
         self._tail.reset(self._settled)  # what it held of the evicted range is gone
@@ -617,10 +586,6 @@ class Buffer:
     @property
     def stats(self) -> BufferStats:
         return self._figures.stats
-
-    def _refresh_bytes(self) -> None:
-        self.stats.bytes = sum(self._evictor.file_bytes())
-        self._figures.room(self._evictor.room(self.stats.bytes))
 
     async def _refresh_oldest(self) -> None:
         if self._oldest_from_tail():
