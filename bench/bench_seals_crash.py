@@ -100,8 +100,9 @@ async def run(kills: int, devices: int, workdir: Path) -> dict[str, Any]:
             }
             & seqs
         ),
-        "seals": len({s["n"] for s in seals}),
-        "unsealed_crash_seqs": sum(b - a + 1 for s in seals for a, b in s["unsealed"]),
+        "seals": len(distinct := {s["n"]: s for s in seals}),
+        "seal_messages": len(seals),  # a seal whose sent mark a kill took is sent again
+        "unsealed_crash_seqs": sum(b - a + 1 for s in distinct.values() for a, b in s["unsealed"]),
         **report.to_json(),
     }
 
