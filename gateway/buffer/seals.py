@@ -335,8 +335,12 @@ class SealState:
             return None
         if settled <= self.figures.sealed_to:
             return None
-        if len(self.held) >= MAX_LEAVES:  # the leaves waiting in memory are bounded
+        if len(self.held) >= MAX_LEAVES:  # the leaves waiting in memory: a commit takes them
             return now_t
+        if settled - self.figures.sealed_to >= MAX_LEAVES:
+            # at once (SPEC); tried at most once a second while a row still held keeps the seal
+            # from covering them
+            return self.last_try_t + min(1.0, self.sealer.interval_s)
         return self.last_try_t + self.sealer.interval_s
 
     def take(self, settled: int, now_ms: int) -> SealWrite | None:
