@@ -11,14 +11,13 @@ gap covers part of a hole, that part is cut out and the rest keeps its first-see
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audit.ranges import RangeSet, runs
 from gateway.audit.seals import SealBook
-from gateway.uplink.compression import UndecodablePayload, decode_samples_payload
+from gateway.uplink.compression import UndecodablePayload, read_message
 
 # samples.zst: samples messages as zstd frames (uplink.compression: zstd); results since v0.3
 KINDS = ("samples", "samples.zst", "alarms", "gaps", "status", "results")
@@ -77,17 +76,12 @@ def parse_document(
     gateway, _, kind = rest.partition("/")
     if not gateway or kind not in kinds:
         raise RejectedMessage(f"topic {topic!r} is not P/G/{{{','.join(kinds)}}}")
-    if kind in ("samples", "samples.zst"):  # plain or a zstd frame (its magic number)
-        try:
-            doc = decode_samples_payload(bytes(payload))
-        except UndecodablePayload as exc:
-            raise RejectedMessage(str(exc)) from None
-        kind = "samples"
-    else:
-        try:
-            doc = json.loads(payload)
-        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-            raise RejectedMessage(f"not JSON: {exc}") from None
+    try:
+        kind, doc = read_message(kind, bytes(payload))
+    except UndecodablePayload as exc:
+        raise RejectedMessage(str(exc)) from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise RejectedMessage(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RejectedMessage("the payload is not a JSON object")
     if kind != "status" and doc.get("gateway") != gateway:

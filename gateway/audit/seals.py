@@ -244,11 +244,7 @@ def _chain(book: GatewaySeals, seal: Mapping[str, Any]) -> None:
 
 
 def _covered(ranges: RangeSet, first: int, last: int) -> bool:
-    return not _any_missing(ranges, first, last)
-
-
-def _any_missing(ranges: RangeSet, first: int, last: int) -> bool:
-    return next(ranges.missing(first, last), None) is not None
+    return next(ranges.missing(first, last), None) is None
 
 
 def _any(ranges: RangeSet, first: int, last: int) -> bool:

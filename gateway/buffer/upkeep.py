@@ -18,7 +18,7 @@ from gateway.buffer.eviction import EVICT_TRIGGER, Evictor
 from gateway.buffer.figures import Figures
 from gateway.errors import BufferStoreError
 
-log = logging.getLogger("gateway.buffer.core")
+log = logging.getLogger(__name__)
 
 
 class Upkeep:

@@ -18,7 +18,7 @@ import aiomqtt
 
 from gateway.seals.verify import Running
 from gateway.sim.broker import LOOPBACK
-from gateway.uplink.compression import decode_samples_payload
+from gateway.uplink.compression import read_message
 
 
 @dataclass
@@ -36,11 +36,7 @@ class Upstream:
     seals: Running = field(default_factory=Running)  # "sealed and verified: N of N"
 
     def take(self, topic: str, payload: bytes) -> None:
-        kind = topic.rsplit("/", 1)[-1]
-        if kind in ("samples", "samples.zst"):  # plain or a zstd frame (uplink.compression)
-            kind, message = "samples", decode_samples_payload(payload)
-        else:
-            message = json.loads(payload)
+        kind, message = read_message(topic.rsplit("/", 1)[-1], payload)
         if kind == "samples":
             self.seqs.update(sample["seq"] for sample in message["samples"])
             self.received_times.append(time.monotonic())

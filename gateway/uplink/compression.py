@@ -42,6 +42,16 @@ class SamplesCompressor:
         return frame
 
 
+def read_message(kind: str, payload: bytes) -> tuple[str, Any]:
+    """A fleet message's kind and JSON as a consumer reads it: ``samples`` or ``samples.zst``
+    (plain JSON or one zstd frame) through :func:`decode_samples_payload`, as ``samples``; any
+    other kind as JSON. Raises :class:`UndecodablePayload`, or ValueError or RecursionError
+    (absurdly nested JSON) for another kind's payload that is not JSON."""
+    if kind in ("samples", "samples" + SAMPLES_SUFFIX):
+        return "samples", decode_samples_payload(payload)
+    return kind, json.loads(payload)
+
+
 def decode_samples_payload(payload: bytes, max_bytes: int = MAX_DECODED_BYTES) -> dict[str, Any]:
     """The JSON object of a samples message, plain or one zstd frame (told apart by the zstd
     magic number: a JSON text never starts with byte 0x28). A frame must declare its content
